@@ -1,0 +1,65 @@
+# Two commands: `make run` (set up, then run the pipeline on the default corpus)
+# and `make test` (set up, then run every test). Everything else is a helper.
+SHELL := /bin/bash
+PYTHON ?= python3.11
+VENV := $(CURDIR)/.venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+RUN_ID := local-$(shell date -u +%Y%m%dT%H%M%SZ)
+RUN_ROOT ?= file://$(CURDIR)/runs/$(RUN_ID)
+CORPUS ?=
+SPARK_MASTER ?= local[2]
+
+export AIRFLOW_HOME := $(CURDIR)/.airflow
+export AIRFLOW__CORE__DAGS_FOLDER := $(CURDIR)/dags
+export AIRFLOW__CORE__PLUGINS_FOLDER := $(CURDIR)/plugins
+export AIRFLOW__CORE__LOAD_EXAMPLES := False
+export AIRFLOW__CORE__UNIT_TEST_MODE := False
+export AIRFLOW_CONN_SPARK_LOCAL := {"conn_type": "spark", "host": "$(SPARK_MASTER)"}
+export AIRFLOW_VAR_LLM_RUNS_BASE := file://$(CURDIR)/runs
+export SPARK_LOCAL_IP := 127.0.0.1
+export PYSPARK_PYTHON := $(BIN)/python
+export PATH := $(BIN):$(PATH)
+
+.PHONY: setup run test lint lock bench-data clean
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml constraints.txt
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[dev]'
+	$(BIN)/pip check
+	touch $@
+
+$(AIRFLOW_HOME)/airflow.db: $(STAMP)
+	mkdir -p $(AIRFLOW_HOME)
+	airflow db migrate > $(AIRFLOW_HOME)/migrate.log 2>&1 || (cat $(AIRFLOW_HOME)/migrate.log; exit 1)
+
+## run: the whole pipeline on local Spark; CORPUS=<uri or glob> and RUN_ROOT=<uri> override.
+run: $(AIRFLOW_HOME)/airflow.db
+	airflow dags test llm_decoder \
+	  --conf '{"run_root": "$(RUN_ROOT)"$(if $(CORPUS),$(comma) "corpus": "$(CORPUS)")}'
+	python -m sparklm.summary $(RUN_ROOT)
+
+## test: every test (unit, Spark, Airflow, S3 and AWS API servers started by the tests).
+test: $(STAMP)
+	pytest
+
+lint: $(STAMP)
+	ruff check .
+
+## lock: re-resolve the pins in constraints.txt from pyproject.toml's ranges.
+lock:
+	rm -rf $(CURDIR)/.lock-venv && $(PYTHON) -m venv $(CURDIR)/.lock-venv
+	$(CURDIR)/.lock-venv/bin/pip install --quiet -e '.[dev]'
+	$(CURDIR)/.lock-venv/bin/pip freeze --exclude-editable | grep -v '^-e' > constraints.txt
+	rm -rf $(CURDIR)/.lock-venv
+
+bench-data: $(STAMP)
+	python bench/bench_data.py
+
+clean:
+	rm -rf $(AIRFLOW_HOME) runs .pytest_cache
+
+comma := ,

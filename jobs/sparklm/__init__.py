@@ -1,0 +1,3 @@
+"""Library shared by the Spark jobs in ``jobs/``: storage, stage commits and the pure math."""
+
+__version__ = "0.1.0"

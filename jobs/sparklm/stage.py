@@ -1,0 +1,140 @@
+"""The artifact contract: a stage is complete only once its ``manifest.json`` exists.
+
+Every stage writes under ``{run_root}/{stage}/``. ``begin_stage`` deletes the
+old manifest *first*, so from that moment downstream readers see the stage as
+absent, then clears the old files. ``commit_stage`` writes the manifest
+*last*, listing every file with its size and checksum. Readers only open files
+a manifest lists, so a killed writer can leave debris but never a half stage.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import posixpath
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from importlib import resources
+from typing import Any
+
+from sparklm import storage
+from sparklm.errors import PipelineError
+
+MANIFEST = "manifest.json"
+
+
+class StageNotCommitted(PipelineError):
+    """An upstream stage has no manifest: it never ran, failed, or is being rewritten."""
+
+
+def stage_uri(run_root: str, stage: str) -> str:
+    return storage.join(run_root, stage)
+
+
+def begin_stage(run_root: str, stage: str) -> str:
+    """Invalidate and clear ``stage`` under ``run_root``; return the stage URI to write into."""
+    uri = stage_uri(run_root, stage)
+    manifest = storage.join(uri, MANIFEST)
+    if storage.exists(manifest):
+        storage.remove_tree(manifest)
+    storage.remove_tree(uri)
+    return uri
+
+
+@dataclass(frozen=True)
+class ArtifactFile:
+    """One file a stage produced, addressed relative to the stage directory."""
+
+    path: str
+    bytes: int
+    sha256: str
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def write(cls, stage: str, path: str, data: bytes, **extra: Any) -> ArtifactFile:
+        """Write ``data`` to ``{stage}/{path}`` and describe it for the manifest."""
+        storage.write_bytes(storage.join(stage, path), data)
+        return cls(path, len(data), hashlib.sha256(data).hexdigest(), dict(extra))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"path": self.path, "bytes": self.bytes, "sha256": self.sha256, **self.extra}
+
+
+def commit_stage(
+    run_root: str,
+    stage: str,
+    *,
+    files: list[ArtifactFile],
+    params: Mapping[str, Any],
+    stats: Mapping[str, Any],
+    inputs: Mapping[str, Mapping[str, Any]] | None = None,
+    started_at: float | None = None,
+) -> dict[str, Any]:
+    """Write ``manifest.json`` for ``stage``; until this returns the stage does not exist."""
+    manifest = {
+        "stage": stage,
+        "run_root": run_root,
+        "code_version": code_version(),
+        "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "seconds": round(time.time() - started_at, 3) if started_at else None,
+        "params": dict(params),
+        "inputs": {name: dict(ref) for name, ref in (inputs or {}).items()},
+        "stats": dict(stats),
+        "files": [f.to_dict() for f in sorted(files, key=lambda f: f.path)],
+    }
+    data = json.dumps(manifest, indent=2, sort_keys=True, allow_nan=False).encode()
+    storage.write_bytes(storage.join(stage_uri(run_root, stage), MANIFEST), data)
+    return manifest
+
+
+def read_manifest(run_root: str, stage: str) -> dict[str, Any]:
+    """Read a committed stage's manifest or explain which task has to run first."""
+    uri = storage.join(stage_uri(run_root, stage), MANIFEST)
+    if not storage.exists(uri):
+        raise StageNotCommitted(
+            f"stage {stage!r} is not complete under {run_root}: {uri} is missing; run the "
+            f"{stage} job for this run root first (or check --run-root)"
+        )
+    return json.loads(storage.read_bytes(uri))
+
+
+def input_ref(run_root: str, stage: str) -> dict[str, str]:
+    """Identify an upstream manifest by URI and checksum, for lineage in our own manifest."""
+    uri = storage.join(stage_uri(run_root, stage), MANIFEST)
+    return {"manifest": uri, "sha256": hashlib.sha256(storage.read_bytes(uri)).hexdigest()}
+
+
+def listed_files(manifest: Mapping[str, Any], prefix: str = "") -> list[dict[str, Any]]:
+    """The manifest's file entries under ``prefix``, each with its absolute ``uri`` added."""
+    root = stage_uri(manifest["run_root"], manifest["stage"])
+    return [
+        {**entry, "uri": storage.join(root, entry["path"])}
+        for entry in manifest["files"]
+        if entry["path"].startswith(prefix)
+    ]
+
+
+def code_version() -> str:
+    """Identify the code that produced an artifact.
+
+    ``LLM_CODE_VERSION`` (set by the DAG from the deployed bundle) wins;
+    otherwise a digest of this package's sources, which is the same on every
+    node that runs the same code, zipped or not.
+    """
+    pinned = os.environ.get("LLM_CODE_VERSION")
+    if pinned:
+        return pinned
+    digest = hashlib.sha256()
+    package = resources.files("sparklm")
+    for entry in sorted(package.iterdir(), key=lambda e: e.name):
+        if entry.name.endswith(".py"):
+            digest.update(entry.name.encode())
+            digest.update(entry.read_bytes())
+    return "src-" + digest.hexdigest()[:12]
+
+
+def relative(stage: str, uri: str) -> str:
+    """Path of ``uri`` relative to the stage directory ``stage``."""
+    return posixpath.relpath(uri, stage)

@@ -1,0 +1,88 @@
+"""Byte-level BPE vocabulary trained from distributed pre-token counts (HF ``tokenizers``).
+
+The pre-tokenizer is GPT-2's byte-level one: every UTF-8 byte has a symbol,
+so any text encodes (byte fallback is built in) and decoding is exact. Spark
+counts pre-tokens across partitions; the driver only sees the count table,
+never the corpus, and hands it to the library's BPE trainer.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterable, Iterator, Mapping
+
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+
+END_OF_DOCUMENT = "<|endoftext|>"
+PADDING = "<|pad|>"
+SPECIAL_TOKENS = (END_OF_DOCUMENT, PADDING)
+# Long repeats of one pre-token (e.g. " the" × 10⁶) are fed to the trainer in
+# chunks of this many copies, so no single string grows with the corpus.
+_REPEAT_CHUNK = 4096
+
+
+def pre_tokenizer() -> pre_tokenizers.PreTokenizer:
+    return pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
+
+
+def count_pretokens(texts: Iterable[str]) -> Counter[str]:
+    """Count byte-level pre-tokens (already mapped to the byte alphabet) in ``texts``."""
+    split = pre_tokenizer().pre_tokenize_str
+    counts: Counter[str] = Counter()
+    for text in texts:
+        counts.update(piece for piece, _ in split(text))
+    return counts
+
+
+def train_from_counts(counts: Mapping[str, int], vocab_size: int) -> Tokenizer:
+    """Train byte-level BPE on a pre-token → count table.
+
+    ``tokenizers`` learns merges from the words it is fed, so each pre-token is
+    fed ``count`` times. Byte-level pre-tokens contain no whitespace, which lets a
+    whitespace split recover them exactly during training; the final tokenizer
+    then gets the byte-level pre-tokenizer and decoder back.
+    """
+    min_size = 256 + len(SPECIAL_TOKENS)
+    if vocab_size < min_size:
+        raise ValueError(f"vocab_size must be at least {min_size} (256 byte symbols + specials)")
+    tokenizer = Tokenizer(models.BPE())
+    tokenizer.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=list(SPECIAL_TOKENS),
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    tokenizer.train_from_iterator(_expand(counts), trainer=trainer)
+    tokenizer.pre_tokenizer = pre_tokenizer()
+    tokenizer.decoder = decoders.ByteLevel()
+    return tokenizer
+
+
+def _expand(counts: Mapping[str, int]) -> Iterator[str]:
+    for piece, count in sorted(counts.items()):
+        while count > 0:
+            copies = min(count, _REPEAT_CHUNK)
+            yield " ".join([piece] * copies)
+            count -= copies
+
+
+def special_ids(tokenizer: Tokenizer) -> dict[str, int]:
+    ids = {name: tokenizer.token_to_id(token) for name, token in
+           (("eod", END_OF_DOCUMENT), ("pad", PADDING))}
+    if None in ids.values():
+        raise ValueError("tokenizer lacks the end-of-document or padding token")
+    return ids
+
+
+def encode_documents(tokenizer: Tokenizer, documents: list[str], eod_id: int) -> list[int]:
+    """Token ids of ``documents`` with an end-of-document token after each one."""
+    ids: list[int] = []
+    for encoding in tokenizer.encode_batch(documents, add_special_tokens=False):
+        ids.extend(encoding.ids)
+        ids.append(eod_id)
+    return ids
+
+
+def decode(tokenizer: Tokenizer, ids: list[int]) -> str:
+    return tokenizer.decode(ids, skip_special_tokens=False)

@@ -1,0 +1,145 @@
+"""Tokenize: train a byte-level BPE vocabulary on Spark-counted pre-tokens, encode every shard.
+
+    spark-submit jobs/tokenize_corpus.py --run-root URI [--vocab-size 4096]
+
+(Not named ``tokenize.py``: spark-submit puts this folder first on sys.path,
+where that name would shadow the standard library module.)
+
+Output under ``{run_root}/tokenize/``: ``tokenizer.json``, ``train/part-*.bin``
+and ``val/part-*.bin`` (little-endian token ids, an end-of-document token
+after each document) and ``manifest.json`` with tokens, bytes and bytes per
+token of each split.
+"""
+
+from __future__ import annotations
+
+import operator
+import time
+from collections.abc import Sequence
+from functools import partial
+
+import numpy as np
+
+from sparklm import sparkjob, tokenizer as bpe
+from sparklm.errors import PipelineError
+from sparklm.shards import read_doc_texts
+from sparklm.stage import ArtifactFile, begin_stage, commit_stage, input_ref, listed_files, read_manifest
+from sparklm.tokens import token_dtype
+
+STAGE = "tokenize"
+UPSTREAM = "preprocess"
+# Distinct pre-tokens kept for BPE training: bounds driver memory on huge corpora.
+MAX_PRETOKENS = 2_000_000
+# Documents per shard whose decode(encode(x)) == x is checked while encoding.
+ROUNDTRIP_SAMPLE = 64
+
+
+def parse_args(argv: Sequence[str]):
+    p = sparkjob.parser(__doc__.splitlines()[0])
+    p.add_argument("--vocab-size", type=int, default=4096,
+                   help="BPE vocabulary size including 256 byte symbols and 2 specials (default 4096)")
+    args = p.parse_args(argv)
+    if not 258 <= args.vocab_size <= 2**20:
+        p.error("--vocab-size must be between 258 (256 bytes + 2 specials) and 1048576")
+    return args
+
+
+def count_partition(shard_uris):
+    """Partition function: pre-token counts of the documents in some shards."""
+    for uri in shard_uris:
+        yield from bpe.count_pretokens(read_doc_texts(uri)).items()
+
+
+def encode_partition(shards, *, tokenizer_json: str, stage: str, dtype: str):
+    """Partition function: encode each listed shard into a ``.bin`` of token ids."""
+    from tokenizers import Tokenizer
+
+    tokenizer = Tokenizer.from_str(tokenizer_json)
+    eod = bpe.special_ids(tokenizer)["eod"]
+    for split, index, uri in shards:
+        documents = list(read_doc_texts(uri))
+        ids = bpe.encode_documents(tokenizer, documents, eod)
+        check_roundtrip(tokenizer, documents[:ROUNDTRIP_SAMPLE], uri)
+        data = np.asarray(ids, dtype=dtype).tobytes()
+        text_bytes = sum(len(d.encode()) + 1 for d in documents)  # +1: the document boundary
+        yield ArtifactFile.write(stage, f"{split}/part-{index:05d}.bin", data, tokens=len(ids),
+                                 documents=len(documents), text_bytes=text_bytes)
+
+
+def check_roundtrip(tokenizer, documents: list[str], uri: str) -> None:
+    eod = bpe.special_ids(tokenizer)["eod"]
+    for doc in documents:
+        ids = bpe.encode_documents(tokenizer, [doc], eod)[:-1]
+        if bpe.decode(tokenizer, ids) != doc:
+            raise PipelineError(f"tokenizer round trip failed on a document of {uri}")
+
+
+def main(argv: Sequence[str]) -> dict:
+    args = parse_args(argv)
+    started = time.time()
+    upstream = read_manifest(args.run_root, UPSTREAM)
+    train_shards = [f["uri"] for f in listed_files(upstream, "train/")]
+    val_shards = [f["uri"] for f in listed_files(upstream, "val/")]
+
+    spark = sparkjob.spark_session("llm-tokenize")
+    sc = spark.sparkContext
+    counts_rdd = (sc.parallelize(train_shards, len(train_shards))
+                  .mapPartitions(count_partition)
+                  .reduceByKey(operator.add, sc.defaultParallelism)
+                  .cache())
+    distinct = counts_rdd.count()
+    if distinct > MAX_PRETOKENS:
+        counts = dict(counts_rdd.takeOrdered(MAX_PRETOKENS, key=lambda kv: (-kv[1], kv[0])))
+    else:
+        counts = dict(counts_rdd.collect())
+    counts_rdd.unpersist()
+    counted = time.time()
+    sparkjob.log.info("tokenize: %d distinct pre-tokens (%d occurrences) counted in %.1fs",
+                      distinct, sum(counts.values()), counted - started)
+    if len(counts) < 2:
+        raise PipelineError("the training split has too little text to learn a vocabulary; "
+                            "give preprocess a larger corpus")
+
+    tokenizer = bpe.train_from_counts(counts, args.vocab_size)
+    vocab_size = tokenizer.get_vocab_size()
+    if vocab_size < args.vocab_size:
+        sparkjob.log.warning("the corpus supports only %d tokens; vocabulary is smaller than the "
+                             "requested %d", vocab_size, args.vocab_size)
+    dtype = token_dtype(vocab_size)
+    trained = time.time()
+
+    stage = begin_stage(args.run_root, STAGE)
+    tokenizer_json = tokenizer.to_str()
+    files = [ArtifactFile.write(stage, "tokenizer.json", tokenizer_json.encode(),
+                                vocab_size=vocab_size)]
+    work = [("train", i, uri) for i, uri in enumerate(train_shards)]
+    work += [("val", i, uri) for i, uri in enumerate(val_shards)]
+    encoded = (sc.parallelize(work, len(work))
+               .mapPartitions(partial(encode_partition, tokenizer_json=tokenizer_json,
+                                      stage=stage, dtype=dtype.name))
+               .collect())
+    files.extend(encoded)
+    encode_seconds = time.time() - trained
+
+    stats = {"vocab_size": vocab_size, "requested_vocab_size": args.vocab_size,
+             "dtype": dtype.name, **bpe.special_ids(tokenizer), "distinct_pretokens": distinct,
+             "seconds": {"count": round(counted - started, 3), "train_vocab": round(trained - counted, 3),
+                         "encode": round(encode_seconds, 3)}}
+    for split in ("train", "val"):
+        parts = [f for f in encoded if f.path.startswith(f"{split}/")]
+        tokens = sum(f.extra["tokens"] for f in parts)
+        text_bytes = sum(f.extra["text_bytes"] for f in parts)
+        stats[split] = {"tokens": tokens, "bytes": text_bytes, "documents":
+                        sum(f.extra["documents"] for f in parts),
+                        "bytes_per_token": text_bytes / tokens, "shards": len(parts)}
+    manifest = commit_stage(args.run_root, STAGE, files=files, started_at=started,
+                            params={"vocab_size": args.vocab_size},
+                            inputs={UPSTREAM: input_ref(args.run_root, UPSTREAM)}, stats=stats)
+    sparkjob.log.info("tokenize committed: vocab %d, train %s, val %s",
+                      vocab_size, stats["train"], stats["val"])
+    spark.stop()
+    return manifest
+
+
+if __name__ == "__main__":
+    sparkjob.run(main)
