@@ -25,7 +25,10 @@ DEFAULT_RUNS_BASE = f"file://{REPO / 'runs'}"
 SPARK_CONF = {
     # Small corpora: keep shuffles from spawning hundreds of empty tasks.
     "spark.sql.shuffle.partitions": "16",
-    "spark.sql.adaptive.enabled": "true",
+    "spark.ui.showConsoleProgress": "false",
+    "spark.driver.extraJavaOptions": (
+        f"-Dlog4j2.configurationFile=file:{JOBS_DIR}/conf/log4j2.properties"
+    ),
 }
 
 with DAG(

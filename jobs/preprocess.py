@@ -30,15 +30,27 @@ MIN_SPLIT_BYTES = 2**20
 
 def parse_args(argv: Sequence[str]):
     p = sparkjob.parser(__doc__.splitlines()[0])
-    p.add_argument("--input", required=True,
-                   help="comma-separated files, directories or globs (.txt, .txt.gz, .txt.bz2, "
-                        "MediaWiki .xml/.xml.bz2 dumps); file://, s3:// or pkg://")
-    p.add_argument("--val-fraction", type=float, default=0.1,
-                   help="share of documents held out for validation (default 0.1)")
-    p.add_argument("--min-chars", type=int, default=8,
-                   help="drop cleaned lines shorter than this (default 8)")
-    p.add_argument("--split-mb", type=float, default=64,
-                   help="largest byte range of a plain-text file one task reads (default 64)")
+    p.add_argument(
+        "--input",
+        required=True,
+        help="comma-separated files, directories or globs (.txt, .txt.gz, .txt.bz2, "
+        "MediaWiki .xml/.xml.bz2 dumps); file://, s3:// or pkg://",
+    )
+    p.add_argument(
+        "--val-fraction",
+        type=float,
+        default=0.1,
+        help="share of documents held out for validation (default 0.1)",
+    )
+    p.add_argument(
+        "--min-chars", type=int, default=8, help="drop cleaned lines shorter than this (default 8)"
+    )
+    p.add_argument(
+        "--split-mb",
+        type=float,
+        default=64,
+        help="largest byte range of a plain-text file one task reads (default 64)",
+    )
     args = p.parse_args(argv)
     if not 0 < args.val_fraction < 0.5:
         p.error("--val-fraction must be between 0 and 0.5 (exclusive), e.g. 0.1")
@@ -58,8 +70,9 @@ def read_partition(splits, *, min_chars: int, val_fraction: float):
 
 def write_partition(index, rows, *, stage: str, split: str):
     """Partition function: write the documents of one shuffle partition as one Parquet shard."""
-    written = write_doc_shard(stage, f"{split}/part-{index:05d}.parquet",
-                              ((r.doc_id, r.source, r.text) for r in rows))
+    written = write_doc_shard(
+        stage, f"{split}/part-{index:05d}.parquet", ((r.doc_id, r.source, r.text) for r in rows)
+    )
     return [written] if written else []
 
 
@@ -78,87 +91,159 @@ def main(argv: Sequence[str]) -> dict:
     sc = spark.sparkContext
     parallelism = sc.defaultParallelism
     total_bytes = sum(storage.filesystem(f)[0].size(storage.filesystem(f)[1]) for f in files)
-    split_bytes = int(min(args.split_mb * 2**20,
-                          max(MIN_SPLIT_BYTES, math.ceil(total_bytes / (2 * parallelism)))))
+    split_bytes = int(
+        min(args.split_mb * 2**20, max(MIN_SPLIT_BYTES, math.ceil(total_bytes / (2 * parallelism))))
+    )
     splits = plan_splits(files, split_bytes)
-    sparkjob.log.info("preprocess: %d file(s), %.1f MB, %d split(s) of ≤ %.1f MB",
-                      len(files), total_bytes / 1e6, len(splits), split_bytes / 1e6)
+    sparkjob.log.info(
+        "preprocess: %d file(s), %.1f MB, %d split(s) of ≤ %.1f MB",
+        len(files),
+        total_bytes / 1e6,
+        len(splits),
+        split_bytes / 1e6,
+    )
 
-    schema = T.StructType([
-        T.StructField("doc_id", T.StringType()),
-        T.StructField("source", T.StringType()),
-        T.StructField("position", T.LongType()),
-        T.StructField("text", T.StringType()),
-        T.StructField("drop_reason", T.StringType()),
-        T.StructField("invalid_bytes", T.LongType()),
-        T.StructField("raw_bytes", T.LongType()),
-        T.StructField("split", T.StringType()),
-        T.StructField("split_key", T.DoubleType()),
-    ])
+    schema = T.StructType(
+        [
+            T.StructField("doc_id", T.StringType()),
+            T.StructField("source", T.StringType()),
+            T.StructField("position", T.LongType()),
+            T.StructField("text", T.StringType()),
+            T.StructField("drop_reason", T.StringType()),
+            T.StructField("invalid_bytes", T.LongType()),
+            T.StructField("raw_bytes", T.LongType()),
+            T.StructField("split", T.StringType()),
+            T.StructField("split_key", T.DoubleType()),
+        ]
+    )
     rows = sc.parallelize(splits, len(splits)).mapPartitions(
-        partial(read_partition, min_chars=args.min_chars, val_fraction=args.val_fraction))
+        partial(read_partition, min_chars=args.min_chars, val_fraction=args.val_fraction)
+    )
     lines = spark.createDataFrame(rows, schema).persist(StorageLevel.MEMORY_AND_DISK)
 
-    read = lines.agg(F.count("*").alias("lines"), F.sum("raw_bytes").alias("bytes"),
-                     F.sum("invalid_bytes").alias("invalid_bytes")).first()
-    dropped = {r["drop_reason"]: {"lines": r["lines"], "bytes": r["bytes"]}
-               for r in lines.where(F.col("drop_reason").isNotNull())
-               .groupBy("drop_reason").agg(F.count("*").alias("lines"),
-                                           F.sum("raw_bytes").alias("bytes")).collect()}
+    by_reason = {
+        r["drop_reason"] or "kept": r
+        for r in lines.groupBy("drop_reason")
+        .agg(
+            F.count("*").alias("lines"),
+            F.sum("raw_bytes").alias("bytes"),
+            F.sum("invalid_bytes").alias("invalid_bytes"),
+        )
+        .collect()
+    }
+    dropped = {
+        reason: {"lines": r["lines"], "bytes": r["bytes"]}
+        for reason, r in by_reason.items()
+        if reason != "kept"
+    }
 
     # Exact duplicate paragraphs: keep the first occurrence in corpus order.
     first_seen = Window.partitionBy("text").orderBy("source", "position", "doc_id")
-    ranked = (lines.where(F.col("drop_reason").isNull())
-              .withColumn("occurrence", F.row_number().over(first_seen)))
-    duplicates = ranked.where(F.col("occurrence") > 1).agg(
-        F.count("*").alias("lines"), F.sum("raw_bytes").alias("bytes")).first()
-    if duplicates["lines"]:
-        dropped["duplicate"] = {"lines": duplicates["lines"], "bytes": duplicates["bytes"]}
-
-    docs = (ranked.where(F.col("occurrence") == 1)
-            .groupBy("doc_id", "source", "split", "split_key")
-            .agg(F.sort_array(F.collect_list(F.struct("position", "text"))).alias("lines"))
-            .select("doc_id", "source", "split", "split_key",
-                    F.concat_ws("\n", F.col("lines.text")).alias("text"),
-                    F.size("lines").alias("lines"))
-            .persist(StorageLevel.MEMORY_AND_DISK))
-    docs = ensure_validation_documents(docs, read, dropped, args)
+    unique = (
+        lines.where(F.col("drop_reason").isNull())
+        .withColumn("occurrence", F.row_number().over(first_seen))
+        .where(F.col("occurrence") == 1)
+    )
+    docs = (
+        unique.groupBy("doc_id", "source", "split", "split_key")
+        .agg(
+            F.sort_array(F.collect_list(F.struct("position", "text"))).alias("lines"),
+            F.sum("raw_bytes").alias("raw_bytes"),
+        )
+        .select(
+            "doc_id",
+            "source",
+            "split",
+            "split_key",
+            "raw_bytes",
+            F.concat_ws("\n", F.col("lines.text")).alias("text"),
+            F.size("lines").alias("lines"),
+        )
+        .persist(StorageLevel.MEMORY_AND_DISK)
+    )
+    split_stats = {
+        r["split"]: r.asDict()
+        for r in docs.groupBy("split")
+        .agg(
+            F.count("*").alias("documents"),
+            F.sum("lines").alias("lines"),
+            F.sum(F.octet_length("text")).alias("bytes"),
+            F.sum("raw_bytes").alias("raw_bytes"),
+        )
+        .collect()
+    }
+    kept = by_reason.get("kept")
+    unique_lines = sum(s["lines"] for s in split_stats.values())
+    if kept and kept["lines"] > unique_lines:
+        dropped["duplicate"] = {
+            "lines": kept["lines"] - unique_lines,
+            "bytes": kept["bytes"] - sum(s["raw_bytes"] for s in split_stats.values()),
+        }
+    docs, split_stats = ensure_both_splits(docs, split_stats, dropped, args)
 
     stage = begin_stage(args.run_root, STAGE)
-    files_written, split_stats = [], {}
+    files_written = []
     for split in SPLITS:
-        part = docs.where(F.col("split") == split)
-        counts = part.agg(F.count("*").alias("documents"), F.sum("lines").alias("lines"),
-                          F.sum(F.octet_length("text")).alias("bytes")).first()
-        shards = max(1, min(counts["documents"],
-                            max(parallelism, math.ceil(counts["bytes"] / TARGET_SHARD_BYTES))))
-        written = (part.select("doc_id", "source", "text")
-                   .repartition(shards, "doc_id").sortWithinPartitions("doc_id")
-                   .rdd.mapPartitionsWithIndex(partial(write_partition, stage=stage, split=split))
-                   .collect())
+        counts = split_stats[split]
+        shards = max(
+            1,
+            min(
+                counts["documents"],
+                max(parallelism, math.ceil(counts["bytes"] / TARGET_SHARD_BYTES)),
+            ),
+        )
+        written = (
+            docs.where(F.col("split") == split)
+            .select("doc_id", "source", "text")
+            .repartition(shards, "doc_id")
+            .sortWithinPartitions("doc_id")
+            .rdd.mapPartitionsWithIndex(partial(write_partition, stage=stage, split=split))
+            .collect()
+        )
         files_written.extend(written)
-        split_stats[split] = {"documents": counts["documents"], "lines": counts["lines"],
-                              "bytes": counts["bytes"], "shards": len(written)}
+        split_stats[split] = {
+            "documents": counts["documents"],
+            "lines": counts["lines"],
+            "bytes": counts["bytes"],
+            "shards": len(written),
+        }
 
     lines.unpersist()
     docs.unpersist()
     manifest = commit_stage(
-        args.run_root, STAGE, files=files_written, started_at=started,
-        params={"input": args.input, "val_fraction": args.val_fraction,
-                "min_chars": args.min_chars, "split_bytes": split_bytes},
-        stats={"input": {"files": len(files), "splits": len(splits), "lines": read["lines"],
-                         "bytes": read["bytes"], "invalid_utf8_bytes_replaced": read["invalid_bytes"]},
-               "dropped": dropped, **split_stats},
+        args.run_root,
+        STAGE,
+        files=files_written,
+        started_at=started,
+        params={
+            "input": args.input,
+            "val_fraction": args.val_fraction,
+            "min_chars": args.min_chars,
+            "split_bytes": split_bytes,
+        },
+        stats={
+            "input": {
+                "files": len(files),
+                "splits": len(splits),
+                "lines": sum(r["lines"] for r in by_reason.values()),
+                "bytes": sum(r["bytes"] for r in by_reason.values()),
+                "invalid_utf8_bytes_replaced": sum(r["invalid_bytes"] for r in by_reason.values()),
+            },
+            "dropped": dropped,
+            **split_stats,
+        },
     )
-    sparkjob.log.info("preprocess committed: train %s, val %s, dropped %s",
-                      split_stats["train"], split_stats["val"], dropped)
-    print(storage.join(args.run_root, STAGE, "manifest.json"))
-    spark.stop()
+    sparkjob.log.info(
+        "preprocess committed: train %s, val %s, dropped %s",
+        split_stats["train"],
+        split_stats["val"],
+        dropped,
+    )
     return manifest
 
 
-def ensure_validation_documents(docs, read, dropped, args):
-    """Refuse corpora that cannot be split by document; give a tiny corpus one val document.
+def ensure_both_splits(docs, split_stats: dict, dropped: dict, args):
+    """Refuse corpora that cannot be split by document; give a tiny corpus one doc on each side.
 
     With few documents the hash split can leave a side empty. Moving the
     document with the smallest (for val) or largest (for train) split key keeps
@@ -166,13 +251,13 @@ def ensure_validation_documents(docs, read, dropped, args):
     """
     from pyspark.sql import functions as F
 
-    total = docs.count()
+    total = sum(s["documents"] for s in split_stats.values())
     if total == 0:
         reasons = ", ".join(f"{k}: {v['lines']}" for k, v in sorted(dropped.items())) or "none"
         raise PipelineError(
-            f"corpus {args.input!r} produced no usable text ({read['lines'] or 0} lines read, "
-            f"dropped by reason: {reasons}). Point --input at UTF-8 text or MediaWiki XML dumps "
-            f"(.txt, .txt.gz, .txt.bz2, .xml, .xml.bz2) or lower --min-chars ({args.min_chars})"
+            f"corpus {args.input!r} produced no usable text (lines dropped by reason: {reasons}). "
+            "Point --input at UTF-8 text or MediaWiki XML dumps (.txt, .txt.gz, .txt.bz2, .xml, "
+            f".xml.bz2) or lower --min-chars ({args.min_chars})"
         )
     if total == 1:
         raise PipelineError(
@@ -181,12 +266,24 @@ def ensure_validation_documents(docs, read, dropped, args):
             "' = Title = ' starts a new one; each file is one at least)"
         )
     for split, order in (("val", F.asc("split_key")), ("train", F.desc("split_key"))):
-        if docs.where(F.col("split") == split).limit(1).count() == 0:
-            moved = docs.orderBy(order, "doc_id").first()["doc_id"]
-            sparkjob.log.warning("no document hashed into %s; moving document %s", split, moved)
+        if split not in split_stats:
+            donor = "train" if split == "val" else "val"
+            moved = docs.where(F.col("split") == donor).orderBy(order, "doc_id").first()
+            sparkjob.log.warning(
+                "no document hashed into %s; moving document %s there", split, moved["doc_id"]
+            )
             docs = docs.withColumn(
-                "split", F.when(F.col("doc_id") == moved, split).otherwise(F.col("split")))
-    return docs
+                "split", F.when(F.col("doc_id") == moved["doc_id"], split).otherwise(F.col("split"))
+            )
+            one = {
+                "documents": 1,
+                "lines": moved["lines"],
+                "bytes": len(moved["text"].encode()),
+                "raw_bytes": moved["raw_bytes"],
+            }
+            split_stats[split] = one
+            split_stats[donor] = {k: split_stats[donor][k] - one[k] for k in one}
+    return docs, split_stats
 
 
 if __name__ == "__main__":

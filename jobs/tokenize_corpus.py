@@ -19,11 +19,18 @@ from collections.abc import Sequence
 from functools import partial
 
 import numpy as np
-
-from sparklm import sparkjob, tokenizer as bpe
+from sparklm import sparkjob
+from sparklm import tokenizer as bpe
 from sparklm.errors import PipelineError
 from sparklm.shards import read_doc_texts
-from sparklm.stage import ArtifactFile, begin_stage, commit_stage, input_ref, listed_files, read_manifest
+from sparklm.stage import (
+    ArtifactFile,
+    begin_stage,
+    commit_stage,
+    input_ref,
+    listed_files,
+    read_manifest,
+)
 from sparklm.tokens import token_dtype
 
 STAGE = "tokenize"
@@ -36,8 +43,12 @@ ROUNDTRIP_SAMPLE = 64
 
 def parse_args(argv: Sequence[str]):
     p = sparkjob.parser(__doc__.splitlines()[0])
-    p.add_argument("--vocab-size", type=int, default=4096,
-                   help="BPE vocabulary size including 256 byte symbols and 2 specials (default 4096)")
+    p.add_argument(
+        "--vocab-size",
+        type=int,
+        default=4096,
+        help="BPE vocabulary size including 256 byte symbols and 2 specials (default 4096)",
+    )
     args = p.parse_args(argv)
     if not 258 <= args.vocab_size <= 2**20:
         p.error("--vocab-size must be between 258 (256 bytes + 2 specials) and 1048576")
@@ -62,8 +73,14 @@ def encode_partition(shards, *, tokenizer_json: str, stage: str, dtype: str):
         check_roundtrip(tokenizer, documents[:ROUNDTRIP_SAMPLE], uri)
         data = np.asarray(ids, dtype=dtype).tobytes()
         text_bytes = sum(len(d.encode()) + 1 for d in documents)  # +1: the document boundary
-        yield ArtifactFile.write(stage, f"{split}/part-{index:05d}.bin", data, tokens=len(ids),
-                                 documents=len(documents), text_bytes=text_bytes)
+        yield ArtifactFile.write(
+            stage,
+            f"{split}/part-{index:05d}.bin",
+            data,
+            tokens=len(ids),
+            documents=len(documents),
+            text_bytes=text_bytes,
+        )
 
 
 def check_roundtrip(tokenizer, documents: list[str], uri: str) -> None:
@@ -83,10 +100,13 @@ def main(argv: Sequence[str]) -> dict:
 
     spark = sparkjob.spark_session("llm-tokenize")
     sc = spark.sparkContext
-    counts_rdd = (sc.parallelize(train_shards, len(train_shards))
-                  .mapPartitions(count_partition)
-                  .reduceByKey(operator.add, sc.defaultParallelism)
-                  .cache())
+    counting = time.time()
+    counts_rdd = (
+        sc.parallelize(train_shards, len(train_shards))
+        .mapPartitions(count_partition)
+        .reduceByKey(operator.add, sc.defaultParallelism)
+        .cache()
+    )
     distinct = counts_rdd.count()
     if distinct > MAX_PRETOKENS:
         counts = dict(counts_rdd.takeOrdered(MAX_PRETOKENS, key=lambda kv: (-kv[1], kv[0])))
@@ -94,50 +114,81 @@ def main(argv: Sequence[str]) -> dict:
         counts = dict(counts_rdd.collect())
     counts_rdd.unpersist()
     counted = time.time()
-    sparkjob.log.info("tokenize: %d distinct pre-tokens (%d occurrences) counted in %.1fs",
-                      distinct, sum(counts.values()), counted - started)
+    sparkjob.log.info(
+        "tokenize: %d distinct pre-tokens (%d occurrences) counted in %.1fs",
+        distinct,
+        sum(counts.values()),
+        counted - started,
+    )
     if len(counts) < 2:
-        raise PipelineError("the training split has too little text to learn a vocabulary; "
-                            "give preprocess a larger corpus")
+        raise PipelineError(
+            "the training split has too little text to learn a vocabulary; "
+            "give preprocess a larger corpus"
+        )
 
     tokenizer = bpe.train_from_counts(counts, args.vocab_size)
     vocab_size = tokenizer.get_vocab_size()
     if vocab_size < args.vocab_size:
-        sparkjob.log.warning("the corpus supports only %d tokens; vocabulary is smaller than the "
-                             "requested %d", vocab_size, args.vocab_size)
+        sparkjob.log.warning(
+            "the corpus supports only %d tokens; vocabulary is smaller than the requested %d",
+            vocab_size,
+            args.vocab_size,
+        )
     dtype = token_dtype(vocab_size)
     trained = time.time()
 
     stage = begin_stage(args.run_root, STAGE)
     tokenizer_json = tokenizer.to_str()
-    files = [ArtifactFile.write(stage, "tokenizer.json", tokenizer_json.encode(),
-                                vocab_size=vocab_size)]
+    files = [
+        ArtifactFile.write(stage, "tokenizer.json", tokenizer_json.encode(), vocab_size=vocab_size)
+    ]
     work = [("train", i, uri) for i, uri in enumerate(train_shards)]
     work += [("val", i, uri) for i, uri in enumerate(val_shards)]
-    encoded = (sc.parallelize(work, len(work))
-               .mapPartitions(partial(encode_partition, tokenizer_json=tokenizer_json,
-                                      stage=stage, dtype=dtype.name))
-               .collect())
+    encoded = (
+        sc.parallelize(work, len(work))
+        .mapPartitions(
+            partial(encode_partition, tokenizer_json=tokenizer_json, stage=stage, dtype=dtype.name)
+        )
+        .collect()
+    )
     files.extend(encoded)
     encode_seconds = time.time() - trained
 
-    stats = {"vocab_size": vocab_size, "requested_vocab_size": args.vocab_size,
-             "dtype": dtype.name, **bpe.special_ids(tokenizer), "distinct_pretokens": distinct,
-             "seconds": {"count": round(counted - started, 3), "train_vocab": round(trained - counted, 3),
-                         "encode": round(encode_seconds, 3)}}
+    stats = {
+        "vocab_size": vocab_size,
+        "requested_vocab_size": args.vocab_size,
+        "dtype": dtype.name,
+        **bpe.special_ids(tokenizer),
+        "distinct_pretokens": distinct,
+        "seconds": {
+            "count": round(counted - counting, 3),
+            "train_vocab": round(trained - counted, 3),
+            "encode": round(encode_seconds, 3),
+        },
+    }
     for split in ("train", "val"):
         parts = [f for f in encoded if f.path.startswith(f"{split}/")]
         tokens = sum(f.extra["tokens"] for f in parts)
         text_bytes = sum(f.extra["text_bytes"] for f in parts)
-        stats[split] = {"tokens": tokens, "bytes": text_bytes, "documents":
-                        sum(f.extra["documents"] for f in parts),
-                        "bytes_per_token": text_bytes / tokens, "shards": len(parts)}
-    manifest = commit_stage(args.run_root, STAGE, files=files, started_at=started,
-                            params={"vocab_size": args.vocab_size},
-                            inputs={UPSTREAM: input_ref(args.run_root, UPSTREAM)}, stats=stats)
-    sparkjob.log.info("tokenize committed: vocab %d, train %s, val %s",
-                      vocab_size, stats["train"], stats["val"])
-    spark.stop()
+        stats[split] = {
+            "tokens": tokens,
+            "bytes": text_bytes,
+            "documents": sum(f.extra["documents"] for f in parts),
+            "bytes_per_token": text_bytes / tokens,
+            "shards": len(parts),
+        }
+    manifest = commit_stage(
+        args.run_root,
+        STAGE,
+        files=files,
+        started_at=started,
+        params={"vocab_size": args.vocab_size},
+        inputs={UPSTREAM: input_ref(args.run_root, UPSTREAM)},
+        stats=stats,
+    )
+    sparkjob.log.info(
+        "tokenize committed: vocab %d, train %s, val %s", vocab_size, stats["train"], stats["val"]
+    )
     return manifest
 
 

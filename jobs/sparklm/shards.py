@@ -14,7 +14,9 @@ from sparklm.stage import ArtifactFile
 DOC_SCHEMA = pa.schema([("doc_id", pa.string()), ("source", pa.string()), ("text", pa.string())])
 
 
-def write_doc_shard(stage: str, path: str, docs: Iterable[tuple[str, str, str]]) -> ArtifactFile | None:
+def write_doc_shard(
+    stage: str, path: str, docs: Iterable[tuple[str, str, str]]
+) -> ArtifactFile | None:
     """Write ``(doc_id, source, text)`` rows to ``{stage}/{path}``; None when there are none."""
     rows = list(docs)
     if not rows:
@@ -24,7 +26,9 @@ def write_doc_shard(stage: str, path: str, docs: Iterable[tuple[str, str, str]])
     buffer = io.BytesIO()
     pq.write_table(table, buffer, compression="zstd")
     text_bytes = sum(len(text.encode()) for _, _, text in rows)
-    return ArtifactFile.write(stage, path, buffer.getvalue(), documents=len(rows), text_bytes=text_bytes)
+    return ArtifactFile.write(
+        stage, path, buffer.getvalue(), documents=len(rows), text_bytes=text_bytes
+    )
 
 
 def read_doc_texts(uri: str) -> Iterator[str]:

@@ -95,8 +95,9 @@ def read_split(split: InputSplit, *, min_chars: int, val_fraction: float) -> Ite
     """Read, clean and attribute to documents every line of one split."""
     if split.end is not None:
         with fsspec.open(split.uri, "rb") as f:
-            yield from _text_records(split, iter_range_lines(f, split.start, split.end),
-                                     min_chars, val_fraction)
+            yield from _text_records(
+                split, iter_range_lines(f, split.start, split.end), min_chars, val_fraction
+            )
         return
     with fsspec.open(split.uri, "rb", compression="infer") as f:
         head = f.read(MEDIAWIKI_SNIFF_BYTES)
@@ -180,17 +181,10 @@ def wiki_to_text(wikitext: str) -> str:
     code = mwparserfromhell.parse(wikitext)
     for link in code.filter_wikilinks(recursive=False):
         if _NON_ARTICLE_LINK.match(str(link.title)):
-            _remove(code, link)
+            code.remove(link)
     for table in code.filter_tags(recursive=False, matches=lambda node: node.tag == "table"):
-        _remove(code, table)
+        code.remove(table)
     return code.strip_code(normalize=True, collapse=True, keep_template_params=False)
-
-
-def _remove(code, node) -> None:
-    try:
-        code.remove(node)
-    except ValueError:
-        pass  # already gone with an enclosing node
 
 
 def _local_name(tag: str) -> str:

@@ -7,28 +7,41 @@ import logging
 import sys
 from collections.abc import Callable, Sequence
 
+from sparklm import storage
 from sparklm.errors import PipelineError
+from sparklm.stage import stage_uri
 
 log = logging.getLogger("sparklm")
 
 
-def run(main: Callable[[Sequence[str]], None], argv: Sequence[str] | None = None) -> None:
-    """Run a job's ``main``; a PipelineError ends it with one clear line and exit status 2."""
+def run(main: Callable[[Sequence[str]], dict], argv: Sequence[str] | None = None) -> None:
+    """Run a job's ``main``; a PipelineError ends it with one clear line and exit status 2.
+
+    ``main`` returns the manifest it committed; its location is printed last so
+    a shell user (or a wrapper script) sees where the stage landed.
+    """
     logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
+        level=logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
     )
     try:
-        main(sys.argv[1:] if argv is None else argv)
+        manifest = main(sys.argv[1:] if argv is None else argv)
     except PipelineError as exc:
-        log.error("%s", exc)
         print(f"ERROR: {exc}", file=sys.stderr, flush=True)
         sys.exit(2)
+    print(f"{manifest['stage']} committed: {stage_uri(manifest['run_root'], manifest['stage'])}")
 
 
 def parser(description: str) -> argparse.ArgumentParser:
     """An argument parser with the option every job takes: where the run's artifacts live."""
     p = argparse.ArgumentParser(description=description)
-    p.add_argument("--run-root", required=True, help="URI of the run: file://… or s3://bucket/prefix")
+    p.add_argument(
+        "--run-root",
+        required=True,
+        type=storage.normalize_uri,
+        help="URI of the run: file://… or s3://bucket/prefix (a local path is made absolute)",
+    )
     return p
 
 

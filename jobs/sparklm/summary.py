@@ -19,8 +19,10 @@ def summarize(run_root: str) -> list[str]:
             lines.append(f"  {stage:<10} not committed")
             continue
         manifest = json.loads(storage.read_bytes(manifest_uri))
-        lines.append(f"  {stage:<10} {len(manifest['files'])} files, {manifest['seconds']} s  "
-                     f"→ {manifest_uri}")
+        lines.append(
+            f"  {stage:<10} {len(manifest['files'])} files, {manifest['seconds']} s  "
+            f"→ {manifest_uri}"
+        )
     return lines
 
 

@@ -68,8 +68,10 @@ def _expand(counts: Mapping[str, int]) -> Iterator[str]:
 
 
 def special_ids(tokenizer: Tokenizer) -> dict[str, int]:
-    ids = {name: tokenizer.token_to_id(token) for name, token in
-           (("eod", END_OF_DOCUMENT), ("pad", PADDING))}
+    ids = {
+        name: tokenizer.token_to_id(token)
+        for name, token in (("eod", END_OF_DOCUMENT), ("pad", PADDING))
+    }
     if None in ids.values():
         raise ValueError("tokenizer lacks the end-of-document or padding token")
     return ids

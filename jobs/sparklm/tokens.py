@@ -15,7 +15,9 @@ def token_dtype(vocab_size: int) -> np.dtype:
     return np.dtype("<u2") if vocab_size <= 2**16 else np.dtype("<u4")
 
 
-def read_range(shards: Sequence[Mapping[str, Any]], dtype: np.dtype, start: int, stop: int) -> np.ndarray:
+def read_range(
+    shards: Sequence[Mapping[str, Any]], dtype: np.dtype, start: int, stop: int
+) -> np.ndarray:
     """Tokens ``[start, stop)`` of the concatenation of ``shards`` (manifest entries with ``uri``
     and ``tokens``), fetched with byte-range reads so a partition downloads only its part."""
     pieces, offset = [], 0
@@ -23,8 +25,9 @@ def read_range(shards: Sequence[Mapping[str, Any]], dtype: np.dtype, start: int,
         lo, hi = max(start, offset), min(stop, offset + shard["tokens"])
         if lo < hi:
             fs, path = storage.filesystem(shard["uri"])
-            data = fs.cat_file(path, start=(lo - offset) * dtype.itemsize,
-                               end=(hi - offset) * dtype.itemsize)
+            data = fs.cat_file(
+                path, start=(lo - offset) * dtype.itemsize, end=(hi - offset) * dtype.itemsize
+            )
             pieces.append(np.frombuffer(data, dtype=dtype))
         offset += shard["tokens"]
     if not pieces:

@@ -30,12 +30,14 @@ class SparkJob:
 
 
 PIPELINE: tuple[SparkJob, ...] = (
-    SparkJob("preprocess", "preprocess.py", (
-        ("--input", "{{ params.corpus }}"),
-        ("--val-fraction", "{{ params.val_fraction }}"),
-        ("--min-chars", "{{ params.min_chars }}"),
-    )),
-    SparkJob("tokenize", "tokenize_corpus.py", (
-        ("--vocab-size", "{{ params.vocab_size }}"),
-    )),
+    SparkJob(
+        "preprocess",
+        "preprocess.py",
+        (
+            ("--input", "{{ params.corpus }}"),
+            ("--val-fraction", "{{ params.val_fraction }}"),
+            ("--min-chars", "{{ params.min_chars }}"),
+        ),
+    ),
+    SparkJob("tokenize", "tokenize_corpus.py", (("--vocab-size", "{{ params.vocab_size }}"),)),
 )

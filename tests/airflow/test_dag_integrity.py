@@ -1,0 +1,80 @@
+"""The DAG file: imports cleanly and fast, has the expected graph, validates its Params."""
+
+import copy
+import subprocess
+import sys
+import time
+
+import pytest
+from support import REPO
+
+
+@pytest.fixture(scope="module")
+def dagbag():
+    from airflow.dag_processing.dagbag import DagBag
+
+    return DagBag(dag_folder=str(REPO / "dags"))
+
+
+def test_no_import_errors(dagbag):
+    assert dagbag.import_errors == {}
+    assert list(dagbag.dags) == ["llm_decoder"]
+
+
+def test_task_graph_is_the_pipeline_in_order(dagbag):
+    dag = dagbag.dags["llm_decoder"]
+    order = ["plan_run", "preprocess", "tokenize"]
+    assert set(dag.task_ids) == set(order)
+    for upstream, downstream in zip(order, order[1:], strict=False):
+        assert dag.get_task(downstream).upstream_task_ids == {upstream}
+
+
+def test_every_param_has_a_title_or_description(dagbag):
+    dag = dagbag.dags["llm_decoder"]
+    for name in dag.params:
+        schema = dag.params.get_param(name).schema
+        assert schema.get("title") or schema.get("description"), name
+
+
+@pytest.mark.parametrize(
+    "conf",
+    [
+        {"vocab_size": 10},
+        {"vocab_size": "big"},
+        {"val_fraction": 0.0},
+        {"val_fraction": 0.9},
+        {"min_chars": -1},
+        {"env": "kubernetes"},
+        {"corpus": ""},
+        {"corpus": "a b"},
+        {"run_root": "s3a://bucket/x"},
+        {"run_root": "relative/path"},
+    ],
+)
+def test_bad_params_are_refused_before_any_task(dagbag, conf):
+    from airflow.sdk.exceptions import ParamValidationError
+
+    params = copy.deepcopy(dagbag.dags["llm_decoder"].params)
+    with pytest.raises(ParamValidationError):  # what the trigger form and the API run
+        for key, value in conf.items():
+            params[key] = value
+        params.validate()
+
+
+def test_default_params_are_valid(dagbag):
+    assert copy.deepcopy(dagbag.dags["llm_decoder"].params).validate()["env"] == "local"
+
+
+def test_dag_file_parses_fast_without_heavy_imports():
+    """The scheduler parses DAG files often: no torch, pyspark or job code at import time."""
+    code = (
+        "import sys, time, runpy; t = time.time(); "
+        f"runpy.run_path({str(REPO / 'dags' / 'llm_decoder.py')!r}); "
+        "heavy = [m for m in ('torch', 'pyspark', 'sparklm', 'tokenizers') if m in sys.modules]; "
+        "print(time.time() - t, heavy)"
+    )
+    started = time.time()
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    seconds, heavy = out.stdout.strip().split(" ", 1)
+    assert heavy == "[]"
+    assert time.time() - started < 60  # a hang, not a benchmark

@@ -1,0 +1,176 @@
+"""Test session: Airflow, Spark and AWS settings fixed before anything imports those libraries.
+
+Servers the tests need are started here, on 127.0.0.1, and stopped at the end:
+a real S3 server (SeaweedFS ``weed mini``) and, for the EMR tests, moto's AWS
+API server.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from support import REPO, load_job
+
+SESSION_DIR = Path(tempfile.mkdtemp(prefix="llm-tests-"))
+S3_PORT = 8333
+S3_ACCESS_KEY = "llm-test-access-key"
+S3_SECRET_KEY = "llm-test-secret-key-do-not-log"
+
+os.environ.update(
+    {
+        "AIRFLOW_HOME": str(SESSION_DIR / "airflow"),
+        "AIRFLOW__CORE__DAGS_FOLDER": str(REPO / "dags"),
+        "AIRFLOW__CORE__PLUGINS_FOLDER": str(REPO / "plugins"),
+        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+        "AIRFLOW_CONN_SPARK_LOCAL": json.dumps({"conn_type": "spark", "host": "local[2]"}),
+        "AIRFLOW_VAR_LLM_RUNS_BASE": f"file://{SESSION_DIR / 'runs'}",
+        "SPARK_LOCAL_IP": "127.0.0.1",
+        "PYSPARK_PYTHON": sys.executable,
+        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+        "AWS_ACCESS_KEY_ID": S3_ACCESS_KEY,
+        "AWS_SECRET_ACCESS_KEY": S3_SECRET_KEY,
+        "AWS_DEFAULT_REGION": "us-east-1",
+        "AWS_ENDPOINT_URL_S3": f"http://127.0.0.1:{S3_PORT}",
+    }
+)
+for leaked in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_ENDPOINT_URL"):
+    os.environ.pop(leaked, None)
+
+
+def pytest_sessionfinish(session, exitstatus) -> None:
+    shutil.rmtree(SESSION_DIR, ignore_errors=True)
+
+
+def wait_for_port(port: int, timeout: float, process: subprocess.Popen | None = None) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process is not None and process.poll() is not None:
+            raise RuntimeError(f"server exited with {process.returncode} before opening {port}")
+        with socket.socket() as sock:
+            if sock.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.1)
+    raise TimeoutError(f"nothing listens on 127.0.0.1:{port} after {timeout}s")
+
+
+def stop_process_group(process: subprocess.Popen) -> None:
+    if process.poll() is None:
+        os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+
+
+@dataclass
+class S3Server:
+    """A running SeaweedFS S3 endpoint with one test bucket."""
+
+    process: subprocess.Popen
+    endpoint: str
+    bucket: str
+    data_dir: Path
+
+    def client(self):
+        import boto3
+
+        return boto3.client("s3", endpoint_url=self.endpoint)
+
+    def uri(self, *parts: str) -> str:
+        return "s3://" + "/".join((self.bucket, *parts))
+
+
+def start_s3_server(data_dir: Path) -> subprocess.Popen:
+    with socket.socket() as sock:
+        if sock.connect_ex(("127.0.0.1", S3_PORT)) == 0:
+            raise RuntimeError(f"port {S3_PORT} is taken: stop whatever S3 server runs there")
+    data_dir.mkdir(parents=True, exist_ok=True)
+    with open(data_dir / "weed.log", "ab") as log:  # Popen keeps its own copy of the fd
+        process = subprocess.Popen(
+            [
+                shutil.which("weed") or "weed",
+                "mini",
+                f"-dir={data_dir}",
+                "-ip=127.0.0.1",
+                "-ip.bind=127.0.0.1",
+                "-master.telemetry=false",
+                "-admin.ui=false",
+                "-s3.autoCreateBucket=false",
+            ],
+            cwd=data_dir,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    wait_for_port(S3_PORT, timeout=60, process=process)
+    return process
+
+
+@pytest.fixture(scope="session")
+def s3_server() -> Iterator[S3Server]:
+    """SeaweedFS on 127.0.0.1:8333 with credentials enforced and bucket ``llm-test``."""
+    data_dir = SESSION_DIR / "seaweedfs"
+    process = start_s3_server(data_dir)
+    server = S3Server(process, os.environ["AWS_ENDPOINT_URL_S3"], "llm-test", data_dir)
+    client = server.client()
+    deadline = time.monotonic() + 60
+    while True:  # the S3 gateway answers before the filer is ready to create buckets
+        try:
+            client.create_bucket(Bucket=server.bucket)
+            break
+        except Exception:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.5)
+    yield server
+    stop_process_group(process)
+
+
+@pytest.fixture(scope="session")
+def airflow_db() -> None:
+    """A fresh Airflow metadata database (SQLite) in this session's AIRFLOW_HOME."""
+    subprocess.run(["airflow", "db", "migrate"], check=True, capture_output=True)
+
+
+@pytest.fixture(scope="session")
+def spark():
+    """An in-process local[2] session for running job ``main`` functions quickly.
+
+    The master is set here, by the test, as spark-submit would; job code never sets it.
+    """
+    from pyspark.sql import SparkSession
+
+    session = (
+        SparkSession.builder.master("local[2]")
+        .appName("llm-tests")
+        .config("spark.sql.shuffle.partitions", "4")
+        .config("spark.ui.enabled", "false")
+        .config("spark.ui.showConsoleProgress", "false")
+        .getOrCreate()
+    )
+    session.sparkContext.setLogLevel("ERROR")
+    yield session
+    session.stop()
+
+
+@pytest.fixture
+def run_job(spark):
+    """Run a job's ``main(argv)`` in-process on the shared Spark session; returns its manifest."""
+
+    def run(name: str, argv: Sequence[str]) -> dict:
+        return load_job(name).main([str(a) for a in argv])
+
+    return run

@@ -1,0 +1,54 @@
+"""The tokenize job on local[2]: vocabulary from counts, lossless token shards."""
+
+import numpy as np
+import pytest
+from sparklm import storage
+from sparklm.shards import read_doc_texts
+from sparklm.stage import StageNotCommitted, listed_files
+from sparklm.tokenizer import decode
+from support import WIKITEXT
+from tokenizers import Tokenizer
+
+
+@pytest.fixture(scope="module")
+def tokenized(spark, tmp_path_factory):
+    from support import load_job
+
+    root = f"file://{tmp_path_factory.mktemp('tok')}"
+    load_job("preprocess").main(["--run-root", root, "--input", str(WIKITEXT / "valid.txt")])
+    return load_job("tokenize_corpus").main(["--run-root", root, "--vocab-size", "1024"])
+
+
+def test_token_shards_decode_back_to_the_documents(tokenized):
+    tokenizer = Tokenizer.from_str(
+        storage.read_bytes(listed_files(tokenized, "tokenizer.json")[0]["uri"]).decode()
+    )
+    eod = tokenized["stats"]["eod"]
+    preprocess = tokenized["inputs"]["preprocess"]["manifest"].rsplit("/", 1)[0]
+    for split in ("train", "val"):
+        for entry in listed_files(tokenized, f"{split}/"):
+            ids = np.frombuffer(storage.read_bytes(entry["uri"]), dtype=tokenized["stats"]["dtype"])
+            assert len(ids) == entry["tokens"]
+            docs, current = [], []
+            for i in ids.tolist():
+                if i == eod:
+                    docs.append(decode(tokenizer, current))
+                    current = []
+                else:
+                    current.append(i)
+            shard = f"{preprocess}/{entry['path'].replace('.bin', '.parquet')}"
+            assert docs == list(read_doc_texts(shard))
+
+
+def test_manifest_reports_tokens_bytes_and_vocab(tokenized):
+    stats = tokenized["stats"]
+    assert stats["vocab_size"] == 1024 and stats["dtype"] == "uint16"
+    for split in ("train", "val"):
+        assert stats[split]["tokens"] > 0
+        assert 2.0 < stats[split]["bytes_per_token"] < 6.0
+    assert stats["train"]["tokens"] > 5 * stats["val"]["tokens"]
+
+
+def test_tokenize_without_preprocess_names_the_missing_stage(run_job, tmp_path):
+    with pytest.raises(StageNotCommitted, match="run the preprocess job"):
+        run_job("tokenize_corpus", ["--run-root", f"file://{tmp_path}"])

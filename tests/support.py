@@ -1,0 +1,52 @@
+"""Helpers the tests share: job loading, spark-submit, small corpora."""
+
+from __future__ import annotations
+
+import importlib.util
+import subprocess
+from pathlib import Path
+from types import ModuleType
+
+REPO = Path(__file__).resolve().parents[1]
+JOBS = REPO / "jobs"
+WIKITEXT = REPO.parent / "shared" / "data" / "wikitext-2-raw"
+
+
+def load_job(name: str) -> ModuleType:
+    """Import ``jobs/{name}.py`` as a module without putting ``jobs/`` on sys.path."""
+    spec = importlib.util.spec_from_file_location(f"llm_job_{name}", JOBS / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def spark_submit(script: str, *args: str, timeout: float = 600) -> subprocess.CompletedProcess:
+    """Run ``spark-submit --master local[2] jobs/{script} args…`` exactly as a user would."""
+    return subprocess.run(
+        ["spark-submit", "--master", "local[2]", str(JOBS / script), *map(str, args)],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+def write_text(path: Path, text: str | bytes) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if isinstance(text, bytes):
+        path.write_bytes(text)
+    else:
+        path.write_text(text, encoding="utf-8")
+    return path
+
+
+def small_corpus(directory: Path, documents: int = 40, paragraphs: int = 4) -> Path:
+    """A plain-text corpus in WikiText layout: ``= Title =`` lines start documents."""
+    lines = []
+    for d in range(documents):
+        lines += ["", f" = Article number {d} = ", ""]
+        for p in range(paragraphs):
+            lines.append(
+                f" Paragraph {p} of article {d} talks about topic {d % 7} and the number "
+                f"{d * 31 + p} , which matters for the story of article {d} ."
+            )
+    return write_text(directory / "corpus.txt", "\n".join(lines) + "\n")

@@ -1,0 +1,75 @@
+"""The artifact contract: manifest last, readers see only committed stages."""
+
+import json
+
+import pytest
+from sparklm import storage
+from sparklm.stage import (
+    ArtifactFile,
+    StageNotCommitted,
+    begin_stage,
+    commit_stage,
+    input_ref,
+    listed_files,
+    read_manifest,
+)
+
+
+def commit(root, stage="preprocess", payload=b"data"):
+    uri = begin_stage(root, stage)
+    files = [ArtifactFile.write(uri, "train/part-00000.bin", payload, tokens=3)]
+    return commit_stage(root, stage, files=files, params={"p": 1}, stats={"n": 1})
+
+
+def test_stage_without_manifest_is_not_readable(tmp_path):
+    root = f"file://{tmp_path}"
+    uri = begin_stage(root, "preprocess")
+    ArtifactFile.write(uri, "train/part-00000.bin", b"half written")
+    with pytest.raises(StageNotCommitted, match="run the preprocess job"):
+        read_manifest(root, "preprocess")
+
+
+def test_manifest_lists_files_with_checksums(tmp_path):
+    root = f"file://{tmp_path}"
+    manifest = commit(root)
+    assert read_manifest(root, "preprocess") == manifest
+    [entry] = listed_files(manifest, "train/")
+    assert entry["bytes"] == 4 and entry["tokens"] == 3
+    assert entry["sha256"] == "3a6eb0790f39ac87c94f3856b2dd2c5d110e6811602261a9a923d3bb23adc8b7"
+    assert storage.read_bytes(entry["uri"]) == b"data"
+
+
+def test_rerun_invalidates_first_then_replaces(tmp_path):
+    root = f"file://{tmp_path}"
+    commit(root, payload=b"old")
+    stale = tmp_path / "preprocess" / "stale.bin"
+    stale.write_bytes(b"debris")
+    uri = begin_stage(root, "preprocess")
+    # From this moment the stage reads as absent and its old files are gone.
+    with pytest.raises(StageNotCommitted):
+        read_manifest(root, "preprocess")
+    assert not stale.exists()
+    files = [ArtifactFile.write(uri, "train/part-00000.bin", b"new")]
+    commit_stage(root, "preprocess", files=files, params={}, stats={})
+    [entry] = listed_files(read_manifest(root, "preprocess"))
+    assert storage.read_bytes(entry["uri"]) == b"new"
+
+
+def test_input_ref_pins_the_upstream_manifest(tmp_path):
+    root = f"file://{tmp_path}"
+    commit(root)
+    ref = input_ref(root, "preprocess")
+    assert ref["manifest"].endswith("preprocess/manifest.json") and len(ref["sha256"]) == 64
+
+
+def test_manifest_refuses_nan(tmp_path):
+    root = f"file://{tmp_path}"
+    begin_stage(root, "train")
+    with pytest.raises(ValueError):
+        commit_stage(root, "train", files=[], params={}, stats={"loss": float("nan")})
+    assert not (tmp_path / "train" / "manifest.json").exists()
+
+
+def test_local_writes_leave_no_temporary_files(tmp_path):
+    storage.write_bytes(f"file://{tmp_path}/a/b.json", json.dumps({"x": 1}).encode())
+    assert [p.name for p in (tmp_path / "a").iterdir()] == ["b.json"]

@@ -1,0 +1,80 @@
+"""The byte-level BPE: lossless, and trained from counts exactly as from the text itself."""
+
+import json
+
+import pytest
+from sparklm.tokenizer import (
+    SPECIAL_TOKENS,
+    count_pretokens,
+    decode,
+    encode_documents,
+    pre_tokenizer,
+    special_ids,
+    train_from_counts,
+)
+from support import WIKITEXT
+from tokenizers import Tokenizer, models, pre_tokenizers, trainers
+
+HOSTILE = [
+    "plain ASCII, with punctuation!",
+    "emoji 👩\u200d👩\u200d👧 and flags 🇺🇦 and skin tones 👍🏽",
+    "日本語のテキストと中文文本",
+    "combining: e\u0301 a\u0308 \u0915\u094d\u0937",
+    "right-to-left: \u05e9\u05dc\u05d5\u05dd \u0645\u0631\u062d\u0628\u0627",
+    "whitespace:  two  spaces,\u00a0nbsp, trailing ",
+    "symbols: ▁ Ġ Ċ \ufffd \U0001d54f",
+    "new\nlines\n\nand paragraphs",
+]
+
+
+@pytest.fixture(scope="module")
+def wikitext_lines():
+    return (WIKITEXT / "valid.txt").read_text(encoding="utf-8").split("\n")[:600]
+
+
+@pytest.fixture(scope="module")
+def tokenizer(wikitext_lines):
+    return train_from_counts(count_pretokens(wikitext_lines), 800)
+
+
+@pytest.mark.parametrize("text", HOSTILE)
+def test_round_trip_is_exact(tokenizer, text):
+    ids = tokenizer.encode(text, add_special_tokens=False).ids
+    assert decode(tokenizer, ids) == text
+
+
+def test_counts_training_equals_training_on_the_text(wikitext_lines, tokenizer):
+    """The distributed path (count, then train) must learn what the library learns directly."""
+    direct = Tokenizer(models.BPE())
+    direct.pre_tokenizer = pre_tokenizer()
+    direct.train_from_iterator(
+        wikitext_lines,
+        trainer=trainers.BpeTrainer(
+            vocab_size=800,
+            special_tokens=list(SPECIAL_TOKENS),
+            initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+            show_progress=False,
+        ),
+    )
+    ours = json.loads(tokenizer.to_str())["model"]
+    theirs = json.loads(direct.to_str())["model"]
+    assert ours["vocab"] == theirs["vocab"] and ours["merges"] == theirs["merges"]
+
+
+def test_documents_are_separated_by_end_of_document(tokenizer):
+    eod = special_ids(tokenizer)["eod"]
+    ids = encode_documents(tokenizer, ["first doc", "second doc"], eod)
+    assert ids.count(eod) == 2 and ids[-1] == eod
+    first = ids[: ids.index(eod)]
+    assert decode(tokenizer, first) == "first doc"
+
+
+def test_vocab_size_floor_is_explained():
+    with pytest.raises(ValueError, match="at least 258"):
+        train_from_counts({"a": 1}, 100)
+
+
+def test_vocabulary_holds_every_byte(tokenizer):
+    vocab = tokenizer.get_vocab()
+    assert all(symbol in vocab for symbol in pre_tokenizers.ByteLevel.alphabet())
+    assert tokenizer.get_vocab_size() == 800
