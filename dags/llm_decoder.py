@@ -4,7 +4,7 @@
 Each task is a separate Spark job (`jobs/`); tasks hand each other nothing but
 the run root URI. A stage is complete only when its `manifest.json` is written.
 
-`plan_run` → `preprocess` → `tokenize`
+`plan_run` → `preprocess` → `tokenize` → `train`
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from datetime import timedelta
 from pathlib import Path
 
 from airflow.sdk import DAG, Variable, chain, task
+
 from llm_pipeline.jobs import PIPELINE
 from llm_pipeline.operators import SparkJobOperator
 from llm_pipeline.params import pipeline_params
@@ -49,7 +50,14 @@ with DAG(
         return run_root_for(params["run_root"], run_id, base)
 
     stages = [
-        SparkJobOperator(job=job, jobs_dir=JOBS_DIR, conn_id="spark_local", conf=SPARK_CONF)
+        SparkJobOperator(
+            job=job,
+            jobs_dir=JOBS_DIR,
+            conn_id="spark_local",
+            conf=SPARK_CONF,
+            # A killed train task resumes from its last checkpointed round when retried.
+            retries=3 if job.stage == "train" else 1,
+        )
         for job in PIPELINE
     ]
     chain(plan_run(), *stages)

@@ -19,6 +19,7 @@ from collections.abc import Sequence
 from functools import partial
 
 import numpy as np
+
 from sparklm import sparkjob
 from sparklm import tokenizer as bpe
 from sparklm.errors import PipelineError

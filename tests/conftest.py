@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+
 from support import REPO, load_job
 
 SESSION_DIR = Path(tempfile.mkdtemp(prefix="llm-tests-"))
@@ -174,3 +175,30 @@ def run_job(spark):
         return load_job(name).main([str(a) for a in argv])
 
     return run
+
+
+@pytest.fixture(scope="session")
+def wikitext_run(spark, tmp_path_factory) -> str:
+    """A run root with WikiText-2 ``valid.txt`` preprocessed and tokenized (vocab 512).
+
+    Tests copy it (``copy_run``) before writing later stages into it.
+    """
+    from support import WIKITEXT
+
+    root = f"file://{tmp_path_factory.mktemp('wikitext-run')}"
+    load_job("preprocess").main(["--run-root", root, "--input", str(WIKITEXT / "valid.txt")])
+    load_job("tokenize_corpus").main(["--run-root", root, "--vocab-size", "512"])
+    return root
+
+
+@pytest.fixture
+def copy_run(tmp_path):
+    """Copy a run root's committed stages to a fresh local run root for one test."""
+
+    def copy(source: str, stages: Sequence[str] = ("preprocess", "tokenize")) -> str:
+        target = tmp_path / "run"
+        for stage in stages:
+            shutil.copytree(source.removeprefix("file://") + f"/{stage}", target / stage)
+        return f"file://{target}"
+
+    return copy

@@ -12,7 +12,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import posixpath
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -33,12 +32,21 @@ def stage_uri(run_root: str, stage: str) -> str:
     return storage.join(run_root, stage)
 
 
-def begin_stage(run_root: str, stage: str) -> str:
-    """Invalidate and clear ``stage`` under ``run_root``; return the stage URI to write into."""
+def invalidate_stage(run_root: str, stage: str) -> str:
+    """Delete ``stage``'s manifest so readers see it as absent; return the stage URI.
+
+    The train stage stops here to keep its checkpoints for a resume.
+    """
     uri = stage_uri(run_root, stage)
     manifest = storage.join(uri, MANIFEST)
     if storage.exists(manifest):
         storage.remove_tree(manifest)
+    return uri
+
+
+def begin_stage(run_root: str, stage: str) -> str:
+    """Invalidate and clear ``stage`` under ``run_root``; return the stage URI to write into."""
+    uri = invalidate_stage(run_root, stage)
     storage.remove_tree(uri)
     return uri
 
@@ -90,14 +98,19 @@ def commit_stage(
 
 
 def read_manifest(run_root: str, stage: str) -> dict[str, Any]:
-    """Read a committed stage's manifest or explain which task has to run first."""
+    """Read a committed stage's manifest or explain which task has to run first.
+
+    Files are listed relative to the stage, and ``run_root`` is set to where
+    the manifest was read from, so a run root stays valid when it is copied
+    (e.g. from a laptop to S3).
+    """
     uri = storage.join(stage_uri(run_root, stage), MANIFEST)
     if not storage.exists(uri):
         raise StageNotCommitted(
             f"stage {stage!r} is not complete under {run_root}: {uri} is missing; run the "
             f"{stage} job for this run root first (or check --run-root)"
         )
-    return json.loads(storage.read_bytes(uri))
+    return {**json.loads(storage.read_bytes(uri)), "run_root": run_root}
 
 
 def input_ref(run_root: str, stage: str) -> dict[str, str]:
@@ -133,8 +146,3 @@ def code_version() -> str:
             digest.update(entry.name.encode())
             digest.update(entry.read_bytes())
     return "src-" + digest.hexdigest()[:12]
-
-
-def relative(stage: str, uri: str) -> str:
-    """Path of ``uri`` relative to the stage directory ``stage``."""
-    return posixpath.relpath(uri, stage)

@@ -6,6 +6,7 @@ import sys
 import time
 
 import pytest
+
 from support import REPO
 
 
@@ -23,7 +24,7 @@ def test_no_import_errors(dagbag):
 
 def test_task_graph_is_the_pipeline_in_order(dagbag):
     dag = dagbag.dags["llm_decoder"]
-    order = ["plan_run", "preprocess", "tokenize"]
+    order = ["plan_run", "preprocess", "tokenize", "train"]
     assert set(dag.task_ids) == set(order)
     for upstream, downstream in zip(order, order[1:], strict=False):
         assert dag.get_task(downstream).upstream_task_ids == {upstream}
@@ -49,6 +50,13 @@ def test_every_param_has_a_title_or_description(dagbag):
         {"corpus": "a b"},
         {"run_root": "s3a://bucket/x"},
         {"run_root": "relative/path"},
+        {"partitions": 0},
+        {"rounds": -3},
+        {"lr": 0},
+        {"lr": 5.0},
+        {"outer": "adam"},
+        {"dropout": 1.0},
+        {"context_len": 10**9},
     ],
 )
 def test_bad_params_are_refused_before_any_task(dagbag, conf):

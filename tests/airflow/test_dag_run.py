@@ -3,6 +3,7 @@
 import json
 
 import pytest
+
 from sparklm import storage
 from sparklm.stage import read_manifest
 from support import REPO, small_corpus

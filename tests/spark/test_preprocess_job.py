@@ -6,6 +6,7 @@ import os
 
 import pyarrow.parquet as pq
 import pytest
+
 from sparklm import storage
 from sparklm.errors import PipelineError
 from sparklm.stage import listed_files

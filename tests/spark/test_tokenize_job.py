@@ -2,12 +2,13 @@
 
 import numpy as np
 import pytest
+from tokenizers import Tokenizer
+
 from sparklm import storage
 from sparklm.shards import read_doc_texts
 from sparklm.stage import StageNotCommitted, listed_files
 from sparklm.tokenizer import decode
 from support import WIKITEXT
-from tokenizers import Tokenizer
 
 
 @pytest.fixture(scope="module")

@@ -3,6 +3,7 @@
 import unicodedata
 
 import pytest
+
 from sparklm.cleaning import (
     assign_split,
     clean_line,

@@ -5,6 +5,7 @@ import io
 import random
 
 import pytest
+
 from sparklm.sources import InputSplit, iter_range_lines, plan_splits, read_split, wiki_to_text
 
 

@@ -3,6 +3,7 @@
 import json
 
 import pytest
+
 from sparklm import storage
 from sparklm.stage import (
     ArtifactFile,

@@ -1,6 +1,7 @@
 """URIs and the fsspec storage path, on local disk and on the real S3 server."""
 
 import pytest
+
 from sparklm import storage
 from sparklm.storage import StorageError
 

@@ -3,6 +3,8 @@
 import json
 
 import pytest
+from tokenizers import Tokenizer, models, pre_tokenizers, trainers
+
 from sparklm.tokenizer import (
     SPECIAL_TOKENS,
     count_pretokens,
@@ -13,7 +15,6 @@ from sparklm.tokenizer import (
     train_from_counts,
 )
 from support import WIKITEXT
-from tokenizers import Tokenizer, models, pre_tokenizers, trainers
 
 HOSTILE = [
     "plain ASCII, with punctuation!",

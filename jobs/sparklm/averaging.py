@@ -1,0 +1,126 @@
+"""Combining replicas: token-weighted averaging and the outer optimizer.
+
+Each round every replica starts from the same global weights θ and returns
+its change Δₚ = θₚ − θ. The driver averages the changes, weighting each by
+the tokens it was trained on, and hands the average to an *outer* optimizer:
+
+- ``avg``: θ ← θ + Δ̄, i.e. SGD with lr 1 on the "outer gradient" −Δ̄.
+  This is plain parameter averaging (DL4J's ParameterAveragingTrainingMaster).
+- ``nesterov``: SGD with Nesterov momentum on −Δ̄ (DiLoCo, arXiv 2311.08105:
+  lr 0.7, momentum 0.9). With momentum 0 and lr 1 it *is* ``avg``.
+
+The inner AdamW moments are averaged the same token-weighted way (DL4J
+averages its updater state too), so no replica starts a round with a cold
+optimizer, which was the old project's mistake.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+
+OUTER_KINDS = ("avg", "nesterov")
+
+
+@dataclass
+class ReplicaUpdate:
+    """What one replica (or a sum of several) sends back: weighted sums, so combining is addition.
+
+    ``delta``, ``exp_avg`` and ``exp_avg_sq`` are flat vectors already multiplied
+    by ``weight`` (the tokens trained on), which makes tree aggregation a plain
+    sum and keeps every replica's vector out of driver memory.
+    """
+
+    delta: Tensor
+    exp_avg: Tensor
+    exp_avg_sq: Tensor
+    weight: float
+    loss_sum: float
+    loss_count: int
+    replicas: int = 1
+    peak_rss_mb: float = 0.0
+    finite: bool = True
+
+    def __add__(self, other: ReplicaUpdate) -> ReplicaUpdate:
+        return ReplicaUpdate(
+            delta=self.delta + other.delta,
+            exp_avg=self.exp_avg + other.exp_avg,
+            exp_avg_sq=self.exp_avg_sq + other.exp_avg_sq,
+            weight=self.weight + other.weight,
+            loss_sum=self.loss_sum + other.loss_sum,
+            loss_count=self.loss_count + other.loss_count,
+            replicas=self.replicas + other.replicas,
+            peak_rss_mb=max(self.peak_rss_mb, other.peak_rss_mb),
+            finite=self.finite and other.finite,
+        )
+
+    @property
+    def mean_loss(self) -> float:
+        return self.loss_sum / max(self.loss_count, 1)
+
+    def averages(self) -> tuple[Tensor, Tensor, Tensor]:
+        """The token-weighted mean delta and AdamW moments."""
+        if self.weight <= 0:
+            raise ValueError("cannot average replicas that trained on no tokens")
+        return self.delta / self.weight, self.exp_avg / self.weight, self.exp_avg_sq / self.weight
+
+
+def combine(a: ReplicaUpdate | None, b: ReplicaUpdate | None) -> ReplicaUpdate | None:
+    """Sum two partial aggregates; ``None`` is the identity (the zero of treeAggregate)."""
+    if a is None:
+        return b
+    if b is None:
+        return a
+    return a + b
+
+
+def weighted_average(vectors: Sequence[Tensor], weights: Sequence[float]) -> Tensor:
+    """Σ wᵢ vᵢ / Σ wᵢ — the reference the aggregation path must agree with."""
+    total = float(sum(weights))
+    if total <= 0:
+        raise ValueError("weights must sum to a positive number")
+    return sum(w * v for w, v in zip(weights, vectors, strict=True)) / total
+
+
+def flat(tensors: Iterable[Tensor]) -> Tensor:
+    """Concatenate tensors into one float32 vector, in the given (deterministic) order."""
+    return torch.cat([t.detach().reshape(-1).to(torch.float32) for t in tensors])
+
+
+class OuterOptimizer:
+    """Applies averaged replica deltas to the global parameters with torch's SGD.
+
+    The averaged delta is written into ``.grad`` as −Δ̄ (the direction SGD
+    descends), so torch.optim.SGD does the momentum and Nesterov bookkeeping.
+    """
+
+    def __init__(self, model: nn.Module, kind: str, lr: float, momentum: float) -> None:
+        if kind not in OUTER_KINDS:
+            raise ValueError(f"outer optimizer must be one of {OUTER_KINDS}, not {kind!r}")
+        if kind == "avg":
+            lr, momentum = 1.0, 0.0
+        self.params = list(model.parameters())
+        self.sgd = torch.optim.SGD(self.params, lr=lr, momentum=momentum, nesterov=momentum > 0)
+
+    @torch.no_grad()
+    def step(self, mean_delta: Tensor) -> None:
+        offset = 0
+        for p in self.params:
+            n = p.numel()
+            p.grad = -mean_delta[offset : offset + n].view_as(p).to(p.dtype)
+            offset += n
+        if offset != mean_delta.numel():
+            raise ValueError(f"delta has {mean_delta.numel()} values, parameters {offset}")
+        self.sgd.step()
+        self.sgd.zero_grad(set_to_none=True)
+
+    def momentum_buffers(self) -> list[Tensor | None]:
+        return [self.sgd.state.get(p, {}).get("momentum_buffer") for p in self.params]
+
+    def load_momentum_buffers(self, buffers: Sequence[Tensor | None]) -> None:
+        for p, buffer in zip(self.params, buffers, strict=True):
+            if buffer is not None:
+                self.sgd.state[p]["momentum_buffer"] = buffer.clone()

@@ -1,0 +1,204 @@
+"""The Spark trainer on local[2]: agrees with single-process torch, learns context, resumes."""
+
+import csv
+import io
+import math
+import os
+import re
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from sparklm import storage
+from sparklm.errors import PipelineError
+from sparklm.model import GPT, GPTConfig
+from sparklm.stage import listed_files, read_manifest
+from sparklm.tokens import read_range
+from sparklm.training import TrainConfig, build_optimizer, derive_seed, lr_at, sample_batch
+from sparklm.weights import load_model, parse_safetensors
+from support import JOBS
+
+TINY = ["--context-len", "32", "--n-layer", "1", "--n-head", "2", "--n-embd", "32",
+        "--batch-size", "4", "--eval-tokens", "512"]  # fmt: skip
+SMALL = ["--context-len", "64", "--n-layer", "2", "--n-head", "2", "--n-embd", "64",
+         "--batch-size", "16", "--lr", "3e-3", "--warmup-steps", "10"]  # fmt: skip
+TRAINED = [*SMALL, "--partitions", "2", "--rounds", "8", "--local-steps", "40",
+           "--eval-tokens", "8192"]  # fmt: skip
+
+
+def final_weights(root):
+    manifest = read_manifest(root, "train")
+    [weights] = listed_files(manifest, "model.safetensors")
+    return parse_safetensors(storage.read_bytes(weights["uri"]), "weights")
+
+
+def train_tokens(root):
+    tokenize = read_manifest(root, "tokenize")
+    dtype = np.dtype(tokenize["stats"]["dtype"])
+    shards = listed_files(tokenize, "train/")
+    total = tokenize["stats"]["train"]["tokens"]
+    return tokenize, torch.from_numpy(read_range(shards, dtype, 0, total))
+
+
+def test_one_partition_averaging_every_step_matches_single_process_torch(
+    run_job, wikitext_run, copy_run
+):
+    """DL4J's ParameterAveraging-vs-single-machine check, for this trainer."""
+    root = copy_run(wikitext_run)
+    rounds = 6
+    run_job("train", ["--run-root", root, *TINY, "--partitions", "1", "--local-steps", "1",
+                      "--rounds", rounds, "--warmup-steps", "2"])  # fmt: skip
+    spark_weights = final_weights(root)
+
+    tokenize, tokens = train_tokens(root)
+    cfg = TrainConfig(partitions=1, rounds=rounds, local_steps=1, batch_size=4, warmup_steps=2)
+    model_cfg = GPTConfig(vocab_size=tokenize["stats"]["vocab_size"], context_len=32,
+                          n_layer=1, n_head=2, n_embd=32)  # fmt: skip
+    torch.manual_seed(cfg.seed)
+    model = GPT(model_cfg)
+    optimizer = build_optimizer(model, cfg)
+    for step in range(rounds):
+        generator = torch.Generator().manual_seed(derive_seed(cfg.seed, step, 0))
+        for group in optimizer.param_groups:
+            group["lr"] = lr_at(step, cfg)
+        x, y = sample_batch(tokens, cfg.batch_size, model_cfg.context_len, generator)
+        _, loss = model(x, y)
+        optimizer.zero_grad()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+        optimizer.step()
+
+    for name, tensor in model.state_dict().items():
+        torch.testing.assert_close(spark_weights[name], tensor, atol=2e-6, rtol=1e-5)
+    assert not torch.equal(spark_weights["lm_head.weight"], GPT(model_cfg).lm_head.weight)
+
+
+def unigram_entropy(root) -> float:
+    tokenize = read_manifest(root, "tokenize")
+    dtype = np.dtype(tokenize["stats"]["dtype"])
+    val = read_range(listed_files(tokenize, "val/"), dtype, 0, tokenize["stats"]["val"]["tokens"])
+    p = np.bincount(val) / len(val)
+    p = p[p > 0]
+    return float(-(p * np.log(p)).sum())
+
+
+@pytest.fixture(scope="module")
+def trained(spark, wikitext_run, tmp_path_factory):
+    """Two replicas, plain averaging: the default shape of a run, kept small."""
+    import shutil
+
+    from support import load_job
+
+    root = tmp_path_factory.mktemp("trained")
+    for stage in ("preprocess", "tokenize"):
+        shutil.copytree(wikitext_run.removeprefix("file://") + f"/{stage}", root / stage)
+    root = f"file://{root}"
+    load_job("train").main(["--run-root", root, *TRAINED])
+    return root
+
+
+def test_validation_loss_falls_well_below_the_unigram_entropy(trained):
+    """The old model learned word frequencies only (loss stuck at the unigram entropy)."""
+    final = read_manifest(trained, "train")["stats"]["final"]
+    floor = unigram_entropy(trained)
+    assert final["val_loss"] < floor - 0.5, (final, floor)
+
+
+def test_metrics_csv_plot_and_model_artifacts(trained):
+    manifest = read_manifest(trained, "train")
+    [metrics] = listed_files(manifest, "metrics.csv")
+    rows = list(csv.DictReader(io.StringIO(storage.read_bytes(metrics["uri"]).decode())))
+    assert list(rows[0]) == [
+        "round", "inner_steps", "tokens", "train_loss", "val_loss", "val_ppl", "val_bpb",
+        "val_acc", "tokens_per_s", "seconds", "lr", "driver_rss_mb", "executor_rss_mb",
+    ]  # fmt: skip
+    assert [int(r["round"]) for r in rows] == list(range(1, 9))
+    assert all(math.isfinite(float(v)) for r in rows for v in r.values())
+    val = [float(r["val_loss"]) for r in rows]
+    assert val[-1] < val[0]
+    bpb = float(rows[-1]["val_bpb"])
+    stats = read_manifest(trained, "tokenize")["stats"]["val"]
+    assert bpb == pytest.approx(val[-1] / math.log(2) / stats["bytes_per_token"], rel=1e-4)
+    [plot] = listed_files(manifest, "loss.png")
+    assert storage.read_bytes(plot["uri"])[:8] == b"\x89PNG\r\n\x1a\n"
+    [config] = listed_files(manifest, "config.json")
+    [weights] = listed_files(manifest, "model.safetensors")
+    import json
+
+    model = load_model(
+        storage.read_bytes(weights["uri"]), json.loads(storage.read_bytes(config["uri"]))
+    )
+    assert model.num_params(non_embedding=False) == manifest["stats"]["parameters"]
+
+
+def test_rerun_with_the_same_settings_is_idempotent(run_job, trained):
+    before = read_manifest(trained, "train")["files"]
+    run_job("train", ["--run-root", trained, *TRAINED])
+    assert read_manifest(trained, "train")["files"] == before
+
+
+def test_nan_loss_fails_clearly_and_checkpoints_nothing(run_job, wikitext_run, copy_run):
+    root = copy_run(wikitext_run)
+    with pytest.raises(PipelineError, match=r"diverged in round (\d+): .* Lower --lr") as error:
+        run_job("train", ["--run-root", root, *TINY, "--rounds", "3", "--local-steps", "2",
+                          "--lr", "1e20", "--warmup-steps", "0"])  # fmt: skip
+    bad_round = int(re.search(r"round (\d+)", str(error.value)).group(1))
+    checkpoints = root.removeprefix("file://") + "/train/checkpoints"
+    saved = [n for n in os.listdir(checkpoints) if n.startswith("round-")] if os.path.isdir(
+        checkpoints) else []  # fmt: skip
+    assert all(int(name.removeprefix("round-")) < bad_round for name in saved)
+    assert not os.path.exists(root.removeprefix("file://") + "/train/manifest.json")
+
+
+def test_context_longer_than_the_data_is_refused(run_job, wikitext_run, copy_run):
+    root = copy_run(wikitext_run)
+    with pytest.raises(PipelineError, match="--context-len 1000000 is larger than the data"):
+        run_job("train", ["--run-root", root, "--context-len", "1000000"])
+
+
+def test_killed_train_job_resumes_from_the_last_round(run_job, wikitext_run, copy_run, tmp_path):
+    """SIGKILL spark-submit after a checkpoint; the rerun continues and ends where an
+    uninterrupted run ends."""
+    args = [*TINY, "--partitions", "2", "--rounds", "5", "--local-steps", "3"]
+    killed = copy_run(wikitext_run)
+    latest = killed.removeprefix("file://") + "/train/checkpoints/latest.json"
+    process = subprocess.Popen(
+        ["spark-submit", "--master", "local[2]", str(JOBS / "train.py"), "--run-root", killed,
+         *map(str, args)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+    )  # fmt: skip
+    deadline = time.monotonic() + 300
+    while not (os.path.exists(latest) and '"round": 2' in Path(latest).read_text()):
+        assert process.poll() is None, "train exited before its second checkpoint"
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    os.killpg(process.pid, signal.SIGKILL)
+    process.wait()
+    assert not os.path.exists(killed.removeprefix("file://") + "/train/manifest.json")
+
+    resumed = subprocess.run(
+        ["spark-submit", "--master", "local[2]", str(JOBS / "train.py"), "--run-root", killed,
+         *map(str, args)],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=600,
+    )  # fmt: skip
+    assert resumed.returncode == 0, resumed.stdout[-3000:]
+    assert "train: resuming after round" in resumed.stdout  # the driver's stderr joins stdout
+
+    uninterrupted = str(tmp_path / "straight")
+    for stage in ("preprocess", "tokenize"):
+        import shutil
+
+        shutil.copytree(
+            wikitext_run.removeprefix("file://") + f"/{stage}", f"{uninterrupted}/{stage}"
+        )
+    run_job("train", ["--run-root", f"file://{uninterrupted}", *args])
+    a, b = final_weights(killed), final_weights(f"file://{uninterrupted}")
+    for name in a:
+        torch.testing.assert_close(a[name], b[name], atol=1e-6, rtol=1e-6)
+    rows = read_manifest(killed, "train")["stats"]["final"]
+    assert rows["round"] == 5

@@ -1,0 +1,89 @@
+"""Averaging math and the outer optimizer, against plain tensor arithmetic."""
+
+import pytest
+import torch
+from torch import nn
+
+from sparklm.averaging import OuterOptimizer, ReplicaUpdate, combine, flat, weighted_average
+
+
+def update(delta, weight, loss=1.0):
+    t = torch.as_tensor(delta, dtype=torch.float32)
+    return ReplicaUpdate(t * weight, t * weight * 2, t * weight * 3, weight, loss, 1)
+
+
+def test_identical_replicas_average_to_themselves():
+    delta = torch.randn(50)
+    total = None
+    for _ in range(5):
+        total = combine(total, update(delta, 128.0))
+    mean_delta, exp_avg, exp_avg_sq = total.averages()
+    torch.testing.assert_close(mean_delta, delta)
+    torch.testing.assert_close(exp_avg, 2 * delta)
+    torch.testing.assert_close(exp_avg_sq, 3 * delta)
+    assert total.replicas == 5
+
+
+def test_token_weighted_average_of_known_tensors():
+    a, b = torch.tensor([1.0, 0.0]), torch.tensor([0.0, 4.0])
+    total = combine(update(a, 1.0), update(b, 3.0))
+    expected = torch.tensor([0.25, 3.0])
+    torch.testing.assert_close(total.averages()[0], expected)
+    torch.testing.assert_close(weighted_average([a, b], [1, 3]), expected)
+
+
+def test_combine_is_order_independent_and_none_is_neutral():
+    parts = [update(torch.randn(8), w) for w in (1.0, 2.0, 5.0)]
+    left = combine(combine(parts[0], parts[1]), parts[2])
+    right = combine(parts[0], combine(None, combine(parts[1], parts[2])))
+    torch.testing.assert_close(left.averages()[0], right.averages()[0])
+
+
+def test_zero_weight_is_refused():
+    with pytest.raises(ValueError):
+        update(torch.ones(2), 0.0).averages()
+
+
+def model_with(values):
+    model = nn.Linear(2, 1, bias=False)
+    with torch.no_grad():
+        model.weight.copy_(torch.tensor([values]))
+    return model
+
+
+def test_avg_adds_the_mean_delta():
+    model = model_with([1.0, 2.0])
+    OuterOptimizer(model, "avg", lr=0.7, momentum=0.9).step(torch.tensor([0.5, -1.0]))
+    torch.testing.assert_close(model.weight.data, torch.tensor([[1.5, 1.0]]))
+
+
+def test_nesterov_with_no_momentum_and_lr_1_equals_avg():
+    deltas = [torch.randn(2) for _ in range(4)]
+    plain, diloco = model_with([0.3, -0.2]), model_with([0.3, -0.2])
+    avg = OuterOptimizer(plain, "avg", lr=0.7, momentum=0.9)
+    nesterov = OuterOptimizer(diloco, "nesterov", lr=1.0, momentum=0.0)
+    for d in deltas:
+        avg.step(d)
+        nesterov.step(d)
+    torch.testing.assert_close(plain.weight.data, diloco.weight.data)
+
+
+def test_nesterov_momentum_matches_the_formula():
+    """DiLoCo outer step: g = −Δ, b ← μb + g, θ ← θ − lr(g + μb)."""
+    model = model_with([0.0, 0.0])
+    outer = OuterOptimizer(model, "nesterov", lr=0.7, momentum=0.9)
+    theta, b = torch.zeros(2), torch.zeros(2)
+    for d in (torch.tensor([1.0, -2.0]), torch.tensor([0.5, 0.5])):
+        outer.step(d)
+        g = -d
+        b = 0.9 * b + g
+        theta = theta - 0.7 * (g + 0.9 * b)
+    torch.testing.assert_close(model.weight.data.view(-1), theta)
+    restored = OuterOptimizer(model_with([0.0, 0.0]), "nesterov", lr=0.7, momentum=0.9)
+    restored.load_momentum_buffers(outer.momentum_buffers())
+    torch.testing.assert_close(flat(restored.momentum_buffers()), b)
+
+
+def test_unknown_outer_optimizer_is_refused():
+    with pytest.raises(ValueError, match="avg"):
+        OuterOptimizer(model_with([0.0, 0.0]), "adam", lr=1, momentum=0)
