@@ -191,6 +191,18 @@ def wikitext_run(spark, tmp_path_factory) -> str:
     return root
 
 
+@pytest.fixture(scope="session")
+def trained_run(wikitext_run, tmp_path_factory) -> str:
+    """``wikitext_run`` plus a trained model (two replicas, plain averaging, support.TRAINED)."""
+    from support import TRAINED
+
+    root = tmp_path_factory.mktemp("trained-run")
+    for stage in ("preprocess", "tokenize"):
+        shutil.copytree(wikitext_run.removeprefix("file://") + f"/{stage}", root / stage)
+    load_job("train").main(["--run-root", f"file://{root}", *TRAINED])
+    return f"file://{root}"
+
+
 @pytest.fixture
 def copy_run(tmp_path):
     """Copy a run root's committed stages to a fresh local run root for one test."""

@@ -14,11 +14,11 @@ from sparklm.stage import stage_uri
 log = logging.getLogger("sparklm")
 
 
-def run(main: Callable[[Sequence[str]], dict], argv: Sequence[str] | None = None) -> None:
+def run(main: Callable[[Sequence[str]], dict | None], argv: Sequence[str] | None = None) -> None:
     """Run a job's ``main``; a PipelineError ends it with one clear line and exit status 2.
 
-    ``main`` returns the manifest it committed; its location is printed last so
-    a shell user (or a wrapper script) sees where the stage landed.
+    ``main`` returns the manifest it committed (if any); its location is printed
+    last so a shell user (or a wrapper script) sees where the stage landed.
     """
     logging.basicConfig(
         level=logging.INFO,
@@ -30,7 +30,10 @@ def run(main: Callable[[Sequence[str]], dict], argv: Sequence[str] | None = None
     except PipelineError as exc:
         print(f"ERROR: {exc}", file=sys.stderr, flush=True)
         sys.exit(2)
-    print(f"{manifest['stage']} committed: {stage_uri(manifest['run_root'], manifest['stage'])}")
+    if manifest:
+        print(
+            f"{manifest['stage']} committed: {stage_uri(manifest['run_root'], manifest['stage'])}"
+        )
 
 
 def parser(description: str) -> argparse.ArgumentParser:

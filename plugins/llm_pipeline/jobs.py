@@ -10,7 +10,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-RUN_ROOT = "{{ ti.xcom_pull(task_ids='plan_run') }}"
+PLAN = "{{ ti.xcom_pull(task_ids='plan_run') }}"
+RUN_ROOT = "{{ ti.xcom_pull(task_ids='plan_run')['run_root'] }}"
+REGISTRY = "{{ ti.xcom_pull(task_ids='plan_run')['registry'] }}"
+# Replaced by where the job scripts live: the local jobs/ folder or the uploaded code bundle.
+CODE_ROOT = "{code_root}"
+
+
+def _flags(*names: str) -> tuple[tuple[str, str], ...]:
+    """``--some-name {{ params.some_name }}`` for each DAG Param passed through unchanged."""
+    return tuple((f"--{n.replace('_', '-')}", f"{{{{ params.{n} }}}}") for n in names)
 
 
 @dataclass(frozen=True)
@@ -21,23 +30,34 @@ class SparkJob:
     script: str
     flags: tuple[tuple[str, str], ...] = ()
 
-    def arguments(self, run_root: str = RUN_ROOT) -> list[str]:
+    def arguments(self, code_root: str) -> list[str]:
         """The job's arguments after the script path, ``--run-root`` first."""
-        args = ["--run-root", run_root]
+        args = ["--run-root", RUN_ROOT]
         for flag, value in self.flags:
-            args += [flag, value]
+            args += [flag, value.replace(CODE_ROOT, code_root)]
         return args
 
 
 PIPELINE: tuple[SparkJob, ...] = (
-    SparkJob(
-        "preprocess",
-        "preprocess.py",
-        (
-            ("--input", "{{ params.corpus }}"),
-            ("--val-fraction", "{{ params.val_fraction }}"),
-            ("--min-chars", "{{ params.min_chars }}"),
-        ),
-    ),
-    SparkJob("tokenize", "tokenize_corpus.py", (("--vocab-size", "{{ params.vocab_size }}"),)),
-)
+    SparkJob("preprocess", "preprocess.py", (
+        ("--input", "{{ params.corpus }}"),
+        *_flags("val_fraction", "min_chars"),
+    )),
+    SparkJob("tokenize", "tokenize_corpus.py", _flags("vocab_size")),
+    SparkJob("train", "train.py", _flags(
+        "partitions", "rounds", "local_steps", "batch_size", "context_len", "n_layer", "n_head",
+        "n_embd", "dropout", "lr", "warmup_steps", "weight_decay", "grad_clip", "outer",
+        "outer_lr", "outer_momentum", "optimizer_state", "seed", "eval_tokens",
+    )),
+    SparkJob("generate", "generate.py", (
+        ("--prompts", f"{{{{ params.prompts_uri or '{CODE_ROOT}/conf/prompts.txt' }}}}"),
+        ("--prompts-json", "{{ params.prompts | tojson }}"),
+        *_flags("max_new_tokens", "temperature", "top_k", "top_p"),
+        ("--seed", "{{ params.sample_seed }}"),
+    )),
+    SparkJob("publish", "publish.py", (
+        ("--registry", REGISTRY),
+        ("--model-name", "{{ params.model_name }}"),
+        ("--tolerance", "{{ params.promotion_tolerance }}"),
+    )),
+)  # fmt: skip

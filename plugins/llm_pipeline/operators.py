@@ -22,7 +22,7 @@ class SparkJobOperator(SparkSubmitOperator):
         super().__init__(
             task_id=job.stage,
             application=str(Path(jobs_dir) / job.script),
-            application_args=job.arguments(),
+            application_args=job.arguments(code_root=str(jobs_dir)),
             name=f"llm-{job.stage}",
             **kwargs,
         )

@@ -24,7 +24,7 @@ def test_no_import_errors(dagbag):
 
 def test_task_graph_is_the_pipeline_in_order(dagbag):
     dag = dagbag.dags["llm_decoder"]
-    order = ["plan_run", "preprocess", "tokenize", "train"]
+    order = ["plan_run", "preprocess", "tokenize", "train", "generate", "publish"]
     assert set(dag.task_ids) == set(order)
     for upstream, downstream in zip(order, order[1:], strict=False):
         assert dag.get_task(downstream).upstream_task_ids == {upstream}
@@ -57,6 +57,13 @@ def test_every_param_has_a_title_or_description(dagbag):
         {"outer": "adam"},
         {"dropout": 1.0},
         {"context_len": 10**9},
+        {"model_name": "../escape"},
+        {"model_name": "a/b"},
+        {"registry": "http://example.com/registry"},
+        {"top_p": 0},
+        {"temperature": -1},
+        {"prompts": [""]},
+        {"prompts_uri": "ftp://x/y"},
     ],
 )
 def test_bad_params_are_refused_before_any_task(dagbag, conf):

@@ -1,4 +1,4 @@
-"""``dag.test()`` of the pipeline: real Airflow, real spark-submit, file:// and real S3."""
+"""``dag.test()`` of the whole pipeline: real Airflow, real spark-submit, file:// and real S3."""
 
 import json
 
@@ -7,6 +7,14 @@ import pytest
 from sparklm import storage
 from sparklm.stage import read_manifest
 from support import REPO, small_corpus
+
+STAGES = ("preprocess", "tokenize", "train", "generate", "publish")
+# Small enough for a test, still every stage for real.
+SMALL = {
+    "vocab_size": 300, "partitions": 2, "rounds": 2, "local_steps": 3, "batch_size": 4,
+    "context_len": 32, "n_layer": 1, "n_head": 2, "n_embd": 32, "eval_tokens": 512,
+    "max_new_tokens": 16, "prompts": ["Paragraph 1 of"],
+}  # fmt: skip
 
 
 @pytest.fixture(scope="module")
@@ -23,31 +31,55 @@ def run_dag(dag, **conf):
 
 
 @pytest.mark.parametrize("store", ["file", "s3"])
-def test_preprocess_and_tokenize_end_to_end(dag, store, tmp_path, request):
+def test_all_five_stages_end_to_end(dag, store, tmp_path, request):
     corpus = small_corpus(tmp_path / "corpus", documents=30)
     if store == "s3":
         s3 = request.getfixturevalue("s3_server")
-        root = s3.uri("runs", "dag-test")
+        root, registry = s3.uri("runs", "dag-test"), s3.uri("registry")
         storage.write_bytes(s3.uri("corpus", "corpus.txt"), corpus.read_bytes())
         corpus_uri = s3.uri("corpus", "*.txt")
     else:
-        root, corpus_uri = f"file://{tmp_path / 'run'}", str(corpus)
+        root, registry = f"file://{tmp_path / 'run'}", f"file://{tmp_path / 'registry'}"
+        corpus_uri = str(corpus)
 
-    run, states = run_dag(dag, corpus=corpus_uri, run_root=root, vocab_size=300)
+    run, states = run_dag(dag, corpus=corpus_uri, run_root=root, registry=registry, **SMALL)
 
     assert run.state == "success", states
-    preprocess = read_manifest(root, "preprocess")
-    tokenize = read_manifest(root, "tokenize")
-    assert preprocess["stats"]["train"]["documents"] + preprocess["stats"]["val"]["documents"] == 30
-    assert tokenize["stats"]["vocab_size"] == 300
-    assert tokenize["inputs"]["preprocess"]["manifest"] == f"{root}/preprocess/manifest.json"
-    manifests = json.dumps([preprocess, tokenize])
-    assert "llm-test-secret" not in manifests and "llm-test-access" not in manifests
+    manifests = {stage: read_manifest(root, stage) for stage in STAGES}
+    assert manifests["tokenize"]["stats"]["vocab_size"] == 300
+    assert manifests["train"]["stats"]["final"]["round"] == 2
+    assert manifests["generate"]["stats"]["prompts"] == 6  # 5 seed prompts + 1 inline
+    for upstream, downstream in zip(STAGES, STAGES[1:], strict=False):
+        ref = manifests[downstream]["inputs"][upstream]["manifest"]
+        assert ref == f"{root}/{upstream}/manifest.json"
+    latest = json.loads(storage.read_bytes(f"{registry}/wiki-gpt/latest.json"))
+    assert latest["uri"] == manifests["publish"]["stats"]["version_uri"]
+    assert storage.exists(f"{latest['uri']}/MODEL_CARD.md")
+    text = json.dumps(manifests)
+    assert "llm-test-secret" not in text and "llm-test-access" not in text
+
+
+def test_the_publish_task_updates_the_model_asset(dag, tmp_path):
+    from airflow.models.asset import AssetEvent, AssetModel
+    from airflow.utils.session import create_session
+    from sqlalchemy import select
+
+    corpus = small_corpus(tmp_path / "corpus", documents=30)
+    run, states = run_dag(dag, corpus=str(corpus), run_root=f"file://{tmp_path / 'run'}",
+                          registry=f"file://{tmp_path / 'registry'}", **SMALL)  # fmt: skip
+    assert run.state == "success", states
+    with create_session() as session:
+        events = session.scalars(
+            select(AssetModel.name).join(AssetEvent, AssetEvent.asset_id == AssetModel.id)
+            .where(AssetEvent.source_run_id == run.run_id)
+        ).all()  # fmt: skip
+    assert events == ["llm_decoder_model"]
 
 
 def test_bad_corpus_fails_the_run_without_retries(dag, tmp_path):
     root = f"file://{tmp_path / 'run'}"
     run, states = run_dag(dag, corpus=f"{tmp_path}/nothing-here/*.txt", run_root=root)
     assert run.state == "failed"
-    assert states["preprocess"] == "failed" and states["tokenize"] == "upstream_failed"
+    assert states["preprocess"] == "failed"
+    assert {states[s] for s in STAGES[1:]} == {"upstream_failed"}
     assert not storage.exists(f"{root}/preprocess/manifest.json")

@@ -21,14 +21,10 @@ from sparklm.stage import listed_files, read_manifest
 from sparklm.tokens import read_range
 from sparklm.training import TrainConfig, build_optimizer, derive_seed, lr_at, sample_batch
 from sparklm.weights import load_model, parse_safetensors
-from support import JOBS
+from support import JOBS, TRAINED
 
 TINY = ["--context-len", "32", "--n-layer", "1", "--n-head", "2", "--n-embd", "32",
         "--batch-size", "4", "--eval-tokens", "512"]  # fmt: skip
-SMALL = ["--context-len", "64", "--n-layer", "2", "--n-head", "2", "--n-embd", "64",
-         "--batch-size", "16", "--lr", "3e-3", "--warmup-steps", "10"]  # fmt: skip
-TRAINED = [*SMALL, "--partitions", "2", "--rounds", "8", "--local-steps", "40",
-           "--eval-tokens", "8192"]  # fmt: skip
 
 
 def final_weights(root):
@@ -87,30 +83,15 @@ def unigram_entropy(root) -> float:
     return float(-(p * np.log(p)).sum())
 
 
-@pytest.fixture(scope="module")
-def trained(spark, wikitext_run, tmp_path_factory):
-    """Two replicas, plain averaging: the default shape of a run, kept small."""
-    import shutil
-
-    from support import load_job
-
-    root = tmp_path_factory.mktemp("trained")
-    for stage in ("preprocess", "tokenize"):
-        shutil.copytree(wikitext_run.removeprefix("file://") + f"/{stage}", root / stage)
-    root = f"file://{root}"
-    load_job("train").main(["--run-root", root, *TRAINED])
-    return root
-
-
-def test_validation_loss_falls_well_below_the_unigram_entropy(trained):
+def test_validation_loss_falls_well_below_the_unigram_entropy(trained_run):
     """The old model learned word frequencies only (loss stuck at the unigram entropy)."""
-    final = read_manifest(trained, "train")["stats"]["final"]
-    floor = unigram_entropy(trained)
+    final = read_manifest(trained_run, "train")["stats"]["final"]
+    floor = unigram_entropy(trained_run)
     assert final["val_loss"] < floor - 0.5, (final, floor)
 
 
-def test_metrics_csv_plot_and_model_artifacts(trained):
-    manifest = read_manifest(trained, "train")
+def test_metrics_csv_plot_and_model_artifacts(trained_run):
+    manifest = read_manifest(trained_run, "train")
     [metrics] = listed_files(manifest, "metrics.csv")
     rows = list(csv.DictReader(io.StringIO(storage.read_bytes(metrics["uri"]).decode())))
     assert list(rows[0]) == [
@@ -122,7 +103,7 @@ def test_metrics_csv_plot_and_model_artifacts(trained):
     val = [float(r["val_loss"]) for r in rows]
     assert val[-1] < val[0]
     bpb = float(rows[-1]["val_bpb"])
-    stats = read_manifest(trained, "tokenize")["stats"]["val"]
+    stats = read_manifest(trained_run, "tokenize")["stats"]["val"]
     assert bpb == pytest.approx(val[-1] / math.log(2) / stats["bytes_per_token"], rel=1e-4)
     [plot] = listed_files(manifest, "loss.png")
     assert storage.read_bytes(plot["uri"])[:8] == b"\x89PNG\r\n\x1a\n"
@@ -136,10 +117,10 @@ def test_metrics_csv_plot_and_model_artifacts(trained):
     assert model.num_params(non_embedding=False) == manifest["stats"]["parameters"]
 
 
-def test_rerun_with_the_same_settings_is_idempotent(run_job, trained):
-    before = read_manifest(trained, "train")["files"]
-    run_job("train", ["--run-root", trained, *TRAINED])
-    assert read_manifest(trained, "train")["files"] == before
+def test_rerun_with_the_same_settings_is_idempotent(run_job, trained_run):
+    before = read_manifest(trained_run, "train")["files"]
+    run_job("train", ["--run-root", trained_run, *TRAINED])
+    assert read_manifest(trained_run, "train")["files"] == before
 
 
 def test_nan_loss_fails_clearly_and_checkpoints_nothing(run_job, wikitext_run, copy_run):

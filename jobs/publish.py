@@ -1,0 +1,190 @@
+"""Publish: copy a run's model into the versioned registry, write its card, gate promotion.
+
+    spark-submit jobs/publish.py --run-root URI --registry URI --model-name NAME
+        [--version V] [--tolerance 0.0]
+
+Writes ``{registry}/{model_name}/{version}/`` (weights, config, tokenizer,
+metrics, plot, generations, ``MODEL_CARD.md``, ``run.json`` with every
+checksum, and ``promotion.json`` last), then moves
+``{registry}/{model_name}/latest.json`` to it only if the promotion gate
+passes. A rejected version stays published, marked not promoted, with the
+reason. The work is a handful of object copies, done on the driver; it runs
+under spark-submit like every stage so that local mode and EMR steps ship it
+the same way.
+
+Registries outside the prefixes in ``LLM_REGISTRY_ALLOWED_PREFIXES``
+(comma-separated, when set) are refused.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+from collections.abc import Sequence
+
+from sparklm import sparkjob, storage
+from sparklm.errors import PipelineError
+from sparklm.model_card import render_model_card
+from sparklm.registry import (
+    PROMOTION,
+    RegistryError,
+    check_name,
+    check_registry,
+    current_latest,
+    promotion_decision,
+    version_uri,
+    write_latest,
+)
+from sparklm.stage import (
+    ArtifactFile,
+    begin_stage,
+    code_version,
+    commit_stage,
+    input_ref,
+    listed_files,
+    read_manifest,
+)
+
+STAGE = "publish"
+UPSTREAM = ("preprocess", "tokenize", "train", "generate")
+# (stage, file) pairs copied into the version folder.
+ARTIFACTS = (
+    ("train", "model.safetensors"),
+    ("train", "config.json"),
+    ("train", "metrics.csv"),
+    ("train", "loss.png"),
+    ("tokenize", "tokenizer.json"),
+    ("generate", "generated.jsonl"),
+    ("generate", "generated.txt"),
+)
+GATED_METRICS = ("val_loss", "val_bpb", "val_ppl", "val_acc", "train_loss")
+
+
+def parse_args(argv: Sequence[str]):
+    p = sparkjob.parser(__doc__.splitlines()[0])
+    p.add_argument("--registry", required=True, help="s3://bucket/prefix or file:///path")
+    p.add_argument("--model-name", required=True, help="registered model name, e.g. wiki-gpt")
+    p.add_argument(
+        "--version",
+        help="version label (default: from the train stage's time and "
+        "checksum, so republishing a run is idempotent)",
+    )
+    p.add_argument(
+        "--tolerance",
+        type=float,
+        default=0.0,
+        help="promote when val bits/byte <= latest's + tolerance (default 0)",
+    )
+    args = p.parse_args(argv)
+    if args.tolerance < 0:
+        p.error("--tolerance must be >= 0")
+    return args  # fmt: skip
+
+
+def default_version(train_manifest: dict, train_sha: str) -> str:
+    """``YYYYMMDDTHHMMSSZ-<sha8>``: sorts by training time, unique per trained model."""
+    stamp = train_manifest["created_at"].replace("-", "").replace(":", "")
+    return f"{stamp}-{train_sha[:8]}"
+
+
+def allowed_prefixes() -> list[str]:
+    raw = os.environ.get("LLM_REGISTRY_ALLOWED_PREFIXES", "")
+    return [p.strip() for p in raw.split(",") if p.strip()]
+
+
+def copy_verified(entry: dict, target: str) -> ArtifactFile:
+    """Copy one committed artifact, checking it still matches its manifest's checksum."""
+    data = storage.read_bytes(entry["uri"])
+    if hashlib.sha256(data).hexdigest() != entry["sha256"]:
+        raise PipelineError(
+            f"{entry['uri']} no longer matches the checksum in its manifest: the stage was "
+            "modified after it committed. Rerun that stage before publishing"
+        )
+    return ArtifactFile.write(target, entry["path"].rsplit("/", 1)[-1], data)
+
+
+def main(argv: Sequence[str]) -> dict:
+    args = parse_args(argv)
+    started = time.time()
+    registry = check_registry(args.registry, allowed_prefixes())
+    model_name = check_name("model name", args.model_name)
+    manifests = {stage: read_manifest(args.run_root, stage) for stage in UPSTREAM}
+    refs = {stage: input_ref(args.run_root, stage) for stage in UPSTREAM}
+    version = check_name("version", args.version or default_version(
+        manifests["train"], refs["train"]["sha256"]))  # fmt: skip
+    target = version_uri(registry, model_name, version)
+    refuse_overwriting_another_model(target, refs["train"]["sha256"])
+    storage.check_writable(registry)
+
+    begin_stage(args.run_root, STAGE)
+    copied = []
+    for source_stage, name in ARTIFACTS:
+        [entry] = listed_files(manifests[source_stage], name)
+        copied.append(copy_verified(entry, target))
+    final = manifests["train"]["stats"]["final"]
+    metrics = {k: float(final[k]) for k in GATED_METRICS}
+    latest = current_latest(registry, model_name)
+    if latest is not None and latest["version"] == version:
+        latest = latest.get("previous")  # republishing: compare with what it replaced
+    promoted, reason = promotion_decision(metrics, latest, args.tolerance)
+    decision = {"promoted": promoted, "reason": reason, "tolerance": args.tolerance,
+                "compared_to": latest["version"] if latest else None, **metrics}  # fmt: skip
+
+    read = {f.path: storage.read_bytes(storage.join(target, f.path)).decode()
+            for f in copied if f.path in ("metrics.csv", "generated.jsonl")}  # fmt: skip
+    card = render_model_card(
+        model_name=model_name, version=version, manifests=manifests,
+        metrics_csv=read["metrics.csv"], generated_jsonl=read["generated.jsonl"],
+        decision=decision,
+    )  # fmt: skip
+    copied.append(ArtifactFile.write(target, "MODEL_CARD.md", card.encode()))
+    run_record = {
+        "model_name": model_name,
+        "version": version,
+        "run_root": args.run_root,
+        "code_version": code_version(),
+        "inputs": refs,
+        "params": {stage: m["params"] for stage, m in manifests.items()},
+        "artifacts": [f.to_dict() for f in copied],
+    }
+    copied.append(
+        ArtifactFile.write(
+            target, "run.json", json.dumps(run_record, indent=2, sort_keys=True).encode()
+        )
+    )
+    storage.write_bytes(storage.join(target, PROMOTION),
+                        json.dumps(decision, indent=2, sort_keys=True).encode())  # fmt: skip
+    if promoted:
+        write_latest(registry, model_name, {
+            "version": version, "uri": target, "val_bpb": metrics["val_bpb"],
+            "val_loss": metrics["val_loss"], "run_root": args.run_root,
+            "promoted_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "previous": {k: latest[k] for k in ("version", "uri", "val_bpb")} if latest else None,
+        })  # fmt: skip
+    sparkjob.log.info("published %s (%s): %s", target,
+                      "promoted" if promoted else "NOT promoted", reason)  # fmt: skip
+    return commit_stage(
+        args.run_root, STAGE, files=[], started_at=started,
+        params={"registry": registry, "model_name": model_name, "version": version,
+                "tolerance": args.tolerance},
+        inputs=refs,
+        stats={"version_uri": target, "artifacts": len(copied), **decision},
+    )  # fmt: skip
+
+
+def refuse_overwriting_another_model(target: str, train_sha: str) -> None:
+    """Versions are immutable: the same label may only be republished for the same model."""
+    run_json = storage.join(target, "run.json")
+    if storage.exists(run_json):
+        existing = json.loads(storage.read_bytes(run_json))["inputs"]["train"]["sha256"]
+        if existing != train_sha:
+            raise RegistryError(
+                f"{target} already holds a different model: versions are immutable, choose "
+                "another --version (or leave it empty for an automatic one)"
+            )
+
+
+if __name__ == "__main__":
+    sparkjob.run(main)

@@ -1,0 +1,116 @@
+"""The model card: what was trained on what, how well it does, and how to use it."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from collections.abc import Mapping
+from typing import Any
+
+
+def render_model_card(
+    *,
+    model_name: str,
+    version: str,
+    manifests: Mapping[str, Mapping[str, Any]],
+    metrics_csv: str,
+    generated_jsonl: str,
+    decision: Mapping[str, Any],
+    samples: int = 5,
+) -> str:
+    pre, tok, train = (
+        manifests["preprocess"]["stats"],
+        manifests["tokenize"]["stats"],
+        (manifests["train"]),
+    )
+    model, opt = train["params"]["model"], train["params"]["train"]
+    final = train["stats"]["final"]
+    rows = list(csv.DictReader(io.StringIO(metrics_csv)))
+    records = [json.loads(line) for line in generated_jsonl.splitlines() if line.strip()]
+    status = "**promoted** to latest" if decision["promoted"] else "**not promoted**"
+    lines = [
+        f"# {model_name} — version {version}",
+        "",
+        f"A decoder-only transformer language model trained by the `llm_decoder` pipeline. "
+        f"Promotion: {status} ({decision['reason']}).",
+        "",
+        "## Data",
+        "",
+        f"- Corpus: `{manifests['preprocess']['params']['input']}`",
+        f"- Documents: {pre['train']['documents']:,} train / {pre['val']['documents']:,} "
+        f"validation (split by document, {manifests['preprocess']['params']['val_fraction']:.0%} "
+        "held out)",
+        f"- Text: {pre['train']['bytes']:,} train bytes / {pre['val']['bytes']:,} validation bytes",
+        "- Dropped lines: "
+        + (", ".join(f"{k} {v['lines']:,}" for k, v in sorted(pre["dropped"].items())) or "none"),
+        f"- Invalid UTF-8 bytes replaced: {pre['input']['invalid_utf8_bytes_replaced']:,}",
+        f"- Tokenizer: byte-level BPE, {tok['vocab_size']:,} tokens; "
+        f"{tok['train']['tokens']:,} train tokens, {tok['val']['tokens']:,} validation tokens "
+        f"({tok['val']['bytes_per_token']:.2f} bytes/token)",
+        "",
+        "## Model",
+        "",
+        f"- {train['stats']['parameters']:,} parameters: {model['n_layer']} layers × "
+        f"{model['n_embd']} wide, {model['n_head']} heads, context {model['context_len']}, "
+        f"dropout {model['dropout']}",
+        "- Pre-norm blocks, learned positions, GELU MLP, tied input/output embedding",
+        "",
+        "## Training",
+        "",
+        f"- {opt['partitions']} Spark replicas × {opt['rounds']} rounds × {opt['local_steps']} "
+        f"AdamW steps (batch {opt['batch_size']}, peak lr {opt['lr']}, warm-up "
+        f"{opt['warmup_steps']}, cosine decay, weight decay {opt['weight_decay']}, clip "
+        f"{opt['grad_clip']})",
+        f"- Outer optimizer: `{opt['outer']}`"
+        + (f" (lr {opt['outer_lr']}, momentum {opt['outer_momentum']})"
+           if opt["outer"] == "nesterov" else " (token-weighted parameter averaging)")
+        + f"; AdamW state {opt['optimizer_state']} across rounds",
+        f"- Tokens trained: {train['stats']['tokens_trained']:,}; seed {opt['seed']}",
+        "",
+        "## Evaluation (validation split)",
+        "",
+        f"Final: loss {final['val_loss']:.4f} nats/token, perplexity {final['val_ppl']:.2f}, "
+        f"**{final['val_bpb']:.4f} bits/byte**, next-token accuracy {final['val_acc']:.1%}.",
+        "",
+        "| round | tokens | train loss | val loss | val bits/byte | val acc | tokens/s |",
+        "|---:|---:|---:|---:|---:|---:|---:|",
+        *(
+            f"| {r['round']} | {int(r['tokens']):,} | {float(r['train_loss']):.3f} | "
+            f"{float(r['val_loss']):.3f} | {float(r['val_bpb']):.3f} | "
+            f"{float(r['val_acc']):.1%} | {float(r['tokens_per_s']):,.0f} |"
+            for r in rows
+        ),
+        "",
+        "![training curves](loss.png)",
+        "",
+        "## Sample generations",
+        "",
+    ]  # fmt: skip
+    for r in records[:samples]:
+        lines += [
+            f"Prompt: `{r['prompt']}` (temperature {r['temperature']}, top-k {r['top_k']}, "
+            f"top-p {r['top_p']}, seed {r['seed']})",
+            "",
+            "> " + (r["prompt"] + r["completion"]).replace("\n", "\n> "),
+            "",
+        ]
+    lines += [
+        "## Use",
+        "",
+        "```bash",
+        f"python -m jobs.generate --registry REGISTRY --model-name {model_name} "
+        '--prompt "The history of"',
+        "```",
+        "",
+        "Weights are `model.safetensors` (load with `sparklm.weights.load_model` and "
+        "`config.json`); the tokenizer is `tokenizer.json` (HF `tokenizers`). `run.json` "
+        "lists every input manifest, parameter and checksum.",
+        "",
+        "## Limitations",
+        "",
+        "A small research model trained on a small corpus: it imitates the style of its "
+        "training text and states falsehoods fluently. Not for any decision-making use.",
+        "",
+    ]
+    return "\n".join(lines)
