@@ -13,7 +13,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Sequence
-from dataclasses import astuple
+from dataclasses import astuple, replace
 from functools import partial
 
 from sparklm import sparkjob, storage
@@ -35,6 +35,11 @@ def parse_args(argv: Sequence[str]):
         required=True,
         help="comma-separated files, directories or globs (.txt, .txt.gz, .txt.bz2, "
         "MediaWiki .xml/.xml.bz2 dumps); file://, s3:// or pkg://",
+    )
+    p.add_argument(
+        "--val-input",
+        help="optional held-out corpus (same forms as --input): its documents form the "
+        "validation split and --val-fraction is ignored",
     )
     p.add_argument(
         "--val-fraction",
@@ -61,10 +66,16 @@ def parse_args(argv: Sequence[str]):
     return args
 
 
-def read_partition(splits, *, min_chars: int, val_fraction: float):
-    """Partition function: read the splits of one task into row tuples."""
+def read_partition(splits, *, min_chars: int, val_fraction: float, val_files: frozenset[str]):
+    """Partition function: read the splits of one task into row tuples.
+
+    With an explicit validation corpus (``val_files``), a document's split follows
+    the file it came from instead of its hash.
+    """
     for split in splits:
         for record in read_split(split, min_chars=min_chars, val_fraction=val_fraction):
+            if val_files:
+                record = replace(record, split="val" if split.uri in val_files else "train")
             yield astuple(record)
 
 
@@ -79,7 +90,8 @@ def write_partition(index, rows, *, stage: str, split: str):
 def main(argv: Sequence[str]) -> dict:
     args = parse_args(argv)
     started = time.time()
-    files = storage.expand(args.input.split(","))
+    val_files = storage.expand(args.val_input.split(",")) if args.val_input else []
+    files = sorted(set(storage.expand(args.input.split(","))) | set(val_files))
     storage.check_writable(args.run_root)
 
     from pyspark import StorageLevel
@@ -117,7 +129,12 @@ def main(argv: Sequence[str]) -> dict:
         ]
     )
     rows = sc.parallelize(splits, len(splits)).mapPartitions(
-        partial(read_partition, min_chars=args.min_chars, val_fraction=args.val_fraction)
+        partial(
+            read_partition,
+            min_chars=args.min_chars,
+            val_fraction=args.val_fraction,
+            val_files=frozenset(val_files),
+        )
     )
     lines = spark.createDataFrame(rows, schema).persist(StorageLevel.MEMORY_AND_DISK)
 
@@ -219,6 +236,7 @@ def main(argv: Sequence[str]) -> dict:
             "input": args.input,
             "val_fraction": args.val_fraction,
             "min_chars": args.min_chars,
+            "val_input": args.val_input,
             "split_bytes": split_bytes,
         },
         stats={
@@ -230,6 +248,7 @@ def main(argv: Sequence[str]) -> dict:
                 "invalid_utf8_bytes_replaced": sum(r["invalid_bytes"] for r in by_reason.values()),
             },
             "dropped": dropped,
+            "driver_peak_rss_mb": round(sparkjob.peak_rss_mb(), 1),
             **split_stats,
         },
     )

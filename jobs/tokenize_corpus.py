@@ -161,6 +161,7 @@ def main(argv: Sequence[str]) -> dict:
         "dtype": dtype.name,
         **bpe.special_ids(tokenizer),
         "distinct_pretokens": distinct,
+        "driver_peak_rss_mb": round(sparkjob.peak_rss_mb(), 1),
         "seconds": {
             "count": round(counted - counting, 3),
             "train_vocab": round(trained - counted, 3),

@@ -50,7 +50,6 @@ from sparklm.training import (
     TrainConfig,
     evaluate,
     lr_at,
-    peak_rss_mb,
     train_replica,
 )
 from sparklm.weights import (
@@ -274,7 +273,7 @@ def main(argv: Sequence[str]) -> dict:
             "tokens_per_s": round_tokens / train_seconds,
             "seconds": time.time() - t0,
             "lr": lr_at(state.step - 1, train_cfg),
-            "driver_rss_mb": peak_rss_mb(),
+            "driver_rss_mb": sparkjob.peak_rss_mb(),
             "executor_rss_mb": update.peak_rss_mb,
         }
         metrics.append({k: round(v, 6) if isinstance(v, float) else v for k, v in row.items()})

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import math
-import resource
 from dataclasses import asdict, dataclass, fields
 
 import torch
@@ -19,6 +18,7 @@ from torch.nn.utils import vector_to_parameters
 
 from sparklm.averaging import OUTER_KINDS, ReplicaUpdate, flat
 from sparklm.model import GPT, GPTConfig
+from sparklm.sparkjob import peak_rss_mb
 
 OPTIMIZER_STATE_POLICIES = ("averaged", "reset")
 
@@ -202,8 +202,3 @@ def evaluate(model: GPT, tokens: Tensor, batch_size: int = 32) -> tuple[float, f
         correct += (logits.argmax(-1) == target).sum().item()
     model.train(was_training)
     return loss_sum / (n * context), correct / (n * context)
-
-
-def peak_rss_mb() -> float:
-    """This process's peak resident memory (Linux reports KiB)."""
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024

@@ -98,3 +98,16 @@ def test_missing_bucket_fails_before_any_work(run_job, s3_server, tmp_path):
     corpus = small_corpus(tmp_path / "in", documents=3)
     with pytest.raises(PipelineError, match="bucket 'missing-bucket' .* does not exist"):
         run_job("preprocess", ["--run-root", "s3://missing-bucket/run", "--input", corpus])
+
+
+def test_an_explicit_validation_corpus_replaces_the_hash_split(run_job, tmp_path):
+    train = small_corpus(tmp_path / "train", documents=10)
+    held_out = write_text(tmp_path / "held" / "test.txt",
+                          " = Held out one = \n first held out text\n"
+                          " = Held out two = \n second held out text\n")  # fmt: skip
+    root = f"file://{tmp_path / 'run'}"
+    manifest = run_job("preprocess", ["--run-root", root, "--input", train,
+                                      "--val-input", held_out])  # fmt: skip
+    assert manifest["stats"]["train"]["documents"] == 10
+    assert manifest["stats"]["val"]["documents"] == 2
+    assert all("held out" in d["text"] for d in read_docs(manifest, "val"))
