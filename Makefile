@@ -22,7 +22,7 @@ export SPARK_LOCAL_IP := 127.0.0.1
 export PYSPARK_PYTHON := $(BIN)/python
 export PATH := $(BIN):$(PATH)
 
-.PHONY: setup run test lint lock bench-data clean
+.PHONY: setup run test lint lock bench-data bench-train bench-generate bench-scale bench-run clean
 
 setup: $(STAMP)
 
@@ -56,8 +56,10 @@ lock:
 	$(CURDIR)/.lock-venv/bin/pip freeze --exclude-editable | grep -v '^-e' > constraints.txt
 	rm -rf $(CURDIR)/.lock-venv
 
-bench-data: $(STAMP)
-	python bench/bench_data.py
+## bench-*: measured performance, printed as Markdown tables (not tests; see README).
+BENCH_ARGS ?=
+bench-data bench-train bench-generate bench-scale bench-run: bench-%: $(AIRFLOW_HOME)/airflow.db
+	python bench/bench_$*.py $(BENCH_ARGS)
 
 clean:
 	rm -rf $(AIRFLOW_HOME) runs .pytest_cache

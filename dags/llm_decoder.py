@@ -1,17 +1,23 @@
 """
 ### llm_decoder — train a small decoder-only language model with PyTorch on Spark
 
-`plan_run` → `preprocess` → `tokenize` → `train` → `generate` → `publish`
+`plan_run` → `choose_env` → **local** or **emr**:
 
-Every stage is a separate Spark job (`jobs/`), submitted with spark-submit to
-the `spark_local` connection's master. Tasks hand each other only URIs (the
-run root and the registry, through XCom); a stage is complete when its
-`manifest.json` is written, and a retried `train` resumes from its last
-checkpointed round.
+- **local**: `preprocess` → `tokenize` → `train` → `generate` → `publish`, each a
+  spark-submit to the `spark_local` connection's master.
+- **emr**: `bundle_code` (upload the jobs, pinned requirements and the bootstrap
+  action) → `create_cluster` → `add_steps` (the same five jobs as
+  `command-runner.jar spark-submit` steps) → `watch_<stage>` for each step →
+  `terminate_cluster` (a teardown: the cluster goes away whether the steps
+  succeed or fail, and a failed step still fails the run).
+
+Tasks hand each other only URIs (run root, registry, code bundle) through XCom;
+a stage is complete when its `manifest.json` is written, and a retried `train`
+resumes from its last checkpointed round.
 
 **Retraining.** The DAG runs when the corpus Asset (`LLM_CORPUS_URI`) gets an
-event, and additionally on the cron in `LLM_SCHEDULE` when that is set (e.g.
-`0 3 * * 1` in production; unset locally). `publish` updates the model Asset.
+event, and also on the cron in `LLM_SCHEDULE` when that is set (e.g. `0 3 * * 1`
+in production; unset locally). Publishing updates the model Asset.
 """
 
 from __future__ import annotations
@@ -20,19 +26,39 @@ import os
 from datetime import timedelta
 from pathlib import Path
 
-from airflow.sdk import DAG, Asset, AssetOrTimeSchedule, CronTriggerTimetable, Variable, chain, task
+from airflow.providers.amazon.aws.operators.emr import (
+    EmrAddStepsOperator,
+    EmrCreateJobFlowOperator,
+    EmrTerminateJobFlowOperator,
+)
+from airflow.sdk import (
+    DAG,
+    Asset,
+    AssetOrTimeSchedule,
+    CronTriggerTimetable,
+    TaskGroup,
+    Variable,
+    chain,
+    task,
+)
 
+from llm_pipeline.emr import emr_steps
 from llm_pipeline.jobs import PIPELINE
-from llm_pipeline.operators import SparkJobOperator
+from llm_pipeline.operators import EmrStepWatcher, SparkJobOperator
 from llm_pipeline.params import DEFAULT_CORPUS, pipeline_params
-from llm_pipeline.runs import run_root_for
+from llm_pipeline.runs import require_s3, run_root_for
 
-REPO = Path(__file__).resolve().parents[1]
-JOBS_DIR = os.environ.get("LLM_JOBS_DIR", str(REPO / "jobs"))
+PROJECT_DIR = Path(os.environ.get("LLM_PROJECT_DIR", Path(__file__).resolve().parents[1]))
+JOBS_DIR = os.environ.get("LLM_JOBS_DIR", str(PROJECT_DIR / "jobs"))
 CORPUS_URI = os.environ.get("LLM_CORPUS_URI", DEFAULT_CORPUS)
 SCHEDULE = os.environ.get("LLM_SCHEDULE", "")
-DEFAULT_RUNS_BASE = f"file://{REPO / 'runs'}"
-DEFAULT_REGISTRY = f"file://{REPO / 'registry'}"
+# How often the EMR step watchers poll, and whether they defer to the triggerer instead.
+EMR_POLL_SECONDS = float(os.environ.get("LLM_EMR_POLL_SECONDS", "60"))
+EMR_DEFERRABLE = os.environ.get("LLM_EMR_DEFERRABLE", "false").lower() == "true"
+# Upper bounds per stage on EMR; training is the long one.
+EMR_STAGE_TIMEOUT = {"preprocess": 4, "tokenize": 4, "train": 48, "generate": 2, "publish": 1}
+DEFAULT_RUNS_BASE = f"file://{PROJECT_DIR / 'runs'}"
+DEFAULT_REGISTRY = f"file://{PROJECT_DIR / 'registry'}"
 SPARK_CONF = {
     # Small corpora: keep shuffles from spawning hundreds of empty tasks.
     "spark.sql.shuffle.partitions": "16",
@@ -41,6 +67,9 @@ SPARK_CONF = {
         f"-Dlog4j2.configurationFile=file:{JOBS_DIR}/conf/log4j2.properties"
     ),
 }
+AWS_CONN_ID = "aws_default"
+CLUSTER_ID = "{{ ti.xcom_pull(task_ids='emr.create_cluster') }}"
+CODE_URI = "ti.xcom_pull(task_ids='emr.bundle_code')"  # a Jinja expression
 
 corpus = Asset(name="llm_corpus", uri=CORPUS_URI)
 model = Asset(name="llm_decoder_model", uri="llm-registry://llm_decoder/model")
@@ -65,22 +94,87 @@ with DAG(
     def plan_run(params: dict, run_id: str) -> dict[str, str]:
         """Fix the run root and registry every later task uses (passed on through XCom)."""
         base = Variable.get("llm_runs_base", default=DEFAULT_RUNS_BASE)
-        return {
+        plan = {
             "run_root": run_root_for(params["run_root"], run_id, base),
             "registry": params["registry"] or Variable.get("llm_registry",
                                                            default=DEFAULT_REGISTRY),
         }  # fmt: skip
+        if params["env"] == "emr":
+            require_s3(plan)
+        return plan
 
-    stages = [
-        SparkJobOperator(
-            job=job,
-            jobs_dir=JOBS_DIR,
-            conn_id="spark_local",
-            conf=SPARK_CONF,
-            # A killed train task resumes from its last checkpointed round when retried.
-            retries=3 if job.stage == "train" else 1,
-            outlets=[model] if job.stage == "publish" else [],
+    @task.branch
+    def choose_env(params: dict) -> str:
+        return "local.preprocess" if params["env"] == "local" else "emr.bundle_code"
+
+    planned = plan_run()
+    branch = choose_env()
+
+    with TaskGroup("local") as local:
+        stages = [
+            SparkJobOperator(
+                job=job,
+                jobs_dir=JOBS_DIR,
+                conn_id="spark_local",
+                conf=SPARK_CONF,
+                # A killed train task resumes from its last checkpointed round when retried.
+                retries=3 if job.stage == "train" else 1,
+                outlets=[model] if job.stage == "publish" else [],
+            )
+            for job in PIPELINE
+        ]
+        chain(*stages)
+
+    with TaskGroup("emr") as emr:
+
+        @task(retries=2)
+        def bundle_code(plan: dict) -> str:
+            """Upload the jobs, their pinned requirements and the bootstrap action (once per
+            code version) and return the code URI the steps run from."""
+            from llm_pipeline.emr_tasks import upload_bundle
+
+            return upload_bundle(PROJECT_DIR, plan, AWS_CONN_ID)
+
+        @task
+        def cluster_definition(plan: dict, code_uri: str, params: dict, run_id: str) -> dict:
+            """The versioned cluster definition with this run's roles, subnet and log URI."""
+            from llm_pipeline.emr_tasks import cluster_overrides
+
+            return cluster_overrides(plan, code_uri, params, run_id)
+
+        code_uri = bundle_code(planned)
+        create_cluster = EmrCreateJobFlowOperator(
+            task_id="create_cluster",
+            aws_conn_id=AWS_CONN_ID,
+            emr_conn_id=None,
+            job_flow_overrides=cluster_definition(planned, code_uri),
+            wait_for_completion=False,
         )
-        for job in PIPELINE
-    ]
-    chain(plan_run(), *stages)
+        add_steps = EmrAddStepsOperator(
+            task_id="add_steps",
+            aws_conn_id=AWS_CONN_ID,
+            job_flow_id=CLUSTER_ID,
+            steps=emr_steps(CODE_URI),
+        )
+        watchers = [
+            EmrStepWatcher(
+                task_id=f"watch_{job.stage}",
+                aws_conn_id=AWS_CONN_ID,
+                job_flow_id=CLUSTER_ID,
+                step_id=f"{{{{ ti.xcom_pull(task_ids='emr.add_steps')[{i}] }}}}",
+                poke_interval=EMR_POLL_SECONDS,
+                timeout=timedelta(hours=EMR_STAGE_TIMEOUT[job.stage]).total_seconds(),
+                deferrable=EMR_DEFERRABLE,
+                retries=0,  # a step's outcome is final; re-watching it cannot change it
+                outlets=[model] if job.stage == "publish" else [],
+            )
+            for i, job in enumerate(PIPELINE)
+        ]
+        terminate = EmrTerminateJobFlowOperator(
+            task_id="terminate_cluster",
+            aws_conn_id=AWS_CONN_ID,
+            job_flow_id=CLUSTER_ID,
+        ).as_teardown(setups=create_cluster)
+        chain(create_cluster, add_steps, *watchers, terminate)
+
+    chain(planned, branch, [local, emr])

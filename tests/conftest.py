@@ -214,3 +214,32 @@ def copy_run(tmp_path):
         return f"file://{target}"
 
     return copy
+
+
+@pytest.fixture(scope="session")
+def aws_api_server() -> Iterator[str]:
+    """moto's AWS API server on 127.0.0.1 (in this process, so the EMR harness sees its state)."""
+    from moto.server import ThreadedMotoServer
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    wait_for_port(port, timeout=30)
+    yield f"http://127.0.0.1:{port}"
+    server.stop()
+
+
+@pytest.fixture
+def aws_default_connection(aws_api_server, s3_server, monkeypatch) -> str:
+    """The ``aws_default`` connection the EMR tasks use: EMR on moto, S3 on the real server."""
+    extra = {
+        "region_name": "us-east-1",
+        "endpoint_url": aws_api_server,
+        "service_config": {"s3": {"endpoint_url": s3_server.endpoint}},
+    }
+    monkeypatch.setenv("AIRFLOW_CONN_AWS_DEFAULT", json.dumps({
+        "conn_type": "aws", "login": S3_ACCESS_KEY, "password": S3_SECRET_KEY, "extra": extra,
+    }))  # fmt: skip
+    return aws_api_server

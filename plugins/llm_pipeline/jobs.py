@@ -13,8 +13,9 @@ from dataclasses import dataclass
 PLAN = "{{ ti.xcom_pull(task_ids='plan_run') }}"
 RUN_ROOT = "{{ ti.xcom_pull(task_ids='plan_run')['run_root'] }}"
 REGISTRY = "{{ ti.xcom_pull(task_ids='plan_run')['registry'] }}"
-# Replaced by where the job scripts live: the local jobs/ folder or the uploaded code bundle.
-CODE_ROOT = "{code_root}"
+# Stands for a Jinja expression naming where the job scripts live: the local jobs/ folder,
+# or the jobs/ folder of the code bundle uploaded for EMR (known only at run time).
+CODE_ROOT = "CODE_ROOT"
 
 
 def _flags(*names: str) -> tuple[tuple[str, str], ...]:
@@ -31,7 +32,10 @@ class SparkJob:
     flags: tuple[tuple[str, str], ...] = ()
 
     def arguments(self, code_root: str) -> list[str]:
-        """The job's arguments after the script path, ``--run-root`` first."""
+        """The job's arguments after the script path, ``--run-root`` first.
+
+        ``code_root`` is a Jinja expression for the jobs folder, e.g. ``'/opt/llm/jobs'``.
+        """
         args = ["--run-root", RUN_ROOT]
         for flag, value in self.flags:
             args += [flag, value.replace(CODE_ROOT, code_root)]
@@ -50,7 +54,7 @@ PIPELINE: tuple[SparkJob, ...] = (
         "outer_lr", "outer_momentum", "optimizer_state", "seed", "eval_tokens",
     )),
     SparkJob("generate", "generate.py", (
-        ("--prompts", f"{{{{ params.prompts_uri or '{CODE_ROOT}/conf/prompts.txt' }}}}"),
+        ("--prompts", f"{{{{ params.prompts_uri or {CODE_ROOT} ~ '/conf/prompts.txt' }}}}"),
         ("--prompts-json", "{{ params.prompts | tojson }}"),
         *_flags("max_new_tokens", "temperature", "top_k", "top_p"),
         ("--seed", "{{ params.sample_seed }}"),

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import gzip
 from pathlib import Path
 from typing import Any
 
+from airflow.providers.amazon.aws.sensors.emr import EmrStepSensor
 from airflow.providers.apache.spark.operators.spark_submit import SparkSubmitOperator
 from airflow.sdk.exceptions import AirflowException, AirflowFailException
 
@@ -22,7 +24,7 @@ class SparkJobOperator(SparkSubmitOperator):
         super().__init__(
             task_id=job.stage,
             application=str(Path(jobs_dir) / job.script),
-            application_args=job.arguments(code_root=str(jobs_dir)),
+            application_args=job.arguments(code_root=repr(str(jobs_dir))),
             name=f"llm-{job.stage}",
             **kwargs,
         )
@@ -37,3 +39,35 @@ class SparkJobOperator(SparkSubmitOperator):
                     f"{self.task_id} rejected its input (see the ERROR line above): {exc}"
                 ) from None
             raise
+
+
+class EmrStepWatcher(EmrStepSensor):
+    """EmrStepSensor that, when the step fails, puts the job's own error line in the task log.
+
+    EMR copies a step's output to ``{LogUri}{cluster}/steps/{step}/std{out,err}.gz``; a job
+    that rejects its input ends that output with ``ERROR: <problem and fix>``. Quoting it
+    saves a trip to the S3 console.
+    """
+
+    def poke(self, context: Any) -> bool:
+        try:
+            return super().poke(context)
+        except AirflowException as exc:
+            raise AirflowException(f"{exc}{self._job_error()}") from None
+
+    def _job_error(self) -> str:
+        from airflow.providers.amazon.aws.hooks.s3 import S3Hook
+
+        try:
+            cluster = self.hook.conn.describe_cluster(ClusterId=self.job_flow_id)["Cluster"]
+            log_uri = cluster["LogUri"].replace("s3n://", "s3://")
+            s3 = S3Hook(aws_conn_id=self.aws_conn_id)
+            lines = []
+            for stream in ("stdout.gz", "stderr.gz"):
+                key = f"{log_uri.rstrip('/')}/{self.job_flow_id}/steps/{self.step_id}/{stream}"
+                if s3.check_for_key(key):
+                    text = gzip.decompress(s3.get_key(key).get()["Body"].read()).decode()
+                    lines += [ln for ln in text.splitlines() if ln.startswith("ERROR:")]
+        except Exception as exc:  # the logs are a courtesy; the failure stands regardless
+            return f" (could not read the step's logs: {exc})"
+        return f"\n{lines[-1]}" if lines else " (no ERROR line in the step's logs yet)"

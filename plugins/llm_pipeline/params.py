@@ -30,13 +30,21 @@ def uri(title: str, description: str) -> Param:
 
 
 def pipeline_params() -> dict[str, Param]:
-    return {**data_params(), **training_params(), **generation_params(), **publish_params()}
+    return {
+        **data_params(),
+        **training_params(),
+        **generation_params(),
+        **publish_params(),
+        **emr_params(),
+    }
 
 
 def data_params() -> dict[str, Param]:
     return {
-        "env": Param("local", enum=["local"], title="Where Spark runs",
-                     description="local: spark-submit on the spark_local connection's master."),
+        "env": Param("local", enum=["local", "emr"], title="Where Spark runs",
+                     description="local: spark-submit on the spark_local connection's master. "
+                                 "emr: a transient EMR cluster (needs s3:// run root and "
+                                 "registry, and the aws_default connection)."),
         "corpus": Param(
             DEFAULT_CORPUS, type="string", title="Corpus URI", minLength=1, maxLength=4096,
             pattern=r"^[^,\s]+(,[^,\s]+)*$",
@@ -116,4 +124,18 @@ def publish_params() -> dict[str, Param]:
             0.0, "Promotion tolerance (bits/byte)", minimum=0, maximum=10,
             description="latest.json moves to the new version when its validation bits/byte is "
                         "at most this much worse than the current latest's."),
+    }  # fmt: skip
+
+
+def emr_params() -> dict[str, Param]:
+    """Cluster settings for env=emr; account-specific values stay out of the code."""
+    return {
+        "emr_release_label": Param("emr-7.9.0", type="string", pattern=r"^emr-7\.\d+\.\d+$",
+                                   title="EMR release (7.x: Spark 3.5)"),
+        "emr_job_flow_role": Param("EMR_EC2_DefaultRole", type="string", minLength=1,
+                                   title="EC2 instance profile of the cluster nodes"),
+        "emr_service_role": Param("EMR_DefaultRole", type="string", minLength=1,
+                                  title="EMR service role"),
+        "emr_subnet_id": Param("", type="string", pattern=r"^$|^subnet-[0-9a-f]+$",
+                               title="Subnet (empty: the account's default VPC)"),
     }  # fmt: skip

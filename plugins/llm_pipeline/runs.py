@@ -40,3 +40,13 @@ def run_root_for(requested: str, run_id: str, runs_base: str) -> str:
     if requested:
         return validate_run_root(requested)
     return validate_run_root(f"{runs_base.rstrip('/')}/{run_id_segment(run_id)}")
+
+
+def require_s3(plan: dict[str, str]) -> None:
+    """EMR nodes share no disk with Airflow: every location of an EMR run must be on S3."""
+    for key, uri in plan.items():
+        if not uri.startswith("s3://"):
+            raise RunRootError(
+                f"env=emr needs s3:// locations, but {key} is {uri!r}: set the {key} Param "
+                f"(or the llm_runs_base / llm_registry Variables) to an s3:// URI"
+            )

@@ -22,12 +22,28 @@ def test_no_import_errors(dagbag):
     assert list(dagbag.dags) == ["llm_decoder"]
 
 
-def test_task_graph_is_the_pipeline_in_order(dagbag):
+STAGES = ["preprocess", "tokenize", "train", "generate", "publish"]
+
+
+def assert_chain(dag, task_ids):
+    for upstream, downstream in zip(task_ids, task_ids[1:], strict=False):
+        assert upstream in dag.get_task(downstream).upstream_task_ids, (upstream, downstream)
+
+
+def test_both_modes_run_the_same_stages_in_order(dagbag):
     dag = dagbag.dags["llm_decoder"]
-    order = ["plan_run", "preprocess", "tokenize", "train", "generate", "publish"]
-    assert set(dag.task_ids) == set(order)
-    for upstream, downstream in zip(order, order[1:], strict=False):
-        assert dag.get_task(downstream).upstream_task_ids == {upstream}
+    assert_chain(dag, ["plan_run", "choose_env", *[f"local.{s}" for s in STAGES]])
+    emr = ["emr.bundle_code", "emr.cluster_definition", "emr.create_cluster", "emr.add_steps",
+           *[f"emr.watch_{s}" for s in STAGES], "emr.terminate_cluster"]  # fmt: skip
+    assert_chain(dag, ["plan_run", "choose_env", *emr])
+    assert dag.get_task("emr.terminate_cluster").is_teardown
+    assert set(dag.task_ids) == {"plan_run", "choose_env", *[f"local.{s}" for s in STAGES], *emr}
+
+
+def test_publish_updates_the_model_asset_in_both_modes(dagbag):
+    dag = dagbag.dags["llm_decoder"]
+    for task_id in ("local.publish", "emr.watch_publish"):
+        assert [a.name for a in dag.get_task(task_id).outlets] == ["llm_decoder_model"]
 
 
 def test_every_param_has_a_title_or_description(dagbag):
@@ -46,6 +62,8 @@ def test_every_param_has_a_title_or_description(dagbag):
         {"val_fraction": 0.9},
         {"min_chars": -1},
         {"env": "kubernetes"},
+        {"emr_subnet_id": "subnet; rm -rf /"},
+        {"emr_release_label": "emr-5.36.0"},
         {"corpus": ""},
         {"corpus": "a b"},
         {"run_root": "s3a://bucket/x"},

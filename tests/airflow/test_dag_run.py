@@ -26,7 +26,7 @@ def dag(airflow_db):
 
 def run_dag(dag, **conf):
     run = dag.test(run_conf=conf)
-    states = {ti.task_id: ti.state for ti in run.get_task_instances()}
+    states = {ti.task_id.removeprefix("local."): ti.state for ti in run.get_task_instances()}
     return run, states
 
 

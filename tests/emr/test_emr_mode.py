@@ -1,0 +1,138 @@
+"""env=emr for real: the Amazon provider's operators against moto, every step executed."""
+
+import json
+import os
+
+import boto3
+import pytest
+from emr_harness import EmrStepRunner
+
+from llm_pipeline.emr import build_bundle, bundle_version, emr_steps
+from llm_pipeline.jobs import PIPELINE
+from sparklm import storage
+from sparklm.stage import read_manifest
+from support import JOBS, REPO, small_corpus
+
+STAGES = [job.stage for job in PIPELINE]
+SMALL = {
+    "vocab_size": 300, "partitions": 2, "rounds": 2, "local_steps": 3, "batch_size": 4,
+    "context_len": 32, "n_layer": 1, "n_head": 2, "n_embd": 32, "eval_tokens": 512,
+    "max_new_tokens": 12, "prompts": ["Paragraph 2 of"],
+}  # fmt: skip
+
+
+def test_steps_are_the_local_jobs_with_the_same_arguments(emr_dag):
+    """Rendered for a run, each step's job arguments equal the local task's, but for where
+    the code lives."""
+    from llm_pipeline.operators import SparkJobOperator
+
+    code = "s3://bucket/code/abc"
+    steps = emr_steps("code")  # the Jinja expression `code`, bound below
+    assert [s["Name"] for s in steps] == [f"llm_decoder {stage}" for stage in STAGES]
+    context = {"params": emr_dag.params.validate(), "ti": FakeTaskInstance()}
+    env = emr_dag.get_template_env()
+    for step, job in zip(steps, PIPELINE, strict=True):
+        assert step["HadoopJarStep"]["Jar"] == "command-runner.jar"
+        assert step["ActionOnFailure"] == "CANCEL_AND_WAIT"
+        args = [env.from_string(a).render(**context, code=code)
+                for a in step["HadoopJarStep"]["Args"]]  # fmt: skip
+        assert "--master" not in args  # EMR's spark-submit defaults to YARN
+        assert args[args.index("--py-files") + 1] == f"{code}/sparklm.zip"
+        local_task = emr_dag.get_task(f"local.{job.stage}")
+        assert isinstance(local_task, SparkJobOperator)
+        local = [env.from_string(a).render(**context).replace(str(JOBS), f"{code}/jobs")
+                 for a in local_task.application_args]  # fmt: skip
+        assert args[-len(local) - 1 :] == [f"{code}/jobs/{job.script}", *local]
+
+
+class FakeTaskInstance:
+    """Answers the XCom pulls the templates make (plan_run's locations)."""
+
+    def xcom_pull(self, task_ids):
+        assert task_ids == "plan_run"
+        return {"run_root": "s3://bucket/runs/r1", "registry": "s3://bucket/registry"}
+
+
+def test_bundle_holds_every_script_and_is_content_addressed():
+    files = build_bundle(REPO)
+    assert {f"jobs/{job.script}" for job in PIPELINE} <= set(files)
+    assert {"sparklm.zip", "requirements.txt", "constraints.txt", "bootstrap.sh",
+            "jobs/conf/prompts.txt"} <= set(files)  # fmt: skip
+    assert "torch==2.13.0" in files["requirements.txt"].decode()
+    assert bundle_version(files) == bundle_version(build_bundle(REPO))
+
+
+@pytest.fixture
+def emr_dag(airflow_db, aws_default_connection, monkeypatch):
+    monkeypatch.setenv("LLM_EMR_POLL_SECONDS", "1")
+    from airflow.dag_processing.dagbag import DagBag
+
+    return DagBag(dag_folder=str(REPO / "dags")).dags["llm_decoder"]
+
+
+def emr_client(endpoint):
+    return boto3.client("emr", endpoint_url=endpoint, region_name="us-east-1")
+
+
+def run_emr(dag, tmp_path, s3_server, name, **conf):
+    root = s3_server.uri("runs", name)
+    with EmrStepRunner(tmp_path / "emr-nodes") as runner:
+        run = dag.test(run_conf={"env": "emr", "run_root": root,
+                                 "registry": s3_server.uri("registry-emr"), **conf})  # fmt: skip
+    assert not runner.errors, runner.errors
+    states = {ti.task_id: ti.state for ti in run.get_task_instances()}
+    return run, states, runner, root
+
+
+def test_the_whole_pipeline_runs_as_emr_steps(emr_dag, aws_default_connection, s3_server,
+                                              tmp_path):  # fmt: skip
+    corpus = small_corpus(tmp_path / "corpus", documents=30)
+    storage.write_bytes(s3_server.uri("emr-corpus", "corpus.txt"), corpus.read_bytes())
+    run, states, runner, root = run_emr(
+        emr_dag, tmp_path, s3_server, "emr-ok", corpus=s3_server.uri("emr-corpus", "*.txt"),
+        **SMALL)  # fmt: skip
+
+    assert run.state == "success", states
+    assert [r.name for r in runner.runs] == [f"llm_decoder {s}" for s in STAGES]
+    assert all(r.returncode == 0 for r in runner.runs)
+    assert all(states[f"local.{s}"] == "skipped" for s in STAGES)
+    publish = read_manifest(root, "publish")
+    latest = json.loads(storage.read_bytes(s3_server.uri("registry-emr", "wiki-gpt",
+                                                         "latest.json")))  # fmt: skip
+    assert latest["uri"] == publish["stats"]["version_uri"]
+    assert latest["uri"].startswith("s3://")
+    [cluster_id] = {r.cluster_id for r in runner.runs}
+    cluster = emr_client(aws_default_connection).describe_cluster(ClusterId=cluster_id)["Cluster"]
+    assert cluster["Status"]["State"] == "TERMINATED"
+    assert cluster["LogUri"].startswith(root)
+
+
+def test_a_failing_step_cancels_the_rest_terminates_and_fails_the_run(
+    emr_dag, aws_default_connection, s3_server, tmp_path, capfd
+):
+    run, states, runner, _ = run_emr(
+        emr_dag, tmp_path, s3_server, "emr-bad", corpus=s3_server.uri("nothing-here", "*.txt"),
+        **SMALL)  # fmt: skip
+
+    assert run.state == "failed"
+    assert [r.name for r in runner.runs] == ["llm_decoder preprocess"]
+    assert "ERROR: no input file matches" in runner.runs[0].output
+    assert states["emr.watch_preprocess"] == "failed"
+    assert {states[f"emr.watch_{s}"] for s in STAGES[1:]} == {"upstream_failed"}
+    assert states["emr.terminate_cluster"] == "success"
+    [cluster_id] = {r.cluster_id for r in runner.runs}
+    client = emr_client(aws_default_connection)
+    assert client.describe_cluster(ClusterId=cluster_id)["Cluster"]["Status"]["State"] == (
+        "TERMINATED")  # fmt: skip
+    steps = client.list_steps(ClusterId=cluster_id)["Steps"]
+    assert sorted(s["Status"]["State"] for s in steps) == ["CANCELLED"] * 4 + ["FAILED"]
+    # The watcher quotes the job's own error line from the step's logs in the task log.
+    log = capfd.readouterr().out
+    assert "EMR job failed" in log and "\nERROR: no input file matches" in log
+
+
+def test_emr_mode_refuses_local_locations(emr_dag, tmp_path):
+    run = emr_dag.test(run_conf={"env": "emr", "run_root": f"file://{tmp_path}/run"})
+    states = {ti.task_id: ti.state for ti in run.get_task_instances()}
+    assert run.state == "failed" and states["plan_run"] == "failed"
+    assert os.listdir(tmp_path) == []
