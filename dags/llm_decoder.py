@@ -86,7 +86,10 @@ with DAG(
     catchup=False,
     max_active_runs=1,
     params=pipeline_params(),
-    default_args={"retries": 1, "retry_delay": timedelta(seconds=20)},
+    default_args={
+        "retries": 1,
+        "retry_delay": timedelta(seconds=float(os.environ.get("LLM_RETRY_DELAY_SECONDS", "20"))),
+    },
     tags=["llm", "spark", "pytorch"],
 ):
 

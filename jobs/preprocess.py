@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from dataclasses import astuple, replace
 from functools import partial
 
-from sparklm import sparkjob, storage
+from sparklm import faults, sparkjob, storage
 from sparklm.errors import PipelineError
 from sparklm.shards import write_doc_shard
 from sparklm.sources import plan_splits, read_split
@@ -72,6 +72,7 @@ def read_partition(splits, *, min_chars: int, val_fraction: float, val_files: fr
     With an explicit validation corpus (``val_files``), a document's split follows
     the file it came from instead of its hash.
     """
+    faults.fail_first_attempt("preprocess:read-task")
     for split in splits:
         for record in read_split(split, min_chars=min_chars, val_fraction=val_fraction):
             if val_files:
@@ -225,6 +226,7 @@ def main(argv: Sequence[str]) -> dict:
             "shards": len(written),
         }
 
+    faults.crash_point("preprocess:before-commit")
     lines.unpersist()
     docs.unpersist()
     manifest = commit_stage(

@@ -24,7 +24,7 @@ import os
 import time
 from collections.abc import Sequence
 
-from sparklm import sparkjob, storage
+from sparklm import faults, sparkjob, storage
 from sparklm.errors import PipelineError
 from sparklm.model_card import render_model_card
 from sparklm.registry import (
@@ -83,10 +83,20 @@ def parse_args(argv: Sequence[str]):
     return args  # fmt: skip
 
 
-def default_version(train_manifest: dict, train_sha: str) -> str:
-    """``YYYYMMDDTHHMMSSZ-<sha8>``: sorts by training time, unique per trained model."""
-    stamp = train_manifest["created_at"].replace("-", "").replace(":", "")
-    return f"{stamp}-{train_sha[:8]}"
+def default_version(train_manifest: dict) -> str:
+    """``YYYYMMDDTHHMMSSZ-<sha8>``: when training started, and the weights' checksum.
+
+    Sorts by time, and stays the same when an unchanged run is retried or rerun
+    (training resumes, its start time comes from the checkpoint), so republishing
+    is idempotent.
+    """
+    stamp = train_manifest["stats"]["started_at"].replace("-", "").replace(":", "")
+    return f"{stamp}-{model_checksum(train_manifest)[:8]}"
+
+
+def model_checksum(train_manifest: dict) -> str:
+    [weights] = listed_files(train_manifest, "model.safetensors")
+    return weights["sha256"]
 
 
 def allowed_prefixes() -> list[str]:
@@ -112,10 +122,9 @@ def main(argv: Sequence[str]) -> dict:
     model_name = check_name("model name", args.model_name)
     manifests = {stage: read_manifest(args.run_root, stage) for stage in UPSTREAM}
     refs = {stage: input_ref(args.run_root, stage) for stage in UPSTREAM}
-    version = check_name("version", args.version or default_version(
-        manifests["train"], refs["train"]["sha256"]))  # fmt: skip
+    version = check_name("version", args.version or default_version(manifests["train"]))
     target = version_uri(registry, model_name, version)
-    refuse_overwriting_another_model(target, refs["train"]["sha256"])
+    refuse_overwriting_another_model(target, model_checksum(manifests["train"]))
     storage.check_writable(registry)
 
     begin_stage(args.run_root, STAGE)
@@ -156,6 +165,7 @@ def main(argv: Sequence[str]) -> dict:
     )
     storage.write_bytes(storage.join(target, PROMOTION),
                         json.dumps(decision, indent=2, sort_keys=True).encode())  # fmt: skip
+    faults.crash_point("publish:before-latest")
     if promoted:
         write_latest(registry, model_name, {
             "version": version, "uri": target, "val_bpb": metrics["val_bpb"],
@@ -174,12 +184,13 @@ def main(argv: Sequence[str]) -> dict:
     )  # fmt: skip
 
 
-def refuse_overwriting_another_model(target: str, train_sha: str) -> None:
-    """Versions are immutable: the same label may only be republished for the same model."""
+def refuse_overwriting_another_model(target: str, weights_sha: str) -> None:
+    """Versions are immutable: the same label may only be republished for the same weights."""
     run_json = storage.join(target, "run.json")
     if storage.exists(run_json):
-        existing = json.loads(storage.read_bytes(run_json))["inputs"]["train"]["sha256"]
-        if existing != train_sha:
+        artifacts = json.loads(storage.read_bytes(run_json))["artifacts"]
+        existing = next(a["sha256"] for a in artifacts if a["path"] == "model.safetensors")
+        if existing != weights_sha:
             raise RegistryError(
                 f"{target} already holds a different model: versions are immutable, choose "
                 "another --version (or leave it empty for an automatic one)"

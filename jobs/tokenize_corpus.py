@@ -20,7 +20,7 @@ from functools import partial
 
 import numpy as np
 
-from sparklm import sparkjob
+from sparklm import faults, sparkjob
 from sparklm import tokenizer as bpe
 from sparklm.errors import PipelineError
 from sparklm.shards import read_doc_texts
@@ -179,6 +179,7 @@ def main(argv: Sequence[str]) -> dict:
             "bytes_per_token": text_bytes / tokens,
             "shards": len(parts),
         }
+    faults.crash_point("tokenize:before-commit")
     manifest = commit_stage(
         args.run_root,
         STAGE,

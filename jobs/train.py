@@ -205,6 +205,7 @@ def main(argv: Sequence[str]) -> dict:
         storage.remove_tree(stage)
         state = GlobalState(flat(model.parameters()), None, None, 0)
         metrics: list[dict] = []
+        started_at = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
         loss0, _ = evaluate(model, val_tokens)
         sparkjob.log.info(
             "train: %s parameters (%s non-embedding); initial val loss %.3f",
@@ -220,6 +221,7 @@ def main(argv: Sequence[str]) -> dict:
             checkpoint.params, checkpoint.exp_avg, checkpoint.exp_avg_sq, checkpoint.step
         )
         metrics = checkpoint.metrics
+        started_at = checkpoint.started_at
         sparkjob.log.info(
             "train: resuming after round %d of %d from %s/checkpoints",
             checkpoint.round,
@@ -280,7 +282,7 @@ def main(argv: Sequence[str]) -> dict:
         save_checkpoint(stage, Checkpoint(
             round=round_index + 1, step=state.step, params=params, exp_avg=exp_avg,
             exp_avg_sq=exp_avg_sq, outer_momentum=momentum_vector(outer),
-            metrics=metrics, fingerprint=run_id))  # fmt: skip
+            metrics=metrics, fingerprint=run_id, started_at=started_at))  # fmt: skip
         sparkjob.log.info(
             "round %d/%d: train %.3f  val %.3f (%.3f bits/byte, acc %.1f%%)  %.0f tok/s  %.1fs",
             round_index + 1, train_cfg.rounds, row["train_loss"], val_loss, row["val_bpb"],
@@ -303,7 +305,7 @@ def main(argv: Sequence[str]) -> dict:
                "flops_per_token": model.flops_per_token(),
                "tokens_trained": final["tokens"], "final": final,
                "best_val_bpb": min(m["val_bpb"] for m in metrics),
-               "fingerprint": run_id},
+               "fingerprint": run_id, "started_at": started_at},
     )  # fmt: skip
     sparkjob.log.info(
         "train committed: val %.3f nats, %.3f bits/byte after %d tokens",

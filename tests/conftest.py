@@ -93,6 +93,13 @@ class S3Server:
     def uri(self, *parts: str) -> str:
         return "s3://" + "/".join((self.bucket, *parts))
 
+    def stop(self) -> None:
+        stop_process_group(self.process)
+
+    def start(self) -> None:
+        """(Re)start on the same port and data: buckets and objects survive a restart."""
+        self.process = start_s3_server(self.data_dir)
+
 
 def start_s3_server(data_dir: Path) -> subprocess.Popen:
     with socket.socket() as sock:
@@ -137,7 +144,7 @@ def s3_server() -> Iterator[S3Server]:
                 raise
             time.sleep(0.5)
     yield server
-    stop_process_group(process)
+    server.stop()
 
 
 @pytest.fixture(scope="session")

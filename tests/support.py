@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -35,13 +36,20 @@ def load_job(name: str) -> ModuleType:
     return module
 
 
-def spark_submit(script: str, *args: str, timeout: float = 600) -> subprocess.CompletedProcess:
-    """Run ``spark-submit --master local[2] jobs/{script} args…`` exactly as a user would."""
+def spark_submit(
+    script: str, *args: str, master: str = "local[2]", env: dict | None = None, timeout: float = 600
+) -> subprocess.CompletedProcess:
+    """Run ``spark-submit --master local[2] jobs/{script} args…`` exactly as a user would.
+
+    The driver's stderr reaches spark-submit's stdout; both come back in ``stdout``.
+    """
     return subprocess.run(
-        ["spark-submit", "--master", "local[2]", str(JOBS / script), *map(str, args)],
-        capture_output=True,
+        ["spark-submit", "--master", master, str(JOBS / script), *map(str, args)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
         text=True,
         timeout=timeout,
+        env={**os.environ, **(env or {})},
     )
 
 

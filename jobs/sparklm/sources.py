@@ -11,8 +11,6 @@ import xml.etree.ElementTree as ET
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-import fsspec
-
 from sparklm import storage
 from sparklm.cleaning import assign_split, clean_line, document_id, split_key
 
@@ -94,17 +92,17 @@ def iter_range_lines(f, start: int, end: int) -> Iterator[tuple[int, bytes]]:
 def read_split(split: InputSplit, *, min_chars: int, val_fraction: float) -> Iterator[LineRecord]:
     """Read, clean and attribute to documents every line of one split."""
     if split.end is not None:
-        with fsspec.open(split.uri, "rb") as f:
+        with open_binary(split.uri) as f:
             yield from _text_records(
                 split, iter_range_lines(f, split.start, split.end), min_chars, val_fraction
             )
         return
-    with fsspec.open(split.uri, "rb", compression="infer") as f:
+    with open_binary(split.uri, compression="infer") as f:
         head = f.read(MEDIAWIKI_SNIFF_BYTES)
     if b"<mediawiki" in head:
         yield from _mediawiki_records(split.uri, min_chars, val_fraction)
         return
-    with fsspec.open(split.uri, "rb", compression="infer") as f:
+    with open_binary(split.uri, compression="infer") as f:
         # A decompressed stream has no byte offsets to report; line numbers stand in.
         numbered = enumerate(line.rstrip(b"\n") for line in f)
         yield from _text_records(split, numbered, min_chars, val_fraction)
@@ -152,7 +150,7 @@ def _mediawiki_records(uri: str, min_chars: int, val_fraction: float) -> Iterato
 
 def iter_mediawiki_pages(uri: str) -> Iterator[tuple[str, str, bool, str]]:
     """Stream ``(page_id, namespace, is_redirect, wikitext)`` from a MediaWiki XML dump."""
-    with fsspec.open(uri, "rb", compression="infer") as f:
+    with open_binary(uri, compression="infer") as f:
         for _, elem in ET.iterparse(f, events=("end",)):
             if _local_name(elem.tag) != "page":
                 continue
@@ -185,6 +183,11 @@ def wiki_to_text(wikitext: str) -> str:
     for table in code.filter_tags(recursive=False, matches=lambda node: node.tag == "table"):
         code.remove(table)
     return code.strip_code(normalize=True, collapse=True, keep_template_params=False)
+
+
+def open_binary(uri: str, compression: str | None = None):
+    fs, path = storage.filesystem(uri)
+    return fs.open(path, "rb", compression=compression)
 
 
 def _local_name(tag: str) -> str:

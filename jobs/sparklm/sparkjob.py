@@ -31,6 +31,12 @@ def run(main: Callable[[Sequence[str]], dict | None], argv: Sequence[str] | None
     except PipelineError as exc:
         print(f"ERROR: {exc}", file=sys.stderr, flush=True)
         sys.exit(2)
+    except Exception as exc:
+        message = storage.unreachable_message(exc)
+        if message is None:
+            raise
+        print(f"ERROR: {message}", file=sys.stderr, flush=True)
+        sys.exit(1)  # transient: the task's retry may well succeed
     if manifest:
         print(
             f"{manifest['stage']} committed: {stage_uri(manifest['run_root'], manifest['stage'])}"

@@ -10,6 +10,7 @@ credentials from the usual AWS chain; nothing here names a host or a key.
 
 from __future__ import annotations
 
+import os
 import posixpath
 import re
 import uuid
@@ -75,8 +76,21 @@ def join(uri: str, *parts: str) -> str:
 
 
 def filesystem(uri: str) -> tuple[AbstractFileSystem, str]:
-    """Return the fsspec filesystem and the path inside it for ``uri``."""
-    return fsspec.core.url_to_fs(normalize_uri(uri))
+    """Return the fsspec filesystem and the path inside it for ``uri``.
+
+    S3 calls retry with exponential backoff (botocore's standard retry mode, on top
+    of s3fs's retries of transient errors), so a restarting or briefly unreachable
+    S3 endpoint delays a job instead of failing it; ``LLM_S3_MAX_ATTEMPTS`` bounds
+    the attempts (default 10).
+    """
+    uri = normalize_uri(uri)
+    if uri.startswith("s3://"):
+        attempts = int(os.environ.get("LLM_S3_MAX_ATTEMPTS", "10"))
+        return fsspec.core.url_to_fs(
+            uri,
+            config_kwargs={"retries": {"max_attempts": attempts, "mode": "standard"}},
+        )
+    return fsspec.core.url_to_fs(uri)
 
 
 def to_uri(fs: AbstractFileSystem, path: str) -> str:
@@ -185,3 +199,26 @@ def _protocols(fs: AbstractFileSystem) -> tuple[str, ...]:
 
 def _has_magic(path: str) -> bool:
     return re.search(r"[*?\[]", path) is not None
+
+
+def unreachable_message(exc: BaseException) -> str | None:
+    """If ``exc`` (or what caused it) means the storage endpoint could not be reached, say so.
+
+    That is a transient condition worth a retry, unlike a bad URI or a missing bucket.
+    """
+    seen: BaseException | None = exc
+    while seen is not None:
+        names = {cls.__name__ for cls in type(seen).__mro__}
+        if names & {"EndpointConnectionError", "ConnectTimeoutError", "ConnectionClosedError"}:
+            endpoint = (
+                os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
+                or "AWS S3"
+            )  # fmt: skip
+            attempts = os.environ.get("LLM_S3_MAX_ATTEMPTS", "10")
+            return (
+                f"storage unreachable at {endpoint} after {attempts} attempts ({seen}). Check "
+                "that the S3 endpoint is up and reachable from every node; retrying the task "
+                "resumes from the last committed stage"
+            )
+        seen = seen.__cause__ or seen.__context__
+    return None

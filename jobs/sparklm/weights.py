@@ -72,6 +72,7 @@ class Checkpoint:
     outer_momentum: Tensor | None
     metrics: list[dict[str, Any]]
     fingerprint: str
+    started_at: str
 
 
 def save_checkpoint(stage: str, ckpt: Checkpoint) -> None:
@@ -86,6 +87,7 @@ def save_checkpoint(stage: str, ckpt: Checkpoint) -> None:
         "step": ckpt.step,
         "metrics": ckpt.metrics,
         "fingerprint": ckpt.fingerprint,
+        "started_at": ckpt.started_at,
     }
     storage.write_bytes(storage.join(folder, "state.json"), json.dumps(meta).encode())
     pointer = {
@@ -123,6 +125,7 @@ def load_latest_checkpoint(stage: str, fingerprint: str) -> Checkpoint | None:
         outer_momentum=tensors.get("outer_momentum"),
         metrics=meta["metrics"],
         fingerprint=meta["fingerprint"],
+        started_at=meta["started_at"],
     )
 
 

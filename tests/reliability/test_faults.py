@@ -1,0 +1,174 @@
+"""Faults really injected: killed stages, a failing Spark task, S3 going away, reruns."""
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from sparklm import storage
+from sparklm.stage import StageNotCommitted, read_manifest
+from support import JOBS, REPO, load_job, small_corpus, spark_submit
+
+TINY_TRAIN = ["--context-len", "32", "--n-layer", "1", "--n-head", "2", "--n-embd", "32",
+              "--batch-size", "4", "--eval-tokens", "512", "--partitions", "2"]  # fmt: skip
+
+
+def files(root: str, stage: str) -> list[dict]:
+    return read_manifest(root, stage)["files"]
+
+
+@pytest.mark.parametrize(
+    ("stage", "script", "args"),
+    [("preprocess", "preprocess.py", ["--input", "CORPUS"]),
+     ("tokenize", "tokenize_corpus.py", ["--vocab-size", "300"])],
+)  # fmt: skip
+def test_a_stage_killed_before_its_commit_leaves_no_manifest_and_reruns_cleanly(
+    tmp_path, stage, script, args
+):
+    corpus = small_corpus(tmp_path / "corpus", documents=20)
+    args = [str(corpus) if a == "CORPUS" else a for a in args]
+    clean, crashed = f"file://{tmp_path / 'clean'}", f"file://{tmp_path / 'crashed'}"
+    if stage == "tokenize":
+        for root in (clean, crashed):
+            done = spark_submit("preprocess.py", "--run-root", root, "--input", corpus)
+            assert done.returncode == 0
+    assert spark_submit(script, "--run-root", clean, *args).returncode == 0
+
+    killed = spark_submit(script, "--run-root", crashed, *args,
+                          env={"LLM_FAULT": f"{stage}:before-commit"})  # fmt: skip
+    assert killed.returncode != 0
+    written = list((tmp_path / "crashed" / stage).rglob("part-*"))
+    assert written, "the job died after writing data files"
+    with pytest.raises(StageNotCommitted):  # downstream refuses the half-written stage
+        read_manifest(crashed, stage)
+
+    rerun = spark_submit(script, "--run-root", crashed, *args)
+    assert rerun.returncode == 0, rerun.stdout[-2000:]
+    assert files(crashed, stage) == files(clean, stage)
+
+
+def test_a_spark_task_failing_once_is_retried_with_an_identical_result(tmp_path):
+    corpus = small_corpus(tmp_path / "corpus", documents=20)
+    clean, flaky = f"file://{tmp_path / 'clean'}", f"file://{tmp_path / 'flaky'}"
+    assert spark_submit("preprocess.py", "--run-root", clean, "--input", corpus).returncode == 0
+    # local[2,4]: two cores, up to four attempts per task (plain local[N] never retries).
+    result = spark_submit("preprocess.py", "--run-root", flaky, "--input", corpus,
+                          master="local[2,4]",
+                          env={"LLM_FAULT": "preprocess:read-task"})  # fmt: skip
+    assert result.returncode == 0, result.stdout[-2000:]
+    assert "injected task failure at preprocess:read-task" in result.stdout
+    assert files(flaky, "preprocess") == files(clean, "preprocess")
+
+
+def test_train_survives_the_s3_server_restarting_mid_run(s3_server, wikitext_run, tmp_path):
+    root = s3_server.uri("runs", "s3-restart")
+    for stage in ("preprocess", "tokenize"):
+        for path in Path(wikitext_run.removeprefix("file://"), stage).rglob("*"):
+            if path.is_file():
+                relative = path.relative_to(wikitext_run.removeprefix("file://"))
+                storage.write_bytes(f"{root}/{relative}", path.read_bytes())
+    process = subprocess.Popen(
+        ["spark-submit", "--master", "local[2]", str(JOBS / "train.py"), "--run-root", root,
+         *TINY_TRAIN, "--rounds", "8", "--local-steps", "3"],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+    client = s3_server.client()
+    key = "runs/s3-restart/train/checkpoints/latest.json"
+    deadline = time.monotonic() + 300
+    while True:  # wait until training is under way, then pull the server out from under it
+        assert process.poll() is None and time.monotonic() < deadline
+        try:
+            if json.loads(client.get_object(Bucket=s3_server.bucket, Key=key)["Body"].read())[
+                    "round"] >= 2:  # fmt: skip
+                break
+        except client.exceptions.NoSuchKey:
+            pass
+        time.sleep(0.2)
+    s3_server.stop()
+    time.sleep(4)
+    s3_server.start()
+    output, _ = process.communicate(timeout=600)
+    assert process.returncode == 0, output[-3000:]
+    assert read_manifest(root, "train")["stats"]["final"]["round"] == 8
+
+
+def test_unreachable_s3_fails_with_a_clear_retryable_error(tmp_path):
+    result = spark_submit(
+        "tokenize_corpus.py", "--run-root", "s3://nowhere/run",
+        env={"AWS_ENDPOINT_URL_S3": "http://127.0.0.1:9", "LLM_S3_MAX_ATTEMPTS": "2"},
+    )  # fmt: skip
+    assert result.returncode == 1
+    assert "ERROR: storage unreachable at http://127.0.0.1:9 after 2 attempts" in result.stdout
+
+
+def test_publish_killed_before_moving_latest_publishes_nothing_half_done(
+    run_job, trained_run, copy_run, tmp_path
+):
+    root = copy_run(trained_run, ("preprocess", "tokenize", "train"))
+    run_job("generate", ["--run-root", root, "--prompt", "The", "--max-new-tokens", "4"])
+    registry = f"file://{tmp_path / 'registry'}"
+    args = ["--run-root", root, "--registry", registry, "--model-name", "m"]
+    killed = spark_submit("publish.py", *args, env={"LLM_FAULT": "publish:before-latest"})
+    assert killed.returncode != 0
+    assert not (tmp_path / "registry" / "m" / "latest.json").exists()
+    with pytest.raises(StageNotCommitted):
+        read_manifest(root, "publish")
+    assert spark_submit("publish.py", *args).returncode == 0
+    latest = json.loads((tmp_path / "registry" / "m" / "latest.json").read_text())
+    assert latest["version"] == read_manifest(root, "publish")["params"]["version"]
+
+
+def test_killed_train_task_is_retried_by_airflow_and_resumes(airflow_db, monkeypatch, tmp_path,
+                                                             wikitext_run):  # fmt: skip
+    """SIGKILL the train task's spark-submit mid-round; Airflow's retry resumes it."""
+    import psutil
+
+    monkeypatch.setenv("LLM_RETRY_DELAY_SECONDS", "1")
+    from airflow.dag_processing.dagbag import DagBag
+
+    dag = DagBag(dag_folder=str(REPO / "dags")).dags["llm_decoder"]
+    run_dir = tmp_path / "run"
+    for stage in ("preprocess", "tokenize"):
+        shutil.copytree(wikitext_run.removeprefix("file://") + f"/{stage}", run_dir / stage)
+    latest = run_dir / "train" / "checkpoints" / "latest.json"
+    killed = []
+
+    def kill_train_after_first_round():
+        deadline = time.monotonic() + 600
+        while time.monotonic() < deadline and not killed:
+            if latest.exists() and json.loads(latest.read_text())["round"] >= 1:
+                for proc in psutil.process_iter(["cmdline"]):
+                    cmdline = " ".join(proc.info["cmdline"] or [])
+                    if "SparkSubmit" in cmdline and "train.py" in cmdline:
+                        os.kill(proc.pid, signal.SIGKILL)
+                        killed.append(proc.pid)
+            time.sleep(0.05)
+
+    killer = threading.Thread(target=kill_train_after_first_round, daemon=True)
+    killer.start()
+    conf = {"run_root": f"file://{run_dir}", "registry": f"file://{tmp_path / 'registry'}",
+            "vocab_size": 512, "partitions": 2, "rounds": 4, "local_steps": 4, "batch_size": 4,
+            "context_len": 32, "n_layer": 1, "n_head": 2, "n_embd": 32, "eval_tokens": 512,
+            "max_new_tokens": 8}  # fmt: skip
+    # preprocess and tokenize are already committed here; run from train on.
+    run = dag.test(run_conf=conf, mark_success_pattern=r"local\.(preprocess|tokenize)")
+    killer.join(timeout=5)
+    tis = {ti.task_id: ti for ti in run.get_task_instances()}
+    assert killed, "the train task was never killed"
+    assert run.state == "success", {k: v.state for k, v in tis.items()}
+    assert tis["local.train"].try_number == 2
+    assert read_manifest(f"file://{run_dir}", "train")["stats"]["final"]["round"] == 4
+    uninterrupted = tmp_path / "straight"
+    for stage in ("preprocess", "tokenize"):
+        shutil.copytree(run_dir / stage, uninterrupted / stage)
+    load_job("train").main(["--run-root", f"file://{uninterrupted}", *TINY_TRAIN,
+                            "--rounds", "4", "--local-steps", "4"])  # fmt: skip
+    weights = [f for f in files(f"file://{run_dir}", "train") if f["path"] == "model.safetensors"]
+    assert weights == [f for f in files(f"file://{uninterrupted}", "train")
+                       if f["path"] == "model.safetensors"]  # fmt: skip
