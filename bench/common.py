@@ -73,6 +73,9 @@ def spark_submit(
     log = log or run_root / f"{Path(script).stem}.log"
     confs = {
         "spark.ui.showConsoleProgress": "false",
+        # No web UI: it only costs start-up time, and on a shared machine port 4040 is often
+        # taken by another Spark application.
+        "spark.ui.enabled": "false",
         "spark.driver.extraJavaOptions": f"-Dlog4j2.configurationFile=file:{LOG4J}",
         **(conf or {}),
     }

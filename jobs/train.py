@@ -159,10 +159,15 @@ def train_partition(indices, *, state, model_cfg, train_cfg, shards, dtype, rang
         yield train_replica(model_cfg, train_cfg, state.value, tokens, round_index, p)
 
 
-def fingerprint(model_cfg: GPTConfig, train_cfg: TrainConfig, upstream_sha: str) -> str:
-    """Identify a training run: resuming is only allowed when this matches exactly."""
+def fingerprint(model_cfg: GPTConfig, train_cfg: TrainConfig, upstream: dict) -> str:
+    """Identify a training run: resuming is only allowed when this matches exactly.
+
+    The data enters through its content (the upstream files' checksums), not the
+    manifest's timestamps, so re-tokenizing the same corpus keeps checkpoints valid.
+    """
     blob = json.dumps(
-        [model_cfg.to_dict(), train_cfg.to_dict(), upstream_sha, code_version()], sort_keys=True
+        [model_cfg.to_dict(), train_cfg.to_dict(), upstream["files"], code_version()],
+        sort_keys=True,
     )
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
@@ -195,7 +200,7 @@ def main(argv: Sequence[str]) -> dict:
     tokens_per_byte = stats["val"]["tokens"] / stats["val"]["bytes"]
 
     stage = invalidate_stage(args.run_root, STAGE)
-    run_id = fingerprint(model_cfg, train_cfg, input_ref(args.run_root, UPSTREAM)["sha256"])
+    run_id = fingerprint(model_cfg, train_cfg, upstream)
     torch.set_num_threads(max(1, min(4, os.cpu_count() or 1)))
     torch.manual_seed(train_cfg.seed)
     model = GPT(model_cfg)

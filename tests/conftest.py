@@ -22,12 +22,10 @@ from pathlib import Path
 
 import pytest
 
-from support import REPO, load_job
+from support import REPO, S3_ACCESS_KEY, S3_SECRET_KEY, load_job
 
 SESSION_DIR = Path(tempfile.mkdtemp(prefix="llm-tests-"))
 S3_PORT = 8333
-S3_ACCESS_KEY = "llm-test-access-key"
-S3_SECRET_KEY = "llm-test-secret-key-do-not-log"
 
 os.environ.update(
     {

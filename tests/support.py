@@ -12,6 +12,9 @@ from types import ModuleType
 REPO = Path(__file__).resolve().parents[1]
 JOBS = REPO / "jobs"
 WIKITEXT = REPO.parent / "shared" / "data" / "wikitext-2-raw"
+# Credentials of the test S3 server: tests check that they never reach a log or an artifact.
+S3_ACCESS_KEY = "llm-test-access-key"
+S3_SECRET_KEY = "llm-test-secret-key-do-not-log"
 # A small model that still learns WikiText-2 in well under a minute on local[2].
 TRAINED = ["--context-len", "64", "--n-layer", "2", "--n-head", "2", "--n-embd", "64",
            "--batch-size", "16", "--lr", "3e-3", "--warmup-steps", "10", "--partitions", "2",

@@ -6,7 +6,7 @@ import pytest
 
 from sparklm import storage
 from sparklm.stage import read_manifest
-from support import REPO, small_corpus
+from support import REPO, S3_ACCESS_KEY, S3_SECRET_KEY, small_corpus
 
 STAGES = ("preprocess", "tokenize", "train", "generate", "publish")
 # Small enough for a test, still every stage for real.
@@ -31,7 +31,7 @@ def run_dag(dag, **conf):
 
 
 @pytest.mark.parametrize("store", ["file", "s3"])
-def test_all_five_stages_end_to_end(dag, store, tmp_path, request):
+def test_all_five_stages_end_to_end(dag, store, tmp_path, request, capfd):
     corpus = small_corpus(tmp_path / "corpus", documents=30)
     if store == "s3":
         s3 = request.getfixturevalue("s3_server")
@@ -55,8 +55,34 @@ def test_all_five_stages_end_to_end(dag, store, tmp_path, request):
     latest = json.loads(storage.read_bytes(f"{registry}/wiki-gpt/latest.json"))
     assert latest["uri"] == manifests["publish"]["stats"]["version_uri"]
     assert storage.exists(f"{latest['uri']}/MODEL_CARD.md")
-    text = json.dumps(manifests)
-    assert "llm-test-secret" not in text and "llm-test-access" not in text
+    # No credential reaches an artifact or a log line.
+    logs = capfd.readouterr()
+    for text in (json.dumps(manifests), logs.out, logs.err):
+        assert S3_SECRET_KEY not in text and S3_ACCESS_KEY not in text
+    if store == "file":
+        assert_rerun_is_idempotent(
+            dag, manifests, corpus=corpus_uri, run_root=root, registry=registry, **SMALL
+        )
+
+
+def assert_rerun_is_idempotent(dag, first, **conf):
+    """The same run triggered again (same run root) reproduces every artifact."""
+    root, registry = conf["run_root"], conf["registry"]
+    completions_before = completions(root)
+    run, states = run_dag(dag, **conf)
+    assert run.state == "success", states
+    again = {stage: read_manifest(root, stage) for stage in STAGES}
+    for stage in ("preprocess", "tokenize", "train"):
+        assert again[stage]["files"] == first[stage]["files"], stage
+    assert completions(root) == completions_before
+    assert again["publish"]["params"]["version"] == first["publish"]["params"]["version"]
+    latest = json.loads(storage.read_bytes(f"{registry}/wiki-gpt/latest.json"))
+    assert latest["version"] == first["publish"]["params"]["version"]
+
+
+def completions(root):
+    lines = storage.read_bytes(f"{root}/generate/generated.jsonl").decode().splitlines()
+    return [json.loads(line)["completion"] for line in lines]
 
 
 def test_the_publish_task_updates_the_model_asset(dag, tmp_path):

@@ -172,3 +172,25 @@ def test_killed_train_task_is_retried_by_airflow_and_resumes(airflow_db, monkeyp
     weights = [f for f in files(f"file://{run_dir}", "train") if f["path"] == "model.safetensors"]
     assert weights == [f for f in files(f"file://{uninterrupted}", "train")
                        if f["path"] == "model.safetensors"]  # fmt: skip
+
+
+def test_two_runs_at_once_do_not_interfere(tmp_path):
+    """Two pipelines on two run roots at the same time each get exactly their own data."""
+    roots, processes = {}, []
+    for name, documents in (("a", 12), ("b", 20)):
+        corpus = small_corpus(tmp_path / f"corpus-{name}", documents=documents)
+        roots[name] = (f"file://{tmp_path / name}", documents)
+        script = (
+            f"spark-submit --master local[1] {JOBS}/preprocess.py --run-root {roots[name][0]}"
+            f" --input {corpus} && spark-submit --master local[1] "
+            f"{JOBS}/tokenize_corpus.py --run-root {roots[name][0]} --vocab-size 300"
+        )
+        processes.append(subprocess.Popen(["bash", "-c", script], stdout=subprocess.PIPE,
+                                          stderr=subprocess.STDOUT, text=True))  # fmt: skip
+    for process in processes:
+        output, _ = process.communicate(timeout=600)
+        assert process.returncode == 0, output[-2000:]
+    for root, documents in roots.values():
+        pre, tok = read_manifest(root, "preprocess"), read_manifest(root, "tokenize")
+        assert pre["stats"]["train"]["documents"] + pre["stats"]["val"]["documents"] == documents
+        assert tok["inputs"]["preprocess"]["manifest"] == f"{root}/preprocess/manifest.json"

@@ -53,3 +53,15 @@ def test_manifest_reports_tokens_bytes_and_vocab(tokenized):
 def test_tokenize_without_preprocess_names_the_missing_stage(run_job, tmp_path):
     with pytest.raises(StageNotCommitted, match="run the preprocess job"):
         run_job("tokenize_corpus", ["--run-root", f"file://{tmp_path}"])
+
+
+def test_a_vocabulary_larger_than_the_corpus_supports_shrinks_with_a_warning(run_job, tmp_path):
+    from support import small_corpus
+
+    corpus = small_corpus(tmp_path / "in", documents=12)
+    root = f"file://{tmp_path / 'run'}"
+    run_job("preprocess", ["--run-root", root, "--input", corpus])
+    manifest = run_job("tokenize_corpus", ["--run-root", root, "--vocab-size", "60000"])
+    stats = manifest["stats"]
+    assert stats["requested_vocab_size"] == 60000
+    assert 258 < stats["vocab_size"] < 2000 and stats["dtype"] == "uint16"
