@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping
 
+import numpy as np
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
 END_OF_DOCUMENT = "<|endoftext|>"
@@ -77,13 +78,23 @@ def special_ids(tokenizer: Tokenizer) -> dict[str, int]:
     return ids
 
 
-def encode_documents(tokenizer: Tokenizer, documents: list[str], eod_id: int) -> list[int]:
-    """Token ids of ``documents`` with an end-of-document token after each one."""
-    ids: list[int] = []
-    for encoding in tokenizer.encode_batch(documents, add_special_tokens=False):
-        ids.extend(encoding.ids)
-        ids.append(eod_id)
-    return ids
+def encode_documents(
+    tokenizer: Tokenizer, documents: list[str], eod_id: int, dtype: np.dtype, check: int = 0
+) -> np.ndarray:
+    """Token ids of ``documents``, an end-of-document token after each, as one array.
+
+    The first ``check`` documents are decoded again and compared with the input,
+    so a tokenizer that were not lossless on this corpus fails loudly, not silently.
+    """
+    pieces = []
+    for i, (text, encoding) in enumerate(
+        zip(documents, tokenizer.encode_batch(documents, add_special_tokens=False), strict=True)
+    ):
+        ids = encoding.ids
+        if i < check and decode(tokenizer, ids) != text:
+            raise ValueError(f"tokenizer round trip failed on document {i}: {text[:80]!r}")
+        pieces.append(np.asarray([*ids, eod_id], dtype=dtype))
+    return np.concatenate(pieces) if pieces else np.zeros(0, dtype=dtype)
 
 
 def decode(tokenizer: Tokenizer, ids: list[int]) -> str:

@@ -2,6 +2,7 @@
 
 import json
 
+import numpy as np
 import pytest
 from tokenizers import Tokenizer, models, pre_tokenizers, trainers
 
@@ -64,9 +65,10 @@ def test_counts_training_equals_training_on_the_text(wikitext_lines, tokenizer):
 
 def test_documents_are_separated_by_end_of_document(tokenizer):
     eod = special_ids(tokenizer)["eod"]
-    ids = encode_documents(tokenizer, ["first doc", "second doc"], eod)
-    assert ids.count(eod) == 2 and ids[-1] == eod
-    first = ids[: ids.index(eod)]
+    ids = encode_documents(tokenizer, ["first doc", "second doc"], eod, np.dtype("<u2"), check=2)
+    assert ids.dtype == np.dtype("<u2")
+    assert list(ids).count(eod) == 2 and ids[-1] == eod
+    first = ids[: list(ids).index(eod)].tolist()
     assert decode(tokenizer, first) == "first doc"
 
 
@@ -79,3 +81,12 @@ def test_vocabulary_holds_every_byte(tokenizer):
     vocab = tokenizer.get_vocab()
     assert all(symbol in vocab for symbol in pre_tokenizers.ByteLevel.alphabet())
     assert tokenizer.get_vocab_size() == 800
+
+
+def test_a_lossy_tokenizer_is_caught_by_the_round_trip_check(tokenizer):
+    from tokenizers import Tokenizer, normalizers
+
+    lossy = Tokenizer.from_str(tokenizer.to_str())
+    lossy.normalizer = normalizers.Lowercase()
+    with pytest.raises(ValueError, match="round trip failed on document 1"):
+        encode_documents(lossy, ["all lower", "Has Capitals"], 0, np.dtype("<u2"), check=2)

@@ -1,0 +1,114 @@
+"""``make bench-data``: the data stages against a single-process baseline, and their memory.
+
+1. Tokenize throughput: the Spark tokenize stage's MB/s ÷ HF ``tokenizers``
+   encoding the same documents in one process (goal ≥ 0.8). Reported for the
+   encode phase (what the baseline does) and for the whole stage (plus the
+   distributed counting and vocabulary training the baseline does not do).
+2. Driver memory: the Python driver's peak RSS of preprocess and tokenize
+   with the corpus ×1 and ×8 (goal: ratio ≤ 1.2 — nothing collects the corpus).
+
+    python bench/bench_data.py [--copies 1,8] [--out bench/out/data]
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import time
+from pathlib import Path
+
+from common import (
+    file_uri,
+    fmt,
+    fresh_dir,
+    load_average,
+    markdown_table,
+    read_manifest,
+    spark_submit,
+    write_results,
+)
+from corpora import scaled_corpus
+
+
+def baseline_encode_mb_s(run_root: Path) -> float:
+    """Single-process HF tokenizers on every preprocessed document, with the stage's vocab."""
+    import pyarrow.parquet as pq
+    from tokenizers import Tokenizer
+
+    tokenizer = Tokenizer.from_file(str(run_root / "tokenize" / "tokenizer.json"))
+    manifest = read_manifest(run_root, "preprocess")
+    documents = []
+    for entry in manifest["files"]:
+        table = pq.read_table(io.BytesIO((run_root / "preprocess" / entry["path"]).read_bytes()))
+        documents += table.column("text").to_pylist()
+    size = sum(len(d.encode()) for d in documents)
+    best = float("inf")
+    for _ in range(3):
+        started = time.perf_counter()
+        tokenizer.encode_batch(documents, add_special_tokens=False)
+        best = min(best, time.perf_counter() - started)
+    return size / best / 1e6
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--copies", default="1,8", help="corpus sizes, as WikiText-2 copies")
+    parser.add_argument("--out", type=Path, default=Path(__file__).parent / "out" / "data")
+    args = parser.parse_args()
+    out = fresh_dir(args.out)
+    results = {"load_average_start": load_average(), "sizes": {}}
+    for copies in [int(c) for c in args.copies.split(",")]:
+        corpus, size = scaled_corpus(out / f"corpus-x{copies}", copies)
+        root = out / f"run-x{copies}"
+        pre = spark_submit("preprocess.py", root, ["--input", file_uri(corpus)])
+        tok = spark_submit("tokenize_corpus.py", root, ["--vocab-size", "4096"])
+        p, t = read_manifest(root, "preprocess"), read_manifest(root, "tokenize")
+        text_mb = (p["stats"]["train"]["bytes"] + p["stats"]["val"]["bytes"]) / 1e6
+        results["sizes"][copies] = {
+            "corpus_mb": size / 1e6,
+            "text_mb": text_mb,
+            "preprocess_wall_s": pre.wall_s,
+            "tokenize_wall_s": tok.wall_s,
+            "tokenize_stage_s": t["seconds"],
+            "encode_s": t["stats"]["seconds"]["encode"],
+            "encode_mb_s": text_mb / t["stats"]["seconds"]["encode"],
+            "stage_mb_s": text_mb / t["seconds"],
+            "baseline_mb_s": baseline_encode_mb_s(root),
+            "preprocess_driver_rss_mb": p["stats"]["driver_peak_rss_mb"],
+            "tokenize_driver_rss_mb": t["stats"]["driver_peak_rss_mb"],
+        }
+    results["load_average_end"] = load_average()
+    sizes = results["sizes"]
+    throughput = markdown_table(
+        ["corpus", "text MB", "encode phase MB/s", "whole stage MB/s", "single-process MB/s",
+         "encode ÷ single", "stage ÷ single"],
+        [[f"×{c}", fmt(r["text_mb"], 1), fmt(r["encode_mb_s"], 2), fmt(r["stage_mb_s"], 2),
+          fmt(r["baseline_mb_s"], 2), fmt(r["encode_mb_s"] / r["baseline_mb_s"], 2),
+          fmt(r["stage_mb_s"] / r["baseline_mb_s"], 2)] for c, r in sizes.items()],
+    )  # fmt: skip
+    memory = markdown_table(
+        ["corpus", "text MB", "preprocess driver RSS MB", "tokenize driver RSS MB",
+         "preprocess wall s", "tokenize wall s"],
+        [[f"×{c}", fmt(r["text_mb"], 1), fmt(r["preprocess_driver_rss_mb"]),
+          fmt(r["tokenize_driver_rss_mb"]), fmt(r["preprocess_wall_s"], 1),
+          fmt(r["tokenize_wall_s"], 1)] for c, r in sizes.items()],
+    )  # fmt: skip
+    lines = ["## Tokenize throughput (goal: ≥ 0.8 of single-process HF tokenizers)", "",
+             throughput, "", "## Driver peak memory (goal: largest ÷ smallest ≤ 1.2)", "",
+             memory, ""]  # fmt: skip
+    if len(sizes) > 1:
+        small, large = sizes[min(sizes)], sizes[max(sizes)]
+        lines.append(
+            f"Driver RSS ×{max(sizes)} ÷ ×{min(sizes)}: preprocess "
+            f"{large['preprocess_driver_rss_mb'] / small['preprocess_driver_rss_mb']:.2f}, "
+            f"tokenize {large['tokenize_driver_rss_mb'] / small['tokenize_driver_rss_mb']:.2f}."
+        )
+    lines.append(f"\nLoad average at start/end: {results['load_average_start']:.2f} / "
+                 f"{results['load_average_end']:.2f} (2 cores).")  # fmt: skip
+    markdown = "\n".join(lines)
+    print(markdown)
+    write_results(out, markdown, results)
+
+
+if __name__ == "__main__":
+    main()

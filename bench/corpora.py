@@ -1,0 +1,39 @@
+"""Benchmark corpora: WikiText-2 raw scaled up by distinct copies.
+
+Plain repetition would be undone by the preprocess stage's exact-duplicate
+removal, so copy ``i`` tags every heading and paragraph with ``[i]``: the
+same text statistics, no duplicates across copies.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+WIKITEXT = Path(__file__).resolve().parents[2] / "shared" / "data" / "wikitext-2-raw"
+BASE_FILES = ("valid.txt", "test.txt")
+
+
+def scaled_corpus(target: Path, copies: int) -> tuple[Path, int]:
+    """Write ``copies`` distinct copies of WikiText-2 valid+test under ``target``.
+
+    Returns the folder and its size in bytes.
+    """
+    target.mkdir(parents=True, exist_ok=True)
+    total = 0
+    for copy in range(copies):
+        for name in BASE_FILES:
+            lines = (WIKITEXT / name).read_text(encoding="utf-8").split("\n")
+            tagged = [_tag(line, copy) for line in lines]
+            data = "\n".join(tagged).encode()
+            (target / f"{Path(name).stem}-{copy:03d}.txt").write_bytes(data)
+            total += len(data)
+    return target, total
+
+
+def _tag(line: str, copy: int) -> str:
+    stripped = line.strip()
+    if not stripped:
+        return line
+    if stripped.startswith("= ") and stripped.endswith(" =") and not stripped.startswith("= ="):
+        return f" = [{copy}] {stripped[2:]} "  # still a WikiText article title
+    return f" [{copy}] {stripped}"
