@@ -74,11 +74,15 @@ class Sizes:
     rounds: int = 6  # throughput: rounds x local steps per replica
     local_steps: int = 25
     single_repeats: int = 2  # single-process loops: one before and one after the Spark run
-    quality_steps: int = 240  # S: single-process steps of batch 16 at equal tokens
-    single_local_steps: int = 60  # P=1 has nothing to average: few rounds, little overhead
+    quality_steps: int = 480  # S: single-process steps of batch 16 at equal tokens
+    quality_partitions: str = "2,4"
+    single_local_steps: int = 120  # P=1 has nothing to average: few rounds, little overhead
     avg_local_steps: int = 10
     diloco_local_steps: int = 30
+    diloco_outer_lr: float = 0.7
+    diloco_momentum: float = 0.9
     diloco_extra_local_steps: int = 0  # 0: no extra row
+    seed: int = 1337
     best_args: str = DEFAULT_BEST_ARGS
     best_vocab_size: int = DEFAULT_BEST_VOCAB
     matmul_repeats: int = 7
@@ -89,6 +93,7 @@ QUICK = Sizes(
     local_steps=3,
     single_repeats=1,
     quality_steps=24,
+    quality_partitions="2",
     single_local_steps=12,
     avg_local_steps=3,
     diloco_local_steps=6,
@@ -108,6 +113,12 @@ class TrainRun:
     wall_s: float
     load_before: float
     load_after: float
+    attempts: int = 1
+
+    @property
+    def label_suffix(self) -> str:
+        """Flags a run that was killed and resumed from its checkpoint: its timings mix runs."""
+        return "" if self.attempts == 1 else f" (killed, resumed: {self.attempts} attempts)"
 
     @property
     def final(self) -> dict[str, float]:
@@ -132,6 +143,7 @@ class TrainRun:
             "job_seconds": self.manifest["seconds"],
             "load_before": self.load_before,
             "load_after": self.load_after,
+            "attempts": self.attempts,
             "params": self.manifest["params"],
             "stats": self.manifest["stats"],
             "metrics": self.metrics,
@@ -187,13 +199,15 @@ class Bench:
         }
         return root
 
-    def train(self, data: Path, name: str, args: Sequence[str]) -> TrainRun:
+    def train(
+        self, data: Path, name: str, args: Sequence[str], conf: dict[str, str] | None = None
+    ) -> TrainRun:
         """Run the train job on a fresh copy of ``data``'s stages and read back its results."""
         root = self.work / "runs" / name
         copy_stages(data, root, DATA_STAGES)
         self.log(f"train {name}: {' '.join(args)}")
         before = load_average()
-        job = spark_submit("train.py", root, list(args))
+        job = spark_submit("train.py", root, list(args), conf=conf)
         manifest = read_manifest(root, "train")
         run = TrainRun(
             name=name,
@@ -203,6 +217,7 @@ class Bench:
             wall_s=job.wall_s,
             load_before=before,
             load_after=load_average(),
+            attempts=job.attempts,
         )
         self.log(
             f"  {name}: val {run.final['val_bpb']:.4f} bits/byte, job {manifest['seconds']:.0f}s,"
@@ -308,17 +323,21 @@ def run_throughput(bench: Bench, data: Path, show: set[str]) -> None:
     s = bench.sizes
     peak = bench.measure_peak()
     loops: list[LoopResult] = []
-    bench.log(f"single-process loop 1: {s.rounds}x{s.local_steps} steps of batch 32, 2 threads")
-    loops.append(single_process_loop(data, s.rounds, s.local_steps, 32, threads=2))
+
+    def loop() -> None:
+        bench.log(f"single-process loop {len(loops) + 1}: {s.rounds}x{s.local_steps} steps of "
+                  "batch 32, 2 threads")  # fmt: skip
+        loops.append(single_process_loop(data, s.rounds, s.local_steps, 32, 2, s.seed))
+
+    loop()
     spark = bench.train(
         data,
         "throughput-spark-p2",
         ["--partitions", "2", "--rounds", str(s.rounds), "--local-steps", str(s.local_steps),
-         "--batch-size", "16"],
+         "--batch-size", "16", "--seed", str(s.seed)],
     )  # fmt: skip
-    for i in range(1, s.single_repeats):
-        bench.log(f"single-process loop {i + 1}")
-        loops.append(single_process_loop(data, s.rounds, s.local_steps, 32, threads=2))
+    for _ in range(1, s.single_repeats):
+        loop()
     peak = bench.measure_peak()
 
     round_tokens = spark.round_tokens()
@@ -369,7 +388,8 @@ def run_throughput(bench: Bench, data: Path, show: set[str]) -> None:
     )
     if "throughput" in show:
         rows = [
-            ["Spark local[2], 2 partitions × 1 thread", fmt(spark_rates["first_round"]),
+            ["Spark local[2], 2 partitions × 1 thread" + spark.label_suffix,
+             fmt(spark_rates["first_round"]),
              fmt(spark_rates["steady"]), fmt(spark_rates["all_rounds"]),
              fmt(spark_rates["rounds_with_eval"]), fmt(spark_rates["whole_job"]),
              fmt(spark.final["val_bpb"], 3)],
@@ -425,19 +445,48 @@ def run_throughput(bench: Bench, data: Path, show: set[str]) -> None:
         )
 
 
-def quality_configs(s: Sizes) -> list[tuple[str, int, str, int]]:
-    """(label, partitions, outer, local steps) at equal tokens: S/P steps per replica."""
-    configs = [("single process", 1, "avg", s.single_local_steps)]
-    for p in (2, 4):
-        configs.append((f"avg, {p} partitions", p, "avg", s.avg_local_steps))
-    for p in (2, 4):
-        configs.append((f"DiLoCo (nesterov), {p} partitions", p, "nesterov", s.diloco_local_steps))
+@dataclass(frozen=True)
+class QualityConfig:
+    """One row of the equal-token comparison."""
+
+    label: str
+    partitions: int
+    outer: str
+    local_steps: int
+    outer_args: tuple[str, ...] = ()
+
+    def rounds(self, total_steps: int) -> int:
+        """Rounds so that P replicas x rounds x local steps = S single-process steps."""
+        per_replica, rest = divmod(total_steps, self.partitions)
+        if rest or per_replica % self.local_steps:
+            raise SystemExit(
+                f"quality: S={total_steps} steps do not split into {self.partitions} replicas "
+                f"x rounds x {self.local_steps} local steps; change --quality-steps or the "
+                "local steps so that they divide evenly"
+            )
+        return per_replica // self.local_steps
+
+
+def quality_configs(s: Sizes) -> list[QualityConfig]:
+    """Single process, then plain averaging and DiLoCo on each partition count."""
+    partitions = [int(p) for p in s.quality_partitions.split(",")]
+    diloco = ("--outer-lr", str(s.diloco_outer_lr), "--outer-momentum", str(s.diloco_momentum))
+    configs = [QualityConfig("single process", 1, "avg", s.single_local_steps)]
+    configs += [
+        QualityConfig(f"avg, {p} partitions", p, "avg", s.avg_local_steps) for p in partitions
+    ]
+    configs += [
+        QualityConfig(f"DiLoCo, {p} partitions", p, "nesterov", s.diloco_local_steps, diloco)
+        for p in partitions
+    ]
     if s.diloco_extra_local_steps:
-        for p in (2, 4):
-            configs.append(
-                (f"DiLoCo, {p} partitions, H={s.diloco_extra_local_steps}", p, "nesterov",
-                 s.diloco_extra_local_steps)
-            )  # fmt: skip
+        configs += [
+            QualityConfig(
+                f"DiLoCo, {p} partitions, H={s.diloco_extra_local_steps}", p, "nesterov",
+                s.diloco_extra_local_steps, diloco,
+            )
+            for p in partitions
+        ]  # fmt: skip
     return configs
 
 
@@ -445,60 +494,57 @@ def run_quality(bench: Bench, data: Path) -> None:
     """Section 3: final val bits/byte at equal total tokens, the whole val split scored."""
     s = bench.sizes
     val_tokens = bench.raw["data"]["valid"]["val"]["tokens"]
-    results = []
-    for label, p, outer, local in quality_configs(s):
-        per_replica = s.quality_steps // p
-        local = min(local, per_replica)
-        if s.quality_steps % p or per_replica % local:
-            raise SystemExit(
-                f"quality: S={s.quality_steps} steps must split into {p} replicas x rounds x "
-                f"{local} local steps; pick --quality-steps and local steps that divide evenly"
-            )
-        rounds = per_replica // local
+    configs = quality_configs(s)
+    for c in configs:  # check every split before spending minutes on the first runs
+        c.rounds(s.quality_steps)
+    runs: list[TrainRun] = []
+    for c in configs:
         args = [
-            "--partitions", str(p), "--rounds", str(rounds), "--local-steps", str(local),
-            "--batch-size", "16", "--outer", outer, "--eval-tokens", str(val_tokens),
+            "--partitions", str(c.partitions), "--rounds", str(c.rounds(s.quality_steps)),
+            "--local-steps", str(c.local_steps), "--batch-size", "16", "--outer", c.outer,
+            "--eval-tokens", str(val_tokens), "--seed", str(s.seed), *c.outer_args,
         ]  # fmt: skip
-        name = f"quality-p{p}-{outer}-h{local}"
-        run = bench.train(data, name, args)
-        results.append((label, p, outer, rounds, local, run))
-    base = results[0][5].final["val_bpb"]
+        # One replica uses one torch thread per task CPU: give the single-process run both
+        # cores (it only changes its speed) so the section takes minutes less.
+        conf = {"spark.task.cpus": "2"} if c.partitions == 1 else None
+        runs.append(
+            bench.train(data, f"quality-p{c.partitions}-{c.outer}-h{c.local_steps}", args, conf)
+        )
+    base = runs[0].final["val_bpb"]
+    avg_bpb = {
+        c.partitions: r.final["val_bpb"] for c, r in zip(configs, runs, strict=True)
+        if c.outer == "avg"
+    }  # fmt: skip
     rows = []
-    for label, p, outer, rounds, local, run in results:
+    for c, run in zip(configs, runs, strict=True):
         bpb = run.final["val_bpb"]
+        vs_avg = "–"
+        if c.outer == "nesterov" and c.partitions in avg_bpb:
+            vs_avg = f"{100 * (bpb / avg_bpb[c.partitions] - 1):+.2f}%"
         rows.append([
-            label, str(p), outer, f"{rounds} × {local}", fmt(run.final["tokens"]),
-            f"{bpb:.4f}", "–" if p == 1 else f"{100 * (bpb / base - 1):+.2f}%",
+            c.label + run.label_suffix, c.outer, f"{c.rounds(s.quality_steps)} × {c.local_steps}",
+            fmt(run.final["tokens"]), f"**{bpb:.4f}**",
+            "–" if c.partitions == 1 else f"{100 * (bpb / base - 1):+.2f}%", vs_avg,
             fmt(run.manifest["seconds"]), f"{run.load_before:.2f}",
         ])  # fmt: skip
+    headers = ["config", "outer", "rounds × local", "tokens", "val bits/byte", "vs single",
+               "vs avg", "job s", "load"]  # fmt: skip
     bench.raw["quality"] = {
         "single_process_steps": s.quality_steps,
-        "runs": [r[5].to_dict() for r in results],
+        "configs": [asdict(c) for c in configs],
+        "runs": [r.to_dict() for r in runs],
         "val_tokens": val_tokens,
     }
     bench.emit(
         "## 3. Quality at equal tokens (validation bits/byte)\n\n"
-        f"S = {s.quality_steps} single-process steps of batch 16; P partitions take S/P steps "
-        f"each (same batch 16, same total tokens), lr 3e-3 cosine with 30 warm-up steps over "
+        f"S = {s.quality_steps} single-process steps of batch 16 (seed {s.seed}); P partitions "
+        f"take S/P steps each (batch 16, same total tokens, "
+        f"{s.quality_steps * 16 * 128:,} tokens), lr 3e-3 cosine with 30 warm-up steps over "
         f"each replica's steps. All {val_tokens:,} validation tokens scored. Plain averaging "
-        f"every {s.avg_local_steps} steps (DL4J: 5–10 advised, > 20 hurts); DiLoCo with "
-        f"{s.diloco_local_steps} local steps (outer Nesterov lr 0.7, momentum 0.9). Goals: "
-        "averaged within 2% of single process; DiLoCo no worse than plain averaging.\n\n"
-        + markdown_table(
-            [
-                "config",
-                "P",
-                "outer",
-                "rounds × local",
-                "tokens",
-                "val bits/byte",
-                "vs single",
-                "job s",
-                "load",
-            ],
-            rows,
-            align="lrlrrrrrr",
-        )  # fmt: skip
+        f"every {s.avg_local_steps} steps (DL4J advises 5–10); DiLoCo (outer Nesterov) every "
+        f"{s.diloco_local_steps} steps with outer lr {s.diloco_outer_lr}, momentum "
+        f"{s.diloco_momentum}. Goals: averaged within 2% of single process; DiLoCo no worse "
+        "than plain averaging.\n\n" + markdown_table(headers, rows, align="llrrrrrrr")
     )
 
 
@@ -565,7 +611,7 @@ def run_best(bench: Bench) -> None:
         [f"best round on those tokens (round {int(best_round['round'])})",
          f"{best_round['val_bpb']:.4f}"],
         ["next-token accuracy (all test tokens)", pct(acc)],
-        ["training wall time (train job, start → commit)",
+        ["training wall time (train job, start → commit)" + run.label_suffix,
          f"{train_s:.0f} s ({within} {TEN_MINUTES:.0f} s)"],
         ["spark-submit wall time (incl. JVM start)", f"{run.wall_s:.0f} s"],
         ["train tokens", fmt(run.final["tokens"])],

@@ -53,6 +53,7 @@ class JobRun:
     run_root: Path
     wall_s: float
     log: Path
+    attempts: int = 1
 
 
 def spark_submit(
@@ -63,11 +64,15 @@ def spark_submit(
     master: str = "local[2]",
     log: Path | None = None,
     conf: Mapping[str, str] | None = None,
+    retries_after_kill: int = 1,
 ) -> JobRun:
     """Run ``jobs/<script>`` with spark-submit against ``run_root``; raise with the log's tail.
 
     spark-submit merges the Python driver's stderr into its stdout, so one log file per job
-    holds everything; it is kept next to the run for later inspection.
+    holds everything; it is kept next to the run for later inspection. A job killed by SIGKILL
+    (on a shared machine another process's cleanup may do that) is run again up to
+    ``retries_after_kill`` times: the train job resumes from its last checkpoint, the data
+    stages start over. ``wall_s`` covers every attempt and ``attempts`` says how many there were.
     """
     run_root.mkdir(parents=True, exist_ok=True)
     log = log or run_root / f"{Path(script).stem}.log"
@@ -85,16 +90,20 @@ def spark_submit(
     cmd += [str(JOBS / script), "--run-root", file_uri(run_root), *args]
     started = time.perf_counter()
     with log.open("w") as out:
-        out.write("$ " + " ".join(cmd) + "\n")
-        out.flush()
-        proc = subprocess.run(
-            cmd, cwd=REPO, env=job_env(), stdout=out, stderr=subprocess.STDOUT, check=False
-        )
+        for attempt in range(1, retries_after_kill + 2):
+            out.write(f"$ {' '.join(cmd)}  # attempt {attempt}\n")
+            out.flush()
+            proc = subprocess.run(
+                cmd, cwd=REPO, env=job_env(), stdout=out, stderr=subprocess.STDOUT, check=False
+            )
+            if proc.returncode not in (-9, 137):  # 137: a shell reporting SIGKILL
+                break
+            print(f"warning: {script} was killed (SIGKILL); attempt {attempt}", file=sys.stderr)
     wall = time.perf_counter() - started
     if proc.returncode != 0:
         tail = "".join(log.read_text(errors="replace").splitlines(keepends=True)[-30:])
         raise RuntimeError(f"{script} failed (exit {proc.returncode}); log {log}:\n{tail}")
-    return JobRun(script, run_root, wall, log)
+    return JobRun(script, run_root, wall, log, attempts=attempt)
 
 
 def read_manifest(run_root: Path, stage: str) -> dict[str, Any]:

@@ -23,22 +23,36 @@ def files(root: str, stage: str) -> list[dict]:
     return read_manifest(root, stage)["files"]
 
 
+@pytest.fixture(scope="module")
+def clean_run(tmp_path_factory):
+    """A corpus and an undisturbed preprocess + tokenize of it: the reference for this module."""
+    base = tmp_path_factory.mktemp("faults")
+    corpus = small_corpus(base / "corpus", documents=20)
+    root = f"file://{base / 'clean'}"
+    for script, args in STAGE_ARGS.items():
+        done = spark_submit(script, "--run-root", root, *args(corpus))
+        assert done.returncode == 0, done.stdout[-2000:]
+    return corpus, root
+
+
+STAGE_ARGS = {
+    "preprocess.py": lambda corpus: ["--input", str(corpus)],
+    "tokenize_corpus.py": lambda corpus: ["--vocab-size", "300"],
+}
+
+
 @pytest.mark.parametrize(
-    ("stage", "script", "args"),
-    [("preprocess", "preprocess.py", ["--input", "CORPUS"]),
-     ("tokenize", "tokenize_corpus.py", ["--vocab-size", "300"])],
-)  # fmt: skip
+    ("stage", "script"), [("preprocess", "preprocess.py"), ("tokenize", "tokenize_corpus.py")]
+)
 def test_a_stage_killed_before_its_commit_leaves_no_manifest_and_reruns_cleanly(
-    tmp_path, stage, script, args
-):
-    corpus = small_corpus(tmp_path / "corpus", documents=20)
-    args = [str(corpus) if a == "CORPUS" else a for a in args]
-    clean, crashed = f"file://{tmp_path / 'clean'}", f"file://{tmp_path / 'crashed'}"
+    clean_run, tmp_path, stage, script
+):  # fmt: skip
+    corpus, clean = clean_run
+    crashed = f"file://{tmp_path / 'crashed'}"
     if stage == "tokenize":
-        for root in (clean, crashed):
-            done = spark_submit("preprocess.py", "--run-root", root, "--input", corpus)
-            assert done.returncode == 0
-    assert spark_submit(script, "--run-root", clean, *args).returncode == 0
+        shutil.copytree(clean.removeprefix("file://") + "/preprocess",
+                        tmp_path / "crashed" / "preprocess")  # fmt: skip
+    args = STAGE_ARGS[script](corpus)
 
     killed = spark_submit(script, "--run-root", crashed, *args,
                           env={"LLM_FAULT": f"{stage}:before-commit"})  # fmt: skip
@@ -53,10 +67,9 @@ def test_a_stage_killed_before_its_commit_leaves_no_manifest_and_reruns_cleanly(
     assert files(crashed, stage) == files(clean, stage)
 
 
-def test_a_spark_task_failing_once_is_retried_with_an_identical_result(tmp_path):
-    corpus = small_corpus(tmp_path / "corpus", documents=20)
-    clean, flaky = f"file://{tmp_path / 'clean'}", f"file://{tmp_path / 'flaky'}"
-    assert spark_submit("preprocess.py", "--run-root", clean, "--input", corpus).returncode == 0
+def test_a_spark_task_failing_once_is_retried_with_an_identical_result(clean_run, tmp_path):
+    corpus, clean = clean_run
+    flaky = f"file://{tmp_path / 'flaky'}"
     # local[2,4]: two cores, up to four attempts per task (plain local[N] never retries).
     result = spark_submit("preprocess.py", "--run-root", flaky, "--input", corpus,
                           master="local[2,4]",
@@ -156,8 +169,10 @@ def test_killed_train_task_is_retried_by_airflow_and_resumes(airflow_db, monkeyp
             "vocab_size": 512, "partitions": 2, "rounds": 4, "local_steps": 4, "batch_size": 4,
             "context_len": 32, "n_layer": 1, "n_head": 2, "n_embd": 32, "eval_tokens": 512,
             "max_new_tokens": 8}  # fmt: skip
-    # preprocess and tokenize are already committed here; run from train on.
-    run = dag.test(run_conf=conf, mark_success_pattern=r"local\.(preprocess|tokenize)")
+    # Only train runs for real: its inputs are committed, and what follows it is not the point.
+    run = dag.test(
+        run_conf=conf, mark_success_pattern=r"local\.(preprocess|tokenize|generate|publish)"
+    )
     killer.join(timeout=5)
     tis = {ti.task_id: ti for ti in run.get_task_instances()}
     assert killed, "the train task was never killed"
