@@ -76,3 +76,32 @@ def small_corpus(directory: Path, documents: int = 40, paragraphs: int = 4) -> P
                 f"{d * 31 + p} , which matters for the story of article {d} ."
             )
     return write_text(directory / "corpus.txt", "\n".join(lines) + "\n")
+
+
+def single_process_training(model_cfg, cfg, tokens, seed: int = 0):
+    """The oracle for the distributed trainer: one plain torch loop over the same batches.
+
+    Replica 0 of round r draws its batches from a generator seeded with
+    derive_seed(cfg.seed, r, 0); one replica doing every step of every round must
+    therefore reproduce exactly this loop.
+    """
+    import torch
+
+    from sparklm.model import GPT
+    from sparklm.training import build_optimizer, derive_seed, lr_at, sample_batch
+
+    torch.manual_seed(seed)
+    model = GPT(model_cfg)
+    optimizer = build_optimizer(model, cfg)
+    for r in range(cfg.rounds):
+        generator = torch.Generator().manual_seed(derive_seed(cfg.seed, r, 0))
+        for k in range(cfg.local_steps):
+            for group in optimizer.param_groups:
+                group["lr"] = lr_at(r * cfg.local_steps + k, cfg)
+            x, y = sample_batch(tokens, cfg.batch_size, model_cfg.context_len, generator)
+            _, loss = model(x, y)
+            optimizer.zero_grad()
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+            optimizer.step()
+    return model

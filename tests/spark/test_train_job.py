@@ -19,9 +19,9 @@ from sparklm.errors import PipelineError
 from sparklm.model import GPT, GPTConfig
 from sparklm.stage import listed_files, read_manifest
 from sparklm.tokens import read_range
-from sparklm.training import TrainConfig, build_optimizer, derive_seed, lr_at, sample_batch
+from sparklm.training import TrainConfig
 from sparklm.weights import load_model, parse_safetensors
-from support import JOBS, TRAINED
+from support import JOBS, TRAINED, single_process_training
 
 TINY = ["--context-len", "32", "--n-layer", "1", "--n-head", "2", "--n-embd", "32",
         "--batch-size", "4", "--eval-tokens", "512"]  # fmt: skip
@@ -55,19 +55,7 @@ def test_one_partition_averaging_every_step_matches_single_process_torch(
     cfg = TrainConfig(partitions=1, rounds=rounds, local_steps=1, batch_size=4, warmup_steps=2)
     model_cfg = GPTConfig(vocab_size=tokenize["stats"]["vocab_size"], context_len=32,
                           n_layer=1, n_head=2, n_embd=32)  # fmt: skip
-    torch.manual_seed(cfg.seed)
-    model = GPT(model_cfg)
-    optimizer = build_optimizer(model, cfg)
-    for step in range(rounds):
-        generator = torch.Generator().manual_seed(derive_seed(cfg.seed, step, 0))
-        for group in optimizer.param_groups:
-            group["lr"] = lr_at(step, cfg)
-        x, y = sample_batch(tokens, cfg.batch_size, model_cfg.context_len, generator)
-        _, loss = model(x, y)
-        optimizer.zero_grad()
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-        optimizer.step()
+    model = single_process_training(model_cfg, cfg, tokens, seed=cfg.seed)
 
     for name, tensor in model.state_dict().items():
         torch.testing.assert_close(spark_weights[name], tensor, atol=2e-6, rtol=1e-5)

@@ -10,13 +10,13 @@ from sparklm.model import GPT, GPTConfig
 from sparklm.training import (
     GlobalState,
     TrainConfig,
-    build_optimizer,
     derive_seed,
     evaluate,
     lr_at,
     sample_batch,
     train_replica,
 )
+from support import single_process_training
 
 MODEL = GPTConfig(vocab_size=64, context_len=16, n_layer=1, n_head=2, n_embd=32)
 
@@ -68,20 +68,7 @@ def test_two_rounds_with_carried_moments_equal_one_long_run():
         delta, m, v = u.averages()
         state = GlobalState(state.params + delta, m, v, state.step + cfg.local_steps)
 
-    torch.manual_seed(0)
-    model = GPT(MODEL)
-    optimizer = build_optimizer(model, cfg)
-    for r in range(2):
-        generator = torch.Generator().manual_seed(derive_seed(cfg.seed, r, 0))
-        for k in range(cfg.local_steps):
-            for group in optimizer.param_groups:
-                group["lr"] = lr_at(r * cfg.local_steps + k, cfg)
-            x, y = sample_batch(tokens, cfg.batch_size, MODEL.context_len, generator)
-            _, loss = model(x, y)
-            optimizer.zero_grad()
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-            optimizer.step()
+    model = single_process_training(MODEL, cfg, tokens, seed=0)
     torch.testing.assert_close(state.params, flat(model.parameters()), atol=1e-6, rtol=1e-5)
 
 
