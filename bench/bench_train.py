@@ -71,8 +71,8 @@ TEN_MINUTES = 600.0
 class Sizes:
     """How long each section runs; ``--quick`` swaps in a smoke-test set of sizes."""
 
-    rounds: int = 6  # throughput: rounds x local steps per replica
-    local_steps: int = 25
+    throughput_rounds: int = 6  # throughput: rounds x local steps per replica
+    throughput_local_steps: int = 25
     single_repeats: int = 2  # single-process loops: one before and one after the Spark run
     quality_steps: int = 480  # S: single-process steps of batch 16 at equal tokens
     quality_partitions: str = "2,4"
@@ -89,8 +89,8 @@ class Sizes:
 
 
 QUICK = Sizes(
-    rounds=2,
-    local_steps=3,
+    throughput_rounds=2,
+    throughput_local_steps=3,
     single_repeats=1,
     quality_steps=24,
     quality_partitions="2",
@@ -322,18 +322,18 @@ def run_throughput(bench: Bench, data: Path, show: set[str]) -> None:
     """Sections 1 and 2: one Spark run bracketed by single-process loops, plus the peak."""
     s = bench.sizes
     peak = bench.measure_peak()
+    rounds, local = s.throughput_rounds, s.throughput_local_steps
     loops: list[LoopResult] = []
 
     def loop() -> None:
-        bench.log(f"single-process loop {len(loops) + 1}: {s.rounds}x{s.local_steps} steps of "
-                  "batch 32, 2 threads")  # fmt: skip
-        loops.append(single_process_loop(data, s.rounds, s.local_steps, 32, 2, s.seed))
+        bench.log(f"single-process loop {len(loops) + 1}: {rounds}x{local} steps of batch 32")
+        loops.append(single_process_loop(data, rounds, local, 32, 2, s.seed))
 
     loop()
     spark = bench.train(
         data,
         "throughput-spark-p2",
-        ["--partitions", "2", "--rounds", str(s.rounds), "--local-steps", str(s.local_steps),
+        ["--partitions", "2", "--rounds", str(rounds), "--local-steps", str(local),
          "--batch-size", "16", "--seed", str(s.seed)],
     )  # fmt: skip
     for _ in range(1, s.single_repeats):
@@ -382,8 +382,8 @@ def run_throughput(bench: Bench, data: Path, show: set[str]) -> None:
         f"{max(max(lp.load_after for lp in loops), spark.load_after):.2f} during the runs"
     )
     setup = (
-        f"{s.rounds} rounds × {s.local_steps} local steps × batch 16 × 2 partitions "
-        f"({total_tokens:,.0f} train tokens); single process: {s.rounds * s.local_steps} steps "
+        f"{rounds} rounds × {local} local steps × batch 16 × 2 partitions "
+        f"({total_tokens:,.0f} train tokens); single process: {rounds * local} steps "
         f"× batch 32, 2 threads; {spark.manifest['stats']['parameters']:,} parameters; {loads}."
     )
     if "throughput" in show:

@@ -152,12 +152,14 @@ with DAG(
             emr_conn_id=None,
             job_flow_overrides=cluster_definition(planned, code_uri),
             wait_for_completion=False,
+            retries=0,  # a blind retry could start a second cluster that nothing terminates
         )
         add_steps = EmrAddStepsOperator(
             task_id="add_steps",
             aws_conn_id=AWS_CONN_ID,
             job_flow_id=CLUSTER_ID,
             steps=emr_steps(CODE_URI),
+            retries=0,  # a retry would queue every step twice
         )
         watchers = [
             EmrStepWatcher(
