@@ -45,7 +45,7 @@ def baseline_encode_mb_s(run_root: Path) -> float:
     best = float("inf")
     for _ in range(3):
         started = time.perf_counter()
-        tokenizer.encode_batch(documents, add_special_tokens=False)
+        tokenizer.encode_batch_fast(documents, add_special_tokens=False)  # as the stage does
         best = min(best, time.perf_counter() - started)
     return size / best / 1e6
 

@@ -14,6 +14,7 @@ token of each split.
 from __future__ import annotations
 
 import operator
+import os
 import time
 from collections.abc import Sequence
 from functools import partial
@@ -64,6 +65,11 @@ def count_partition(shard_uris):
 
 def encode_partition(shards, *, tokenizer_json: str, stage: str, dtype: str):
     """Partition function: encode each listed shard into a ``.bin`` of token ids."""
+    from pyspark import TaskContext
+
+    # tokenizers' thread pool would take every core in each of the concurrent tasks;
+    # it reads this once, when the worker first encodes.
+    os.environ.setdefault("RAYON_NUM_THREADS", str(max(1, TaskContext.get().cpus())))
     from tokenizers import Tokenizer
 
     tokenizer = Tokenizer.from_str(tokenizer_json)

