@@ -30,14 +30,14 @@ def airflow_json(*args: str) -> list[dict]:
 
 
 def task_seconds() -> dict[str, float]:
-    """Wall seconds of every task of the newest ``llm_decoder`` run, by task id."""
+    """Wall seconds of every task that ran in the newest ``llm_decoder`` run, by task id."""
     runs = airflow_json("dags", "list-runs", "llm_decoder")
     newest = max(runs, key=lambda r: r["run_after"])["run_id"]
     tasks = airflow_json("tasks", "states-for-dag-run", "llm_decoder", newest)
     return {
         t["task_id"]: (datetime.fromisoformat(t["end_date"])
                        - datetime.fromisoformat(t["start_date"])).total_seconds()
-        for t in tasks if t["start_date"] and t["end_date"]
+        for t in tasks if t["state"] == "success"
     }  # fmt: skip
 
 
@@ -58,7 +58,7 @@ def main() -> None:
     train = manifests["train"]["stats"]["final"]
     tasks = task_seconds()
     stage_task = {s: next(t for t in tasks if t.split(".")[-1] == s) for s in STAGES}
-    rows = [[s, fmt(tasks[stage_task[s]], 1), fmt(manifests[s]["seconds"], 1)] for s in STAGES]
+    rows = [[s, fmt(tasks[stage_task[s]], 1), fmt(manifests[s]["seconds"], 2)] for s in STAGES]
     others = sorted(set(tasks) - set(stage_task.values()))
     rows.append([", ".join(others), fmt(sum(tasks[t] for t in others), 1), "–"])
     rows.append(["**total (airflow dags test, wall)**", f"**{fmt(wall, 1)}**", ""])
