@@ -8,6 +8,7 @@ API server.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 import signal
@@ -168,6 +169,9 @@ def spark():
         .getOrCreate()
     )
     session.sparkContext.setLogLevel("ERROR")
+    # py4j logs "Closing down clientserver connection" from __del__ at interpreter exit,
+    # after pytest has closed the streams its handlers write to: a spurious "Logging error".
+    logging.getLogger("py4j").setLevel(logging.WARNING)
     yield session
     session.stop()
 
