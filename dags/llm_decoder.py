@@ -43,7 +43,7 @@ from airflow.sdk import (
 )
 
 from llm_pipeline.emr import emr_steps
-from llm_pipeline.jobs import PIPELINE
+from llm_pipeline.jobs import PIPELINE, SparkJob
 from llm_pipeline.operators import EmrStepWatcher, SparkJobOperator
 from llm_pipeline.params import DEFAULT_CORPUS, pipeline_params
 from llm_pipeline.runs import require_s3, run_root_for
@@ -73,6 +73,12 @@ CODE_URI = "ti.xcom_pull(task_ids='emr.bundle_code')"  # a Jinja expression
 
 corpus = Asset(name="llm_corpus", uri=CORPUS_URI)
 model = Asset(name="llm_decoder_model", uri="llm-registry://llm_decoder/model")
+
+
+def outlets(job: SparkJob) -> list[Asset]:
+    """Publishing, in either mode, updates the model Asset."""
+    return [model] if job.stage == "publish" else []
+
 
 with DAG(
     dag_id="llm_decoder",
@@ -122,7 +128,7 @@ with DAG(
                 conf=SPARK_CONF,
                 # A killed train task resumes from its last checkpointed round when retried.
                 retries=3 if job.stage == "train" else 1,
-                outlets=[model] if job.stage == "publish" else [],
+                outlets=outlets(job),
             )
             for job in PIPELINE
         ]
@@ -171,7 +177,7 @@ with DAG(
                 timeout=timedelta(hours=EMR_STAGE_TIMEOUT[job.stage]).total_seconds(),
                 deferrable=EMR_DEFERRABLE,
                 retries=0,  # a step's outcome is final; re-watching it cannot change it
-                outlets=[model] if job.stage == "publish" else [],
+                outlets=outlets(job),
             )
             for i, job in enumerate(PIPELINE)
         ]

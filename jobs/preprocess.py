@@ -103,7 +103,7 @@ def main(argv: Sequence[str]) -> dict:
     spark = sparkjob.spark_session("llm-preprocess")
     sc = spark.sparkContext
     parallelism = sc.defaultParallelism
-    total_bytes = sum(storage.filesystem(f)[0].size(storage.filesystem(f)[1]) for f in files)
+    total_bytes = sum(storage.size(f) for f in files)
     split_bytes = int(
         min(args.split_mb * 2**20, max(MIN_SPLIT_BYTES, math.ceil(total_bytes / (2 * parallelism))))
     )

@@ -104,15 +104,15 @@ def allowed_prefixes() -> list[str]:
     return [p.strip() for p in raw.split(",") if p.strip()]
 
 
-def copy_verified(entry: dict, target: str) -> ArtifactFile:
-    """Copy one committed artifact, checking it still matches its manifest's checksum."""
+def read_verified(entry: dict) -> bytes:
+    """One committed artifact's bytes, checked against its manifest's checksum."""
     data = storage.read_bytes(entry["uri"])
     if hashlib.sha256(data).hexdigest() != entry["sha256"]:
         raise PipelineError(
             f"{entry['uri']} no longer matches the checksum in its manifest: the stage was "
             "modified after it committed. Rerun that stage before publishing"
         )
-    return ArtifactFile.write(target, entry["path"].rsplit("/", 1)[-1], data)
+    return data
 
 
 def main(argv: Sequence[str]) -> dict:
@@ -128,10 +128,11 @@ def main(argv: Sequence[str]) -> dict:
     storage.check_writable(registry)
 
     begin_stage(args.run_root, STAGE)
-    copied = []
+    copied, contents = [], {}
     for source_stage, name in ARTIFACTS:
         [entry] = listed_files(manifests[source_stage], name)
-        copied.append(copy_verified(entry, target))
+        contents[name] = read_verified(entry)
+        copied.append(ArtifactFile.write(target, name, contents[name]))
     final = manifests["train"]["stats"]["final"]
     metrics = {k: float(final[k]) for k in GATED_METRICS}
     latest = current_latest(registry, model_name)
@@ -141,11 +142,10 @@ def main(argv: Sequence[str]) -> dict:
     decision = {"promoted": promoted, "reason": reason, "tolerance": args.tolerance,
                 "compared_to": latest["version"] if latest else None, **metrics}  # fmt: skip
 
-    read = {f.path: storage.read_bytes(storage.join(target, f.path)).decode()
-            for f in copied if f.path in ("metrics.csv", "generated.jsonl")}  # fmt: skip
     card = render_model_card(
         model_name=model_name, version=version, manifests=manifests,
-        metrics_csv=read["metrics.csv"], generated_jsonl=read["generated.jsonl"],
+        metrics_csv=contents["metrics.csv"].decode(),
+        generated_jsonl=contents["generated.jsonl"].decode(),
         decision=decision,
     )  # fmt: skip
     copied.append(ArtifactFile.write(target, "MODEL_CARD.md", card.encode()))

@@ -19,11 +19,8 @@ def render_model_card(
     decision: Mapping[str, Any],
     samples: int = 5,
 ) -> str:
-    pre, tok, train = (
-        manifests["preprocess"]["stats"],
-        manifests["tokenize"]["stats"],
-        (manifests["train"]),
-    )
+    pre, tok = manifests["preprocess"]["stats"], manifests["tokenize"]["stats"]
+    train = manifests["train"]
     model, opt = train["params"]["model"], train["params"]["train"]
     final = train["stats"]["final"]
     rows = list(csv.DictReader(io.StringIO(metrics_csv)))

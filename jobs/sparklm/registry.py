@@ -41,7 +41,7 @@ def check_registry(uri: str, allowed_prefixes: list[str]) -> str:
     """A registry URI must be file:// or s3://, free of ``..``, and under an allowed prefix."""
     uri = storage.normalize_uri(uri).rstrip("/")
     parsed = urlparse(uri)
-    if parsed.scheme not in ("file", "s3"):
+    if parsed.scheme not in storage.SUPPORTED_SCHEMES:
         raise RegistryError(f"registry {uri!r} must be an s3:// or file:// URI")
     if any(part in ("..", ".") for part in parsed.path.split("/")):
         raise RegistryError(f"registry {uri!r} contains '..' or '.' segments")
@@ -59,19 +59,23 @@ def version_uri(registry: str, model: str, version: str) -> str:
     return storage.join(registry, check_name("model name", model), check_name("version", version))
 
 
+def latest_uri(registry: str, model: str) -> str:
+    return storage.join(registry, check_name("model name", model), LATEST)
+
+
 def read_latest(registry: str, model: str) -> dict[str, Any]:
     """The promoted version's pointer, or a clear error naming what to publish first."""
-    uri = storage.join(registry, check_name("model name", model), LATEST)
-    if not storage.exists(uri):
+    latest = current_latest(registry, model)
+    if latest is None:
         raise RegistryError(
-            f"no promoted version of {model!r} in {registry}: {uri} is missing; run the "
-            "pipeline's publish task (or check --registry and --model-name)"
+            f"no promoted version of {model!r} in {registry}: {latest_uri(registry, model)} is "
+            "missing; run the pipeline's publish task (or check --registry and --model-name)"
         )
-    return json.loads(storage.read_bytes(uri))
+    return latest
 
 
 def current_latest(registry: str, model: str) -> dict[str, Any] | None:
-    uri = storage.join(registry, check_name("model name", model), LATEST)
+    uri = latest_uri(registry, model)
     return json.loads(storage.read_bytes(uri)) if storage.exists(uri) else None
 
 
@@ -101,5 +105,6 @@ def promotion_decision(
 
 
 def write_latest(registry: str, model: str, pointer: Mapping[str, Any]) -> None:
-    uri = storage.join(registry, check_name("model name", model), LATEST)
-    storage.write_bytes(uri, json.dumps(dict(pointer), indent=2, sort_keys=True).encode())
+    storage.write_bytes(
+        latest_uri(registry, model), json.dumps(dict(pointer), indent=2, sort_keys=True).encode()
+    )

@@ -61,8 +61,7 @@ def plan_splits(uris: list[str], split_bytes: int) -> list[InputSplit]:
         if uri.lower().endswith(WHOLE_FILE_SUFFIXES):
             splits.append(InputSplit(uri))
             continue
-        fs, path = storage.filesystem(uri)
-        size = fs.size(path)
+        size = storage.size(uri)
         starts = range(0, max(size, 1), split_bytes)
         splits.extend(InputSplit(uri, s, min(s + split_bytes, size)) for s in starts)
     return splits
@@ -92,17 +91,17 @@ def iter_range_lines(f, start: int, end: int) -> Iterator[tuple[int, bytes]]:
 def read_split(split: InputSplit, *, min_chars: int, val_fraction: float) -> Iterator[LineRecord]:
     """Read, clean and attribute to documents every line of one split."""
     if split.end is not None:
-        with open_binary(split.uri) as f:
+        with storage.open_binary(split.uri) as f:
             yield from _text_records(
                 split, iter_range_lines(f, split.start, split.end), min_chars, val_fraction
             )
         return
-    with open_binary(split.uri, compression="infer") as f:
+    with storage.open_binary(split.uri, compression="infer") as f:
         head = f.read(MEDIAWIKI_SNIFF_BYTES)
     if b"<mediawiki" in head:
         yield from _mediawiki_records(split.uri, min_chars, val_fraction)
         return
-    with open_binary(split.uri, compression="infer") as f:
+    with storage.open_binary(split.uri, compression="infer") as f:
         # A decompressed stream has no byte offsets to report; line numbers stand in.
         numbered = enumerate(line.rstrip(b"\n") for line in f)
         yield from _text_records(split, numbered, min_chars, val_fraction)
@@ -150,7 +149,7 @@ def _mediawiki_records(uri: str, min_chars: int, val_fraction: float) -> Iterato
 
 def iter_mediawiki_pages(uri: str) -> Iterator[tuple[str, str, bool, str]]:
     """Stream ``(page_id, namespace, is_redirect, wikitext)`` from a MediaWiki XML dump."""
-    with open_binary(uri, compression="infer") as f:
+    with storage.open_binary(uri, compression="infer") as f:
         for _, elem in ET.iterparse(f, events=("end",)):
             if _local_name(elem.tag) != "page":
                 continue
@@ -183,11 +182,6 @@ def wiki_to_text(wikitext: str) -> str:
     for table in code.filter_tags(recursive=False, matches=lambda node: node.tag == "table"):
         code.remove(table)
     return code.strip_code(normalize=True, collapse=True, keep_template_params=False)
-
-
-def open_binary(uri: str, compression: str | None = None):
-    fs, path = storage.filesystem(uri)
-    return fs.open(path, "rb", compression=compression)
 
 
 def _local_name(tag: str) -> str:

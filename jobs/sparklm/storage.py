@@ -85,17 +85,31 @@ def filesystem(uri: str) -> tuple[AbstractFileSystem, str]:
     """
     uri = normalize_uri(uri)
     if uri.startswith("s3://"):
-        attempts = int(os.environ.get("LLM_S3_MAX_ATTEMPTS", "10"))
         return fsspec.core.url_to_fs(
             uri,
-            config_kwargs={"retries": {"max_attempts": attempts, "mode": "standard"}},
+            config_kwargs={"retries": {"max_attempts": s3_max_attempts(), "mode": "standard"}},
         )
     return fsspec.core.url_to_fs(uri)
+
+
+def s3_max_attempts() -> int:
+    return int(os.environ.get("LLM_S3_MAX_ATTEMPTS", "10"))
 
 
 def to_uri(fs: AbstractFileSystem, path: str) -> str:
     """Turn a path returned by ``fs`` (e.g. from ``glob``) back into a full URI."""
     return fs.unstrip_protocol(path)
+
+
+def open_binary(uri: str, compression: str | None = None):
+    """A binary file object for reading ``uri`` (``compression="infer"`` for .gz/.bz2)."""
+    fs, path = filesystem(uri)
+    return fs.open(path, "rb", compression=compression)
+
+
+def size(uri: str) -> int:
+    fs, path = filesystem(uri)
+    return fs.size(path)
 
 
 def read_bytes(uri: str) -> bytes:
@@ -214,11 +228,10 @@ def unreachable_message(exc: BaseException) -> str | None:
                 os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
                 or "AWS S3"
             )  # fmt: skip
-            attempts = os.environ.get("LLM_S3_MAX_ATTEMPTS", "10")
             return (
-                f"storage unreachable at {endpoint} after {attempts} attempts ({seen}). Check "
-                "that the S3 endpoint is up and reachable from every node; retrying the task "
-                "resumes from the last committed stage"
+                f"storage unreachable at {endpoint} after {s3_max_attempts()} attempts ({seen}). "
+                "Check that the S3 endpoint is up and reachable from every node; retrying "
+                "the task resumes from the last committed stage"
             )
         seen = seen.__cause__ or seen.__context__
     return None

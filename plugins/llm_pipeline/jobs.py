@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-PLAN = "{{ ti.xcom_pull(task_ids='plan_run') }}"
 RUN_ROOT = "{{ ti.xcom_pull(task_ids='plan_run')['run_root'] }}"
 REGISTRY = "{{ ti.xcom_pull(task_ids='plan_run')['registry'] }}"
 # Stands for a Jinja expression naming where the job scripts live: the local jobs/ folder,
