@@ -13,7 +13,6 @@
 from __future__ import annotations
 
 import argparse
-import io
 import time
 from pathlib import Path
 
@@ -32,15 +31,15 @@ from corpora import scaled_corpus
 
 def baseline_encode_mb_s(run_root: Path) -> float:
     """Single-process HF tokenizers on every preprocessed document, with the stage's vocab."""
-    import pyarrow.parquet as pq
     from tokenizers import Tokenizer
 
+    from sparklm.shards import read_doc_texts
+    from sparklm.stage import listed_files
+    from sparklm.stage import read_manifest as read_stage
+
     tokenizer = Tokenizer.from_file(str(run_root / "tokenize" / "tokenizer.json"))
-    manifest = read_manifest(run_root, "preprocess")
-    documents = []
-    for entry in manifest["files"]:
-        table = pq.read_table(io.BytesIO((run_root / "preprocess" / entry["path"]).read_bytes()))
-        documents += table.column("text").to_pylist()
+    manifest = read_stage(file_uri(run_root), "preprocess")
+    documents = [text for f in listed_files(manifest) for text in read_doc_texts(f["uri"])]
     size = sum(len(d.encode()) for d in documents)
     best = float("inf")
     for _ in range(3):

@@ -17,9 +17,20 @@ import time
 from datetime import datetime
 from pathlib import Path
 
-from common import REPO, file_uri, fmt, fresh_dir, load_average, markdown_table, write_results
+from common import (
+    REPO,
+    file_uri,
+    fmt,
+    fresh_dir,
+    load_average,
+    markdown_table,
+    read_manifest,
+    write_results,
+)
 
-STAGES = ("preprocess", "tokenize", "train", "generate", "publish")
+from llm_pipeline.jobs import PIPELINE
+
+STAGES = tuple(job.stage for job in PIPELINE)
 
 
 def airflow_json(*args: str) -> list[dict]:
@@ -54,7 +65,7 @@ def main() -> None:
                    cwd=REPO, check=True, stdout=(out / "dags-test.log").open("w"),
                    stderr=subprocess.STDOUT)  # fmt: skip
     wall = time.perf_counter() - started
-    manifests = {s: json.loads((root / s / "manifest.json").read_text()) for s in STAGES}
+    manifests = {s: read_manifest(root, s) for s in STAGES}
     train = manifests["train"]["stats"]["final"]
     tasks = task_seconds()
     stage_task = {s: next(t for t in tasks if t.split(".")[-1] == s) for s in STAGES}

@@ -12,7 +12,6 @@ should not depend on the corpus size); generate and publish are data-independent
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 from common import (
@@ -27,7 +26,10 @@ from common import (
 )
 from corpora import scaled_corpus
 
-STAGES = ("preprocess", "tokenize", "train", "generate", "publish")
+from llm_pipeline.jobs import PIPELINE
+
+STAGES = tuple(job.stage for job in PIPELINE)
+SCRIPTS = {job.stage: job.script for job in PIPELINE}
 TRAIN = ["--partitions", "2", "--rounds", "2", "--local-steps", "10", "--eval-tokens", "8192"]
 
 
@@ -48,16 +50,13 @@ def main() -> None:
             "generate": ["--prompt", "The history of", "--max-new-tokens", "32"],
             "publish": ["--registry", file_uri(out / "registry"), "--model-name", f"x{copies}"],
         }
-        scripts = {"tokenize": "tokenize_corpus.py"}
         row = {"corpus_mb": size / 1e6}
         for stage in STAGES:
-            run = spark_submit(scripts.get(stage, f"{stage}.py"), root, stage_args[stage])
+            run = spark_submit(SCRIPTS[stage], root, stage_args[stage])
             manifest = read_manifest(root, stage)
             row[f"{stage}_wall_s"] = run.wall_s
             row[f"{stage}_stage_s"] = manifest["seconds"]
-            rss = manifest["stats"].get("driver_peak_rss_mb") or manifest["stats"].get(
-                "final", {}).get("driver_rss_mb")  # fmt: skip
-            row[f"{stage}_driver_rss_mb"] = rss
+            row[f"{stage}_driver_rss_mb"] = manifest["stats"].get("driver_peak_rss_mb")
         results["sizes"][copies] = row
     results["load_average_end"] = load_average()
     sizes = results["sizes"]
@@ -86,7 +85,7 @@ def main() -> None:
         f"{results['load_average_end']:.2f} (2 cores).",
     ])  # fmt: skip
     print(markdown)
-    write_results(out, markdown, json.loads(json.dumps(results)))
+    write_results(out, markdown, results)
 
 
 if __name__ == "__main__":

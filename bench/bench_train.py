@@ -34,9 +34,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from common import (  # noqa: E402  (the bench folder is not a package)
+from common import (
     REPO,
     copy_stages,
     file_uri,
@@ -51,10 +49,11 @@ from common import (  # noqa: E402  (the bench folder is not a package)
     spark_submit,
     write_results,
 )
+from corpora import WIKITEXT
 
 SECTIONS = ("throughput", "mfu", "quality", "best")
 DATA_STAGES = ("preprocess", "tokenize")
-DEFAULT_WIKITEXT = os.environ.get("WIKITEXT2_DIR", "/work/shared/data/wikitext-2-raw")
+DEFAULT_WIKITEXT = os.environ.get("WIKITEXT2_DIR", str(WIKITEXT))
 # Best reachable in ten minutes, chosen from full-length runs on this machine (test bits/byte,
 # all test tokens): 4 x 128, vocab 4096, dropout 0.1, lr 3e-3, 2 partitions averaging every 25
 # steps: 2.234; the same with lr 5e-3: 2.347 (replicas drift apart more between averages);
@@ -115,6 +114,7 @@ class TrainRun:
     """A finished train job: its manifest, per-round metrics and spark-submit wall time."""
 
     name: str
+    root: Path
     args: list[str]
     manifest: dict[str, Any]
     metrics: list[dict[str, float]]
@@ -219,6 +219,7 @@ class Bench:
         manifest = read_manifest(root, "train")
         run = TrainRun(
             name=name,
+            root=root,
             args=list(args),
             manifest=manifest,
             metrics=read_csv(root / "train" / "metrics.csv"),
@@ -251,6 +252,27 @@ class LoopResult:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
+def read_split(run_root: Path, split: str):
+    """All tokens of one split of a run's tokenize stage, as a tensor, and the stage's stats."""
+    import numpy as np
+    import torch
+
+    from sparklm.stage import listed_files
+    from sparklm.stage import read_manifest as read_stage
+    from sparklm.tokens import read_range
+
+    manifest = read_stage(file_uri(run_root), "tokenize")
+    stats = manifest["stats"]
+    ids = read_range(listed_files(manifest, f"{split}/"), np.dtype(stats["dtype"]), 0,
+                     stats[split]["tokens"])  # fmt: skip
+    return torch.from_numpy(ids), stats
+
+
+def bits_per_byte(val_loss: float, stats: dict[str, Any]) -> float:
+    """Nats per validation token to bits per byte, as the train job computes it."""
+    return val_loss / math.log(2) * stats["val"]["tokens"] / stats["val"]["bytes"]
+
+
 def single_process_loop(
     data: Path, rounds: int, local_steps: int, batch_size: int, threads: int, seed: int = 1337
 ) -> LoopResult:
@@ -261,25 +283,15 @@ def single_process_loop(
     2-thread process. ``TrainConfig(rounds, local_steps)`` makes lr_at decay over the same
     number of steps as each replica takes.
     """
-    import numpy as np
     import torch
 
     from sparklm.model import GPT, GPTConfig
-    from sparklm.stage import listed_files
-    from sparklm.stage import read_manifest as read_stage
-    from sparklm.tokens import read_range
     from sparklm.training import TrainConfig, build_optimizer, evaluate, lr_at, sample_batch
 
     previous_threads = torch.get_num_threads()
     torch.set_num_threads(threads)
-    manifest = read_stage(file_uri(data), "tokenize")
-    stats = manifest["stats"]
-    dtype = np.dtype(stats["dtype"])
-    tokens = torch.from_numpy(
-        read_range(listed_files(manifest, "train/"), dtype, 0, stats["train"]["tokens"])
-    )
-    val_count = stats["val"]["tokens"]
-    val = torch.from_numpy(read_range(listed_files(manifest, "val/"), dtype, 0, val_count))
+    tokens, stats = read_split(data, "train")
+    val, _ = read_split(data, "val")
     model_cfg = GPTConfig(vocab_size=stats["vocab_size"])
     cfg = TrainConfig(partitions=1, rounds=rounds, local_steps=local_steps, batch_size=batch_size)
     torch.manual_seed(seed)
@@ -310,7 +322,7 @@ def single_process_loop(
         chunk_seconds=chunks,
         chunk_tokens=local_steps * batch_size * model_cfg.context_len,
         threads=threads,
-        val_bpb=val_loss / math.log(2) * stats["val"]["tokens"] / stats["val"]["bytes"],
+        val_bpb=bits_per_byte(val_loss, stats),
         load_before=load_before,
         load_after=load_after,
         final_loss=loss_value,
@@ -329,7 +341,7 @@ def rate(tokens: float, seconds: Sequence[float] | float) -> float:
 def run_throughput(bench: Bench, data: Path, show: set[str]) -> None:
     """Sections 1 and 2: one Spark run bracketed by single-process loops, plus the peak."""
     s = bench.sizes
-    peak = bench.measure_peak()
+    bench.measure_peak()
     rounds, local = s.throughput_rounds, s.throughput_local_steps
     loops: list[LoopResult] = []
 
@@ -565,30 +577,20 @@ def score_full_split(run_root: Path) -> tuple[float, float, int]:
     """
     import json
 
-    import numpy as np
     import torch
 
-    from sparklm.stage import listed_files
-    from sparklm.stage import read_manifest as read_stage
-    from sparklm.tokens import read_range
     from sparklm.training import evaluate
     from sparklm.weights import load_model
 
     torch.set_num_threads(2)
-    manifest = read_stage(file_uri(run_root), "tokenize")
-    stats = manifest["stats"]
-    val = torch.from_numpy(
-        read_range(listed_files(manifest, "val/"), np.dtype(stats["dtype"]), 0,
-                   stats["val"]["tokens"])
-    )  # fmt: skip
+    val, stats = read_split(run_root, "val")
     train_dir = run_root / "train"
     model = load_model(
         (train_dir / "model.safetensors").read_bytes(),
         json.loads((train_dir / "config.json").read_text()),
     )
     loss, acc = evaluate(model, val)
-    bpb = loss / math.log(2) * stats["val"]["tokens"] / stats["val"]["bytes"]
-    return bpb, acc, len(val)
+    return bits_per_byte(loss, stats), acc, len(val)
 
 
 def run_best(bench: Bench) -> None:
@@ -598,7 +600,7 @@ def run_best(bench: Bench) -> None:
     args = shlex.split(s.best_args)
     run = bench.train(data, "best", args)
     started = time.perf_counter()
-    bpb, acc, n = score_full_split(bench.work / "runs" / "best")
+    bpb, acc, n = score_full_split(run.root)
     score_s = time.perf_counter() - started
     train_s = run.manifest["seconds"]
     model = run.manifest["params"]["model"]

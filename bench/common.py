@@ -47,12 +47,9 @@ def file_uri(path: Path) -> str:
 
 @dataclass
 class JobRun:
-    """One finished spark-submit: its wall time and where its output went."""
+    """One finished spark-submit: its wall time, over how many attempts."""
 
-    script: str
-    run_root: Path
     wall_s: float
-    log: Path
     attempts: int = 1
 
 
@@ -61,8 +58,6 @@ def spark_submit(
     run_root: Path,
     args: Sequence[str] = (),
     *,
-    master: str = "local[2]",
-    log: Path | None = None,
     conf: Mapping[str, str] | None = None,
     retries_after_kill: int = 1,
 ) -> JobRun:
@@ -75,7 +70,7 @@ def spark_submit(
     stages start over. ``wall_s`` covers every attempt and ``attempts`` says how many there were.
     """
     run_root.mkdir(parents=True, exist_ok=True)
-    log = log or run_root / f"{Path(script).stem}.log"
+    log = run_root / f"{Path(script).stem}.log"
     confs = {
         "spark.ui.showConsoleProgress": "false",
         # No web UI: it only costs start-up time, and on a shared machine port 4040 is often
@@ -84,7 +79,7 @@ def spark_submit(
         "spark.driver.extraJavaOptions": f"-Dlog4j2.configurationFile=file:{LOG4J}",
         **(conf or {}),
     }
-    cmd = ["spark-submit", "--master", master]
+    cmd = ["spark-submit", "--master", "local[2]"]
     for key, value in confs.items():
         cmd += ["--conf", f"{key}={value}"]
     cmd += [str(JOBS / script), "--run-root", file_uri(run_root), *args]
@@ -103,7 +98,7 @@ def spark_submit(
     if proc.returncode != 0:
         tail = "".join(log.read_text(errors="replace").splitlines(keepends=True)[-30:])
         raise RuntimeError(f"{script} failed (exit {proc.returncode}); log {log}:\n{tail}")
-    return JobRun(script, run_root, wall, log, attempts=attempt)
+    return JobRun(wall, attempts=attempt)
 
 
 def read_manifest(run_root: Path, stage: str) -> dict[str, Any]:

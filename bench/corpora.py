@@ -20,10 +20,10 @@ def scaled_corpus(target: Path, copies: int) -> tuple[Path, int]:
     """
     target.mkdir(parents=True, exist_ok=True)
     total = 0
+    texts = {name: (WIKITEXT / name).read_text(encoding="utf-8").split("\n") for name in BASE_FILES}
     for copy in range(copies):
         for name in BASE_FILES:
-            lines = (WIKITEXT / name).read_text(encoding="utf-8").split("\n")
-            tagged = [_tag(line, copy) for line in lines]
+            tagged = [_tag(line, copy) for line in texts[name]]
             data = "\n".join(tagged).encode()
             (target / f"{Path(name).stem}-{copy:03d}.txt").write_bytes(data)
             total += len(data)

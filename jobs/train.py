@@ -310,7 +310,8 @@ def main(argv: Sequence[str]) -> dict:
                "flops_per_token": model.flops_per_token(),
                "tokens_trained": final["tokens"], "final": final,
                "best_val_bpb": min(m["val_bpb"] for m in metrics),
-               "fingerprint": run_id, "started_at": started_at},
+               "fingerprint": run_id, "started_at": started_at,
+               "driver_peak_rss_mb": round(sparkjob.peak_rss_mb(), 1)},
     )  # fmt: skip
     sparkjob.log.info(
         "train committed: val %.3f nats, %.3f bits/byte after %d tokens",
