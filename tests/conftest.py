@@ -23,7 +23,15 @@ from pathlib import Path
 
 import pytest
 
-from support import REPO, S3_ACCESS_KEY, S3_SECRET_KEY, load_job
+from support import (
+    REPO,
+    S3_ACCESS_KEY,
+    S3_SECRET_KEY,
+    TRAINED,
+    WIKITEXT,
+    copy_stages,
+    load_job,
+)
 
 SESSION_DIR = Path(tempfile.mkdtemp(prefix="llm-tests-"))
 S3_PORT = 8333
@@ -192,8 +200,6 @@ def wikitext_run(spark, tmp_path_factory) -> str:
 
     Tests copy it (``copy_run``) before writing later stages into it.
     """
-    from support import WIKITEXT
-
     root = f"file://{tmp_path_factory.mktemp('wikitext-run')}"
     load_job("preprocess").main(["--run-root", root, "--input", str(WIKITEXT / "valid.txt")])
     load_job("tokenize_corpus").main(["--run-root", root, "--vocab-size", "512"])
@@ -203,24 +209,20 @@ def wikitext_run(spark, tmp_path_factory) -> str:
 @pytest.fixture(scope="session")
 def trained_run(wikitext_run, tmp_path_factory) -> str:
     """``wikitext_run`` plus a trained model (two replicas, plain averaging, support.TRAINED)."""
-    from support import TRAINED
-
-    root = tmp_path_factory.mktemp("trained-run")
-    for stage in ("preprocess", "tokenize"):
-        shutil.copytree(wikitext_run.removeprefix("file://") + f"/{stage}", root / stage)
-    load_job("train").main(["--run-root", f"file://{root}", *TRAINED])
-    return f"file://{root}"
+    root = copy_stages(wikitext_run, tmp_path_factory.mktemp("trained-run"),
+                       ("preprocess", "tokenize"))  # fmt: skip
+    load_job("train").main(["--run-root", root, *TRAINED])
+    return root
 
 
 @pytest.fixture
 def copy_run(tmp_path):
     """Copy a run root's committed stages to a fresh local run root for one test."""
 
-    def copy(source: str, stages: Sequence[str] = ("preprocess", "tokenize")) -> str:
-        target = tmp_path / "run"
-        for stage in stages:
-            shutil.copytree(source.removeprefix("file://") + f"/{stage}", target / stage)
-        return f"file://{target}"
+    def copy(
+        source: str, stages: Sequence[str] = ("preprocess", "tokenize"), name: str = "run"
+    ) -> str:
+        return copy_stages(source, tmp_path / name, stages)
 
     return copy
 

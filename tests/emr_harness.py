@@ -29,7 +29,6 @@ class StepRun:
     cluster_id: str
     step_id: str
     name: str
-    command: list[str]
     returncode: int
     output: str
 
@@ -79,10 +78,9 @@ class EmrStepRunner:
 
     def _execute(self, cluster, step) -> None:
         step.state = "RUNNING"
-        command = self.local_command(step.args)
-        done = subprocess.run(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                              text=True, timeout=1800)  # fmt: skip
-        self.runs.append(StepRun(cluster.id, step.id, step.name, command, done.returncode,
+        done = subprocess.run(self.local_command(step.args), stdout=subprocess.PIPE,
+                              stderr=subprocess.STDOUT, text=True, timeout=1800)  # fmt: skip
+        self.runs.append(StepRun(cluster.id, step.id, step.name, done.returncode,
                                  done.stdout))  # fmt: skip
         log_uri = (cluster.log_uri or "").replace("s3n://", "s3://").rstrip("/")
         if log_uri:

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import importlib.util
+import json
 import os
+import shutil
 import subprocess
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 from types import ModuleType
 
@@ -19,6 +22,41 @@ S3_SECRET_KEY = "llm-test-secret-key-do-not-log"
 TRAINED = ["--context-len", "64", "--n-layer", "2", "--n-head", "2", "--n-embd", "64",
            "--batch-size", "16", "--lr", "3e-3", "--warmup-steps", "10", "--partitions", "2",
            "--rounds", "8", "--local-steps", "40", "--eval-tokens", "8192"]  # fmt: skip
+# A one-block model for tests about plumbing, not learning.
+TINY = ["--context-len", "32", "--n-layer", "1", "--n-head", "2", "--n-embd", "32",
+        "--batch-size", "4", "--eval-tokens", "512"]  # fmt: skip
+# DAG Params for a whole pipeline run that is small enough for a test, still every stage for real.
+SMALL_CONF = {
+    "vocab_size": 300, "partitions": 2, "rounds": 2, "local_steps": 3, "batch_size": 4,
+    "context_len": 32, "n_layer": 1, "n_head": 2, "n_embd": 32, "eval_tokens": 512,
+    "max_new_tokens": 16, "prompts": ["Paragraph 1 of"],
+}  # fmt: skip
+
+
+def generated_records(manifest: dict) -> list[dict]:
+    """The records of a committed generate stage's ``generated.jsonl``."""
+    from sparklm import storage
+    from sparklm.stage import listed_files
+
+    [entry] = listed_files(manifest, "generated.jsonl")
+    return [json.loads(line) for line in storage.read_bytes(entry["uri"]).decode().splitlines()]
+
+
+def load_dag():
+    """Parse ``dags/`` as the scheduler does; parse per test, after its env is set."""
+    from airflow.dag_processing.dagbag import DagBag
+
+    return DagBag(dag_folder=str(REPO / "dags")).dags["llm_decoder"]
+
+
+def copy_stages(source: str, target: Path, stages: Sequence[str]) -> str:
+    """Copy committed stages of the local run root ``source`` into ``target``; its URI.
+
+    Manifests list paths relative to their stage, so the copy is a valid run root.
+    """
+    for stage in stages:
+        shutil.copytree(source.removeprefix("file://") + f"/{stage}", target / stage)
+    return f"file://{target}"
 
 
 def load_job(name: str) -> ModuleType:
@@ -42,7 +80,7 @@ def load_job(name: str) -> ModuleType:
 def spark_submit(
     script: str, *args: str, master: str = "local[2]", env: dict | None = None, timeout: float = 600
 ) -> subprocess.CompletedProcess:
-    """Run ``spark-submit --master local[2] jobs/{script} args…`` exactly as a user would.
+    """Run ``spark-submit --master {master} jobs/{script} args…`` exactly as a user would.
 
     The driver's stderr reaches spark-submit's stdout; both come back in ``stdout``.
     """

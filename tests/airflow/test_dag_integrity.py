@@ -25,19 +25,27 @@ def test_no_import_errors(dagbag):
 STAGES = ["preprocess", "tokenize", "train", "generate", "publish"]
 
 
-def assert_chain(dag, task_ids):
-    for upstream, downstream in zip(task_ids, task_ids[1:], strict=False):
-        assert upstream in dag.get_task(downstream).upstream_task_ids, (upstream, downstream)
+def chain_upstreams(task_ids):
+    """``{task: {the task before it}}`` for a straight chain."""
+    return {down: {up} for up, down in zip(task_ids, task_ids[1:], strict=False)}
 
 
 def test_both_modes_run_the_same_stages_in_order(dagbag):
     dag = dagbag.dags["llm_decoder"]
-    assert_chain(dag, ["plan_run", "choose_env", *[f"local.{s}" for s in STAGES]])
-    emr = ["emr.bundle_code", "emr.cluster_definition", "emr.create_cluster", "emr.add_steps",
-           *[f"emr.watch_{s}" for s in STAGES], "emr.terminate_cluster"]  # fmt: skip
-    assert_chain(dag, ["plan_run", "choose_env", *emr])
+    local = [f"local.{s}" for s in STAGES]
+    watchers = [f"emr.watch_{s}" for s in STAGES]
+    expected = {
+        "plan_run": set(),
+        **chain_upstreams(["plan_run", "choose_env", *local]),
+        "emr.bundle_code": {"plan_run", "choose_env"},
+        "emr.cluster_definition": {"plan_run", "emr.bundle_code"},
+        **chain_upstreams(["emr.cluster_definition", "emr.create_cluster", "emr.add_steps",
+                           *watchers]),
+        # The teardown follows the last step and is tied to the cluster it tears down.
+        "emr.terminate_cluster": {"emr.create_cluster", watchers[-1]},
+    }  # fmt: skip
+    assert {t.task_id: t.upstream_task_ids for t in dag.tasks} == expected
     assert dag.get_task("emr.terminate_cluster").is_teardown
-    assert set(dag.task_ids) == {"plan_run", "choose_env", *[f"local.{s}" for s in STAGES], *emr}
 
 
 def test_publish_updates_the_model_asset_in_both_modes(dagbag):

@@ -5,23 +5,23 @@ import json
 import pytest
 
 from sparklm import storage
+from sparklm.registry import read_latest
 from sparklm.stage import read_manifest
-from support import REPO, S3_ACCESS_KEY, S3_SECRET_KEY, small_corpus
+from support import (
+    S3_ACCESS_KEY,
+    S3_SECRET_KEY,
+    SMALL_CONF,
+    generated_records,
+    load_dag,
+    small_corpus,
+)
 
 STAGES = ("preprocess", "tokenize", "train", "generate", "publish")
-# Small enough for a test, still every stage for real.
-SMALL = {
-    "vocab_size": 300, "partitions": 2, "rounds": 2, "local_steps": 3, "batch_size": 4,
-    "context_len": 32, "n_layer": 1, "n_head": 2, "n_embd": 32, "eval_tokens": 512,
-    "max_new_tokens": 16, "prompts": ["Paragraph 1 of"],
-}  # fmt: skip
 
 
 @pytest.fixture(scope="module")
 def dag(airflow_db):
-    from airflow.dag_processing.dagbag import DagBag
-
-    return DagBag(dag_folder=str(REPO / "dags")).dags["llm_decoder"]
+    return load_dag()
 
 
 def run_dag(dag, **conf):
@@ -42,7 +42,8 @@ def test_all_five_stages_end_to_end(dag, store, tmp_path, request, capfd):
         root, registry = f"file://{tmp_path / 'run'}", f"file://{tmp_path / 'registry'}"
         corpus_uri = str(corpus)
 
-    run, states = run_dag(dag, corpus=corpus_uri, run_root=root, registry=registry, **SMALL)
+    conf = {"corpus": corpus_uri, "run_root": root, "registry": registry, **SMALL_CONF}
+    run, states = run_dag(dag, **conf)
 
     assert run.state == "success", states
     manifests = {stage: read_manifest(root, stage) for stage in STAGES}
@@ -52,7 +53,7 @@ def test_all_five_stages_end_to_end(dag, store, tmp_path, request, capfd):
     for upstream, downstream in zip(STAGES, STAGES[1:], strict=False):
         ref = manifests[downstream]["inputs"][upstream]["manifest"]
         assert ref == f"{root}/{upstream}/manifest.json"
-    latest = json.loads(storage.read_bytes(f"{registry}/wiki-gpt/latest.json"))
+    latest = read_latest(registry, "wiki-gpt")
     assert latest["uri"] == manifests["publish"]["stats"]["version_uri"]
     assert storage.exists(f"{latest['uri']}/MODEL_CARD.md")
     # No credential reaches an artifact or a log line.
@@ -61,9 +62,7 @@ def test_all_five_stages_end_to_end(dag, store, tmp_path, request, capfd):
         assert S3_SECRET_KEY not in text and S3_ACCESS_KEY not in text
     assert asset_events(run) == ["llm_decoder_model"]
     if store == "file":
-        assert_rerun_is_idempotent(
-            dag, manifests, corpus=corpus_uri, run_root=root, registry=registry, **SMALL
-        )
+        assert_rerun_is_idempotent(dag, manifests, **conf)
 
 
 def assert_rerun_is_idempotent(dag, first, **conf):
@@ -77,7 +76,7 @@ def assert_rerun_is_idempotent(dag, first, **conf):
         assert again[stage]["files"] == first[stage]["files"], stage
     assert completions(root) == completions_before
     assert again["publish"]["params"]["version"] == first["publish"]["params"]["version"]
-    latest = json.loads(storage.read_bytes(f"{registry}/wiki-gpt/latest.json"))
+    latest = read_latest(registry, "wiki-gpt")
     assert latest["version"] == first["publish"]["params"]["version"]
 
 
@@ -95,8 +94,7 @@ def asset_events(run) -> list[str]:
 
 
 def completions(root):
-    lines = storage.read_bytes(f"{root}/generate/generated.jsonl").decode().splitlines()
-    return [json.loads(line)["completion"] for line in lines]
+    return [r["completion"] for r in generated_records(read_manifest(root, "generate"))]
 
 
 def test_bad_corpus_fails_the_run_without_retries(dag, tmp_path):

@@ -203,7 +203,6 @@ def dev_secrets() -> dict[str, str]:
         for key, value in env(name).items():
             if value and SECRET_NAME.search(key):
                 found[f"{name}: {key}"] = value
-        for key, value in env(name).items():
             if key.startswith("AIRFLOW_CONN_") and value:
                 conn = json.loads(value)
                 for field in ("login", "password"):

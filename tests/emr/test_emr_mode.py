@@ -1,6 +1,5 @@
 """env=emr for real: the Amazon provider's operators against moto, every step executed."""
 
-import json
 import os
 
 import boto3
@@ -10,15 +9,12 @@ from emr_harness import EmrStepRunner
 from llm_pipeline.emr import build_bundle, bundle_version, emr_steps
 from llm_pipeline.jobs import PIPELINE
 from sparklm import storage
+from sparklm.registry import read_latest
 from sparklm.stage import read_manifest
-from support import JOBS, REPO, small_corpus
+from support import JOBS, REPO, SMALL_CONF, load_dag, small_corpus
 
 STAGES = [job.stage for job in PIPELINE]
-SMALL = {
-    "vocab_size": 300, "partitions": 2, "rounds": 2, "local_steps": 3, "batch_size": 4,
-    "context_len": 32, "n_layer": 1, "n_head": 2, "n_embd": 32, "eval_tokens": 512,
-    "max_new_tokens": 12, "prompts": ["Paragraph 2 of"],
-}  # fmt: skip
+SMALL = {**SMALL_CONF, "max_new_tokens": 12, "prompts": ["Paragraph 2 of"]}
 
 
 def test_steps_are_the_local_jobs_with_the_same_arguments(emr_dag):
@@ -65,9 +61,7 @@ def test_bundle_holds_every_script_and_is_content_addressed():
 @pytest.fixture
 def emr_dag(airflow_db, aws_default_connection, monkeypatch):
     monkeypatch.setenv("LLM_EMR_POLL_SECONDS", "1")
-    from airflow.dag_processing.dagbag import DagBag
-
-    return DagBag(dag_folder=str(REPO / "dags")).dags["llm_decoder"]
+    return load_dag()
 
 
 def emr_client(endpoint):
@@ -97,8 +91,7 @@ def test_the_whole_pipeline_runs_as_emr_steps(emr_dag, aws_default_connection, s
     assert all(r.returncode == 0 for r in runner.runs)
     assert all(states[f"local.{s}"] == "skipped" for s in STAGES)
     publish = read_manifest(root, "publish")
-    latest = json.loads(storage.read_bytes(s3_server.uri("registry-emr", "wiki-gpt",
-                                                         "latest.json")))  # fmt: skip
+    latest = read_latest(s3_server.uri("registry-emr"), "wiki-gpt")
     assert latest["uri"] == publish["stats"]["version_uri"]
     assert latest["uri"].startswith("s3://")
     [cluster_id] = {r.cluster_id for r in runner.runs}

@@ -2,7 +2,6 @@
 
 import json
 import os
-import shutil
 import signal
 import subprocess
 import threading
@@ -12,11 +11,11 @@ from pathlib import Path
 import pytest
 
 from sparklm import storage
+from sparklm.registry import read_latest
 from sparklm.stage import StageNotCommitted, read_manifest
-from support import JOBS, REPO, load_job, small_corpus, spark_submit
+from support import JOBS, TINY, copy_stages, load_dag, load_job, small_corpus, spark_submit
 
-TINY_TRAIN = ["--context-len", "32", "--n-layer", "1", "--n-head", "2", "--n-embd", "32",
-              "--batch-size", "4", "--eval-tokens", "512", "--partitions", "2"]  # fmt: skip
+TINY_TRAIN = [*TINY, "--partitions", "2"]
 
 
 def files(root: str, stage: str) -> list[dict]:
@@ -48,10 +47,8 @@ def test_a_stage_killed_before_its_commit_leaves_no_manifest_and_reruns_cleanly(
     clean_run, tmp_path, stage, script
 ):  # fmt: skip
     corpus, clean = clean_run
-    crashed = f"file://{tmp_path / 'crashed'}"
-    if stage == "tokenize":
-        shutil.copytree(clean.removeprefix("file://") + "/preprocess",
-                        tmp_path / "crashed" / "preprocess")  # fmt: skip
+    upstream = ["preprocess"] if stage == "tokenize" else []
+    crashed = copy_stages(clean, tmp_path / "crashed", upstream)
     args = STAGE_ARGS[script](corpus)
 
     killed = spark_submit(script, "--run-root", crashed, *args,
@@ -133,7 +130,7 @@ def test_publish_killed_before_moving_latest_publishes_nothing_half_done(
     with pytest.raises(StageNotCommitted):
         read_manifest(root, "publish")
     assert spark_submit("publish.py", *args).returncode == 0
-    latest = json.loads((tmp_path / "registry" / "m" / "latest.json").read_text())
+    latest = read_latest(f"file://{tmp_path / 'registry'}", "m")
     assert latest["version"] == read_manifest(root, "publish")["params"]["version"]
 
 
@@ -143,12 +140,9 @@ def test_killed_train_task_is_retried_by_airflow_and_resumes(airflow_db, monkeyp
     import psutil
 
     monkeypatch.setenv("LLM_RETRY_DELAY_SECONDS", "1")
-    from airflow.dag_processing.dagbag import DagBag
-
-    dag = DagBag(dag_folder=str(REPO / "dags")).dags["llm_decoder"]
+    dag = load_dag()
     run_dir = tmp_path / "run"
-    for stage in ("preprocess", "tokenize"):
-        shutil.copytree(wikitext_run.removeprefix("file://") + f"/{stage}", run_dir / stage)
+    copy_stages(wikitext_run, run_dir, ("preprocess", "tokenize"))
     latest = run_dir / "train" / "checkpoints" / "latest.json"
     killed = []
 
@@ -180,8 +174,7 @@ def test_killed_train_task_is_retried_by_airflow_and_resumes(airflow_db, monkeyp
     assert tis["local.train"].try_number == 2
     assert read_manifest(f"file://{run_dir}", "train")["stats"]["final"]["round"] == 4
     uninterrupted = tmp_path / "straight"
-    for stage in ("preprocess", "tokenize"):
-        shutil.copytree(run_dir / stage, uninterrupted / stage)
+    copy_stages(f"file://{run_dir}", uninterrupted, ("preprocess", "tokenize"))
     load_job("train").main(["--run-root", f"file://{uninterrupted}", *TINY_TRAIN,
                             "--rounds", "4", "--local-steps", "4"])  # fmt: skip
     weights = [f for f in files(f"file://{run_dir}", "train") if f["path"] == "model.safetensors"]

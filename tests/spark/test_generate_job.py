@@ -1,17 +1,11 @@
 """The generate job: prompts over partitions, reproducible sampling, clear prompt errors."""
 
-import json
-
 import pytest
 
 from sparklm import storage
 from sparklm.errors import PipelineError
 from sparklm.stage import listed_files
-
-
-def records(manifest):
-    [entry] = listed_files(manifest, "generated.jsonl")
-    return [json.loads(line) for line in storage.read_bytes(entry["uri"]).decode().splitlines()]
+from support import generated_records
 
 
 def test_prompts_file_and_inline_prompts_are_all_completed(run_job, trained_run, copy_run,
@@ -34,7 +28,7 @@ def test_prompts_file_and_inline_prompts_are_all_completed(run_job, trained_run,
         "5",
     ]
     manifest = run_job("generate", argv)
-    got = records(manifest)
+    got = generated_records(manifest)
     assert [r["prompt"] for r in got] == [
         "The history of",
         "= Robert Boulter =",
@@ -48,7 +42,7 @@ def test_prompts_file_and_inline_prompts_are_all_completed(run_job, trained_run,
     [text] = listed_files(manifest, "generated.txt")
     assert "The history of" in storage.read_bytes(text["uri"]).decode()
 
-    again = records(run_job("generate", argv))
+    again = generated_records(run_job("generate", argv))
     assert [r["completion"] for r in again] == [r["completion"] for r in got]
 
 
@@ -65,8 +59,8 @@ def test_greedy_decoding_is_deterministic_and_independent_of_the_seed(run_job, t
         "--max-new-tokens",
         "16",
     ]
-    a = records(run_job("generate", [*base, "--seed", "1"]))
-    b = records(run_job("generate", [*base, "--seed", "2"]))
+    a = generated_records(run_job("generate", [*base, "--seed", "1"]))
+    b = generated_records(run_job("generate", [*base, "--seed", "2"]))
     assert a[0]["completion"] == b[0]["completion"]
 
 

@@ -8,26 +8,9 @@ import pytest
 
 from sparklm import storage
 from sparklm.registry import RegistryError
-from support import REPO
+from support import REPO, TINY, copy_stages
 
-TINY = [
-    "--context-len",
-    "32",
-    "--n-layer",
-    "1",
-    "--n-head",
-    "2",
-    "--n-embd",
-    "32",
-    "--batch-size",
-    "4",
-    "--eval-tokens",
-    "512",
-    "--rounds",
-    "1",
-    "--local-steps",
-    "2",
-]
+TINY_TRAIN = [*TINY, "--rounds", "1", "--local-steps", "2"]
 VERSION_FILES = {"model.safetensors", "config.json", "tokenizer.json", "metrics.csv", "loss.png",
                  "generated.jsonl", "generated.txt", "MODEL_CARD.md", "run.json",
                  "promotion.json"}  # fmt: skip
@@ -78,10 +61,8 @@ def test_a_worse_model_is_published_but_not_promoted(run_job, published_run, cop
                                                      tmp_path):  # fmt: skip
     root, registry = published_run
     good = publish(run_job, root, registry)
-    worse = f"file://{tmp_path / 'worse'}"
-    for stage in ("preprocess", "tokenize"):
-        storage_copy(root, worse, stage)
-    run_job("train", ["--run-root", worse, *TINY])
+    worse = copy_stages(root, tmp_path / "worse", ("preprocess", "tokenize"))
+    run_job("train", ["--run-root", worse, *TINY_TRAIN])
     run_job("generate", ["--run-root", worse, "--prompt", "x", "--max-new-tokens", "4"])
     bad = publish(run_job, worse, registry)
     assert bad["stats"]["promoted"] is False
@@ -92,13 +73,6 @@ def test_a_worse_model_is_published_but_not_promoted(run_job, published_run, cop
 
     with pytest.raises(RegistryError, match="already holds a different model"):
         publish(run_job, worse, registry, "--version", good["params"]["version"])
-
-
-def storage_copy(source_root, target_root, stage):
-    import shutil
-
-    shutil.copytree(source_root.removeprefix("file://") + f"/{stage}",
-                    target_root.removeprefix("file://") + f"/{stage}")  # fmt: skip
 
 
 @pytest.mark.parametrize("name", ["../escape", "a/b", "s3:x", ".."])

@@ -8,7 +8,7 @@ from sparklm import storage
 from sparklm.shards import read_doc_texts
 from sparklm.stage import StageNotCommitted, listed_files
 from sparklm.tokenizer import decode
-from support import WIKITEXT
+from support import WIKITEXT, small_corpus
 
 
 @pytest.fixture(scope="module")
@@ -55,9 +55,9 @@ def test_tokenize_without_preprocess_names_the_missing_stage(run_job, tmp_path):
         run_job("tokenize_corpus", ["--run-root", f"file://{tmp_path}"])
 
 
-def test_a_vocabulary_larger_than_the_corpus_supports_shrinks_with_a_warning(run_job, tmp_path):
-    from support import small_corpus
-
+def test_a_vocabulary_larger_than_the_corpus_supports_shrinks_with_a_warning(
+    run_job, tmp_path, caplog
+):
     corpus = small_corpus(tmp_path / "in", documents=12)
     root = f"file://{tmp_path / 'run'}"
     run_job("preprocess", ["--run-root", root, "--input", corpus])
@@ -65,3 +65,4 @@ def test_a_vocabulary_larger_than_the_corpus_supports_shrinks_with_a_warning(run
     stats = manifest["stats"]
     assert stats["requested_vocab_size"] == 60000
     assert 258 < stats["vocab_size"] < 2000 and stats["dtype"] == "uint16"
+    assert "vocabulary is smaller than the requested 60000" in caplog.text

@@ -21,10 +21,7 @@ from sparklm.stage import listed_files, read_manifest
 from sparklm.tokens import read_range
 from sparklm.training import TrainConfig
 from sparklm.weights import load_model, parse_safetensors
-from support import JOBS, TRAINED, single_process_training
-
-TINY = ["--context-len", "32", "--n-layer", "1", "--n-head", "2", "--n-embd", "32",
-        "--batch-size", "4", "--eval-tokens", "512"]  # fmt: skip
+from support import JOBS, TINY, TRAINED, single_process_training
 
 
 def final_weights(root):
