@@ -34,7 +34,21 @@ from support import (
 )
 
 SESSION_DIR = Path(tempfile.mkdtemp(prefix="llm-tests-"))
-S3_PORT = 8333
+
+
+def free_port() -> int:
+    """A TCP port nothing on 127.0.0.1 listens on right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+# SeaweedFS's servers, each with an HTTP and a gRPC port, all on free ports: two test runs
+# (or a running docker-compose stack, which publishes 8333) never collide.
+WEED_SERVERS = ("s3", "master", "volume", "filer", "admin")
+WEED_PORTS = {f"{name}.port{kind}": free_port() for name in WEED_SERVERS
+              for kind in ("", ".grpc")}  # fmt: skip
+S3_PORT = WEED_PORTS["s3.port"]
 
 os.environ.update(
     {
@@ -109,9 +123,6 @@ class S3Server:
 
 
 def start_s3_server(data_dir: Path) -> subprocess.Popen:
-    with socket.socket() as sock:
-        if sock.connect_ex(("127.0.0.1", S3_PORT)) == 0:
-            raise RuntimeError(f"port {S3_PORT} is taken: stop whatever S3 server runs there")
     data_dir.mkdir(parents=True, exist_ok=True)
     with open(data_dir / "weed.log", "ab") as log:  # Popen keeps its own copy of the fd
         process = subprocess.Popen(
@@ -124,6 +135,9 @@ def start_s3_server(data_dir: Path) -> subprocess.Popen:
                 "-master.telemetry=false",
                 "-admin.ui=false",
                 "-s3.autoCreateBucket=false",
+                "-s3.port.iceberg=0",
+                "-s3.port.lance=0",
+                *(f"-{flag}={port}" for flag, port in WEED_PORTS.items()),
             ],
             cwd=data_dir,
             stdout=log,
@@ -136,7 +150,7 @@ def start_s3_server(data_dir: Path) -> subprocess.Popen:
 
 @pytest.fixture(scope="session")
 def s3_server() -> Iterator[S3Server]:
-    """SeaweedFS on 127.0.0.1:8333 with credentials enforced and bucket ``llm-test``."""
+    """SeaweedFS on free ports of 127.0.0.1 with credentials enforced and bucket ``llm-test``."""
     data_dir = SESSION_DIR / "seaweedfs"
     process = start_s3_server(data_dir)
     server = S3Server(process, os.environ["AWS_ENDPOINT_URL_S3"], "llm-test", data_dir)
@@ -232,9 +246,7 @@ def aws_api_server() -> Iterator[str]:
     """moto's AWS API server on 127.0.0.1 (in this process, so the EMR harness sees its state)."""
     from moto.server import ThreadedMotoServer
 
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
+    port = free_port()
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
     server.start()
     wait_for_port(port, timeout=30)
