@@ -58,6 +58,19 @@ def expand(browser, section: str) -> None:
         ready(browser, header).click()
 
 
+def show_section(browser, section: str) -> None:
+    """Open ``section`` and wait until it has finished unfolding (for a clean screenshot)."""
+    last = field(browser, [n for n, s in SECTION_OF.items() if s == section][-1])
+    following = SECTIONS[SECTIONS.index(section) + 1]
+    header = browser.find_element(By.XPATH, f"//button[normalize-space(.)='{following}']")
+    WebDriverWait(browser, WAIT_SECONDS).until(
+        lambda _: header.location["y"] > last.location["y"] + last.size["height"]
+    )
+    browser.execute_script("arguments[0].scrollIntoView({block: 'start'})",
+                           browser.find_element(By.XPATH, "//button[normalize-space(.)="
+                                                f"'{section}']"))  # fmt: skip
+
+
 def field(browser, name: str):
     """The form field of Param ``name``, its section opened."""
     expand(browser, SECTION_OF[name])
@@ -112,7 +125,7 @@ def test_a_short_run_triggered_from_the_form_succeeds(airflow_stack, browser, tm
     for name, value in SMALL_CONF.items():  # the prompts field takes one per line
         type_into(field(browser, name), "\n".join(value) if name == "prompts" else value)
     assert trigger_button(browser).is_enabled()
-    expand(browser, "Training")
+    show_section(browser, "Training")
     screenshot = tmp_path / "trigger-form.png"  # kept with pytest's tmp dirs as an artifact
     browser.save_screenshot(str(screenshot))
     trigger_button(browser).click()
