@@ -8,6 +8,9 @@ STAMP := $(VENV)/.installed
 
 RUN_ID := local-$(shell date -u +%Y%m%dT%H%M%SZ)
 RUN_ROOT ?= file://$(CURDIR)/runs/$(RUN_ID)
+REGISTRY ?= file://$(CURDIR)/registry
+RUN_CONF = {"run_root": "$(RUN_ROOT)", "registry": "$(REGISTRY)"$(if $(CORPUS),$(comma) "corpus": "$(CORPUS)")}
+AIRFLOW_PORT ?= 8080
 CORPUS ?=
 SPARK_MASTER ?= local[2]
 
@@ -17,12 +20,11 @@ export AIRFLOW__CORE__PLUGINS_FOLDER := $(CURDIR)/plugins
 export AIRFLOW__CORE__LOAD_EXAMPLES := False
 export AIRFLOW__CORE__UNIT_TEST_MODE := False
 export AIRFLOW_CONN_SPARK_LOCAL := {"conn_type": "spark", "host": "$(SPARK_MASTER)"}
-export AIRFLOW_VAR_LLM_RUNS_BASE := file://$(CURDIR)/runs
 export SPARK_LOCAL_IP := 127.0.0.1
 export PYSPARK_PYTHON := $(BIN)/python
 export PATH := $(BIN):$(PATH)
 
-.PHONY: setup system-deps run test lint lock bench-data bench-train bench-generate bench-scale bench-run clean
+.PHONY: setup system-deps run airflow test test-fast lint lock bench-data bench-train bench-generate bench-scale bench-run clean
 
 setup: $(STAMP)
 
@@ -36,23 +38,38 @@ $(AIRFLOW_HOME)/airflow.db: $(STAMP)
 	mkdir -p $(AIRFLOW_HOME)
 	airflow db migrate > $(AIRFLOW_HOME)/migrate.log 2>&1 || (cat $(AIRFLOW_HOME)/migrate.log; exit 1)
 
-## run: the whole pipeline on local Spark; CORPUS=<uri or glob> and RUN_ROOT=<uri> override.
+## run: the whole pipeline on local Spark; CORPUS=<uri or glob>, RUN_ROOT=<uri> and
+## REGISTRY=<uri> override.
 run: $(AIRFLOW_HOME)/airflow.db
-	airflow dags test llm_decoder \
-	  --conf '{"run_root": "$(RUN_ROOT)"$(if $(CORPUS),$(comma) "corpus": "$(CORPUS)")}'
+	airflow dags test llm_decoder --conf '$(RUN_CONF)'
 	python -m sparklm.summary $(RUN_ROOT)
 
-## system-deps: Debian's docker-compose, for validating docker-compose.yaml (no engine needed).
+## airflow: a real local Airflow (api-server on 127.0.0.1:$(AIRFLOW_PORT), scheduler,
+## dag-processor, triggerer; LocalExecutor on .airflow/airflow.db). Ctrl-C stops it all.
+airflow: $(STAMP)
+	python tests/airflow_stack.py --port $(AIRFLOW_PORT) --home $(AIRFLOW_HOME)
+
+## system-deps: Debian's docker-compose, for validating docker-compose.yaml (no engine needed),
+## and chromium + chromium-driver, for the tests that drive the Airflow UI.
 system-deps:
 	@command -v docker-compose >/dev/null || { \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
 	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
 	      apt-get install -y -qq --no-install-recommends docker-compose >/dev/null; \
 	  else echo "docker-compose missing and not root: its validation test will be skipped"; fi; }
+	@{ command -v chromium && command -v chromedriver; } >/dev/null || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
+	      apt-get install -y -qq --no-install-recommends chromium chromium-driver >/dev/null; \
+	  else echo "chromium missing and not root: the browser tests will be skipped"; fi; }
 
 ## test: every test (unit, Spark, Airflow, S3 and AWS API servers started by the tests).
 test: $(STAMP) system-deps
 	pytest
+
+## test-fast: every test but the `slow` ones (a real Airflow stack, the browser).
+test-fast: $(STAMP)
+	pytest -m "not slow"
 
 lint: $(STAMP)
 	ruff check .

@@ -41,12 +41,19 @@ from airflow.sdk import (
     chain,
     task,
 )
+from airflow.sdk.exceptions import AirflowFailException
 
 from llm_pipeline.emr import emr_steps
 from llm_pipeline.jobs import PIPELINE, SparkJob
 from llm_pipeline.operators import EmrStepWatcher, SparkJobOperator
-from llm_pipeline.params import DEFAULT_CORPUS, pipeline_params
-from llm_pipeline.runs import require_s3, run_root_for
+from llm_pipeline.params import DEFAULT_CORPUS, UnknownConfKeys, check_conf_keys, pipeline_params
+from llm_pipeline.runs import (
+    RunRootError,
+    default_base,
+    require_s3,
+    run_root_for,
+    validate_run_root,
+)
 
 PROJECT_DIR = Path(os.environ.get("LLM_PROJECT_DIR", Path(__file__).resolve().parents[1]))
 JOBS_DIR = os.environ.get("LLM_JOBS_DIR", str(PROJECT_DIR / "jobs"))
@@ -57,8 +64,6 @@ EMR_POLL_SECONDS = float(os.environ.get("LLM_EMR_POLL_SECONDS", "60"))
 EMR_DEFERRABLE = os.environ.get("LLM_EMR_DEFERRABLE", "false").lower() == "true"
 # Upper bounds per stage on EMR; training is the long one.
 EMR_STAGE_TIMEOUT = {"preprocess": 4, "tokenize": 4, "train": 48, "generate": 2, "publish": 1}
-DEFAULT_RUNS_BASE = f"file://{PROJECT_DIR / 'runs'}"
-DEFAULT_REGISTRY = f"file://{PROJECT_DIR / 'registry'}"
 SPARK_CONF = {
     # Small corpora: keep shuffles from spawning hundreds of empty tasks.
     "spark.sql.shuffle.partitions": "16",
@@ -70,6 +75,8 @@ SPARK_CONF = {
 AWS_CONN_ID = "aws_default"
 CLUSTER_ID = "{{ ti.xcom_pull(task_ids='emr.create_cluster') }}"
 CODE_URI = "ti.xcom_pull(task_ids='emr.bundle_code')"  # a Jinja expression
+
+PARAMS = pipeline_params()
 
 corpus = Asset(name="llm_corpus", uri=CORPUS_URI)
 model = Asset(name="llm_decoder_model", uri="llm-registry://llm_decoder/model")
@@ -91,7 +98,7 @@ with DAG(
     ),  # fmt: skip
     catchup=False,
     max_active_runs=1,
-    params=pipeline_params(),
+    params=PARAMS,
     default_args={
         "retries": 1,
         "retry_delay": timedelta(seconds=float(os.environ.get("LLM_RETRY_DELAY_SECONDS", "20"))),
@@ -100,16 +107,22 @@ with DAG(
 ):
 
     @task
-    def plan_run(params: dict, run_id: str) -> dict[str, str]:
-        """Fix the run root and registry every later task uses (passed on through XCom)."""
-        base = Variable.get("llm_runs_base", default=DEFAULT_RUNS_BASE)
-        plan = {
-            "run_root": run_root_for(params["run_root"], run_id, base),
-            "registry": params["registry"] or Variable.get("llm_registry",
-                                                           default=DEFAULT_REGISTRY),
-        }  # fmt: skip
-        if params["env"] == "emr":
-            require_s3(plan)
+    def plan_run(params: dict, run_id: str, dag_run) -> dict[str, str]:
+        """Check the run's conf, then fix the run root and registry every later task uses
+        (passed on through XCom). A bad conf or location fails at once, without a retry."""
+        base = default_base()
+        try:
+            check_conf_keys(dag_run.conf or {}, PARAMS)
+            registry = params["registry"] or Variable.get("llm_registry", f"{base}/registry")
+            plan = {
+                "run_root": run_root_for(params["run_root"], run_id,
+                                         Variable.get("llm_runs_base", f"{base}/runs")),
+                "registry": validate_run_root(registry, "registry"),
+            }  # fmt: skip
+            if params["env"] == "emr":
+                require_s3(plan)
+        except (UnknownConfKeys, RunRootError) as exc:
+            raise AirflowFailException(f"ERROR: {exc}") from None
         return plan
 
     @task.branch

@@ -22,6 +22,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from airflow_stack import USER, AirflowStack
+from browser import chromium, log_in
 
 from support import (
     REPO,
@@ -254,15 +256,61 @@ def aws_api_server() -> Iterator[str]:
     server.stop()
 
 
-@pytest.fixture
-def aws_default_connection(aws_api_server, s3_server, monkeypatch) -> str:
-    """The ``aws_default`` connection the EMR tasks use: EMR on moto, S3 on the real server."""
+def aws_connection(aws_api_server: str, s3_endpoint: str) -> str:
+    """``AIRFLOW_CONN_AWS_DEFAULT``: EMR on moto, S3 on the real server."""
     extra = {
         "region_name": "us-east-1",
         "endpoint_url": aws_api_server,
-        "service_config": {"s3": {"endpoint_url": s3_server.endpoint}},
+        "service_config": {"s3": {"endpoint_url": s3_endpoint}},
     }
-    monkeypatch.setenv("AIRFLOW_CONN_AWS_DEFAULT", json.dumps({
+    return json.dumps({
         "conn_type": "aws", "login": S3_ACCESS_KEY, "password": S3_SECRET_KEY, "extra": extra,
-    }))  # fmt: skip
+    })  # fmt: skip
+
+
+@pytest.fixture
+def aws_default_connection(aws_api_server, s3_server, monkeypatch) -> str:
+    """The ``aws_default`` connection the EMR tasks use: EMR on moto, S3 on the real server."""
+    connection = aws_connection(aws_api_server, s3_server.endpoint)
+    monkeypatch.setenv("AIRFLOW_CONN_AWS_DEFAULT", connection)
     return aws_api_server
+
+
+@pytest.fixture(scope="session")
+def airflow_stack(aws_api_server, s3_server) -> Iterator[AirflowStack]:
+    """ONE real Airflow for the whole test run: api-server, scheduler (LocalExecutor),
+    dag-processor and triggerer on a free port of 127.0.0.1, with their own home and SQLite
+    database, the DAG unpaused; EMR goes to moto, S3 to the test server, and EMR watchers
+    defer to the triggerer. No runs-base or registry Variable is set: runs nobody gave a
+    location to land under the stack's AIRFLOW_HOME.
+    """
+    inherited = {k: v for k, v in os.environ.items()
+                 if not k.startswith(("AIRFLOW_VAR_", "AIRFLOW_CONN_AWS"))}  # fmt: skip
+    stack = AirflowStack(
+        home=SESSION_DIR / "airflow-stack",
+        port=free_port(),
+        inherited=inherited,
+        env={
+            "AIRFLOW_CONN_AWS_DEFAULT": aws_connection(aws_api_server, s3_server.endpoint),
+            "LLM_EMR_DEFERRABLE": "true",
+            "LLM_EMR_POLL_SECONDS": "2",
+            "LLM_RETRY_DELAY_SECONDS": "1",
+        },
+    )
+    try:
+        stack.start()
+        stack.unpause()
+        yield stack
+    finally:
+        stack.stop()
+
+
+@pytest.fixture(scope="session")
+def browser(airflow_stack, tmp_path_factory):
+    """Headless Chromium signed in to ``airflow_stack`` (skips where Chromium is missing)."""
+    driver = chromium(tmp_path_factory.mktemp("chromium-profile"))
+    try:
+        log_in(driver, airflow_stack.url, USER, airflow_stack.password())
+        yield driver
+    finally:
+        driver.quit()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import math
 from pathlib import Path
 from typing import Any
 
@@ -42,16 +43,37 @@ class SparkJobOperator(SparkSubmitOperator):
 
 
 class EmrStepWatcher(EmrStepSensor):
-    """EmrStepSensor that, when the step fails, puts the job's own error line in the task log.
+    """EmrStepSensor that waits ``timeout`` seconds in either mode and, when the step fails,
+    puts the job's own error line in the task log.
+
+    Deferred, EmrStepSensor ignores ``timeout``: its trigger polls ``max_attempts`` times and
+    the deferral times out after ``max_attempts × poke_interval`` (60 × 60 s by default).
+    The attempts are therefore derived from the timeout, so a stage gets the same time
+    whether a worker pokes or the triggerer waits.
 
     EMR copies a step's output to ``{LogUri}{cluster}/steps/{step}/std{out,err}.gz``; a job
     that rejects its input ends that output with ``ERROR: <problem and fix>``. Quoting it
-    saves a trip to the S3 console.
+    saves a trip to the S3 console. A failure is seen by ``poke`` (on a worker) or reported
+    by the trigger to ``execute_complete`` (deferred); both quote it.
     """
+
+    def __init__(self, *, timeout: float, poke_interval: float, **kwargs: Any) -> None:
+        super().__init__(
+            timeout=timeout,
+            poke_interval=poke_interval,
+            max_attempts=max(1, math.ceil(timeout / poke_interval)),
+            **kwargs,
+        )
 
     def poke(self, context: Any) -> bool:
         try:
             return super().poke(context)
+        except AirflowException as exc:
+            raise AirflowException(f"{exc}{self._job_error()}") from None
+
+    def execute_complete(self, context: Any, event: dict[str, Any] | None = None) -> None:
+        try:
+            super().execute_complete(context, event)
         except AirflowException as exc:
             raise AirflowException(f"{exc}{self._job_error()}") from None
 

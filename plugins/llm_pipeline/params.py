@@ -3,139 +3,259 @@
 JSON-schema bounds here are checked by Airflow when a run is triggered (UI,
 API or ``airflow dags test -c``), so a bad value is refused before any Spark
 job starts. The jobs validate again, for users who run them by hand.
+
+Conventions of the form (Airflow 3.3's trigger form reads the JSON schema):
+
+- Each section function below returns its Params in display order and
+  ``sectioned`` stamps the section name on them; a new Param goes into the
+  section function it belongs to, nowhere else.
+- Every Param has a ``title`` (the label) and a ``description`` (the help text).
+- A Param whose ``type`` lacks ``"null"`` is *required* by the form, and ``""``
+  counts as missing there: a Param that may be left empty is ``optional(...)``,
+  typed ``["null", …]`` with a ``None`` default, and whoever reads it (a job
+  template, ``plan_run``) treats ``None`` as "use the default".
+- Bounds the form itself enforces are ``minimum``/``maximum`` (it refuses a
+  negative learning rate as you type); ``exclusiveMinimum``/``exclusiveMaximum``
+  are added where zero itself is invalid and are checked when the run is
+  submitted.
 """
 
 from __future__ import annotations
 
+import difflib
+from collections.abc import Iterable, Mapping
+from typing import Any
+
 from airflow.sdk import Param
 
 DEFAULT_CORPUS = "pkg://gensim/test/test_data/enwiki-latest-pages-articles1.xml-p000000010p000030302-shortened.bz2"
-URI_PATTERN = (
-    r"^(s3://[a-z0-9][a-z0-9.\-]{1,61}[a-z0-9](/.*)?|file:///.+|pkg://[A-Za-z_][\w.]*/.+|/.+)$"
-)
+# Form sections, in the order the README's "The DAG" table lists them.
+SECTIONS = ("Data", "Model", "Training", "Generation", "Publish", "EMR")
+S3_URI = r"s3://[a-z0-9][a-z0-9.\-]{1,61}[a-z0-9](/.*)?"
+# Where a run may read from: S3, a local file, or a data file inside an installed package.
+READ_URI_PATTERN = rf"^({S3_URI}|file:///.+|pkg://[A-Za-z_][\w.]*/.+|/.+)$"
+# Where a run may write (run roots, registries): S3 or an absolute file:/// path, never a
+# package folder; no "." or ".." segment (plan_run checks the rest).
+WRITE_URI_PATTERN = rf"^(?!.*/\.\.?(/|$))({S3_URI}|file:///.+)$"
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
 
 
-def integer(default: int, low: int, high: int, title: str, **extra) -> Param:
-    return Param(default, type="integer", minimum=low, maximum=high, title=title, **extra)
-
-
-def number(default: float, title: str, **bounds) -> Param:
-    return Param(default, type="number", title=title, **bounds)
-
-
-def uri(title: str, description: str) -> Param:
-    return Param("", type="string", title=title, description=description,
-                 pattern=r"^$|" + URI_PATTERN, maxLength=1024)  # fmt: skip
-
-
 def pipeline_params() -> dict[str, Param]:
+    """Every Param of the DAG, grouped into the form's sections."""
     return {
-        **data_params(),
-        **training_params(),
-        **generation_params(),
-        **publish_params(),
-        **emr_params(),
+        **sectioned("Data", data_params()),
+        **sectioned("Model", model_params()),
+        **sectioned("Training", training_params()),
+        **sectioned("Generation", generation_params()),
+        **sectioned("Publish", publish_params()),
+        **sectioned("EMR", emr_params()),
     }
 
 
+def sectioned(section: str, params: dict[str, Param]) -> dict[str, Param]:
+    """Put ``params`` into one section of the trigger form."""
+    assert section in SECTIONS, section
+    for param in params.values():
+        param.schema["section"] = section
+    return params
+
+
+def param(default: Any, title: str, description: str, **schema: Any) -> Param:
+    """A Param the form requires (its type has no ``"null"``); the default fills it in."""
+    return Param(default, title=title, description=description, **schema)
+
+
+def optional(kind: str, title: str, description: str, **schema: Any) -> Param:
+    """A Param that may stay empty: ``None`` by default, which its reader replaces."""
+    return Param(None, type=["null", kind], title=title, description=description, **schema)
+
+
+def integer(default: int, low: int, high: int, title: str, description: str) -> Param:
+    return param(default, title, description, type="integer", minimum=low, maximum=high)
+
+
+def number(default: float, title: str, description: str, **bounds: float) -> Param:
+    return param(default, title, description, type="number", **bounds)
+
+
+def positive(default: float, high: float, title: str, description: str) -> Param:
+    """A number > 0: the form refuses negatives as you type, zero on submit."""
+    return number(default, title, description, minimum=0, exclusiveMinimum=0, maximum=high)
+
+
+def choice(default: str, options: list[str], title: str, description: str) -> Param:
+    return param(default, title, description, type="string", enum=options)
+
+
+def write_location(title: str, description: str) -> Param:
+    return optional("string", title, description, pattern=WRITE_URI_PATTERN, maxLength=1024)
+
+
 def data_params() -> dict[str, Param]:
+    """Where the run happens, what it reads and how the corpus becomes tokens."""
     return {
-        "env": Param("local", enum=["local", "emr"], title="Where Spark runs",
-                     description="local: spark-submit on the spark_local connection's master. "
-                                 "emr: a transient EMR cluster (needs s3:// run root and "
-                                 "registry, and the aws_default connection)."),
-        "corpus": Param(
-            DEFAULT_CORPUS, type="string", title="Corpus URI", minLength=1, maxLength=4096,
-            pattern=r"^[^,\s]+(,[^,\s]+)*$",
-            description="Comma-separated files, directories or globs: .txt, .txt.gz, .txt.bz2 "
-                        "or MediaWiki XML dumps, on s3://, file:// or pkg://. The default is a "
-                        "206-page English Wikipedia dump shipped in the gensim wheel."),
-        "run_root": uri("Run root URI", "Where this run's artifacts go (s3://bucket/prefix or "
-                                        "file:///path). Empty: {llm_runs_base Variable}/{run_id}."),
+        "env": choice("local", ["local", "emr"], "Where Spark runs",
+                      "local: spark-submit on the spark_local connection's master. emr: a "
+                      "transient EMR cluster (needs s3:// run root and registry, and the "
+                      "aws_default connection)."),
+        "corpus": param(
+            DEFAULT_CORPUS, "Corpus URI",
+            "Comma-separated files, directories or globs: .txt, .txt.gz, .txt.bz2 or MediaWiki "
+            "XML dumps, on s3://, file:// or pkg://. The default is a 206-page English "
+            "Wikipedia dump shipped in the gensim wheel.",
+            type="string", minLength=1, maxLength=4096, pattern=r"^[^,\s]+(,[^,\s]+)*$"),
+        "run_root": write_location(
+            "Run root URI",
+            "Where this run's artifacts go: s3://bucket/prefix or file:///absolute/path. "
+            "Empty: {llm_runs_base Variable}/{run_id}."),
         "val_fraction": number(0.1, "Validation share of documents",
-                               exclusiveMinimum=0, exclusiveMaximum=0.5),
-        "min_chars": integer(8, 1, 10000, "Drop cleaned lines shorter than this"),
-        "vocab_size": integer(4096, 258, 65536,
-                              "BPE vocabulary size (256 bytes + 2 specials minimum)"),
+                               "Share of documents held out for validation (split by a hash "
+                               "of the document id).",
+                               minimum=0, exclusiveMinimum=0, maximum=0.5, exclusiveMaximum=0.5),
+        "min_chars": integer(8, 1, 10000, "Minimum line length",
+                             "Cleaned lines shorter than this many characters are dropped."),
+        "vocab_size": integer(4096, 258, 65536, "BPE vocabulary size",
+                              "Byte-level BPE tokens, including the 256 bytes and 2 specials; "
+                              "shrinks with a warning if the corpus supports fewer."),
+    }  # fmt: skip
+
+
+def model_params() -> dict[str, Param]:
+    """The GPT's shape (defaults: 1.33 M parameters, a few minutes on 2 cores)."""
+    return {
+        "context_len": integer(128, 8, 8192, "Context length",
+                               "Tokens the model sees at once (training windows and the "
+                               "generation window)."),
+        "n_layer": integer(4, 1, 96, "Transformer blocks", "Number of decoder blocks."),
+        "n_head": integer(4, 1, 64, "Attention heads", "Heads per attention layer."),
+        "n_embd": integer(128, 8, 8192, "Model width",
+                          "Embedding size; must be a multiple of the attention heads."),
+        "dropout": number(0.0, "Dropout", "Dropout probability during training (0 = off).",
+                          minimum=0, maximum=1, exclusiveMaximum=1),
     }  # fmt: skip
 
 
 def training_params() -> dict[str, Param]:
-    """Model shape and the distributed optimisation (defaults: a few minutes on 2 cores)."""
+    """The distributed optimisation: replicas, rounds, inner AdamW and the outer step."""
     return {
-        "partitions": integer(2, 1, 1024, "Replicas (Spark partitions) trained in parallel"),
-        "rounds": integer(12, 1, 100_000, "Averaging rounds"),
-        "local_steps": integer(
-            25, 1, 100_000, "AdamW steps per replica between averagings",
-            description="DL4J advises 5–10 for plain averaging; DiLoCo uses hundreds with the "
-                        "nesterov outer optimizer."),
-        "batch_size": integer(16, 1, 4096, "Windows per step per replica"),
-        "context_len": integer(128, 8, 8192, "Context length (tokens)"),
-        "n_layer": integer(4, 1, 96, "Transformer blocks"),
-        "n_head": integer(4, 1, 64, "Attention heads"),
-        "n_embd": integer(128, 8, 8192, "Model width (a multiple of n_head)"),
-        "dropout": number(0.0, "Dropout", minimum=0, exclusiveMaximum=1),
-        "lr": number(3e-3, "Peak inner learning rate (AdamW)", exclusiveMinimum=0, maximum=1),
-        "warmup_steps": integer(30, 0, 1_000_000, "Warm-up steps before the cosine decay"),
-        "weight_decay": number(0.1, "AdamW weight decay", minimum=0, maximum=1),
-        "grad_clip": number(1.0, "Gradient norm clip", exclusiveMinimum=0, maximum=1000),
-        "outer": Param("avg", enum=["avg", "nesterov"], title="Outer optimizer",
-                       description="avg: plain parameter averaging every round; nesterov: "
-                                   "DiLoCo's outer Nesterov step on the averaged delta."),
-        "outer_lr": number(0.7, "Outer learning rate (nesterov only)",
-                           exclusiveMinimum=0, maximum=10),
-        "outer_momentum": number(0.9, "Outer momentum (nesterov only)",
-                                 minimum=0, exclusiveMaximum=1),
-        "optimizer_state": Param("averaged", enum=["averaged", "reset"],
-                                 title="Inner AdamW state across rounds",
-                                 description="averaged: moments averaged like the weights and "
-                                             "carried on; reset: a fresh AdamW every round."),
-        "seed": integer(1337, 0, 2**31 - 1, "Training seed"),
-        "eval_tokens": integer(32768, 64, 100_000_000,
-                               "Validation tokens scored after each round"),
+        "partitions": integer(2, 1, 1024, "Replicas",
+                              "Spark partitions, each training its own replica in parallel."),
+        "rounds": integer(12, 1, 100_000, "Averaging rounds",
+                          "How many times the replicas' weights are averaged."),
+        "local_steps": integer(25, 1, 100_000, "Local steps per round",
+                               "AdamW steps per replica between averagings. DL4J advises 5–10 "
+                               "for plain averaging; DiLoCo uses hundreds with the nesterov "
+                               "outer optimizer."),
+        "batch_size": integer(16, 1, 4096, "Batch size", "Windows per step per replica."),
+        "lr": positive(3e-3, 1, "Learning rate",
+                       "Peak inner (AdamW) learning rate, after warm-up; cosine decay after."),
+        "warmup_steps": integer(30, 0, 1_000_000, "Warm-up steps",
+                                "Linear warm-up steps before the cosine decay."),
+        "weight_decay": number(0.1, "Weight decay", "AdamW weight decay.", minimum=0, maximum=1),
+        "grad_clip": positive(1.0, 1000, "Gradient clip", "Clip gradients to this global norm."),
+        "outer": choice("avg", ["avg", "nesterov"], "Outer optimizer",
+                        "avg: plain parameter averaging every round; nesterov: DiLoCo's outer "
+                        "Nesterov step on the averaged delta."),
+        "outer_lr": positive(0.7, 10, "Outer learning rate",
+                             "Step size of the nesterov outer optimizer (ignored by avg)."),
+        "outer_momentum": number(0.9, "Outer momentum",
+                                 "Momentum of the nesterov outer optimizer (ignored by avg).",
+                                 minimum=0, maximum=1, exclusiveMaximum=1),
+        "optimizer_state": choice("averaged", ["averaged", "reset"],
+                                  "Inner AdamW state across rounds",
+                                  "averaged: moments averaged like the weights and carried on; "
+                                  "reset: a fresh AdamW every round."),
+        "seed": integer(1337, 0, 2**31 - 1, "Training seed",
+                        "Seeds initialisation and batch sampling: same seed, same model."),
+        "eval_tokens": integer(32768, 64, 100_000_000, "Validation tokens",
+                               "Validation tokens scored after each round."),
     }  # fmt: skip
 
 
 def generation_params() -> dict[str, Param]:
     """Sampling after training: prompts and decoding settings."""
     return {
-        "prompts_uri": uri("Prompts file URI (one prompt per line)",
-                           "Empty: the seed prompts shipped with the jobs "
-                           "(jobs/conf/prompts.txt)."),
-        "prompts": Param([], type="array", items={"type": "string", "minLength": 1},
-                         maxItems=1000, title="Extra inline prompts"),
-        "max_new_tokens": integer(64, 1, 4096, "Tokens generated per prompt"),
-        "temperature": number(0.8, "Sampling temperature (0 = greedy)", minimum=0, maximum=10),
-        "top_k": integer(50, 0, 65536, "Top-k (0 = off)"),
-        "top_p": number(0.95, "Nucleus top-p (1 = off)", exclusiveMinimum=0, maximum=1),
-        "sample_seed": integer(0, 0, 2**31 - 1, "Sampling seed"),
+        "prompts_uri": optional(
+            "string", "Prompts file URI",
+            "A text file with one prompt per line (s3://, file://, pkg:// or an absolute "
+            "path). Empty: the seed prompts shipped with the jobs (jobs/conf/prompts.txt).",
+            pattern=READ_URI_PATTERN, maxLength=1024),
+        "prompts": param([], "Extra inline prompts", "Prompts sampled in addition to the file's.",
+                         type="array", items={"type": "string", "minLength": 1}, maxItems=1000),
+        "max_new_tokens": integer(64, 1, 4096, "New tokens per prompt",
+                                  "Generation stops here or at the end-of-document token."),
+        "temperature": number(0.8, "Temperature",
+                              "Divides the logits; 0 is greedy decoding.", minimum=0, maximum=10),
+        "top_k": integer(50, 0, 65536, "Top-k", "Sample among the k likeliest tokens (0 = off)."),
+        "top_p": number(0.95, "Top-p", "Nucleus sampling: the smallest set with mass ≥ p "
+                        "(1 = off).", minimum=0, exclusiveMinimum=0, maximum=1),
+        "sample_seed": integer(0, 0, 2**31 - 1, "Sampling seed",
+                               "Prompt i samples with seed + i: same seed, same text."),
     }  # fmt: skip
 
 
 def publish_params() -> dict[str, Param]:
+    """Where the model is registered and when it becomes the latest."""
     return {
-        "registry": uri("Model registry URI",
-                        "Where publish writes versions (s3://bucket/prefix or file:///path). "
-                        "Empty: the llm_registry Variable."),
-        "model_name": Param("wiki-gpt", type="string", pattern=NAME_PATTERN,
-                            title="Registered model name"),
+        "registry": write_location(
+            "Model registry URI",
+            "Where publish writes versions: s3://bucket/prefix or file:///absolute/path. "
+            "Empty: the llm_registry Variable."),
+        "model_name": param("wiki-gpt", "Registered model name",
+                            "One path segment: letters, digits, '.', '_' and '-'.",
+                            type="string", pattern=NAME_PATTERN),
         "promotion_tolerance": number(
-            0.0, "Promotion tolerance (bits/byte)", minimum=0, maximum=10,
-            description="latest.json moves to the new version when its validation bits/byte is "
-                        "at most this much worse than the current latest's."),
+            0.0, "Promotion tolerance (bits/byte)",
+            "latest.json moves to the new version when its validation bits/byte is at most "
+            "this much worse than the current latest's.", minimum=0, maximum=10),
     }  # fmt: skip
 
 
 def emr_params() -> dict[str, Param]:
     """Cluster settings for env=emr; account-specific values stay out of the code."""
     return {
-        "emr_release_label": Param("emr-7.9.0", type="string", pattern=r"^emr-7\.\d+\.\d+$",
-                                   title="EMR release (7.x: Spark 3.5)"),
-        "emr_job_flow_role": Param("EMR_EC2_DefaultRole", type="string", minLength=1,
-                                   title="EC2 instance profile of the cluster nodes"),
-        "emr_service_role": Param("EMR_DefaultRole", type="string", minLength=1,
-                                  title="EMR service role"),
-        "emr_subnet_id": Param("", type="string", pattern=r"^$|^subnet-[0-9a-f]+$",
-                               title="Subnet (empty: the account's default VPC)"),
+        "emr_release_label": param("emr-7.9.0", "EMR release",
+                                   "An EMR 7.x release (Spark 3.5).",
+                                   type="string", pattern=r"^emr-7\.\d+\.\d+$"),
+        "emr_job_flow_role": param("EMR_EC2_DefaultRole", "EC2 instance profile",
+                                   "The instance profile of the cluster nodes.",
+                                   type="string", minLength=1),
+        "emr_service_role": param("EMR_DefaultRole", "EMR service role",
+                                  "The role EMR assumes to manage the cluster.",
+                                  type="string", minLength=1),
+        "emr_subnet_id": optional("string", "Subnet",
+                                  "The cluster's subnet (subnet-…). Empty: the account's "
+                                  "default VPC.", pattern=r"^subnet-[0-9a-f]+$"),
     }  # fmt: skip
+
+
+class UnknownConfKeys(ValueError):
+    """A run was triggered with ``conf`` keys that are not Params (a typo, an old name)."""
+
+
+def check_conf_keys(conf: Mapping[str, Any], valid: Iterable[str]) -> None:
+    """Refuse conf keys that are not Params, suggesting the Param each one probably meant."""
+    valid = sorted(valid)
+    unknown = sorted(set(conf) - set(valid))
+    if not unknown:
+        return
+    problems = []
+    for key in unknown:
+        guess = closest_param(key, valid)
+        problems.append(f"{key!r}" + (f" (did you mean {guess!r}?)" if guess else ""))
+    raise UnknownConfKeys(
+        f"unknown conf key{'s' if len(unknown) > 1 else ''} {', '.join(problems)}: "
+        f"fix the name; valid keys are {', '.join(valid)}"
+    )
+
+
+def closest_param(key: str, valid: list[str]) -> str | None:
+    """The Param a mistyped key most likely meant: the same name with ``-`` or another case,
+    its initials (``learning_rate`` → ``lr``), or the closest spelling."""
+    name = key.strip().lower().replace("-", "_")
+    initials = "".join(word[0] for word in name.split("_") if word)
+    for candidate in (name, initials):
+        if candidate in valid:
+            return candidate
+    close = difflib.get_close_matches(name, valid, n=1, cutoff=0.6)
+    return close[0] if close else None

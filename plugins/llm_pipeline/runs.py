@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import re
+from pathlib import Path
 from urllib.parse import urlparse
 
 SAFE_SEGMENT = re.compile(r"[^A-Za-z0-9._-]+")
@@ -20,19 +22,33 @@ def run_id_segment(run_id: str) -> str:
     return segment
 
 
-def validate_run_root(uri: str) -> str:
-    """Accept ``file:///abs/path`` or ``s3://bucket/prefix`` without ``..`` or empty segments."""
+def validate_run_root(uri: str, what: str = "run root") -> str:
+    """Accept ``file:///abs/path`` or ``s3://bucket/prefix`` without ``..`` or empty segments.
+
+    ``what`` names the location in the message (the registry is checked the same way).
+    """
     parsed = urlparse(uri)
     if parsed.scheme not in ("file", "s3"):
-        raise RunRootError(f"run root {uri!r} must start with file:/// or s3://")
+        raise RunRootError(f"{what} {uri!r} must start with file:/// or s3://")
     if parsed.scheme == "s3" and not parsed.netloc:
-        raise RunRootError(f"run root {uri!r} has no bucket: write s3://BUCKET/PREFIX")
+        raise RunRootError(f"{what} {uri!r} has no bucket: write s3://BUCKET/PREFIX")
     if parsed.scheme == "file" and (parsed.netloc or not parsed.path.startswith("/")):
-        raise RunRootError(f"run root {uri!r} must be an absolute file:///path")
+        raise RunRootError(f"{what} {uri!r} must be an absolute file:///path")
     segments = parsed.path.strip("/").split("/")
     if any(s in ("..", ".") for s in segments) or "//" in parsed.path.rstrip("/"):
-        raise RunRootError(f"run root {uri!r} contains '..', '.' or an empty path segment")
+        raise RunRootError(f"{what} {uri!r} contains '..', '.' or an empty path segment")
     return uri.rstrip("/")
+
+
+def default_base() -> str:
+    """Where runs and the registry go when neither the Params nor the Variables say.
+
+    A run without conf (an Asset event, the cron) must not write into the code's
+    checkout or site-packages, so the fallback is Airflow's own home
+    (``$AIRFLOW_HOME``, else ``~/airflow``, as Airflow resolves it).
+    """
+    home = Path(os.path.expanduser(os.environ.get("AIRFLOW_HOME", "~/airflow"))).resolve()
+    return f"file://{home / 'llm_decoder'}"
 
 
 def run_root_for(requested: str, run_id: str, runs_base: str) -> str:

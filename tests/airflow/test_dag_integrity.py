@@ -54,11 +54,43 @@ def test_publish_updates_the_model_asset_in_both_modes(dagbag):
         assert [a.name for a in dag.get_task(task_id).outlets] == ["llm_decoder_model"]
 
 
-def test_every_param_has_a_title_or_description(dagbag):
-    dag = dagbag.dags["llm_decoder"]
-    for name in dag.params:
-        schema = dag.params.get_param(name).schema
-        assert schema.get("title") or schema.get("description"), name
+def form_params(dagbag):
+    """``{name: Param}`` in the order the trigger form shows them."""
+    params = dagbag.dags["llm_decoder"].params
+    return {name: params.get_param(name) for name in params}
+
+
+def test_every_param_has_a_title_a_description_and_a_section(dagbag):
+    from llm_pipeline.params import SECTIONS
+
+    params = form_params(dagbag)
+    for name, param in params.items():
+        assert param.schema.get("title") and param.description, name
+        assert param.schema.get("section") in SECTIONS, name
+    # Sections appear in the README's order, each once, as one block of the form.
+    order = [param.schema["section"] for param in params.values()]
+    assert list(dict.fromkeys(order)) == list(SECTIONS)
+    assert order == sorted(order, key=SECTIONS.index)
+
+
+def test_the_trigger_form_can_be_submitted_with_the_defaults(dagbag):
+    """Airflow 3.3's form requires every Param whose type lacks "null", and counts "" (or
+    None) as missing: such a default would keep the Trigger button disabled."""
+    for name, param in form_params(dagbag).items():
+        kinds = param.schema.get("type")
+        if "null" in (kinds if isinstance(kinds, list) else [kinds]):
+            assert param.value is None, name
+        else:
+            assert param.value not in (None, ""), name
+
+
+def test_the_form_itself_enforces_every_lower_and_upper_bound(dagbag):
+    """The form's number field knows only minimum/maximum; an exclusive bound alone is
+    checked only after submit (a negative learning rate got through)."""
+    for name, param in form_params(dagbag).items():
+        schema = param.schema
+        if schema.get("type") in ("number", "integer"):
+            assert "minimum" in schema and "maximum" in schema, name
 
 
 @pytest.mark.parametrize(
@@ -90,6 +122,13 @@ def test_every_param_has_a_title_or_description(dagbag):
         {"temperature": -1},
         {"prompts": [""]},
         {"prompts_uri": "ftp://x/y"},
+        {"lr": -0.001},
+        {"run_root": "pkg://gensim/test/test_data"},
+        {"run_root": "file:///tmp/runs/../../etc"},
+        {"run_root": "/tmp/not-a-uri"},
+        {"run_root": ""},
+        {"registry": "pkg://gensim/test/test_data"},
+        {"emr_subnet_id": ""},
     ],
 )
 def test_bad_params_are_refused_before_any_task(dagbag, conf):

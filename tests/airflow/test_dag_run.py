@@ -104,3 +104,33 @@ def test_bad_corpus_fails_the_run_without_retries(dag, tmp_path):
     assert states["preprocess"] == "failed"
     assert {states[s] for s in STAGES[1:]} == {"upstream_failed"}
     assert not storage.exists(f"{root}/preprocess/manifest.json")
+
+
+def test_unknown_conf_keys_fail_the_run_at_once_naming_the_valid_ones(dag, tmp_path, capfd):
+    run, states = run_dag(dag, run_root=f"file://{tmp_path / 'run'}", learning_rate=0.01,
+                          **{"local-steps": 3})  # fmt: skip
+    assert run.state == "failed"
+    [plan] = [ti for ti in run.get_task_instances() if ti.task_id == "plan_run"]
+    assert (plan.state, plan.try_number) == ("failed", 1)  # no retry: the conf will not change
+    assert {states[s] for s in STAGES} == {"upstream_failed"}
+    log = capfd.readouterr().out
+    assert (
+        "ERROR: unknown conf keys 'learning_rate' (did you mean 'lr'?), 'local-steps' "
+        "(did you mean 'local_steps'?): fix the name; valid keys are batch_size,"
+    ) in log
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_run_without_conf_or_variables_writes_under_airflow_home(dag, tmp_path, monkeypatch):
+    """An Asset event or the cron brings no conf: nothing may land in the code's checkout."""
+    from types import SimpleNamespace
+
+    monkeypatch.delenv("AIRFLOW_VAR_LLM_RUNS_BASE", raising=False)
+    monkeypatch.delenv("AIRFLOW_VAR_LLM_REGISTRY", raising=False)
+    monkeypatch.setenv("AIRFLOW_HOME", str(tmp_path / "home"))
+    plan_run = dag.get_task("plan_run").python_callable
+    run_id = "asset_triggered__2026-11-28T10:00:00+00:00"
+    plan = plan_run(params=dag.params.validate(), run_id=run_id, dag_run=SimpleNamespace(conf={}))
+    base = f"file://{tmp_path / 'home'}/llm_decoder"
+    assert plan == {"run_root": f"{base}/runs/asset_triggered__2026-11-28T10_00_00_00_00",
+                    "registry": f"{base}/registry"}  # fmt: skip

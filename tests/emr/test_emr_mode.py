@@ -129,3 +129,29 @@ def test_emr_mode_refuses_local_locations(emr_dag, tmp_path):
     states = {ti.task_id: ti.state for ti in run.get_task_instances()}
     assert run.state == "failed" and states["plan_run"] == "failed"
     assert os.listdir(tmp_path) == []
+
+
+def test_deferred_watchers_wait_as_long_as_their_stage_timeout(
+    airflow_db, aws_default_connection, monkeypatch
+):
+    """Deferred, EmrStepSensor waits max_attempts × poke_interval (1 h by default), not its
+    timeout: each watcher's deferral and trigger must cover the stage's own timeout."""
+    from datetime import timedelta
+    from unittest import mock
+
+    from airflow.sdk.exceptions import TaskDeferred
+
+    monkeypatch.setenv("LLM_EMR_DEFERRABLE", "true")
+    dag = load_dag()
+    hours = {"preprocess": 4, "tokenize": 4, "train": 48, "generate": 2, "publish": 1}
+    for stage in STAGES:
+        watcher = dag.get_task(f"emr.watch_{stage}")
+        assert watcher.deferrable and watcher.poke_interval == 60
+        # The step is still running at the first poke, so the watcher defers.
+        with mock.patch.object(type(watcher), "poke", return_value=False), \
+                pytest.raises(TaskDeferred) as deferred:  # fmt: skip
+            watcher.execute(context={})
+        timeout = timedelta(hours=hours[stage])
+        assert deferred.value.timeout == timeout, stage
+        trigger = deferred.value.trigger
+        assert trigger.attempts * trigger.waiter_delay == timeout.total_seconds(), stage

@@ -1,0 +1,165 @@
+"""The trigger form in headless Chromium against a real Airflow: what a user clicks.
+
+The ``airflow_stack`` fixture runs api-server, scheduler, dag-processor and triggerer on
+127.0.0.1; the ``browser`` fixture is signed in to it. Runs are followed through the REST API.
+"""
+
+from __future__ import annotations
+
+import pytest
+from airflow_stack import DAG_ID
+from browser import WAIT_SECONDS
+from selenium.webdriver.common.by import By
+from selenium.webdriver.common.keys import Keys
+from selenium.webdriver.support import expected_conditions
+from selenium.webdriver.support.wait import WebDriverWait
+
+from llm_pipeline.params import SECTIONS, pipeline_params
+from sparklm import storage
+from support import REPO, SMALL_CONF, small_corpus
+
+pytestmark = pytest.mark.slow
+
+SECTION_OF = {name: param.schema["section"] for name, param in pipeline_params().items()}
+RUN_TIMEOUT = 1800  # a hang, not a benchmark: the small run takes minutes on 2 busy cores
+
+
+def runs(stack) -> dict[str, dict]:
+    return {r["dag_run_id"]: r for r in stack.get(f"/api/v2/dags/{DAG_ID}/dagRuns")["dag_runs"]}
+
+
+def new_run(stack, before: dict, timeout: float = 60) -> dict:
+    """The run that appears after ``before`` was listed."""
+    return stack.wait_until(lambda: next((r for i, r in runs(stack).items() if i not in before),
+                                         None), timeout, "a new run is listed")  # fmt: skip
+
+
+def run_state(stack, run_id: str) -> str:
+    return stack.get(f"/api/v2/dags/{DAG_ID}/dagRuns/{run_id}")["state"]
+
+
+def plan_of(stack, run_id: str) -> dict:
+    """What plan_run decided (its XCom): the run root and the registry."""
+    return stack.get(f"/api/v2/dags/{DAG_ID}/dagRuns/{run_id}/taskInstances/plan_run/"
+                     "xcomEntries/return_value", deserialize=True)["value"]  # fmt: skip
+
+
+def ready(browser, element):
+    """``element`` scrolled into view, once a user could click it."""
+    browser.execute_script("arguments[0].scrollIntoView({block: 'center'})", element)
+    wait = WebDriverWait(browser, WAIT_SECONDS)
+    return wait.until(expected_conditions.element_to_be_clickable(element))
+
+
+def expand(browser, section: str) -> None:
+    """Open one section of the form (opening one closes the others)."""
+    header = browser.find_element(By.XPATH, f"//button[normalize-space(.)='{section}']")
+    if header.get_attribute("aria-expanded") != "true":
+        ready(browser, header).click()
+
+
+def show_section(browser, section: str) -> None:
+    """Open ``section`` and wait until it has finished unfolding (for a clean screenshot)."""
+    last = field(browser, [n for n, s in SECTION_OF.items() if s == section][-1])
+    following = SECTIONS[SECTIONS.index(section) + 1]
+    header = browser.find_element(By.XPATH, f"//button[normalize-space(.)='{following}']")
+    WebDriverWait(browser, WAIT_SECONDS).until(
+        lambda _: header.location["y"] > last.location["y"] + last.size["height"]
+    )
+    browser.execute_script("arguments[0].scrollIntoView({block: 'start'})",
+                           browser.find_element(By.XPATH, "//button[normalize-space(.)="
+                                                f"'{section}']"))  # fmt: skip
+
+
+def field(browser, name: str):
+    """The form field of Param ``name``, its section opened."""
+    expand(browser, SECTION_OF[name])
+    return ready(browser, browser.find_element(By.NAME, f"element_{name}"))
+
+
+def type_into(element, value) -> None:
+    """Replace a field's text as a user does: select all, type, check it, leave the field.
+
+    Text goes one key at a time: sent as one burst, a long text lost a keystroke in this
+    form (one around the 50th); typed key by key, none is lost. Numbers go in one burst:
+    the number field turns a lone "-" into "NaN".
+    """
+    text = str(value)
+    element.click()
+    element.send_keys(Keys.CONTROL, "a")
+    for keys in [text] if element.get_attribute("role") == "spinbutton" else text:
+        element.send_keys(keys)
+    assert element.get_attribute("value") == text
+    element.send_keys(Keys.TAB)
+
+
+def trigger_button(browser):
+    """The dialog's submit button (the page's own button is labelled "Trigger Dag")."""
+    return browser.find_element(By.XPATH, "//button[normalize-space(.)='Trigger' "
+                                          "and not(@aria-label)]")  # fmt: skip
+
+
+def open_trigger_form(browser, stack) -> None:
+    browser.get(f"{stack.url}/dags/{DAG_ID}")
+    browser.find_element(By.CSS_SELECTOR, "button[aria-label='Trigger Dag']").click()
+    ready(browser, trigger_button(browser))
+
+
+def test_a_short_run_triggered_from_the_form_succeeds(airflow_stack, browser, tmp_path):
+    stack = airflow_stack
+    corpus = small_corpus(tmp_path / "corpus", documents=30)
+    before = runs(stack)
+    open_trigger_form(browser, stack)
+    # The defaults alone make a valid form: nothing required is empty.
+    headers = browser.find_elements(By.XPATH, "//button[@aria-expanded]")
+    assert [h.text for h in headers if h.text in SECTIONS] == list(SECTIONS)
+    assert trigger_button(browser).is_enabled()
+    assert field(browser, "run_root").get_attribute("value") == ""
+
+    # The form keeps numbers within their minimum/maximum as you type: no negative rate.
+    type_into(field(browser, "lr"), -1)
+    assert field(browser, "lr").get_attribute("value") == "0"
+    type_into(field(browser, "lr"), 0.003)
+
+    type_into(field(browser, "corpus"), corpus)
+    for name, value in SMALL_CONF.items():  # the prompts field takes one per line
+        type_into(field(browser, name), "\n".join(value) if name == "prompts" else value)
+    assert trigger_button(browser).is_enabled()
+    show_section(browser, "Training")
+    screenshot = tmp_path / "trigger-form.png"  # kept with pytest's tmp dirs as an artifact
+    browser.save_screenshot(str(screenshot))
+    trigger_button(browser).click()
+
+    run = new_run(stack, before)
+    assert run["run_type"] == "manual"
+    assert {k: run["conf"].get(k) for k in SMALL_CONF} == SMALL_CONF  # the form sent them
+    assert run["conf"]["corpus"] == str(corpus)
+    state = stack.wait_until(lambda: (s := run_state(stack, run["dag_run_id"])) in (
+        "success", "failed") and s, RUN_TIMEOUT, "the run finished", interval=5)  # fmt: skip
+    assert state == "success"
+    # No location in the form: the run and the registry land under Airflow's home.
+    plan = plan_of(stack, run["dag_run_id"])
+    assert plan["run_root"].startswith(f"file://{stack.home}/llm_decoder/runs/")
+    assert plan["registry"] == f"file://{stack.home}/llm_decoder/registry"
+    assert storage.exists(f"{plan['registry']}/wiki-gpt/latest.json")
+
+
+def test_an_asset_event_queues_a_run_that_writes_outside_the_checkout(airflow_stack):
+    stack = airflow_stack
+    [asset] = stack.get("/api/v2/assets", name_pattern="llm_corpus")["assets"]
+    before = runs(stack)
+    stack.post("/api/v2/assets/events", {"asset_id": asset["id"]})
+    run = new_run(stack, before)
+    try:
+        assert run["run_type"] == "asset_triggered"
+        assert run["state"] in ("queued", "running")
+        stack.wait_until(lambda: stack.get(f"/api/v2/dags/{DAG_ID}/dagRuns/{run['dag_run_id']}/"
+                                           "taskInstances/plan_run")["state"] == "success",
+                         900, "plan_run succeeded")  # fmt: skip
+        plan = plan_of(stack, run["dag_run_id"])
+        assert plan["run_root"].startswith(f"file://{stack.home}/llm_decoder/runs/")
+        assert plan["registry"] == f"file://{stack.home}/llm_decoder/registry"
+        assert str(REPO) not in plan["run_root"] + plan["registry"]
+    finally:  # the default-sized pipeline is not this test's business
+        stack.request("PATCH", f"/api/v2/dags/{DAG_ID}/dagRuns/{run['dag_run_id']}",
+                      json={"state": "failed"}).raise_for_status()  # fmt: skip
