@@ -37,7 +37,9 @@ $(AIRFLOW_HOME)/airflow.db: $(STAMP)
 	airflow db migrate > $(AIRFLOW_HOME)/migrate.log 2>&1 || (cat $(AIRFLOW_HOME)/migrate.log; exit 1)
 
 ## run: the whole pipeline on local Spark; CORPUS=<uri or glob> and RUN_ROOT=<uri> override.
+## A CORPUS given here is added to the corpus allow-list (llm_corpus_allowed_prefixes) for this run.
 run: $(AIRFLOW_HOME)/airflow.db
+	$(if $(CORPUS),AIRFLOW_VAR_LLM_CORPUS_ALLOWED_PREFIXES="$${AIRFLOW_VAR_LLM_CORPUS_ALLOWED_PREFIXES:+$$AIRFLOW_VAR_LLM_CORPUS_ALLOWED_PREFIXES$(comma)}$(CORPUS)") \
 	airflow dags test llm_decoder \
 	  --conf '{"run_root": "$(RUN_ROOT)"$(if $(CORPUS),$(comma) "corpus": "$(CORPUS)")}'
 	python -m sparklm.summary $(RUN_ROOT)

@@ -46,7 +46,7 @@ from llm_pipeline.emr import emr_steps
 from llm_pipeline.jobs import PIPELINE, SparkJob
 from llm_pipeline.operators import EmrStepWatcher, SparkJobOperator
 from llm_pipeline.params import DEFAULT_CORPUS, pipeline_params
-from llm_pipeline.runs import require_s3, run_root_for
+from llm_pipeline.runs import PlanError, make_plan
 
 PROJECT_DIR = Path(os.environ.get("LLM_PROJECT_DIR", Path(__file__).resolve().parents[1]))
 JOBS_DIR = os.environ.get("LLM_JOBS_DIR", str(PROJECT_DIR / "jobs"))
@@ -59,6 +59,9 @@ EMR_DEFERRABLE = os.environ.get("LLM_EMR_DEFERRABLE", "false").lower() == "true"
 EMR_STAGE_TIMEOUT = {"preprocess": 4, "tokenize": 4, "train": 48, "generate": 2, "publish": 1}
 DEFAULT_RUNS_BASE = f"file://{PROJECT_DIR / 'runs'}"
 DEFAULT_REGISTRY = f"file://{PROJECT_DIR / 'registry'}"
+# Corpora always allowed: the bundled dump and the deployment's corpus Asset. Anything else
+# only under the llm_corpus_allowed_prefixes Variable's prefixes (nothing, unset).
+DEFAULT_CORPORA = [DEFAULT_CORPUS, CORPUS_URI]
 SPARK_CONF = {
     # Small corpora: keep shuffles from spawning hundreds of empty tasks.
     "spark.sql.shuffle.partitions": "16",
@@ -101,16 +104,21 @@ with DAG(
 
     @task
     def plan_run(params: dict, run_id: str) -> dict[str, str]:
-        """Fix the run root and registry every later task uses (passed on through XCom)."""
-        base = Variable.get("llm_runs_base", default=DEFAULT_RUNS_BASE)
-        plan = {
-            "run_root": run_root_for(params["run_root"], run_id, base),
-            "registry": params["registry"] or Variable.get("llm_registry",
-                                                           default=DEFAULT_REGISTRY),
-        }  # fmt: skip
-        if params["env"] == "emr":
-            require_s3(plan)
-        return plan
+        """Fix the run root, registry and allow-lists every later task uses (through XCom);
+        a run its jobs would refuse fails here, at once and without retrying."""
+        from airflow.sdk.exceptions import AirflowFailException
+
+        try:
+            return make_plan(
+                params, run_id,
+                runs_base=Variable.get("llm_runs_base", default=DEFAULT_RUNS_BASE),
+                default_registry=Variable.get("llm_registry", default=DEFAULT_REGISTRY),
+                default_corpora=DEFAULT_CORPORA,
+                corpus_prefixes=Variable.get("llm_corpus_allowed_prefixes", default=""),
+                registry_prefixes=Variable.get("llm_registry_allowed_prefixes", default=""),
+            )  # fmt: skip
+        except PlanError as exc:
+            raise AirflowFailException(str(exc)) from None
 
     @task.branch
     def choose_env(params: dict) -> str:

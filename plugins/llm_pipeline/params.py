@@ -94,6 +94,11 @@ def training_params() -> dict[str, Param]:
         "seed": integer(1337, 0, 2**31 - 1, "Training seed"),
         "eval_tokens": integer(32768, 64, 100_000_000,
                                "Validation tokens scored after each round"),
+        "memory_budget_gb": number(
+            8.0, "Memory budget per process (GB)", exclusiveMinimum=0, maximum=4096,
+            description="Runs whose model would need more (estimated from its size: weights, "
+                        "AdamW state, activations of a batch) in the driver or one replica are "
+                        "refused before anything is allocated."),
     }  # fmt: skip
 
 
