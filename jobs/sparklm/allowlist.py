@@ -27,9 +27,10 @@ class NotAllowed(PipelineError):
 
 
 def parse(raw: str | None, env: str | None = None) -> list[str] | None:
-    """The prefixes in ``raw`` (else in the environment variable ``env``); None means anywhere."""
+    """The prefixes in ``raw`` (else in the environment variable ``env``; empty counts as unset,
+    as it always has for ``LLM_REGISTRY_ALLOWED_PREFIXES``); None means anywhere."""
     if raw is None and env:
-        raw = os.environ.get(env)
+        raw = os.environ.get(env) or None
     if raw is None or raw.strip() == ANYWHERE:
         return None
     return [comparable(p) for p in raw.split(",") if p.strip()]

@@ -113,6 +113,8 @@ def test_allow_lists_match_whole_segments(uri, prefixes, allowed):
 def test_allow_lists_fall_back_to_the_environment_then_anywhere(monkeypatch):
     monkeypatch.delenv(allowlist.CORPUS_ENV, raising=False)
     assert allowlist.parse(None, allowlist.CORPUS_ENV) is None
+    monkeypatch.setenv(allowlist.CORPUS_ENV, "")
+    assert allowlist.parse(None, allowlist.CORPUS_ENV) is None
     monkeypatch.setenv(allowlist.CORPUS_ENV, "s3://b/c")
     assert allowlist.parse(None, allowlist.CORPUS_ENV) == ["s3://b/c"]
     with pytest.raises(allowlist.NotAllowed, match="llm_corpus_allowed_prefixes"):
