@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from dataclasses import astuple, replace
 from functools import partial
 
-from sparklm import faults, sparkjob, storage
+from sparklm import allowlist, faults, sparkjob, storage
 from sparklm.errors import PipelineError
 from sparklm.shards import write_doc_shard
 from sparklm.sources import plan_splits, read_split
@@ -40,6 +40,11 @@ def parse_args(argv: Sequence[str]):
         "--val-input",
         help="optional held-out corpus (same forms as --input): its documents form the "
         "validation split and --val-fraction is ignored",
+    )
+    p.add_argument(
+        "--allowed-corpus-prefixes",
+        help="comma-separated URI prefixes every input must lie under, or '*' for anywhere "
+        f"(default: ${allowlist.CORPUS_ENV}, else anywhere)",
     )
     p.add_argument(
         "--val-fraction",
@@ -91,6 +96,8 @@ def write_partition(index, rows, *, stage: str, split: str):
 def main(argv: Sequence[str]) -> dict:
     args = parse_args(argv)
     started = time.time()
+    inputs = args.input.split(",") + (args.val_input.split(",") if args.val_input else [])
+    allowlist.check_corpus(inputs, args.allowed_corpus_prefixes)
     val_files = storage.expand(args.val_input.split(",")) if args.val_input else []
     files = sorted(set(storage.expand(args.input.split(","))) | set(val_files))
     storage.check_writable(args.run_root)

@@ -30,13 +30,15 @@ import numpy as np
 import torch
 from torch.nn.utils import vector_to_parameters
 
-from sparklm import sparkjob, storage
+from sparklm import faults, sparkjob
 from sparklm.averaging import OuterOptimizer, combine, flat
 from sparklm.errors import PipelineError
 from sparklm.model import GPT, GPTConfig
+from sparklm.model_size import DEFAULT_MEMORY_BUDGET_GB, Shape, check_budget, training_memory
 from sparklm.plots import plot_training
 from sparklm.stage import (
     ArtifactFile,
+    clear_stage,
     code_version,
     commit_stage,
     input_ref,
@@ -62,6 +64,8 @@ from sparklm.weights import (
 
 STAGE = "train"
 UPSTREAM = "tokenize"
+# The settings that shrink a replica or the driver, named when memory runs short.
+MODEL_SIZE_FLAGS = "--batch-size, --context-len, --n-embd or --n-layer"
 METRIC_COLUMNS = (
     "round", "inner_steps", "tokens", "train_loss", "val_loss", "val_ppl", "val_bpb",
     "val_acc", "tokens_per_s", "seconds", "lr", "driver_rss_mb", "executor_rss_mb",
@@ -78,6 +82,14 @@ def parse_args(argv: Sequence[str]):
     g.add_argument("--n-head", type=int, default=model.n_head)
     g.add_argument("--n-embd", type=int, default=model.n_embd)
     g.add_argument("--dropout", type=float, default=model.dropout)
+    g.add_argument(
+        "--memory-budget-gb",
+        type=float,
+        default=DEFAULT_MEMORY_BUDGET_GB,
+        help="refuse, before allocating, a model whose estimated training memory (parameters, "
+        "AdamW state, activations of one batch) in one process exceeds this (default "
+        f"{DEFAULT_MEMORY_BUDGET_GB:g})",
+    )
     g = p.add_argument_group("optimisation")
     g.add_argument(
         "--partitions",
@@ -153,6 +165,7 @@ def train_partition(indices, *, state, model_cfg, train_cfg, shards, dtype, rang
     from pyspark import TaskContext
 
     torch.set_num_threads(max(1, TaskContext.get().cpus()))
+    faults.exhaust_memory("train:replica")
     for p in indices:
         start, stop = ranges[p]
         tokens = torch.from_numpy(read_range(shards, dtype, start, stop))
@@ -178,6 +191,8 @@ def main(argv: Sequence[str]) -> dict:
     upstream = read_manifest(args.run_root, UPSTREAM)
     stats = upstream["stats"]
     model_cfg, train_cfg = configs(args, stats["vocab_size"])
+    check_budget(training_memory(Shape.from_config(model_cfg.to_dict()), train_cfg.batch_size),
+                 args.memory_budget_gb, "the model", MODEL_SIZE_FLAGS)  # fmt: skip
     dtype = np.dtype(stats["dtype"])
     train_shards = listed_files(upstream, "train/")
     val_shards = listed_files(upstream, "val/")
@@ -203,11 +218,12 @@ def main(argv: Sequence[str]) -> dict:
     run_id = fingerprint(model_cfg, train_cfg, upstream)
     torch.set_num_threads(max(1, min(4, os.cpu_count() or 1)))
     torch.manual_seed(train_cfg.seed)
+    faults.exhaust_memory("train:model")
     model = GPT(model_cfg)
     outer = OuterOptimizer(model, train_cfg.outer, train_cfg.outer_lr, train_cfg.outer_momentum)
     checkpoint = load_latest_checkpoint(stage, run_id)
     if checkpoint is None:
-        storage.remove_tree(stage)
+        clear_stage(stage)
         state = GlobalState(flat(model.parameters()), None, None, 0)
         metrics: list[dict] = []
         started_at = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
@@ -235,6 +251,7 @@ def main(argv: Sequence[str]) -> dict:
         )
 
     spark = sparkjob.spark_session("llm-train")
+    faults.exhaust_memory("train:session", spark)
     sc = spark.sparkContext
     if train_cfg.partitions > sc.defaultParallelism:
         sparkjob.log.warning(
@@ -347,4 +364,4 @@ def metrics_csv(rows: list[dict]) -> bytes:
 
 
 if __name__ == "__main__":
-    sparkjob.run(main)
+    sparkjob.run(main, memory_knobs=f"lower {MODEL_SIZE_FLAGS}")

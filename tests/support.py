@@ -94,6 +94,25 @@ def spark_submit(
     )
 
 
+def tree_checksums(folder: Path) -> dict[str, str]:
+    """``{relative path: sha256 (or "-> target" for a link)}`` of everything under ``folder``.
+
+    Compared before and after a job to show that it changed nothing there.
+    """
+    import hashlib
+
+    listing = {}
+    for path in sorted(folder.rglob("*")):
+        relative = str(path.relative_to(folder))
+        if path.is_symlink():
+            listing[relative] = f"-> {os.readlink(path)}"
+        elif path.is_file():
+            listing[relative] = hashlib.sha256(path.read_bytes()).hexdigest()
+        else:
+            listing[relative] = "dir"
+    return listing
+
+
 def write_text(path: Path, text: str | bytes) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     if isinstance(text, bytes):

@@ -18,6 +18,7 @@ from torch.nn.utils import vector_to_parameters
 
 from sparklm.averaging import OUTER_KINDS, ReplicaUpdate, flat
 from sparklm.model import GPT, GPTConfig
+from sparklm.model_size import EVAL_BATCH
 from sparklm.sparkjob import peak_rss_mb
 
 OPTIMIZER_STATE_POLICIES = ("averaged", "reset")
@@ -184,7 +185,7 @@ def train_replica(
 
 
 @torch.no_grad()
-def evaluate(model: GPT, tokens: Tensor, batch_size: int = 32) -> tuple[float, float]:
+def evaluate(model: GPT, tokens: Tensor, batch_size: int = EVAL_BATCH) -> tuple[float, float]:
     """Mean next-token loss (nats) and accuracy over non-overlapping windows of ``tokens``."""
     context = model.config.context_len
     n = (len(tokens) - 1) // context

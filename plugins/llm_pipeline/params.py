@@ -169,6 +169,12 @@ def training_params() -> dict[str, Param]:
                         "Seeds initialisation and batch sampling: same seed, same model."),
         "eval_tokens": integer(32768, 64, 100_000_000, "Validation tokens",
                                "Validation tokens scored after each round."),
+        "memory_budget_gb": number(
+            8.0, "Memory budget per process (GB)",
+            "Runs whose model would need more (estimated from its size: weights, AdamW state, "
+            "activations of a batch) in the driver or one replica are refused before anything "
+            "is allocated.",
+            minimum=0, exclusiveMinimum=0, maximum=4096),
     }  # fmt: skip
 
 

@@ -1,13 +1,30 @@
 """Artifacts load from safetensors and JSON only: pickles are refused, whatever their name."""
 
 import io
+import json
 import pickle
+import shutil
 
 import pytest
 import torch
 
+from sparklm.errors import PipelineError
 from sparklm.model import GPT, GPTConfig
-from sparklm.weights import UnsafeArtifactError, load_model, model_bytes, parse_safetensors
+from sparklm.model_size import ModelTooLarge
+from sparklm.storage import SymlinkRefused
+from sparklm.weights import (
+    Checkpoint,
+    UnsafeArtifactError,
+    check_weights,
+    expected_shapes,
+    load_latest_checkpoint,
+    load_model,
+    model_bytes,
+    parse_safetensors,
+    read_header,
+    save_checkpoint,
+)
+from support import write_text
 
 CONFIG = GPTConfig(vocab_size=50, context_len=8, n_layer=1, n_head=2, n_embd=16)
 
@@ -44,3 +61,70 @@ def test_pickle_bearing_files_are_refused(payload, capsys):
 def test_garbage_is_refused_with_a_clear_error():
     with pytest.raises(UnsafeArtifactError, match="not a valid safetensors file"):
         parse_safetensors(b"\x10\x00\x00\x00\x00\x00\x00\x00{not json}", "weights")
+
+
+def test_the_header_is_checked_against_the_config_without_loading_tensors(tmp_path):
+    weights = tmp_path / "model.safetensors"
+    weights.write_bytes(model_bytes(GPT(CONFIG)))
+    check_weights(str(weights), CONFIG.to_dict(), budget_gb=8, what="w")  # agrees: passes
+    wider = {**CONFIG.to_dict(), "n_embd": 32}
+    with pytest.raises(
+        UnsafeArtifactError,
+        match=r"do not match config.json .* file has F32 "
+        r"\[50, 16\], config implies F32 \[50, 32\]",
+    ):
+        check_weights(str(weights), wider, budget_gb=8, what="w")
+    deeper = {**CONFIG.to_dict(), "n_layer": 2}
+    with pytest.raises(UnsafeArtifactError, match="transformer.h.1"):
+        check_weights(str(weights), deeper, budget_gb=8, what="w")
+
+
+def test_a_config_over_the_budget_is_refused_before_the_weights_are_read(tmp_path):
+    huge = {"vocab_size": 65536, "context_len": 8192, "n_layer": 96, "n_head": 64,
+            "n_embd": 8192, "dropout": 0.0}  # fmt: skip
+    with pytest.raises(ModelTooLarge, match="over the memory budget of 8 GB"):
+        check_weights(str(tmp_path / "never-read.safetensors"), huge, budget_gb=8, what="w")
+
+
+@pytest.mark.parametrize("damage", ["truncated", "header-too-long", "pickle"])
+def test_headers_that_do_not_describe_the_file_are_refused(tmp_path, damage):
+    data = model_bytes(GPT(CONFIG))
+    data = {"truncated": data[:-4],
+            "header-too-long": (10**12).to_bytes(8, "little") + data[8:],
+            "pickle": pickle.dumps({"w": 1}, protocol=4)}[damage]  # fmt: skip
+    weights = tmp_path / "model.safetensors"
+    weights.write_bytes(data)
+    with pytest.raises(UnsafeArtifactError, match="not a valid safetensors file|pickle"):
+        read_header(str(weights), "w")
+
+
+def test_expected_shapes_come_from_the_model_itself():
+    shapes = expected_shapes(CONFIG)
+    assert shapes == {k: list(v.shape) for k, v in GPT(CONFIG).state_dict().items()}
+
+
+def checkpoint(round_index: int) -> Checkpoint:
+    return Checkpoint(round=round_index, step=round_index, params=torch.zeros(3), exp_avg=None,
+                      exp_avg_sq=None, outer_momentum=None, metrics=[], fingerprint="f",
+                      started_at="t")  # fmt: skip
+
+
+def test_checkpoint_pointers_and_pruning_never_leave_the_stage(tmp_path):
+    stage = tmp_path / "train"
+    victim = write_text(tmp_path / "victim" / "state.json", "{}").parent
+    save_checkpoint(f"file://{stage}", checkpoint(1))
+    pointer = stage / "checkpoints" / "latest.json"
+    pointer.write_text(json.dumps({"round": 1, "folder": "../../victim", "fingerprint": "f"}))
+    with pytest.raises(PipelineError, match="not a round-NNNNN folder"):
+        load_latest_checkpoint(f"file://{stage}", "f")
+    pointer.unlink()
+    pointer.symlink_to(victim / "state.json")
+    with pytest.raises(SymlinkRefused, match="latest.json is a symbolic link"):
+        load_latest_checkpoint(f"file://{stage}", "f")
+    pointer.unlink()
+    shutil.rmtree(stage / "checkpoints" / "round-00001")
+    (stage / "checkpoints" / "round-00001").symlink_to(victim, target_is_directory=True)
+    save_checkpoint(f"file://{stage}", checkpoint(2))
+    with pytest.raises(SymlinkRefused, match="round-00001 is a symbolic link"):
+        save_checkpoint(f"file://{stage}", checkpoint(3))  # would prune round 1
+    assert (victim / "state.json").read_text() == "{}"
