@@ -48,14 +48,34 @@ def data_params() -> dict[str, Param]:
         "corpus": Param(
             DEFAULT_CORPUS, type="string", title="Corpus URI", minLength=1, maxLength=4096,
             pattern=r"^[^,\s]+(,[^,\s]+)*$",
-            description="Comma-separated files, directories or globs: .txt, .txt.gz, .txt.bz2 "
-                        "or MediaWiki XML dumps, on s3://, file:// or pkg://. The default is a "
-                        "206-page English Wikipedia dump shipped in the gensim wheel."),
+            description="Comma-separated files, directories or globs of plain text, JSON Lines, "
+                        "Parquet or MediaWiki XML dumps (multistream dumps with their index), "
+                        "plain or .gz/.bz2/.xz/.zst, on s3://, file:// or pkg://. The default is "
+                        "a 206-page English Wikipedia dump shipped in the gensim wheel."),
         "run_root": uri("Run root URI", "Where this run's artifacts go (s3://bucket/prefix or "
                                         "file:///path). Empty: {llm_runs_base Variable}/{run_id}."),
         "val_fraction": number(0.1, "Validation share of documents",
                                exclusiveMinimum=0, exclusiveMaximum=0.5),
         "min_chars": integer(8, 1, 10000, "Drop cleaned lines shorter than this"),
+        "text_field": Param("text", type="string", pattern=r"^[^.\s]+(\.[^.\s]+)*$",
+                            maxLength=256, title="Text field of JSON Lines records / Parquet rows",
+                            description="Dotted paths reach nested fields, e.g. meta.content. "
+                                        "Records without it are counted and dropped."),
+        "max_line_bytes": integer(
+            2**20, 1024, 2**30, "Longest line kept whole (bytes)",
+            description="Longer lines (a one-line corpus such as text8) are cut at whitespace "
+                        "into pieces of at most this size: memory stays flat."),
+        "max_record_bytes": integer(
+            32 * 2**20, 1024, 2**30, "Largest JSON Lines record / Parquet value / wiki page",
+            description="Larger records are dropped and counted in the preprocess manifest."),
+        "max_decompressed_gb": number(
+            50, "Largest decompressed size of one compressed file (GB)", exclusiveMinimum=0,
+            maximum=100_000, description="A file expanding beyond this stops preprocess with an "
+                                         "error naming this knob (decompression bombs)."),
+        "max_compression_ratio": number(
+            200, "Largest decompressed ÷ compressed size of one file", minimum=1,
+            maximum=1_000_000, description="Text compresses 3-10×; a decompression bomb expands "
+                                           "1000× or more and stops preprocess with an error."),
         "vocab_size": integer(4096, 258, 65536,
                               "BPE vocabulary size (256 bytes + 2 specials minimum)"),
     }  # fmt: skip
