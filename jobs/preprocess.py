@@ -19,6 +19,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import asdict, astuple
 from functools import partial
+from itertools import pairwise
 
 from sparklm import faults, holdout, sparkjob, storage
 from sparklm.compressed import ReadLimits
@@ -128,10 +129,12 @@ def main(argv: Sequence[str]) -> dict:
     storage.check_writable(args.run_root)
 
     spark = sparkjob.spark_session("llm-preprocess")
+    clock = [("start", time.time())]  # phases, for the benchmarks' throughput per phase
     splits, tasks, split_bytes = plan_reading(files, options, args.split_mb,
                                               spark.sparkContext.defaultParallelism)  # fmt: skip
     lines = read_lines(spark, tasks, options)
     dropped, input_stats, kept = drop_counts(lines)
+    clock.append(("read", time.time()))
     unique = first_occurrences(resolve_documents(spark, lines, splits))
     layout = choose_layout(unique, args, dropped)
     lines.unpersist()
@@ -139,9 +142,11 @@ def main(argv: Sequence[str]) -> dict:
         dropped["duplicate"] = {"lines": kept["lines"] - layout["lines"],
                                 "bytes": kept["bytes"] - layout["raw_bytes"]}  # fmt: skip
     docs, split_stats = assign_splits(to_units(unique, layout), layout, args)
+    clock.append(("deduplicate_and_split", time.time()))
 
     stage = begin_stage(args.run_root, STAGE)
     files_written = write_splits(docs, split_stats, stage, spark.sparkContext.defaultParallelism)
+    clock.append(("write", time.time()))
     faults.crash_point("preprocess:before-commit")
     unique.unpersist()
     docs.unpersist()
@@ -162,6 +167,8 @@ def main(argv: Sequence[str]) -> dict:
             "block_bytes": layout["block_bytes"],
             "source_documents": layout["documents"],
             "driver_peak_rss_mb": round(sparkjob.peak_rss_mb(), 1),
+            "seconds": {name: round(t - before, 3)
+                        for (_, before), (name, t) in pairwise(clock)},  # fmt: skip
             **split_stats,
         },
     )

@@ -9,7 +9,7 @@ import sys
 from collections.abc import Callable, Sequence
 
 from sparklm import storage
-from sparklm.errors import PipelineError
+from sparklm.errors import PipelineError, raised_in_task
 from sparklm.stage import stage_uri
 
 log = logging.getLogger("sparklm")
@@ -32,6 +32,9 @@ def run(main: Callable[[Sequence[str]], dict | None], argv: Sequence[str] | None
         print(f"ERROR: {exc}", file=sys.stderr, flush=True)
         sys.exit(2)
     except Exception as exc:
+        if (failure := raised_in_task(exc)) is not None:
+            print(f"ERROR: {failure}", file=sys.stderr, flush=True)
+            sys.exit(2)
         message = storage.unreachable_message(exc)
         if message is None:
             raise
