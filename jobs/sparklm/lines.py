@@ -83,44 +83,38 @@ def iter_records(
     from its current position, which counts as offset 0. Records exclude the newline.
     """
     cutter = LineCutter(max_line_bytes)
-    origin, line_start, next_g = 0, 0, cutter.first_grid_point(0)
+    origin = 0
     if start > 0:
-        origin, line_start, next_g = _resume_point(f, start, cutter)
+        origin = _scan_origin(f, start, cutter)
         f.seek(origin)
-    for offset, record, whole in _scan(f, origin, line_start, next_g, cutter):
+    for offset, record, whole in _scan(f, origin, cutter):
         if end is not None and offset >= end:
             return
         if offset >= start:
             yield offset, record, whole
 
 
-def _resume_point(f: BinaryIO, start: int, cutter: LineCutter) -> tuple[int, int | None, int]:
-    """A record start at or before ``start``, the start of its line (None: long, unknown)
-    and the next grid point to cut at, found from at most ``max_line_bytes + 1`` bytes back."""
+def _scan_origin(f: BinaryIO, start: int, cutter: LineCutter) -> int:
+    """Where to scan from to find the records at and after ``start``: the start of the line
+    holding ``start - 1``, looked for within ``max_line_bytes + 1`` bytes back.
+
+    Without a newline in that window the line is long and began earlier; scanning from
+    the window's start finds the same cuts after it, since cuts depend only on the grid.
+    """
     back_from = max(0, start - cutter.max_line_bytes - 1)
     f.seek(back_from)
-    back = f.read(start - back_from)
-    newline = back.rfind(NEWLINE)
-    if newline >= 0 or back_from == 0:
-        line_start = back_from + newline + 1  # newline == -1 with back_from == 0: file start
-        return line_start, line_start, cutter.first_grid_point(line_start)
-    # No newline in the max_line_bytes + 1 bytes before start: inside a long line, which
-    # began before the window of the last grid point before start, so that point cuts it.
-    g = (start - 1) // cutter.grid * cutter.grid
-    return cutter.cut(back, back_from, g), None, g + cutter.grid
+    return back_from + f.read(start - back_from).rfind(NEWLINE) + 1
 
 
-def _scan(
-    f: BinaryIO, origin: int, line_start: int | None, next_g: int, cutter: LineCutter
-) -> Iterator[tuple[int, bytes, bool]]:
-    """Records from ``origin`` (a record start) to the end of ``f``.
+def _scan(f: BinaryIO, origin: int, cutter: LineCutter) -> Iterator[tuple[int, bytes, bool]]:
+    """Records from ``origin`` (where a line starts, or ``max_line_bytes`` into a long
+    line) to the end of ``f``.
 
     ``buf`` always begins at the current record start ``base``; it never holds more
-    than ``max_line_bytes`` plus one read chunk. ``line_start`` is None while inside a
-    line known to be long whose start lies before ``origin``.
+    than ``max_line_bytes`` plus one read chunk.
     """
     buf, base = b"", origin
-    long_line = line_start is None
+    line_start, next_g, long_line = origin, cutter.first_grid_point(origin), False
     while True:
         chunk = f.read(READ_CHUNK_BYTES)
         if not chunk:
