@@ -30,6 +30,7 @@ from sparklm.shards import write_doc_shard
 from sparklm.sources import (
     LINE_COLUMNS,
     OPEN_COST_BYTES,
+    TEXT,
     ReadOptions,
     SourceFile,
     continued_documents,
@@ -132,6 +133,10 @@ def main(argv: Sequence[str]) -> dict:
     clock = [("start", time.time())]  # phases, for the benchmarks' throughput per phase
     splits, tasks, split_bytes = plan_reading(files, options, args.split_mb,
                                               spark.sparkContext.defaultParallelism)  # fmt: skip
+    # Shuffles as wide as the reading: persisted DataFrames keep their partitioning (adaptive
+    # execution does not coalesce them), and 200 near-empty partitions cost a task each.
+    spark.conf.set("spark.sql.shuffle.partitions",
+                   str(max(spark.sparkContext.defaultParallelism, len(tasks))))  # fmt: skip
     lines = read_lines(spark, tasks, options)
     dropped, input_stats, kept = drop_counts(lines)
     clock.append(("read", time.time()))
@@ -243,6 +248,8 @@ def resolve_documents(spark, lines, splits):
     """Give the lines that open a plain-text range the document begun in an earlier range."""
     from pyspark.sql import functions as F
 
+    if not any(split.fmt == TEXT and split.start > 0 for split in splits):
+        return lines  # every document began in the range its lines were read from
     last_starts = {
         (r["source"], r["split_start"]): r["last_start"]
         for r in lines.where(F.col("split_start").isNotNull() & F.col("doc_start").isNotNull())

@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from typing import BinaryIO
 
 READ_CHUNK_BYTES = 1 << 20
+LOOKBACK_BYTES = 1 << 16
 NEWLINE = b"\n"
 # ASCII whitespace a cut may follow (a newline always ends a line instead).
 CUT_AFTER = (b" ", b"\t", b"\r")
@@ -102,8 +103,15 @@ def _scan_origin(f: BinaryIO, start: int, cutter: LineCutter) -> int:
     the window's start finds the same cuts after it, since cuts depend only on the grid.
     """
     back_from = max(0, start - cutter.max_line_bytes - 1)
-    f.seek(back_from)
-    return back_from + f.read(start - back_from).rfind(NEWLINE) + 1
+    end = start
+    while end > back_from:  # backwards in blocks: the newline is usually a few bytes back
+        begin = max(back_from, end - LOOKBACK_BYTES)
+        f.seek(begin)
+        newline = f.read(end - begin).rfind(NEWLINE)
+        if newline >= 0:
+            return begin + newline + 1
+        end = begin
+    return back_from
 
 
 def _scan(f: BinaryIO, origin: int, cutter: LineCutter) -> Iterator[tuple[int, bytes, bool]]:
