@@ -26,6 +26,9 @@ MAGIC = ((b"\x1f\x8b", "gzip"), (b"BZh", "bz2"), (b"\xfd7zXZ\x00", "xz"),
          (b"\x28\xb5\x2f\xfd", "zstd"))  # fmt: skip
 GB = 10**9
 MIB = 2**20
+# A small file may expand further than the ratio allows (headers dominate, logs repeat):
+# up to this much is always accepted.
+MIN_CAP_BYTES = 16 * MIB
 
 
 @dataclass(frozen=True)
@@ -35,7 +38,7 @@ class ReadLimits:
     ``max_line_bytes``: longer lines are cut into pieces (plain text) — no text is lost.
     ``max_record_bytes``: a JSON Lines record, Parquet value or wiki page larger than
     this is dropped and counted. The decompression caps stop the job (a bomb, or a file
-    that needs the flag raised).
+    that needs the flag raised); 16 MiB is always allowed.
     """
 
     max_line_bytes: int = MIB
@@ -45,7 +48,7 @@ class ReadLimits:
 
     def decompressed_cap(self, compressed_bytes: int) -> tuple[int, str]:
         """Decompressed bytes allowed for ``compressed_bytes`` of input, and the flag setting it."""
-        by_ratio = int(self.max_compression_ratio * max(compressed_bytes, 1))
+        by_ratio = max(MIN_CAP_BYTES, int(self.max_compression_ratio * compressed_bytes))
         absolute = int(self.max_decompressed_gb * GB)
         if by_ratio <= absolute:
             return by_ratio, f"--max-compression-ratio (now {self.max_compression_ratio:g})"

@@ -57,3 +57,10 @@ def test_codecs_are_known_by_suffix_and_by_content():
     for codec, compress in COMPRESS.items():
         assert codec_from_magic(compress(b"hello")) == codec
     assert codec_from_magic(b"hello") is None
+
+
+def test_a_small_file_may_expand_past_the_ratio_up_to_16_mib(tmp_path):
+    path = tmp_path / "log.txt.gz"
+    text = b"GET /index.html 200\n" * 500_000  # 10 MB from ~20 KB: ratio ~500
+    path.write_bytes(gzip.compress(text))
+    assert read_all(path, "gzip", ReadLimits()) == text
