@@ -195,3 +195,13 @@ def test_mediawiki_dump_yields_articles_without_markup(tmp_path):
 def test_text_suffix_is_ranged(tmp_path):
     path = write_text(tmp_path / "a.txt", "abc\n" * 100)
     assert {s.fmt for s in plan_splits([source(path)], 64, OPTIONS)} == {TEXT}
+
+
+def test_long_paragraphs_of_records_are_cut_like_long_lines(tmp_path):
+    paragraph = " ".join(f"word{i}" for i in range(20_000))  # ~130 KB, one paragraph
+    path = write_text(tmp_path / "data.jsonl", json.dumps({"text": "Title\n" + paragraph}) + "\n")
+    _, records = read([path], options=ReadOptions(4, ReadLimits(max_line_bytes=4096)))
+    assert records[0].text == "Title" and len(records) > 30
+    assert all(len(r.text.encode()) <= 4096 for r in records)
+    assert " ".join(r.text for r in records[1:]).split() == paragraph.split()
+    assert [r.position for r in records] == sorted({r.position for r in records})
