@@ -96,8 +96,7 @@ class PageParser:
             self._page["redirect"] = True
         elif tail in ("id", "ns", "text"):
             path = self._path
-            self._field = _FIELDS.get((path[-3], path[-2], tail) if len(path) > 2 else None,
-                                      _FIELDS.get((path[-2], tail)))  # fmt: skip
+            self._field = _FIELDS.get(tuple(path[-3:])) or _FIELDS.get(tuple(path[-2:]))
 
     def _end(self, name: str) -> None:
         self._field = None
