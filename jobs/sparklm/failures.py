@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from xml.etree.ElementTree import ParseError
 
 from sparklm import storage
-from sparklm.errors import PipelineError
+from sparklm.errors import PipelineError, raised_in_task
 
 TRANSIENT = 1
 DETERMINISTIC = 2
@@ -29,8 +29,6 @@ TORCH_ALLOCATOR = re.compile(r"DefaultCPUAllocator: can't allocate memory[^\n]*"
 # The last line of a Python worker's traceback: "MemoryError", "MemoryError: …".
 WORKER_MEMORY_ERROR = re.compile(r"^MemoryError\b[^\n]*", re.MULTILINE)
 WORKER_PARSE_ERROR = re.compile(r"^xml\.etree\.ElementTree\.ParseError: ([^\n]*)", re.MULTILINE)
-# Every exception class the sparklm package defines is a PipelineError.
-WORKER_PIPELINE_ERROR = re.compile(r"^sparklm\.[\w.]+: ([^\n]*)", re.MULTILINE)
 
 
 @dataclass(frozen=True)
@@ -68,8 +66,8 @@ def classify(exc: BaseException, memory_knobs: str) -> Verdict | None:
         return Verdict(DETERMINISTIC, (
             f"malformed XML in the corpus ({detail}): the dump is truncated or not well-formed "
             "MediaWiki XML. Download it again, or leave it out of --input"))  # fmt: skip
-    if found := WORKER_PIPELINE_ERROR.search(text):
-        return Verdict(DETERMINISTIC, found.group(1))
+    if (failure := next(filter(None, map(raised_in_task, chain)), None)) is not None:
+        return Verdict(DETERMINISTIC, str(failure))
     return None
 
 

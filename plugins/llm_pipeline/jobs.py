@@ -48,7 +48,8 @@ PIPELINE: tuple[SparkJob, ...] = (
     SparkJob("preprocess", "preprocess.py", (
         ("--input", "{{ params.corpus }}"),
         ("--allowed-corpus-prefixes", CORPUS_PREFIXES),
-        *_flags("val_fraction", "min_chars"),
+        *_flags("val_fraction", "min_chars", "text_field", "max_line_bytes", "max_record_bytes",
+                "max_decompressed_gb", "max_compression_ratio"),
     )),
     SparkJob("tokenize", "tokenize_corpus.py", _flags("vocab_size")),
     SparkJob("train", "train.py", _flags(

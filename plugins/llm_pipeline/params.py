@@ -100,8 +100,9 @@ def data_params() -> dict[str, Param]:
                       "aws_default connection)."),
         "corpus": param(
             DEFAULT_CORPUS, "Corpus URI",
-            "Comma-separated files, directories or globs: .txt, .txt.gz, .txt.bz2 or MediaWiki "
-            "XML dumps, on s3://, file:// or pkg://. The default is a 206-page English "
+            "Comma-separated files, directories or globs of plain text, JSON Lines, Parquet or "
+            "MediaWiki XML dumps (multistream dumps with their index), plain or "
+            ".gz/.bz2/.xz/.zst, on s3://, file:// or pkg://. The default is a 206-page English "
             "Wikipedia dump shipped in the gensim wheel.",
             type="string", minLength=1, maxLength=4096, pattern=r"^[^,\s]+(,[^,\s]+)*$"),
         "run_root": write_location(
@@ -114,6 +115,28 @@ def data_params() -> dict[str, Param]:
                                minimum=0, exclusiveMinimum=0, maximum=0.5, exclusiveMaximum=0.5),
         "min_chars": integer(8, 1, 10000, "Minimum line length",
                              "Cleaned lines shorter than this many characters are dropped."),
+        "text_field": param("text", "Text field",
+                            "JSON Lines field / Parquet column holding the text; dotted paths "
+                            "reach nested fields, e.g. meta.content. Records without it are "
+                            "counted and dropped.",
+                            type="string", pattern=r"^[^.\s]+(\.[^.\s]+)*$", maxLength=256),
+        "max_line_bytes": integer(2**20, 1024, 2**30, "Longest line kept whole (bytes)",
+                                  "Longer lines (a one-line corpus such as text8) are cut at "
+                                  "whitespace into pieces of at most this size: memory stays "
+                                  "flat."),
+        "max_record_bytes": integer(32 * 2**20, 1024, 2**30, "Largest record (bytes)",
+                                    "JSON Lines records, Parquet values and wiki pages larger "
+                                    "than this are dropped and counted in the preprocess "
+                                    "manifest."),
+        "max_decompressed_gb": positive(50, 100_000, "Largest decompressed file (GB)",
+                                        "A compressed file expanding beyond this stops "
+                                        "preprocess with an error naming this knob "
+                                        "(decompression bombs)."),
+        "max_compression_ratio": number(200, "Largest compression ratio",
+                                        "Decompressed ÷ compressed size of one file. Text "
+                                        "compresses 3-10×; a decompression bomb expands 1000× or "
+                                        "more and stops preprocess with an error.",
+                                        minimum=1, maximum=1_000_000),
         "vocab_size": integer(4096, 258, 65536, "BPE vocabulary size",
                               "Byte-level BPE tokens, including the 256 bytes and 2 specials; "
                               "shrinks with a warning if the corpus supports fewer."),
