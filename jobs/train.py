@@ -79,6 +79,60 @@ def parse_args(argv: Sequence[str]):
     g.add_argument("--n-head", type=int, default=model.n_head)
     g.add_argument("--n-embd", type=int, default=model.n_embd)
     g.add_argument("--dropout", type=float, default=model.dropout)
+    add_block_flags(g, model)
+    g = p.add_argument_group("optimisation")
+    g.add_argument(
+        "--partitions",
+        type=int,
+        default=train.partitions,
+        help="replicas trained in parallel, one per Spark partition",
+    )
+    g.add_argument(
+        "--rounds",
+        type=int,
+        default=train.rounds,
+        help="averaging rounds (the driver combines replicas after each)",
+    )
+    g.add_argument(
+        "--local-steps",
+        type=int,
+        default=train.local_steps,
+        help="inner steps each replica takes per round",
+    )
+    g.add_argument("--batch-size", type=int, default=train.batch_size)
+    g.add_argument("--lr", type=float, default=train.lr, help="peak AdamW learning rate")
+    add_recipe_flags(g, train)
+    g.add_argument("--min-lr-ratio", type=float, default=train.min_lr_ratio)
+    g.add_argument("--warmup-steps", type=int, default=train.warmup_steps)
+    g.add_argument("--weight-decay", type=float, default=train.weight_decay)
+    g.add_argument("--grad-clip", type=float, default=train.grad_clip)
+    g.add_argument(
+        "--outer",
+        choices=OUTER_KINDS,
+        default=train.outer,
+        help="avg: plain parameter averaging; nesterov: DiLoCo outer step",
+    )
+    g.add_argument("--outer-lr", type=float, default=train.outer_lr)
+    g.add_argument("--outer-momentum", type=float, default=train.outer_momentum)
+    g.add_argument(
+        "--optimizer-state",
+        choices=OPTIMIZER_STATE_POLICIES,
+        default=train.optimizer_state,
+        help="averaged: the inner optimizer's state is averaged and carried across rounds; "
+        "reset: a fresh optimizer every round (the old project's behaviour)",
+    )
+    g.add_argument("--seed", type=int, default=train.seed)
+    g.add_argument(
+        "--eval-tokens",
+        type=int,
+        default=train.eval_tokens,
+        help="validation tokens scored after every round",
+    )
+    return p.parse_args(argv)  # fmt: skip
+
+
+def add_block_flags(g: argparse._ArgumentGroup, model: GPTConfig) -> None:
+    """The block's parts (GPTConfig switches), defaulting to ``model``'s."""
     g.add_argument("--position", choices=POSITIONS, default=model.position,
                    help="learned: a position table (GPT-2); rope: rotary q/k (Llama, Qwen3)")
     g.add_argument("--rope-theta", type=float, default=model.rope_theta)
@@ -92,21 +146,13 @@ def parse_args(argv: Sequence[str]):
                    help="true: RMSNorm on each head's queries and keys (Qwen3)")
     g.add_argument("--bias", type=boolean, default=model.bias, help="biases in linear layers")
     g.add_argument("--tie-embeddings", type=boolean, default=model.tie_embeddings,
-                   help="false: a separate output head")
-    g = p.add_argument_group("optimisation")
-    g.add_argument("--partitions", type=int, default=train.partitions,
-                   help="replicas trained in parallel, one per Spark partition")
-    g.add_argument("--rounds", type=int, default=train.rounds,
-                   help="averaging rounds (the driver combines replicas after each)")
-    g.add_argument("--local-steps", type=int, default=train.local_steps,
-                   help="inner steps each replica takes per round")
-    g.add_argument("--early-rounds", type=int, default=train.early_rounds,
-                   help="the first N rounds take --early-local-steps steps each instead")
-    g.add_argument("--early-local-steps", type=int, default=train.early_local_steps)
-    g.add_argument("--batch-size", type=int, default=train.batch_size)
+                   help="false: a separate output head")  # fmt: skip
+
+
+def add_recipe_flags(g: argparse._ArgumentGroup, train: TrainConfig) -> None:
+    """Inner optimizer, schedule and the early short-interval rounds."""
     g.add_argument("--optimizer", choices=OPTIMIZERS, default=train.optimizer,
                    help="adamw; or muon: Muon on the blocks' matrices, AdamW on the rest")
-    g.add_argument("--lr", type=float, default=train.lr, help="peak AdamW learning rate")
     g.add_argument("--muon-lr", type=float, default=train.muon_lr,
                    help="peak Muon learning rate (--optimizer muon)")
     g.add_argument("--muon-momentum", type=float, default=train.muon_momentum)
@@ -114,22 +160,9 @@ def parse_args(argv: Sequence[str]):
                    help="after warm-up: cosine decay, or wsd (stable, then a linear decay "
                         "over the last --decay-fraction of the steps)")
     g.add_argument("--decay-fraction", type=float, default=train.decay_fraction)
-    g.add_argument("--min-lr-ratio", type=float, default=train.min_lr_ratio)
-    g.add_argument("--warmup-steps", type=int, default=train.warmup_steps)
-    g.add_argument("--weight-decay", type=float, default=train.weight_decay)
-    g.add_argument("--grad-clip", type=float, default=train.grad_clip)
-    g.add_argument("--outer", choices=OUTER_KINDS, default=train.outer,
-                   help="avg: plain parameter averaging; nesterov: DiLoCo outer step")
-    g.add_argument("--outer-lr", type=float, default=train.outer_lr)
-    g.add_argument("--outer-momentum", type=float, default=train.outer_momentum)
-    g.add_argument("--optimizer-state", choices=OPTIMIZER_STATE_POLICIES,
-                   default=train.optimizer_state,
-                   help="averaged: the inner optimizer's state is averaged and carried across "
-                        "rounds; reset: a fresh optimizer every round (the old behaviour)")
-    g.add_argument("--seed", type=int, default=train.seed)
-    g.add_argument("--eval-tokens", type=int, default=train.eval_tokens,
-                   help="validation tokens scored after every round")
-    return p.parse_args(argv)  # fmt: skip
+    g.add_argument("--early-rounds", type=int, default=train.early_rounds,
+                   help="the first N rounds take --early-local-steps steps each instead")
+    g.add_argument("--early-local-steps", type=int, default=train.early_local_steps)  # fmt: skip
 
 
 def boolean(text: str) -> bool:
