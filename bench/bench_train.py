@@ -1,7 +1,10 @@
 """Training benchmark: Spark trainer throughput, MFU, quality at equal tokens, best reachable.
 
-    python bench/bench_train.py [--only throughput,mfu,quality,best] [--quick]
+    python bench/bench_train.py [--only throughput,mfu,recipe,quality,best] [--quick]
         [--work-dir bench/out/train] [--wikitext-dir DIR] [--best-args "--partitions 2 …"]
+        [--recipe-args "--optimizer adamw …"] [--quality-partitions 2,4] [...]
+
+    make bench-train BENCH_ARGS="--only quality --quality-partitions 4"   # one section
 
 Every number comes from running the real jobs (preprocess, tokenize, train) with spark-submit on
 ``local[2]`` against WikiText-2 raw, measured side by side in one invocation:
@@ -9,10 +12,19 @@ Every number comes from running the real jobs (preprocess, tokenize, train) with
 1. Throughput: the Spark trainer (2 partitions, one torch thread per task) against a plain
    single-process torch loop on 2 threads (same model, optimizer, lr schedule, clipping and
    batch sampling; batch 2×16 so one step covers one round-step of both replicas).
-2. MFU: model FLOPs per token × tokens/s ÷ the fp32 matmul peak measured in the same run.
-3. Quality at equal tokens: final validation bits/byte of the train job for 1 partition
-   (single process), plain averaging and DiLoCo (nesterov) on 2 and 4 partitions.
-4. Best reachable: train on valid.txt, score test.txt, at most ten minutes of training.
+2. MFU: model FLOPs per token (of the block that ran) × tokens/s ÷ the fp32 matmul peak
+   measured in the same run.
+3. Recipe: the GPT-2 block with AdamW against the Llama/Qwen3 blocks with AdamW and Muon, one
+   process each, at equal tokens.
+4. Quality at equal tokens: final validation bits/byte of the train job for the single
+   small-batch process, and for P = 2 and 4 the synchronous data-parallel reference (one
+   process, batch P·16, S/P steps), plain averaging and DiLoCo (nesterov).
+5. Best reachable: train on valid.txt, score test.txt, at most ten minutes of training.
+
+Each section runs alone with ``--only`` (the machine's load moves wall-clock numbers, so they
+can be re-measured one at a time on a quiet machine). Every flag of ``Sizes`` below has a
+``--flag`` of the same name. ``bench/tune_train.py`` runs the same equal-token comparisons
+without Spark, for sweeps.
 
 Data is prepared once per invocation under ``--work-dir`` and every config trains on a copy of
 the same tokenized stages. Outputs: the tables on stdout and ``results.md`` / ``results.json``
