@@ -107,7 +107,7 @@ class GPTConfig:
             "tied embedding/head" if self.tie_embeddings else "separate head",
         ]
         family = self.hf_architecture()
-        return "pre-norm blocks, " + ", ".join(parts) + (f" ({family} block)" if family else "")
+        return "Pre-norm blocks, " + ", ".join(parts) + (f" ({family} block)" if family else "")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -53,12 +53,12 @@ def render_model_card(
         f"- {train['stats']['parameters']:,} parameters: {model['n_layer']} layers × "
         f"{model['n_embd']} wide, {model['n_head']} heads, context {model['context_len']}, "
         f"dropout {model['dropout']}",
-        f"- {GPTConfig.from_dict(model).describe().capitalize()}",
+        f"- {GPTConfig.from_dict(model).describe()}",
         "",
         "## Training",
         "",
-        f"- {opt['partitions']} Spark replicas × {opt['rounds']} rounds × {opt['local_steps']} "
-        f"inner steps{early_rounds(opt)} (batch {opt['batch_size']}; {inner_optimizer(opt)}; "
+        f"- {opt['partitions']} Spark replicas × {rounds(opt)} (batch {opt['batch_size']}; "
+        f"{inner_optimizer(opt)}; "
         f"warm-up {opt['warmup_steps']}, {schedule(opt)}, weight decay {opt['weight_decay']}, "
         f"clip {opt['grad_clip']})",
         f"- Outer optimizer: `{opt['outer']}`"
@@ -130,7 +130,10 @@ def schedule(opt: Mapping[str, Any]) -> str:
     return f"cosine decay to {opt.get('min_lr_ratio', 0.1)} × peak"
 
 
-def early_rounds(opt: Mapping[str, Any]) -> str:
-    if not opt.get("early_rounds"):
-        return ""
-    return f", after {opt['early_rounds']} early rounds × {opt['early_local_steps']} steps"
+def rounds(opt: Mapping[str, Any]) -> str:
+    """Rounds × inner steps, the early short-interval rounds first if there were any."""
+    early = opt.get("early_rounds", 0)
+    later = f"{opt['rounds'] - early} rounds × {opt['local_steps']} inner steps"
+    if not early:
+        return later
+    return f"({early} rounds × {opt['early_local_steps']} + {later})"

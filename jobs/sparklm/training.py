@@ -37,7 +37,7 @@ class TrainConfig:
     early_rounds: int = 0
     early_local_steps: int = 1
     batch_size: int = 16
-    optimizer: str = "adamw"
+    optimizer: str = "muon"
     lr: float = 3e-3
     muon_lr: float = 0.02
     muon_momentum: float = 0.95
