@@ -145,16 +145,15 @@ def single_process_training(model_cfg, cfg, tokens, seed: int = 0):
     import torch
 
     from sparklm.model import GPT
-    from sparklm.training import build_optimizer, derive_seed, lr_at, sample_batch
+    from sparklm.training import build_optimizer, derive_seed, lr_scale, sample_batch
 
     torch.manual_seed(seed)
     model = GPT(model_cfg)
     optimizer = build_optimizer(model, cfg)
     for r in range(cfg.rounds):
         generator = torch.Generator().manual_seed(derive_seed(cfg.seed, r, 0))
-        for k in range(cfg.local_steps):
-            for group in optimizer.param_groups:
-                group["lr"] = lr_at(r * cfg.local_steps + k, cfg)
+        for k in range(cfg.steps_in_round(r)):
+            optimizer.set_lr_scale(lr_scale(cfg.steps_before(r) + k, cfg))
             x, y = sample_batch(tokens, cfg.batch_size, model_cfg.context_len, generator)
             _, loss = model(x, y)
             optimizer.zero_grad()

@@ -148,25 +148,31 @@ def check_weights(uri: str, config: Mapping[str, Any], *, budget_gb: float, what
 
 @dataclass
 class Checkpoint:
-    """The complete driver state after ``round`` finished rounds."""
+    """The complete driver state after ``round`` finished rounds.
+
+    ``optimizer_state`` is the averaged inner optimizer state by name (AdamW moments, Muon
+    momentum buffers; empty under ``--optimizer-state reset``).
+    """
 
     round: int
     step: int
     params: Tensor
-    exp_avg: Tensor | None
-    exp_avg_sq: Tensor | None
+    optimizer_state: dict[str, Tensor]
     outer_momentum: Tensor | None
     metrics: list[dict[str, Any]]
     fingerprint: str
     started_at: str
 
 
+OPTIMIZER_PREFIX = "optimizer."
+
+
 def save_checkpoint(stage: str, ckpt: Checkpoint) -> None:
     folder = f"{CHECKPOINTS}/round-{ckpt.round:05d}"
     tensors = {"params": ckpt.params}
-    for name in ("exp_avg", "exp_avg_sq", "outer_momentum"):
-        if getattr(ckpt, name) is not None:
-            tensors[name] = getattr(ckpt, name)
+    tensors.update({OPTIMIZER_PREFIX + k: v for k, v in ckpt.optimizer_state.items()})
+    if ckpt.outer_momentum is not None:
+        tensors["outer_momentum"] = ckpt.outer_momentum
     ArtifactFile.write(stage, f"{folder}/state.safetensors", save_tensors(tensors))
     meta = {
         "round": ckpt.round,
@@ -216,19 +222,10 @@ def load_latest_checkpoint(stage: str, fingerprint: str) -> Checkpoint | None:
         round=meta["round"],
         step=meta["step"],
         params=tensors["params"],
-        exp_avg=tensors.get("exp_avg"),
-        exp_avg_sq=tensors.get("exp_avg_sq"),
+        optimizer_state={k.removeprefix(OPTIMIZER_PREFIX): v for k, v in tensors.items()
+                         if k.startswith(OPTIMIZER_PREFIX)},  # fmt: skip
         outer_momentum=tensors.get("outer_momentum"),
         metrics=meta["metrics"],
         fingerprint=meta["fingerprint"],
         started_at=meta["started_at"],
     )
-
-
-def split_flat(vector: Tensor, like: list[Tensor]) -> list[Tensor]:
-    """Cut a flat vector into tensors shaped like ``like`` (inverse of averaging.flat)."""
-    out, offset = [], 0
-    for t in like:
-        out.append(vector[offset : offset + t.numel()].view_as(t).clone())
-        offset += t.numel()
-    return out

@@ -56,6 +56,9 @@ PIPELINE: tuple[SparkJob, ...] = (
         "partitions", "rounds", "local_steps", "batch_size", "context_len", "n_layer", "n_head",
         "n_embd", "dropout", "lr", "warmup_steps", "weight_decay", "grad_clip", "outer",
         "outer_lr", "outer_momentum", "optimizer_state", "seed", "eval_tokens", "memory_budget_gb",
+        "early_rounds", "early_local_steps", "position", "rope_theta", "norm", "norm_eps", "mlp",
+        "intermediate_size", "qk_norm", "bias", "tie_embeddings", "optimizer", "muon_lr",
+        "muon_momentum", "schedule", "decay_fraction", "min_lr_ratio",
     )),
     SparkJob("generate", "generate.py", (
         ("--prompts", f"{{{{ params.prompts_uri or {CODE_ROOT} ~ '/conf/prompts.txt' }}}}"),

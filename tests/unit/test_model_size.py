@@ -45,7 +45,7 @@ from sparklm.model import GPT, GPTConfig
 from sparklm.training import GlobalState, TrainConfig, train_replica
 torch.set_num_threads(1)
 cfg = GPTConfig(vocab_size=4096, context_len=128, n_layer=4, n_head=4, n_embd=128)
-state = GlobalState(flat(GPT(cfg).parameters()), None, None, 0)
+state = GlobalState(flat(GPT(cfg).parameters()), {}, 0)
 tokens = torch.randint(0, 4096, (128 * 50,))
 train_replica(cfg, TrainConfig(batch_size=32, local_steps=2), state, tokens, 0, 0)
 print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)

@@ -39,6 +39,20 @@ def test_round_trip_keeps_every_weight_and_the_tying():
     assert loaded.lm_head.weight is loaded.transformer.wte.weight
 
 
+def test_round_trip_of_a_qwen3_block_with_a_separate_head():
+    config = GPTConfig(vocab_size=50, context_len=8, n_layer=1, n_head=2, n_embd=16,
+                       position="rope", norm="rmsnorm", mlp="swiglu", qk_norm=True,
+                       tie_embeddings=False)  # fmt: skip
+    torch.manual_seed(0)
+    model = GPT(config)
+    loaded = load_model(model_bytes(model), config.to_dict())
+    assert loaded.config == config
+    assert loaded.lm_head.weight is not loaded.transformer.wte.weight
+    for name, tensor in model.state_dict().items():
+        assert torch.equal(loaded.state_dict()[name], tensor), name
+    assert not [n for n in model.state_dict() if "rotary" in n]  # derived from the config
+
+
 class Exploit:
     def __reduce__(self):
         return (print, ("pwned",))
@@ -104,8 +118,8 @@ def test_expected_shapes_come_from_the_model_itself():
 
 
 def checkpoint(round_index: int) -> Checkpoint:
-    return Checkpoint(round=round_index, step=round_index, params=torch.zeros(3), exp_avg=None,
-                      exp_avg_sq=None, outer_momentum=None, metrics=[], fingerprint="f",
+    return Checkpoint(round=round_index, step=round_index, params=torch.zeros(3),
+                      optimizer_state={}, outer_momentum=None, metrics=[], fingerprint="f",
                       started_at="t")  # fmt: skip
 
 
@@ -128,3 +142,21 @@ def test_checkpoint_pointers_and_pruning_never_leave_the_stage(tmp_path):
     with pytest.raises(SymlinkRefused, match="round-00001 is a symbolic link"):
         save_checkpoint(f"file://{stage}", checkpoint(3))  # would prune round 1
     assert (victim / "state.json").read_text() == "{}"
+
+
+def test_checkpoint_keeps_every_optimizer_state_vector_and_the_outer_momentum(tmp_path):
+    state = {"exp_avg": torch.randn(5), "exp_avg_sq": torch.rand(5),
+             "momentum_buffer": torch.randn(3)}  # fmt: skip
+    ckpt = Checkpoint(round=2, step=50, params=torch.randn(8), optimizer_state=state,
+                      outer_momentum=torch.randn(8), metrics=[{"round": 1}, {"round": 2}],
+                      fingerprint="abc", started_at="2026-01-01T00:00:00Z")  # fmt: skip
+    stage = f"file://{tmp_path}/train"
+    save_checkpoint(stage, ckpt)
+    loaded = load_latest_checkpoint(stage, "abc")
+    assert set(loaded.optimizer_state) == set(state)
+    for name, vector in state.items():
+        assert torch.equal(loaded.optimizer_state[name], vector), name
+    assert torch.equal(loaded.params, ckpt.params)
+    assert torch.equal(loaded.outer_momentum, ckpt.outer_momentum)
+    assert (loaded.round, loaded.step, loaded.metrics) == (2, 50, ckpt.metrics)
+    assert load_latest_checkpoint(stage, "another run") is None
