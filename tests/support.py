@@ -78,14 +78,15 @@ def load_job(name: str) -> ModuleType:
 
 
 def spark_submit(
-    script: str, *args: str, master: str = "local[2]", env: dict | None = None, timeout: float = 600
+    script: str, *args: str, master: str = "local[2]", env: dict | None = None,
+    timeout: float = 600, options: Sequence[str] = (),
 ) -> subprocess.CompletedProcess:
-    """Run ``spark-submit --master {master} jobs/{script} args…`` exactly as a user would.
+    """Run ``spark-submit --master {master} {options…} jobs/{script} args…`` as a user would.
 
     The driver's stderr reaches spark-submit's stdout; both come back in ``stdout``.
     """
     return subprocess.run(
-        ["spark-submit", "--master", master, str(JOBS / script), *map(str, args)],
+        ["spark-submit", "--master", master, *options, str(JOBS / script), *map(str, args)],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
