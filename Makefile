@@ -22,12 +22,18 @@ export SPARK_LOCAL_IP := 127.0.0.1
 export PYSPARK_PYTHON := $(BIN)/python
 export PATH := $(BIN):$(PATH)
 
-.PHONY: setup system-deps run test lint lock bench-data bench-train bench-generate bench-scale bench-run clean
+.PHONY: setup preflight system-deps run test lint lock bench-data bench-train bench-generate bench-scale bench-run clean
 
 setup: $(STAMP)
 
-$(STAMP): pyproject.toml constraints.txt
+## preflight: Python 3.11 and Java 17+ present, checked before anything is installed or run.
+preflight:
+	@tools/preflight.sh $(PYTHON)
+
+# torch first, alone, as a CPU build (tools/install_torch.py says from where); then the rest.
+$(STAMP): pyproject.toml constraints.txt tools/install_torch.py | preflight
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python tools/install_torch.py --constraints constraints.txt
 	$(BIN)/pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[dev]'
 	$(BIN)/pip check
 	touch $@
@@ -58,10 +64,15 @@ lint: $(STAMP)
 	ruff check .
 
 ## lock: re-resolve the pins in constraints.txt from pyproject.toml's ranges.
-lock:
+## The torch pin is written without its local label (+cpu): `torch==X.Y.Z` matches PyPI's build
+## and the CPU index's alike (PEP 440), so tools/install_torch.py may take either.
+lock: | preflight
 	rm -rf $(CURDIR)/.lock-venv && $(PYTHON) -m venv $(CURDIR)/.lock-venv
+	grep -i '^torch==' constraints.txt > $(CURDIR)/.lock-venv/torch.txt
+	$(CURDIR)/.lock-venv/bin/python tools/install_torch.py --constraints $(CURDIR)/.lock-venv/torch.txt
 	$(CURDIR)/.lock-venv/bin/pip install --quiet -e '.[dev]'
-	$(CURDIR)/.lock-venv/bin/pip freeze --exclude-editable | grep -v '^-e' > constraints.txt
+	$(CURDIR)/.lock-venv/bin/pip freeze --exclude-editable | grep -v '^-e' \
+	  | sed -E 's/^(torch==[^+]+)\+.*$$/\1/I' > constraints.txt
 	rm -rf $(CURDIR)/.lock-venv
 
 ## bench-*: measured performance, printed as Markdown tables (not tests; see README).

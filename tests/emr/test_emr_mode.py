@@ -53,7 +53,7 @@ def test_bundle_holds_every_script_and_is_content_addressed():
     files = build_bundle(REPO)
     assert {f"jobs/{job.script}" for job in PIPELINE} <= set(files)
     assert {"sparklm.zip", "requirements.txt", "constraints.txt", "bootstrap.sh",
-            "jobs/conf/prompts.txt"} <= set(files)  # fmt: skip
+            "install_torch.py", "jobs/conf/prompts.txt"} <= set(files)  # fmt: skip
     assert "torch==2.13.0" in files["requirements.txt"].decode()
     assert bundle_version(files) == bundle_version(build_bundle(REPO))
 
