@@ -5,6 +5,10 @@ PYTHON ?= python3.11
 VENV := $(CURDIR)/.venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# An EMR node's Python environment (the bundle's bootstrap.sh + the default release's Spark),
+# in which the tests run the EMR steps and the Spark-3.5 leg of the version matrix.
+EMR_VENV := $(CURDIR)/.venv-emr
+EMR_STAMP := $(EMR_VENV)/.installed
 
 RUN_ID := local-$(shell date -u +%Y%m%dT%H%M%SZ)
 RUN_ROOT ?= file://$(CURDIR)/runs/$(RUN_ID)
@@ -22,7 +26,7 @@ export SPARK_LOCAL_IP := 127.0.0.1
 export PYSPARK_PYTHON := $(BIN)/python
 export PATH := $(BIN):$(PATH)
 
-.PHONY: setup preflight system-deps run test lint lock bench-data bench-train bench-generate bench-scale bench-run clean
+.PHONY: setup preflight venv-emr system-deps run test test-fast lint lock bench-data bench-train bench-generate bench-scale bench-run clean
 
 setup: $(STAMP)
 
@@ -36,6 +40,15 @@ $(STAMP): pyproject.toml constraints.txt tools/install_torch.py | preflight
 	$(BIN)/python tools/install_torch.py --constraints constraints.txt
 	$(BIN)/pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[dev]'
 	$(BIN)/pip check
+	touch $@
+
+## venv-emr: an EMR node's environment for the tests: the code bundle's bootstrap.sh run on
+## the bundle's requirements.txt + constraints.txt, plus the default EMR release's Spark.
+venv-emr: $(EMR_STAMP)
+
+$(EMR_STAMP): $(STAMP) plugins/llm_pipeline/emr_bootstrap.sh plugins/llm_pipeline/emr.py
+	rm -rf $(EMR_VENV)
+	python tests/emr_harness.py build-node-env $(EMR_VENV)
 	touch $@
 
 $(AIRFLOW_HOME)/airflow.db: $(STAMP)
@@ -56,9 +69,14 @@ system-deps:
 	      apt-get install -y -qq --no-install-recommends docker-compose >/dev/null; \
 	  else echo "docker-compose missing and not root: its validation test will be skipped"; fi; }
 
-## test: every test (unit, Spark, Airflow, S3 and AWS API servers started by the tests).
-test: $(STAMP) system-deps
+## test: every test (unit, Spark 4.2 and the EMR release's 3.5, a standalone cluster, Airflow,
+## S3 and AWS API servers started by the tests).
+test: $(STAMP) $(EMR_STAMP) system-deps
 	pytest
+
+## test-fast: the same without the tests marked slow (whole pipelines, clusters, Spark matrix).
+test-fast: $(STAMP) $(EMR_STAMP) system-deps
+	pytest -m "not slow"
 
 lint: $(STAMP)
 	ruff check .
@@ -81,6 +99,6 @@ bench-data bench-train bench-generate bench-scale bench-run: bench-%: $(AIRFLOW_
 	python bench/bench_$*.py $(BENCH_ARGS)
 
 clean:
-	rm -rf $(AIRFLOW_HOME) runs .pytest_cache
+	rm -rf $(AIRFLOW_HOME) runs .pytest_cache $(EMR_VENV)
 
 comma := ,

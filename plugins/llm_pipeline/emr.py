@@ -16,6 +16,11 @@ from typing import Any
 
 from llm_pipeline.jobs import PIPELINE, SparkJob
 
+# The EMR release a run gets by default and the Apache Spark it ships (EMR Release Guide,
+# "Spark release history": emr-7.9.0 runs Spark 3.5.5-amzn-0). The trigger form's default
+# and the Spark of the tests' EMR node environment (`make venv-emr`) both come from here.
+EMR_RELEASE_LABEL = "emr-7.9.0"
+EMR_SPARK_VERSION = "3.5.5"
 PACKAGE = "sparklm"
 STEP_ACTION_ON_FAILURE = "CANCEL_AND_WAIT"  # later steps are cancelled; the teardown terminates
 JOB_FLOW_FILE = Path(__file__).with_name("emr_job_flow.json")

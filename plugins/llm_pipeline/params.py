@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from airflow.sdk import Param
 
+from llm_pipeline.emr import EMR_RELEASE_LABEL
+
 DEFAULT_CORPUS = "pkg://gensim/test/test_data/enwiki-latest-pages-articles1.xml-p000000010p000030302-shortened.bz2"
 URI_PATTERN = (
     r"^(s3://[a-z0-9][a-z0-9.\-]{1,61}[a-z0-9](/.*)?|file:///.+|pkg://[A-Za-z_][\w.]*/.+|/.+)$"
@@ -130,7 +132,7 @@ def publish_params() -> dict[str, Param]:
 def emr_params() -> dict[str, Param]:
     """Cluster settings for env=emr; account-specific values stay out of the code."""
     return {
-        "emr_release_label": Param("emr-7.9.0", type="string", pattern=r"^emr-7\.\d+\.\d+$",
+        "emr_release_label": Param(EMR_RELEASE_LABEL, type="string", pattern=r"^emr-7\.\d+\.\d+$",
                                    title="EMR release (7.x: Spark 3.5)"),
         "emr_job_flow_role": Param("EMR_EC2_DefaultRole", type="string", minLength=1,
                                    title="EC2 instance profile of the cluster nodes"),

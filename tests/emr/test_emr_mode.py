@@ -86,7 +86,8 @@ def test_the_whole_pipeline_runs_as_emr_steps(emr_dag, aws_default_connection, s
         emr_dag, tmp_path, s3_server, "emr-ok", corpus=s3_server.uri("emr-corpus", "*.txt"),
         **SMALL)  # fmt: skip
 
-    assert run.state == "success", states
+    failed = [f"{r.name}:\n{r.output[-3000:]}" for r in runner.runs if r.returncode]
+    assert run.state == "success", (states, failed)
     assert [r.name for r in runner.runs] == [f"llm_decoder {s}" for s in STAGES]
     assert all(r.returncode == 0 for r in runner.runs)
     assert all(states[f"local.{s}"] == "skipped" for s in STAGES)
