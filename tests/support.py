@@ -14,14 +14,14 @@ from types import ModuleType
 
 REPO = Path(__file__).resolve().parents[1]
 JOBS = REPO / "jobs"
-WIKITEXT = REPO.parent / "shared" / "data" / "wikitext-2-raw"
 # Credentials of the test S3 server: tests check that they never reach a log or an artifact.
 S3_ACCESS_KEY = "llm-test-access-key"
 S3_SECRET_KEY = "llm-test-secret-key-do-not-log"
-# A small model that still learns WikiText-2 in well under a minute on local[2].
+# A small model that learns real Wikipedia text (the default corpus, vocab 512) in about a
+# minute on local[2]: validation 4.51 nats/token against a unigram entropy of 5.31.
 TRAINED = ["--context-len", "64", "--n-layer", "2", "--n-head", "2", "--n-embd", "64",
-           "--batch-size", "16", "--lr", "3e-3", "--warmup-steps", "10", "--partitions", "2",
-           "--rounds", "8", "--local-steps", "40", "--eval-tokens", "8192"]  # fmt: skip
+           "--batch-size", "16", "--lr", "1e-2", "--warmup-steps", "10", "--partitions", "2",
+           "--rounds", "16", "--local-steps", "40", "--eval-tokens", "8192"]  # fmt: skip
 # A one-block model for tests about plumbing, not learning.
 TINY = ["--context-len", "32", "--n-layer", "1", "--n-head", "2", "--n-embd", "32",
         "--batch-size", "4", "--eval-tokens", "512"]  # fmt: skip
