@@ -62,8 +62,8 @@ def spark_session(app_name: str):
     Settings the user made (``--conf``, ``spark-defaults.conf``, EMR's configuration)
     win. Only ``spark.sql.shuffle.partitions`` gets a default of our own when nobody set
     it: Spark's 200 turns this pipeline's modest shuffles into hundreds of near-empty
-    tasks (preprocess on the default corpus, run alone on ``local[2]``: 99 s instead of
-    45 s), so it follows the task slots the job was given instead.
+    tasks (preprocess of the default corpus run alone took about twice as long), so it
+    follows the task slots the job was given instead.
     """
     from pyspark.sql import SparkSession
 
