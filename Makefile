@@ -5,6 +5,10 @@ PYTHON ?= python3.11
 VENV := $(CURDIR)/.venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# An EMR node's Python environment (the bundle's bootstrap.sh + the default release's Spark),
+# in which the tests run the EMR steps and the Spark-3.5 leg of the version matrix.
+EMR_VENV := $(CURDIR)/.venv-emr
+EMR_STAMP := $(EMR_VENV)/.installed
 
 RUN_ID := local-$(shell date -u +%Y%m%dT%H%M%SZ)
 RUN_ROOT ?= file://$(CURDIR)/runs/$(RUN_ID)
@@ -24,14 +28,29 @@ export SPARK_LOCAL_IP := 127.0.0.1
 export PYSPARK_PYTHON := $(BIN)/python
 export PATH := $(BIN):$(PATH)
 
-.PHONY: setup system-deps run airflow test test-fast lint lock bench-data bench-train bench-generate bench-scale bench-run bench-hostile clean
+.PHONY: setup preflight venv-emr system-deps run airflow test test-fast lint lock bench-data bench-train bench-generate bench-scale bench-run bench-hostile clean
 
 setup: $(STAMP)
 
-$(STAMP): pyproject.toml constraints.txt
+## preflight: Python 3.11 and Java 17+ present, checked before anything is installed or run.
+preflight:
+	@tools/preflight.sh $(PYTHON)
+
+# torch first, alone, as a CPU build (tools/install_torch.py says from where); then the rest.
+$(STAMP): pyproject.toml constraints.txt tools/install_torch.py | preflight
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python tools/install_torch.py --constraints constraints.txt
 	$(BIN)/pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[dev]'
 	$(BIN)/pip check
+	touch $@
+
+## venv-emr: an EMR node's environment for the tests: the code bundle's bootstrap.sh run on
+## the bundle's requirements.txt + constraints.txt, plus the default EMR release's Spark.
+venv-emr: $(EMR_STAMP)
+
+$(EMR_STAMP): $(STAMP) plugins/llm_pipeline/emr_bootstrap.sh plugins/llm_pipeline/emr.py
+	rm -rf $(EMR_VENV)
+	python tests/emr_harness.py build-node-env $(EMR_VENV)
 	touch $@
 
 $(AIRFLOW_HOME)/airflow.db: $(STAMP)
@@ -65,22 +84,29 @@ system-deps:
 	      apt-get install -y -qq --no-install-recommends chromium chromium-driver >/dev/null; \
 	  else echo "chromium missing and not root: the browser tests will be skipped"; fi; }
 
-## test: every test (unit, Spark, Airflow, S3 and AWS API servers started by the tests).
-test: $(STAMP) system-deps
+## test: every test (unit, Spark 4.2 and the EMR release's 3.5, a standalone cluster, Airflow,
+## S3 and AWS API servers started by the tests).
+test: $(STAMP) $(EMR_STAMP) system-deps
 	pytest
 
-## test-fast: every test but the `slow` ones (a real Airflow stack, the browser).
-test-fast: $(STAMP)
+## test-fast: every test but the `slow` ones (a real Airflow stack and the browser, whole
+## pipelines on the Spark-version matrix, a standalone cluster).
+test-fast: $(STAMP) $(EMR_STAMP) system-deps
 	pytest -m "not slow"
 
 lint: $(STAMP)
 	ruff check .
 
 ## lock: re-resolve the pins in constraints.txt from pyproject.toml's ranges.
-lock:
+## The torch pin is written without its local label (+cpu): `torch==X.Y.Z` matches PyPI's build
+## and the CPU index's alike (PEP 440), so tools/install_torch.py may take either.
+lock: | preflight
 	rm -rf $(CURDIR)/.lock-venv && $(PYTHON) -m venv $(CURDIR)/.lock-venv
+	grep -i '^torch==' constraints.txt > $(CURDIR)/.lock-venv/torch.txt
+	$(CURDIR)/.lock-venv/bin/python tools/install_torch.py --constraints $(CURDIR)/.lock-venv/torch.txt
 	$(CURDIR)/.lock-venv/bin/pip install --quiet -e '.[dev]'
-	$(CURDIR)/.lock-venv/bin/pip freeze --exclude-editable | grep -v '^-e' > constraints.txt
+	$(CURDIR)/.lock-venv/bin/pip freeze --exclude-editable | grep -v '^-e' \
+	  | sed -E 's/^(torch==[^+]+)\+.*$$/\1/I' > constraints.txt
 	rm -rf $(CURDIR)/.lock-venv
 
 ## bench-*: measured performance, printed as Markdown tables (not tests; see README).
@@ -89,6 +115,6 @@ bench-data bench-train bench-generate bench-scale bench-run bench-hostile: bench
 	python bench/bench_$*.py $(BENCH_ARGS)
 
 clean:
-	rm -rf $(AIRFLOW_HOME) runs .pytest_cache
+	rm -rf $(AIRFLOW_HOME) runs .pytest_cache $(EMR_VENV)
 
 comma := ,

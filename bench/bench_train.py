@@ -61,11 +61,10 @@ from common import (
     spark_submit,
     write_results,
 )
-from corpora import WIKITEXT
+from corpora import WIKITEXT, require_wikitext
 
 SECTIONS = ("throughput", "mfu", "recipe", "quality", "best")
 DATA_STAGES = ("preprocess", "tokenize")
-DEFAULT_WIKITEXT = os.environ.get("WIKITEXT2_DIR", str(WIKITEXT))
 # Best reachable in ten minutes, chosen from full-length runs on this machine (test bits/byte,
 # all test tokens): 4 x 128, vocab 4096, dropout 0.1, lr 3e-3, 2 partitions averaging every 25
 # steps: 2.234; the same with lr 5e-3: 2.347 (replicas drift apart more between averages);
@@ -758,7 +757,7 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
                    help=f"comma-separated subset of {','.join(SECTIONS)}")  # fmt: skip
     p.add_argument("--quick", action="store_true", help="tiny sizes: a smoke test of the script")
     p.add_argument("--work-dir", type=Path, default=REPO / "bench" / "out" / "train")
-    p.add_argument("--wikitext-dir", type=Path, default=Path(DEFAULT_WIKITEXT),
+    p.add_argument("--wikitext-dir", type=Path, default=WIKITEXT,
                    help="folder with WikiText-2 raw valid.txt and test.txt "
                         "(default $WIKITEXT2_DIR or %(default)s)")  # fmt: skip
     defaults = Sizes()
@@ -779,9 +778,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     sizes = Sizes(**{
         k: v if getattr(args, k) is None else getattr(args, k) for k, v in asdict(base).items()
     })  # fmt: skip
-    for name in ("valid.txt", "test.txt"):
-        if not (args.wikitext_dir / name).is_file():
-            raise SystemExit(f"missing {args.wikitext_dir / name}: pass --wikitext-dir DIR")
+    require_wikitext(args.wikitext_dir)
     show = set(args.only.split(","))
     bench = Bench(args.work_dir, args.wikitext_dir, sizes)
     started = time.perf_counter()

@@ -19,10 +19,11 @@ import argparse
 import json
 import time
 from collections.abc import Iterable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from functools import partial
 
 from sparklm import sparkjob, storage
+from sparklm.completion import Sampler, Sampling
 from sparklm.errors import PipelineError
 from sparklm.model_size import DEFAULT_MEMORY_BUDGET_GB
 from sparklm.ownership import check_run_root
@@ -38,27 +39,6 @@ from sparklm.stage import (
 
 STAGE = "generate"
 MEMORY_KNOBS = "lower --max-new-tokens, or sample from a smaller model"
-
-
-@dataclass(frozen=True)
-class Sampling:
-    """How to sample; recorded next to every completion so it can be reproduced."""
-
-    max_new_tokens: int = 64
-    temperature: float = 0.8
-    top_k: int = 50
-    top_p: float = 0.95
-    seed: int = 0
-
-    def check(self) -> None:
-        if self.max_new_tokens < 1 or self.max_new_tokens > 100_000:
-            raise PipelineError("--max-new-tokens must be between 1 and 100000")
-        if self.temperature < 0:
-            raise PipelineError("--temperature must be >= 0 (0 means greedy decoding)")
-        if self.top_k < 0:
-            raise PipelineError("--top-k must be >= 0 (0 disables it)")
-        if not 0 < self.top_p <= 1:
-            raise PipelineError("--top-p must be in (0, 1] (1 disables it)")
 
 
 def parse_args(argv: Sequence[str]):
@@ -132,46 +112,6 @@ def load_prompts(prompts_uri: str | None, inline: Iterable[str]) -> list[str]:
             "given. Put one prompt per line in the file or pass --prompt TEXT"
         )
     return prompts
-
-
-class Sampler:
-    """A loaded model and tokenizer that turn a prompt into a completion record."""
-
-    def __init__(self, weights: bytes, config: dict, tokenizer_json: str) -> None:
-        from tokenizers import Tokenizer
-
-        from sparklm.tokenizer import special_ids
-        from sparklm.weights import load_model
-
-        self.model = load_model(weights, config)
-        self.tokenizer = Tokenizer.from_str(tokenizer_json)
-        self.eod = special_ids(self.tokenizer)["eod"]
-
-    def complete(self, prompt: str, sampling: Sampling, index: int) -> dict:
-        """Sample one completion; the seed depends on the prompt's index, not on where it runs."""
-        from sparklm.sampling import generate
-        from sparklm.tokenizer import decode
-
-        # A document starts after an end-of-document token, as in the training stream.
-        prompt_ids = [self.eod, *self.tokenizer.encode(prompt, add_special_tokens=False).ids]
-        started = time.perf_counter()
-        new_ids = generate(
-            self.model, prompt_ids, sampling.max_new_tokens, temperature=sampling.temperature,
-            top_k=sampling.top_k or None, top_p=sampling.top_p, seed=sampling.seed + index,
-            stop_ids=(self.eod,),
-        )  # fmt: skip
-        seconds = time.perf_counter() - started
-        return {
-            "index": index,
-            "prompt": prompt,
-            "completion": decode(self.tokenizer, new_ids),
-            **asdict(sampling),
-            "seed": sampling.seed + index,
-            "prompt_tokens": len(prompt_ids) - 1,
-            "new_tokens": len(new_ids),
-            "stopped_by": "end_of_document" if len(new_ids) < sampling.max_new_tokens else "length",
-            "tokens_per_s": round(len(new_ids) / seconds, 2) if seconds > 0 else None,
-        }
 
 
 def generate_partition(items, *, artifacts, sampling: Sampling):

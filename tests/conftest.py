@@ -30,7 +30,6 @@ from support import (
     S3_ACCESS_KEY,
     S3_SECRET_KEY,
     TRAINED,
-    WIKITEXT,
     copy_stages,
     load_job,
 )
@@ -217,12 +216,16 @@ def run_job(spark):
 
 @pytest.fixture(scope="session")
 def wikitext_run(spark, tmp_path_factory) -> str:
-    """A run root with WikiText-2 ``valid.txt`` preprocessed and tokenized (vocab 512).
+    """A run root with real Wikipedia wikitext preprocessed and tokenized (vocab 512): the
+    pipeline's default corpus, 206 pages of an English Wikipedia dump shipped in the gensim
+    wheel, so the tests need no downloaded data.
 
     Tests copy it (``copy_run``) before writing later stages into it.
     """
+    from llm_pipeline.params import DEFAULT_CORPUS
+
     root = f"file://{tmp_path_factory.mktemp('wikitext-run')}"
-    load_job("preprocess").main(["--run-root", root, "--input", str(WIKITEXT / "valid.txt")])
+    load_job("preprocess").main(["--run-root", root, "--input", DEFAULT_CORPUS])
     load_job("tokenize_corpus").main(["--run-root", root, "--vocab-size", "512"])
     return root
 

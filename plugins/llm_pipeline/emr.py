@@ -16,10 +16,16 @@ from typing import Any
 
 from llm_pipeline.jobs import PIPELINE, SparkJob
 
+# The EMR release a run gets by default and the Apache Spark it ships (EMR Release Guide,
+# "Spark release history": emr-7.9.0 runs Spark 3.5.5-amzn-0). The trigger form's default
+# and the Spark of the tests' EMR node environment (`make venv-emr`) both come from here.
+EMR_RELEASE_LABEL = "emr-7.9.0"
+EMR_SPARK_VERSION = "3.5.5"
 PACKAGE = "sparklm"
 STEP_ACTION_ON_FAILURE = "CANCEL_AND_WAIT"  # later steps are cancelled; the teardown terminates
 JOB_FLOW_FILE = Path(__file__).with_name("emr_job_flow.json")
 BOOTSTRAP_FILE = Path(__file__).with_name("emr_bootstrap.sh")
+TORCH_INSTALLER = Path("tools") / "install_torch.py"  # in the project, beside constraints.txt
 
 
 def build_bundle(project_dir: Path) -> dict[str, bytes]:
@@ -28,7 +34,8 @@ def build_bundle(project_dir: Path) -> dict[str, bytes]:
     - ``jobs/<script>.py`` and ``jobs/conf/*``: the entry scripts and their config,
     - ``sparklm.zip``: the shared library for ``--py-files`` (executors import it),
     - ``requirements.txt`` + ``constraints.txt``: the jobs' dependencies, pinned,
-    - ``bootstrap.sh``: the bootstrap action that installs them on every node.
+    - ``bootstrap.sh`` + ``install_torch.py``: the bootstrap action that installs them on
+      every node (torch's CPU build the same way ``make setup`` installs it).
     """
     jobs = project_dir / "jobs"
     files: dict[str, bytes] = {}
@@ -40,6 +47,7 @@ def build_bundle(project_dir: Path) -> dict[str, bytes]:
     files["requirements.txt"] = _jobs_requirements(project_dir / "pyproject.toml").encode()
     files["constraints.txt"] = (project_dir / "constraints.txt").read_bytes()
     files["bootstrap.sh"] = BOOTSTRAP_FILE.read_bytes()
+    files["install_torch.py"] = (project_dir / TORCH_INSTALLER).read_bytes()
     return files
 
 

@@ -2,16 +2,33 @@
 # EMR bootstrap action: runs on every node before Spark starts.
 # Installs Python 3.11 (EMR 7 ships 3.9) and the jobs' dependencies, pinned by the
 # project's constraints.txt, into one virtualenv that spark-env points PYSPARK_PYTHON at.
-# Usage (set by the DAG): bootstrap.sh s3://bucket/prefix/code/<version>
+# Spark itself (and pyspark) is EMR's own; the virtualenv holds only what the jobs import.
+#
+# Usage (set by the DAG): bootstrap.sh s3://bucket/prefix/code/<version> [VENV]
+# The tests run this same script on a local copy of the bundle to build the EMR node
+# environment they run the steps in: bootstrap.sh /path/to/bundle .venv-emr
 set -euxo pipefail
 CODE="$1"
-VENV=/usr/local/llm-venv
+VENV="${2:-/usr/local/llm-venv}"
 
-sudo dnf install -y python3.11 python3.11-pip
-aws s3 cp "$CODE/requirements.txt" /tmp/llm-requirements.txt
-aws s3 cp "$CODE/constraints.txt" /tmp/llm-constraints.txt
-sudo python3.11 -m venv "$VENV"
-# The CPU wheel of torch: the default index would pull a multi-GB CUDA build.
-sudo "$VENV/bin/pip" install --no-cache-dir \
-  --extra-index-url https://download.pytorch.org/whl/cpu \
-  -r /tmp/llm-requirements.txt -c /tmp/llm-constraints.txt
+# Root only where the target needs it (/usr/local on an EMR node).
+SUDO=""
+[ -w "$(dirname "$VENV")" ] || SUDO=sudo
+command -v python3.11 >/dev/null || sudo dnf install -y python3.11 python3.11-pip
+
+FILES="$(mktemp -d)"
+for name in requirements.txt constraints.txt install_torch.py; do
+  case "$CODE" in
+    s3://*) aws s3 cp "$CODE/$name" "$FILES/$name" ;;
+    *) cp "$CODE/$name" "$FILES/$name" ;;
+  esac
+done
+
+$SUDO python3.11 -m venv "$VENV"
+# torch first, alone: its CPU build, from the PyTorch CPU index only when the default
+# sources offer none (never --extra-index-url for the whole install: dependency confusion).
+$SUDO "$VENV/bin/python" "$FILES/install_torch.py" --constraints "$FILES/constraints.txt"
+# Everything else from the default index, pinned; torch is already satisfied.
+$SUDO "$VENV/bin/pip" install --no-cache-dir --disable-pip-version-check \
+  -r "$FILES/requirements.txt" -c "$FILES/constraints.txt"
+$SUDO "$VENV/bin/pip" check

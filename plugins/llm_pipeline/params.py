@@ -28,6 +28,8 @@ from typing import Any
 
 from airflow.sdk import Param
 
+from llm_pipeline.emr import EMR_RELEASE_LABEL
+
 DEFAULT_CORPUS = "pkg://gensim/test/test_data/enwiki-latest-pages-articles1.xml-p000000010p000030302-shortened.bz2"
 # Form sections, in the order the README's "The DAG" table lists them.
 SECTIONS = ("Data", "Model", "Training", "Generation", "Publish", "EMR")
@@ -281,7 +283,7 @@ def publish_params() -> dict[str, Param]:
 def emr_params() -> dict[str, Param]:
     """Cluster settings for env=emr; account-specific values stay out of the code."""
     return {
-        "emr_release_label": param("emr-7.9.0", "EMR release",
+        "emr_release_label": param(EMR_RELEASE_LABEL, "EMR release",
                                    "An EMR 7.x release (Spark 3.5).",
                                    type="string", pattern=r"^emr-7\.\d+\.\d+$"),
         "emr_job_flow_role": param("EMR_EC2_DefaultRole", "EC2 instance profile",

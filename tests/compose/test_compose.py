@@ -487,10 +487,20 @@ def test_dockerfile_installs_the_project_with_the_constraints():
             f"pip install without -c constraints.txt: {args}"
         )
     assert any(".[jobs,airflow]" in args for args in installs), "extras jobs,airflow not installed"
-    if "+cpu" in constraint_pin("torch"):
-        assert any("download.pytorch.org/whl/cpu" in args for args in installs), (
-            "constraints.txt pins a +cpu torch, which only PyTorch's CPU index serves"
-        )
+
+
+def test_dockerfile_installs_torch_alone_first_and_never_an_extra_index():
+    """PyPI's linux/amd64 torch is a CUDA build; the CPU build must come in first, through the
+    one installer make setup and the EMR bootstrap use, and no index may be added to the
+    whole install (dependency confusion)."""
+    runs = [args for keyword, args in dockerfile() if keyword == "RUN"]
+    text = " ".join(runs)
+    assert "--extra-index-url" not in text
+    torch = text.find("tools/install_torch.py --constraints constraints.txt")
+    project = text.find('".[jobs,airflow]"')
+    assert 0 <= torch < project, "torch is not installed by tools/install_torch.py before the rest"
+    copied = [shlex.split(args)[-2] for keyword, args in dockerfile() if keyword == "COPY"]
+    assert "tools/" in copied
 
 
 def test_dockerfile_python_and_paths_match_the_compose_file():

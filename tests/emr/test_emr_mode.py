@@ -60,7 +60,7 @@ def test_bundle_holds_every_script_and_is_content_addressed():
     files = build_bundle(REPO)
     assert {f"jobs/{job.script}" for job in PIPELINE} <= set(files)
     assert {"sparklm.zip", "requirements.txt", "constraints.txt", "bootstrap.sh",
-            "jobs/conf/prompts.txt"} <= set(files)  # fmt: skip
+            "install_torch.py", "jobs/conf/prompts.txt"} <= set(files)  # fmt: skip
     assert "torch==2.13.0" in files["requirements.txt"].decode()
     assert bundle_version(files) == bundle_version(build_bundle(REPO))
 
@@ -93,7 +93,8 @@ def test_the_whole_pipeline_runs_as_emr_steps(emr_dag, aws_default_connection, s
         emr_dag, tmp_path, s3_server, "emr-ok", corpus=s3_server.uri("emr-corpus", "*.txt"),
         **SMALL)  # fmt: skip
 
-    assert run.state == "success", states
+    failed = [f"{r.name}:\n{r.output[-3000:]}" for r in runner.runs if r.returncode]
+    assert run.state == "success", (states, failed)
     assert [r.name for r in runner.runs] == [f"llm_decoder {s}" for s in STAGES]
     assert all(r.returncode == 0 for r in runner.runs)
     assert all(states[f"local.{s}"] == "skipped" for s in STAGES)

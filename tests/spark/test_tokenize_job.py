@@ -8,15 +8,13 @@ from sparklm import storage
 from sparklm.shards import read_doc_texts
 from sparklm.stage import StageNotCommitted, listed_files
 from sparklm.tokenizer import decode
-from support import WIKITEXT, small_corpus
+from support import copy_stages, load_job, small_corpus
 
 
 @pytest.fixture(scope="module")
-def tokenized(spark, tmp_path_factory):
-    from support import load_job
-
-    root = f"file://{tmp_path_factory.mktemp('tok')}"
-    load_job("preprocess").main(["--run-root", root, "--input", str(WIKITEXT / "valid.txt")])
+def tokenized(wikitext_run, tmp_path_factory):
+    """The session's preprocessed Wikipedia text, tokenized again with a 1024-token vocabulary."""
+    root = copy_stages(wikitext_run, tmp_path_factory.mktemp("tok"), ("preprocess",))
     return load_job("tokenize_corpus").main(["--run-root", root, "--vocab-size", "1024"])
 
 

@@ -16,7 +16,6 @@ from sparklm.tokenizer import (
     special_ids,
     train_from_counts,
 )
-from support import WIKITEXT
 
 HOSTILE = [
     "plain ASCII, with punctuation!",
@@ -32,7 +31,18 @@ HOSTILE = [
 
 @pytest.fixture(scope="module")
 def wikitext_lines():
-    return (WIKITEXT / "valid.txt").read_text(encoding="utf-8").split("\n")[:600]
+    """600 lines of real Wikipedia text: the first article pages of the default corpus (a
+    dump shipped in the gensim wheel), markup stripped as preprocess strips it."""
+    from llm_pipeline.params import DEFAULT_CORPUS
+    from sparklm.sources import ARTICLE_NAMESPACE, iter_mediawiki_pages, wiki_to_text
+
+    lines: list[str] = []
+    for _, namespace, redirect, wikitext in iter_mediawiki_pages(DEFAULT_CORPUS):
+        if namespace == ARTICLE_NAMESPACE and not redirect:
+            lines += wiki_to_text(wikitext).split("\n")
+        if len(lines) >= 600:
+            return lines[:600]
+    raise AssertionError(f"the default corpus holds only {len(lines)} lines of article text")
 
 
 @pytest.fixture(scope="module")
