@@ -44,7 +44,7 @@ from airflow.sdk import (
 from airflow.sdk.exceptions import AirflowFailException
 
 from llm_pipeline.emr import emr_steps
-from llm_pipeline.jobs import PIPELINE, SparkJob
+from llm_pipeline.jobs import PIPELINE, SparkJob, xcom
 from llm_pipeline.operators import EmrStepWatcher, SparkJobOperator
 from llm_pipeline.params import DEFAULT_CORPUS, UnknownConfKeys, check_conf_keys, pipeline_params
 from llm_pipeline.runs import PlanError, default_base, make_plan
@@ -70,8 +70,6 @@ SPARK_CONF = {
     ),
 }
 AWS_CONN_ID = "aws_default"
-CLUSTER_ID = "{{ ti.xcom_pull(task_ids='emr.create_cluster') }}"
-CODE_URI = "ti.xcom_pull(task_ids='emr.bundle_code')"  # a Jinja expression
 
 PARAMS = pipeline_params()
 
@@ -122,18 +120,14 @@ with DAG(
         except (UnknownConfKeys, PlanError) as exc:
             raise AirflowFailException(f"ERROR: {exc}") from None
 
-    @task.branch
-    def choose_env(params: dict) -> str:
-        return "local.preprocess" if params["env"] == "local" else "emr.bundle_code"
-
     planned = plan_run()
-    branch = choose_env()
 
     with TaskGroup("local") as local:
         stages = [
             SparkJobOperator(
                 job=job,
                 jobs_dir=JOBS_DIR,
+                plan=xcom(planned),
                 conn_id="spark_local",
                 conf=SPARK_CONF,
                 # A killed train task resumes from its last checkpointed round when retried.
@@ -173,16 +167,18 @@ with DAG(
         add_steps = EmrAddStepsOperator(
             task_id="add_steps",
             aws_conn_id=AWS_CONN_ID,
-            job_flow_id=CLUSTER_ID,
-            steps=emr_steps(CODE_URI),
+            job_flow_id=create_cluster.output,
+            steps=emr_steps(code_uri=xcom(code_uri), plan=xcom(planned)),
             retries=0,  # a retry would queue every step twice
         )
         watchers = [
             EmrStepWatcher(
                 task_id=f"watch_{job.stage}",
                 aws_conn_id=AWS_CONN_ID,
-                job_flow_id=CLUSTER_ID,
-                step_id=f"{{{{ ti.xcom_pull(task_ids='emr.add_steps')[{i}] }}}}",
+                # Templates, not create_cluster.output: an XComArg would add an edge from
+                # create_cluster to every watcher, which add_steps already orders.
+                job_flow_id=f"{{{{ {xcom(create_cluster)} }}}}",
+                step_id=f"{{{{ {xcom(add_steps)}[{i}] }}}}",
                 poke_interval=EMR_POLL_SECONDS,
                 timeout=timedelta(hours=EMR_STAGE_TIMEOUT[job.stage]).total_seconds(),
                 deferrable=EMR_DEFERRABLE,
@@ -194,8 +190,15 @@ with DAG(
         terminate = EmrTerminateJobFlowOperator(
             task_id="terminate_cluster",
             aws_conn_id=AWS_CONN_ID,
-            job_flow_id=CLUSTER_ID,
+            job_flow_id=create_cluster.output,
         ).as_teardown(setups=create_cluster)
         chain(create_cluster, add_steps, *watchers, terminate)
 
-    chain(planned, branch, [local, emr])
+    first_task = {"local": stages[0].task_id, "emr": code_uri.operator.task_id}
+
+    @task.branch
+    def choose_env(params: dict) -> str:
+        """The first task of the chosen mode (ids taken from the tasks themselves)."""
+        return first_task[params["env"]]
+
+    chain(planned, choose_env(), [local, emr])

@@ -8,16 +8,29 @@ both and the modes cannot drift.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
+from typing import Any
 
-RUN_ROOT = "{{ ti.xcom_pull(task_ids='plan_run')['run_root'] }}"
-REGISTRY = "{{ ti.xcom_pull(task_ids='plan_run')['registry'] }}"
+# Stands for a Jinja expression for the run's plan (plan_run's result: locations and
+# allow-lists), which the DAG names by the task object (``xcom(planned)``), not by a task id.
+PLAN = "PLAN"
+RUN_ROOT = f"{{{{ {PLAN}['run_root'] }}}}"
+REGISTRY = f"{{{{ {PLAN}['registry'] }}}}"
 # The deployment's allow-lists, fixed by plan_run and enforced again by the jobs (EMR too).
-CORPUS_PREFIXES = "{{ ti.xcom_pull(task_ids='plan_run')['corpus_prefixes'] }}"
-REGISTRY_PREFIXES = "{{ ti.xcom_pull(task_ids='plan_run')['registry_prefixes'] }}"
+CORPUS_PREFIXES = f"{{{{ {PLAN}['corpus_prefixes'] }}}}"
+REGISTRY_PREFIXES = f"{{{{ {PLAN}['registry_prefixes'] }}}}"
 # Stands for a Jinja expression naming where the job scripts live: the local jobs/ folder,
 # or the jobs/ folder of the code bundle uploaded for EMR (known only at run time).
 CODE_ROOT = "CODE_ROOT"
+
+
+def xcom(task: Any) -> str:
+    """A Jinja expression for what ``task`` (an operator, or a TaskFlow call's XComArg)
+    returned. The id comes from the task object, so renaming the task cannot leave a stale
+    id in a template: a reference to a task that no longer exists fails when the DAG parses."""
+    operator = getattr(task, "operator", task)
+    return f"ti.xcom_pull(task_ids={operator.task_id!r})"
 
 
 def _flags(*names: str) -> tuple[tuple[str, str], ...]:
@@ -33,14 +46,17 @@ class SparkJob:
     script: str
     flags: tuple[tuple[str, str], ...] = ()
 
-    def arguments(self, code_root: str) -> list[str]:
+    def arguments(self, code_root: str, plan: str) -> list[str]:
         """The job's arguments after the script path, ``--run-root`` first.
 
-        ``code_root`` is a Jinja expression for the jobs folder, e.g. ``'/opt/llm/jobs'``.
+        ``code_root`` is a Jinja expression for the jobs folder, e.g. ``'/opt/llm/jobs'``;
+        ``plan`` one for the run's plan, e.g. ``xcom(planned)``.
         """
-        args = ["--run-root", RUN_ROOT]
-        for flag, value in self.flags:
-            args += [flag, value.replace(CODE_ROOT, code_root)]
+        expressions = {CODE_ROOT: code_root, PLAN: plan}
+        pattern = re.compile("|".join(map(re.escape, expressions)))
+        args = []
+        for flag, value in (("--run-root", RUN_ROOT), *self.flags):
+            args += [flag, pattern.sub(lambda m: expressions[m.group()], value)]
         return args
 
 

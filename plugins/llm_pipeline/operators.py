@@ -23,13 +23,16 @@ JVM_OOM_EXIT_CODE = 52
 
 
 class SparkJobOperator(SparkSubmitOperator):
-    """spark-submit one pipeline job on the ``spark_local`` connection's master."""
+    """spark-submit one pipeline job on the ``spark_local`` connection's master.
 
-    def __init__(self, *, job: SparkJob, jobs_dir: str | Path, **kwargs: Any) -> None:
+    ``plan`` is a Jinja expression for the run's plan (``llm_pipeline.jobs.xcom(planned)``).
+    """
+
+    def __init__(self, *, job: SparkJob, jobs_dir: str | Path, plan: str, **kwargs: Any) -> None:
         super().__init__(
             task_id=job.stage,
             application=str(Path(jobs_dir) / job.script),
-            application_args=job.arguments(code_root=repr(str(jobs_dir))),
+            application_args=job.arguments(code_root=repr(str(jobs_dir)), plan=plan),
             name=f"llm-{job.stage}",
             **kwargs,
         )
