@@ -56,8 +56,6 @@ SCHEDULE = os.environ.get("LLM_SCHEDULE", "")
 # How often the EMR step watchers poll, and whether they defer to the triggerer instead.
 EMR_POLL_SECONDS = float(os.environ.get("LLM_EMR_POLL_SECONDS", "60"))
 EMR_DEFERRABLE = os.environ.get("LLM_EMR_DEFERRABLE", "false").lower() == "true"
-# Upper bounds per stage on EMR; training is the long one.
-EMR_STAGE_TIMEOUT = {"preprocess": 4, "tokenize": 4, "train": 48, "generate": 2, "publish": 1}
 # Corpora always allowed: the bundled dump and the deployment's corpus Asset. Anything else
 # only under the llm_corpus_allowed_prefixes Variable's prefixes (nothing, unset).
 DEFAULT_CORPORA = [DEFAULT_CORPUS, CORPUS_URI]
@@ -79,7 +77,7 @@ model = Asset(name="llm_decoder_model", uri="llm-registry://llm_decoder/model")
 
 def outlets(job: SparkJob) -> list[Asset]:
     """Publishing, in either mode, updates the model Asset."""
-    return [model] if job.stage == "publish" else []
+    return [model] if job.publishes_model else []
 
 
 with DAG(
@@ -130,8 +128,7 @@ with DAG(
                 plan=xcom(planned),
                 conn_id="spark_local",
                 conf=SPARK_CONF,
-                # A killed train task resumes from its last checkpointed round when retried.
-                retries=3 if job.stage == "train" else 1,
+                retries=job.retries,
                 outlets=outlets(job),
             )
             for job in PIPELINE
@@ -180,7 +177,7 @@ with DAG(
                 job_flow_id=f"{{{{ {xcom(create_cluster)} }}}}",
                 step_id=f"{{{{ {xcom(add_steps)}[{i}] }}}}",
                 poke_interval=EMR_POLL_SECONDS,
-                timeout=timedelta(hours=EMR_STAGE_TIMEOUT[job.stage]).total_seconds(),
+                timeout=timedelta(hours=job.emr_timeout_hours).total_seconds(),
                 deferrable=EMR_DEFERRABLE,
                 retries=0,  # a step's outcome is final; re-watching it cannot change it
                 outlets=outlets(job),

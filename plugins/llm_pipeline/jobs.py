@@ -40,11 +40,18 @@ def _flags(*names: str) -> tuple[tuple[str, str], ...]:
 
 @dataclass(frozen=True)
 class SparkJob:
-    """One stage: its entry script under ``jobs/`` and its templated command-line flags."""
+    """One stage: its entry script under ``jobs/``, its templated command-line flags and
+    how the DAG runs it (both modes read these; nothing else special-cases a stage)."""
 
     stage: str
     script: str
     flags: tuple[tuple[str, str], ...] = ()
+    # Local-mode task retries (transient faults; a job's bad-input exit is never retried).
+    retries: int = 1
+    # How long the EMR step watcher waits for the step.
+    emr_timeout_hours: float = 4
+    # Whether a successful run of this stage updates the model Asset (either mode).
+    publishes_model: bool = False
 
     def arguments(self, code_root: str, plan: str) -> list[str]:
         """The job's arguments after the script path, ``--run-root`` first.
@@ -68,7 +75,9 @@ PIPELINE: tuple[SparkJob, ...] = (
                 "max_decompressed_gb", "max_compression_ratio"),
     )),
     SparkJob("tokenize", "tokenize_corpus.py", _flags("vocab_size")),
-    SparkJob("train", "train.py", _flags(
+    # A killed train task resumes from its last checkpointed round when retried; on EMR
+    # training is the long stage.
+    SparkJob("train", "train.py", retries=3, emr_timeout_hours=48, flags=_flags(
         "partitions", "rounds", "local_steps", "batch_size", "context_len", "n_layer", "n_head",
         "n_embd", "dropout", "lr", "warmup_steps", "weight_decay", "grad_clip", "outer",
         "outer_lr", "outer_momentum", "optimizer_state", "seed", "eval_tokens", "memory_budget_gb",
@@ -81,12 +90,12 @@ PIPELINE: tuple[SparkJob, ...] = (
         ("--prompts-json", "{{ params.prompts | tojson }}"),
         *_flags("max_new_tokens", "temperature", "top_k", "top_p", "memory_budget_gb"),
         ("--seed", "{{ params.sample_seed }}"),
-    )),
+    ), emr_timeout_hours=2),
     SparkJob("publish", "publish.py", (
         ("--registry", REGISTRY),
         ("--allowed-registry-prefixes", REGISTRY_PREFIXES),
         ("--model-name", "{{ params.model_name }}"),
         ("--tolerance", "{{ params.promotion_tolerance }}"),
         *_flags("memory_budget_gb"),
-    )),
+    ), emr_timeout_hours=1, publishes_model=True),
 )  # fmt: skip

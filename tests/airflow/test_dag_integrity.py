@@ -7,6 +7,7 @@ import time
 
 import pytest
 
+from llm_pipeline.jobs import PIPELINE
 from support import REPO
 
 
@@ -22,7 +23,7 @@ def test_no_import_errors(dagbag):
     assert list(dagbag.dags) == ["llm_decoder"]
 
 
-STAGES = ["preprocess", "tokenize", "train", "generate", "publish"]
+STAGES = [job.stage for job in PIPELINE]
 
 
 def chain_upstreams(task_ids):
