@@ -116,10 +116,12 @@ def main(argv: Sequence[str]) -> dict:
     counts_rdd.unpersist()
     counted = time.time()
     sparkjob.log.info(
-        "tokenize: %d distinct pre-tokens (%d occurrences) counted in %.1fs",
+        "tokenize: %d distinct pre-tokens counted in %.1fs; the vocabulary learns from %d of "
+        "them (%d occurrences)",
         distinct,
+        counted - counting,
+        len(counts),
         sum(counts.values()),
-        counted - started,
     )
     if len(counts) < 2:
         raise PipelineError(

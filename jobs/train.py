@@ -7,8 +7,9 @@
 Each round the driver broadcasts the global weights and the averaged inner
 optimizer state (AdamW moments; Muon momentum buffers); every partition runs
 ``--local-steps`` inner steps on windows drawn from its own slice of the
-training tokens and returns its (token-weighted) delta and optimizer state; a
-tree aggregation sums them and the outer optimizer applies the mean delta.
+training tokens and returns its delta and optimizer state, weighted by the
+tokens it trained on (the same for every replica); a tree aggregation sums them
+and the outer optimizer applies the mean delta.
 The driver then scores the validation tokens and checkpoints the round, so a
 killed or retried task resumes from the last complete round.
 
@@ -136,7 +137,7 @@ def parse_args(argv: Sequence[str]):
         choices=OPTIMIZER_STATE_POLICIES,
         default=train.optimizer_state,
         help="averaged: the inner optimizer's state is averaged and carried across rounds; "
-        "reset: a fresh optimizer every round (the old project's behaviour)",
+        "reset: a fresh optimizer every round",
     )
     g.add_argument("--seed", type=int, default=train.seed)
     g.add_argument(
@@ -227,7 +228,7 @@ def fingerprint(model_cfg: GPTConfig, train_cfg: TrainConfig, upstream: dict) ->
     manifest's timestamps, so re-tokenizing the same corpus keeps checkpoints valid.
     """
     blob = json.dumps(
-        [model_cfg.to_dict(), train_cfg.to_dict(), upstream["files"], code_version()],
+        [model_cfg.to_dict(), train_cfg.to_dict(), upstream["files"], code_version(__file__)],
         sort_keys=True,
     )
     return hashlib.sha256(blob.encode()).hexdigest()[:16]

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from airflow.providers.amazon.aws.sensors.emr import EmrStepSensor
+from airflow.providers.apache.spark.hooks.spark_submit import SparkSubmitHook
 from airflow.providers.apache.spark.operators.spark_submit import SparkSubmitOperator
 from airflow.sdk.exceptions import AirflowException, AirflowFailException
 
@@ -20,6 +21,24 @@ BAD_INPUT_EXIT_CODE = 2
 # Spark's SparkExitCode.OOM: the driver JVM died of java.lang.OutOfMemoryError. Just as
 # deterministic, but the JVM goes down before the job can print its own ERROR line.
 JVM_OOM_EXIT_CODE = 52
+
+
+class JobSubmitHook(SparkSubmitHook):
+    """SparkSubmitHook that keeps spark-submit's exit status in ``exit_code``.
+
+    The provider raises the same AirflowException for every non-zero exit and keeps the
+    process only in a private attribute; this is the one place that reads it, and
+    tests/airflow/test_operators.py fails if a provider upgrade moves it.
+    """
+
+    exit_code: int | None = None
+
+    def submit(self, application: str = "", **kwargs: Any) -> str | None:
+        try:
+            return super().submit(application, **kwargs)
+        finally:
+            process = getattr(self, "_submit_sp", None)
+            self.exit_code = process.returncode if process is not None else None
 
 
 class SparkJobOperator(SparkSubmitOperator):
@@ -37,12 +56,21 @@ class SparkJobOperator(SparkSubmitOperator):
             **kwargs,
         )
 
+    job_hook: JobSubmitHook | None = None
+
+    def _get_hook(self) -> JobSubmitHook:
+        """The hook the provider builds from this operator's settings, as a JobSubmitHook
+        (which adds behaviour and no state to initialise), kept in ``job_hook``."""
+        hook = super()._get_hook()
+        hook.__class__ = JobSubmitHook
+        self.job_hook = hook
+        return hook
+
     def execute(self, context: Any) -> Any:
         try:
             return super().execute(context)
         except AirflowException as exc:
-            process = getattr(self._hook, "_submit_sp", None)
-            returncode = process.returncode if process is not None else None
+            returncode = self.job_hook.exit_code if self.job_hook is not None else None
             if returncode == BAD_INPUT_EXIT_CODE:
                 raise AirflowFailException(
                     f"{self.task_id} failed in a way a retry cannot fix (see the ERROR line "
