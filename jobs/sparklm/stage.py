@@ -13,6 +13,7 @@ entry can only name a file inside its own stage folder.
 
 from __future__ import annotations
 
+import builtins
 import hashlib
 import json
 import sys
@@ -78,7 +79,7 @@ class ArtifactFile:
     extra: Mapping[str, Any] = field(default_factory=dict)
 
     @classmethod
-    def write(cls, stage: str, path: str, data: bytes, **extra: Any) -> ArtifactFile:
+    def write(cls, stage: str, path: str, data: builtins.bytes, **extra: Any) -> ArtifactFile:
         """Write ``data`` to ``{stage}/{path}`` and describe it for the manifest.
 
         ``stage`` is any folder the pipeline owns (a stage, a registry version);
