@@ -28,7 +28,7 @@ export SPARK_LOCAL_IP := 127.0.0.1
 export PYSPARK_PYTHON := $(BIN)/python
 export PATH := $(BIN):$(PATH)
 
-.PHONY: setup preflight venv-emr system-deps run airflow test test-fast lint lock bench-data bench-train bench-generate bench-scale bench-run bench-hostile clean
+.PHONY: setup preflight venv-emr system-deps run airflow test test-fast check lint lock bench-data bench-train bench-generate bench-scale bench-run bench-hostile clean
 
 setup: $(STAMP)
 
@@ -89,10 +89,16 @@ system-deps:
 test: $(STAMP) $(EMR_STAMP) system-deps
 	pytest
 
-## test-fast: every test but the `slow` ones (a real Airflow stack and the browser, whole
-## pipelines on the Spark-version matrix, a standalone cluster).
-test-fast: $(STAMP) $(EMR_STAMP) system-deps
-	pytest -m "not slow"
+## test-fast: the unit tests only (no Spark, S3, Airflow, EMR or slow test; markers are set
+## by folder and fixture in tests/conftest.py), for the edit-test loop.
+test-fast: $(STAMP)
+	pytest -m "not (spark or s3 or airflow or emr or slow)"
+
+## check: what CI runs before the tests: ruff (lint, imports, complexity) and mypy on the
+## jobs and the Airflow plugin (settings in pyproject.toml).
+check: $(STAMP)
+	ruff check .
+	mypy
 
 lint: $(STAMP)
 	ruff check .

@@ -44,7 +44,7 @@ from airflow.sdk import (
 from airflow.sdk.exceptions import AirflowFailException
 
 from llm_pipeline.emr import emr_steps
-from llm_pipeline.jobs import PIPELINE, SparkJob
+from llm_pipeline.jobs import PIPELINE, SparkJob, xcom
 from llm_pipeline.operators import EmrStepWatcher, SparkJobOperator
 from llm_pipeline.params import DEFAULT_CORPUS, UnknownConfKeys, check_conf_keys, pipeline_params
 from llm_pipeline.runs import PlanError, default_base, make_plan
@@ -56,8 +56,6 @@ SCHEDULE = os.environ.get("LLM_SCHEDULE", "")
 # How often the EMR step watchers poll, and whether they defer to the triggerer instead.
 EMR_POLL_SECONDS = float(os.environ.get("LLM_EMR_POLL_SECONDS", "60"))
 EMR_DEFERRABLE = os.environ.get("LLM_EMR_DEFERRABLE", "false").lower() == "true"
-# Upper bounds per stage on EMR; training is the long one.
-EMR_STAGE_TIMEOUT = {"preprocess": 4, "tokenize": 4, "train": 48, "generate": 2, "publish": 1}
 # Corpora always allowed: the bundled dump and the deployment's corpus Asset. Anything else
 # only under the llm_corpus_allowed_prefixes Variable's prefixes (nothing, unset).
 DEFAULT_CORPORA = [DEFAULT_CORPUS, CORPUS_URI]
@@ -70,8 +68,6 @@ SPARK_CONF = {
     ),
 }
 AWS_CONN_ID = "aws_default"
-CLUSTER_ID = "{{ ti.xcom_pull(task_ids='emr.create_cluster') }}"
-CODE_URI = "ti.xcom_pull(task_ids='emr.bundle_code')"  # a Jinja expression
 
 PARAMS = pipeline_params()
 
@@ -81,7 +77,7 @@ model = Asset(name="llm_decoder_model", uri="llm-registry://llm_decoder/model")
 
 def outlets(job: SparkJob) -> list[Asset]:
     """Publishing, in either mode, updates the model Asset."""
-    return [model] if job.stage == "publish" else []
+    return [model] if job.publishes_model else []
 
 
 with DAG(
@@ -122,22 +118,17 @@ with DAG(
         except (UnknownConfKeys, PlanError) as exc:
             raise AirflowFailException(f"ERROR: {exc}") from None
 
-    @task.branch
-    def choose_env(params: dict) -> str:
-        return "local.preprocess" if params["env"] == "local" else "emr.bundle_code"
-
     planned = plan_run()
-    branch = choose_env()
 
     with TaskGroup("local") as local:
         stages = [
             SparkJobOperator(
                 job=job,
                 jobs_dir=JOBS_DIR,
+                plan=xcom(planned),
                 conn_id="spark_local",
                 conf=SPARK_CONF,
-                # A killed train task resumes from its last checkpointed round when retried.
-                retries=3 if job.stage == "train" else 1,
+                retries=job.retries,
                 outlets=outlets(job),
             )
             for job in PIPELINE
@@ -173,18 +164,20 @@ with DAG(
         add_steps = EmrAddStepsOperator(
             task_id="add_steps",
             aws_conn_id=AWS_CONN_ID,
-            job_flow_id=CLUSTER_ID,
-            steps=emr_steps(CODE_URI),
+            job_flow_id=create_cluster.output,
+            steps=emr_steps(code_uri=xcom(code_uri), plan=xcom(planned)),
             retries=0,  # a retry would queue every step twice
         )
         watchers = [
             EmrStepWatcher(
                 task_id=f"watch_{job.stage}",
                 aws_conn_id=AWS_CONN_ID,
-                job_flow_id=CLUSTER_ID,
-                step_id=f"{{{{ ti.xcom_pull(task_ids='emr.add_steps')[{i}] }}}}",
+                # Templates, not create_cluster.output: an XComArg would add an edge from
+                # create_cluster to every watcher, which add_steps already orders.
+                job_flow_id=f"{{{{ {xcom(create_cluster)} }}}}",
+                step_id=f"{{{{ {xcom(add_steps)}[{i}] }}}}",
                 poke_interval=EMR_POLL_SECONDS,
-                timeout=timedelta(hours=EMR_STAGE_TIMEOUT[job.stage]).total_seconds(),
+                timeout=timedelta(hours=job.emr_timeout_hours).total_seconds(),
                 deferrable=EMR_DEFERRABLE,
                 retries=0,  # a step's outcome is final; re-watching it cannot change it
                 outlets=outlets(job),
@@ -194,8 +187,15 @@ with DAG(
         terminate = EmrTerminateJobFlowOperator(
             task_id="terminate_cluster",
             aws_conn_id=AWS_CONN_ID,
-            job_flow_id=CLUSTER_ID,
+            job_flow_id=create_cluster.output,
         ).as_teardown(setups=create_cluster)
         chain(create_cluster, add_steps, *watchers, terminate)
 
-    chain(planned, branch, [local, emr])
+    first_task = {"local": stages[0].task_id, "emr": code_uri.operator.task_id}
+
+    @task.branch
+    def choose_env(params: dict) -> str:
+        """The first task of the chosen mode (ids taken from the tasks themselves)."""
+        return first_task[params["env"]]
+
+    chain(planned, choose_env(), [local, emr])

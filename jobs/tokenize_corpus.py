@@ -98,87 +98,29 @@ def main(argv: Sequence[str]) -> dict:
     upstream = read_manifest(args.run_root, UPSTREAM)
     train_shards = [f["uri"] for f in listed_files(upstream, "train/")]
     val_shards = [f["uri"] for f in listed_files(upstream, "val/")]
-
-    spark = sparkjob.spark_session("llm-tokenize")
-    sc = spark.sparkContext
+    sc = sparkjob.spark_session("llm-tokenize").sparkContext
     counting = time.time()
-    counts_rdd = (
-        sc.parallelize(train_shards, len(train_shards))
-        .mapPartitions(count_partition)
-        .reduceByKey(operator.add, sc.defaultParallelism)
-        .cache()
-    )
-    distinct = counts_rdd.count()
-    if distinct > MAX_PRETOKENS:
-        counts = dict(counts_rdd.takeOrdered(MAX_PRETOKENS, key=lambda kv: (-kv[1], kv[0])))
-    else:
-        counts = dict(counts_rdd.collect())
-    counts_rdd.unpersist()
+    counts, distinct = count_pretokens(sc, train_shards)
     counted = time.time()
-    sparkjob.log.info(
-        "tokenize: %d distinct pre-tokens (%d occurrences) counted in %.1fs",
-        distinct,
-        sum(counts.values()),
-        counted - started,
-    )
-    if len(counts) < 2:
-        raise PipelineError(
-            "the training split has too little text to learn a vocabulary; "
-            "give preprocess a larger corpus"
-        )
-
-    tokenizer = bpe.train_from_counts(counts, args.vocab_size)
-    vocab_size = tokenizer.get_vocab_size()
-    if vocab_size < args.vocab_size:
-        sparkjob.log.warning(
-            "the corpus supports only %d tokens; vocabulary is smaller than the requested %d",
-            vocab_size,
-            args.vocab_size,
-        )
-    dtype = token_dtype(vocab_size)
+    tokenizer = learn_vocabulary(counts, args.vocab_size)
     trained = time.time()
-
     stage = begin_stage(args.run_root, STAGE)
-    tokenizer_json = tokenizer.to_str()
-    files = [
-        ArtifactFile.write(stage, "tokenizer.json", tokenizer_json.encode(), vocab_size=vocab_size)
-    ]
-    work = [("train", i, uri) for i, uri in enumerate(train_shards)]
-    work += [("val", i, uri) for i, uri in enumerate(val_shards)]
-    encoded = (
-        sc.parallelize(work, len(work))
-        .mapPartitions(
-            partial(encode_partition, tokenizer_json=tokenizer_json, stage=stage, dtype=dtype.name)
-        )
-        .collect()
-    )
-    files.extend(encoded)
-    encode_seconds = time.time() - trained
-
+    files, encoded = encode_shards(sc, tokenizer, stage, train_shards, val_shards)
+    vocab_size = tokenizer.get_vocab_size()
     stats = {
         "vocab_size": vocab_size,
         "requested_vocab_size": args.vocab_size,
-        "dtype": dtype.name,
+        "dtype": token_dtype(vocab_size).name,
         **bpe.special_ids(tokenizer),
         "distinct_pretokens": distinct,
         "driver_peak_rss_mb": round(sparkjob.peak_rss_mb(), 1),
         "seconds": {
             "count": round(counted - counting, 3),
             "train_vocab": round(trained - counted, 3),
-            "encode": round(encode_seconds, 3),
+            "encode": round(time.time() - trained, 3),
         },
+        **{split: split_stats(encoded, split) for split in ("train", "val")},
     }
-    for split in ("train", "val"):
-        parts = [f for f in encoded if f.path.startswith(f"{split}/")]
-        tokens = sum(f.extra["tokens"] for f in parts)
-        text_bytes = sum(f.extra["text_bytes"] for f in parts)
-        stats[split] = {
-            "tokens": tokens,
-            "bytes": text_bytes,
-            "documents": sum(f.extra["documents"] for f in parts),
-            "bytes_per_token": text_bytes / tokens,
-            "shards": len(parts),
-        }
     faults.crash_point("tokenize:before-commit")
     manifest = commit_stage(
         args.run_root,
@@ -193,6 +135,85 @@ def main(argv: Sequence[str]) -> dict:
         "tokenize committed: vocab %d, train %s, val %s", vocab_size, stats["train"], stats["val"]
     )
     return manifest
+
+
+def count_pretokens(sc, shards: list[str]) -> tuple[dict[str, int], int]:
+    """Count the training split's pre-tokens on Spark: the ``MAX_PRETOKENS`` most frequent
+    (all of them, if fewer) and how many distinct ones there are."""
+    started = time.time()
+    counts_rdd = (
+        sc.parallelize(shards, len(shards))
+        .mapPartitions(count_partition)
+        .reduceByKey(operator.add, sc.defaultParallelism)
+        .cache()
+    )
+    distinct = counts_rdd.count()
+    if distinct > MAX_PRETOKENS:
+        counts = dict(counts_rdd.takeOrdered(MAX_PRETOKENS, key=lambda kv: (-kv[1], kv[0])))
+    else:
+        counts = dict(counts_rdd.collect())
+    counts_rdd.unpersist()
+    sparkjob.log.info(
+        "tokenize: %d distinct pre-tokens counted in %.1fs; the vocabulary learns from %d of "
+        "them (%d occurrences)",
+        distinct,
+        time.time() - started,
+        len(counts),
+        sum(counts.values()),
+    )
+    return counts, distinct
+
+
+def learn_vocabulary(counts: dict[str, int], vocab_size: int):
+    """Train the byte-level BPE on the counts; a corpus may support fewer tokens than asked."""
+    if len(counts) < 2:
+        raise PipelineError(
+            "the training split has too little text to learn a vocabulary; "
+            "give preprocess a larger corpus"
+        )
+    tokenizer = bpe.train_from_counts(counts, vocab_size)
+    if tokenizer.get_vocab_size() < vocab_size:
+        sparkjob.log.warning(
+            "the corpus supports only %d tokens; vocabulary is smaller than the requested %d",
+            tokenizer.get_vocab_size(),
+            vocab_size,
+        )
+    return tokenizer
+
+
+def encode_shards(
+    sc, tokenizer, stage: str, train_shards: list[str], val_shards: list[str]
+) -> tuple[list[ArtifactFile], list[ArtifactFile]]:
+    """Write ``tokenizer.json`` and encode every shard of both splits on Spark: (every file
+    written, the encoded shards)."""
+    tokenizer_json = tokenizer.to_str()
+    vocab_size = tokenizer.get_vocab_size()
+    files = [
+        ArtifactFile.write(stage, "tokenizer.json", tokenizer_json.encode(), vocab_size=vocab_size)
+    ]
+    work = [("train", i, uri) for i, uri in enumerate(train_shards)]
+    work += [("val", i, uri) for i, uri in enumerate(val_shards)]
+    encoded = (
+        sc.parallelize(work, len(work))
+        .mapPartitions(partial(encode_partition, tokenizer_json=tokenizer_json, stage=stage,
+                               dtype=token_dtype(vocab_size).name))
+        .collect()
+    )  # fmt: skip
+    return files + encoded, encoded
+
+
+def split_stats(encoded: list[ArtifactFile], split: str) -> dict:
+    """Tokens, text bytes, documents and shards of one split, from its encoded shards."""
+    parts = [f for f in encoded if f.path.startswith(f"{split}/")]
+    tokens = sum(f.extra["tokens"] for f in parts)
+    text_bytes = sum(f.extra["text_bytes"] for f in parts)
+    return {
+        "tokens": tokens,
+        "bytes": text_bytes,
+        "documents": sum(f.extra["documents"] for f in parts),
+        "bytes_per_token": text_bytes / tokens,
+        "shards": len(parts),
+    }
 
 
 if __name__ == "__main__":

@@ -7,8 +7,9 @@
 Each round the driver broadcasts the global weights and the averaged inner
 optimizer state (AdamW moments; Muon momentum buffers); every partition runs
 ``--local-steps`` inner steps on windows drawn from its own slice of the
-training tokens and returns its (token-weighted) delta and optimizer state; a
-tree aggregation sums them and the outer optimizer applies the mean delta.
+training tokens and returns its delta and optimizer state, weighted by the
+tokens it trained on (the same for every replica); a tree aggregation sums them
+and the outer optimizer applies the mean delta.
 The driver then scores the validation tokens and checkpoints the round, so a
 killed or retried task resumes from the last complete round.
 
@@ -27,6 +28,7 @@ import math
 import os
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from functools import partial
 
 import numpy as np
@@ -97,7 +99,12 @@ def parse_args(argv: Sequence[str]):
         f"{DEFAULT_MEMORY_BUDGET_GB:g})",
     )
     add_block_flags(g, model)
-    g = p.add_argument_group("optimisation")
+    add_optimisation_flags(p.add_argument_group("optimisation"), train)
+    return p.parse_args(argv)
+
+
+def add_optimisation_flags(g: argparse._ArgumentGroup, train: TrainConfig) -> None:
+    """Replicas, rounds and the inner and outer optimizers, defaulting to ``train``'s."""
     g.add_argument(
         "--partitions",
         type=int,
@@ -136,7 +143,7 @@ def parse_args(argv: Sequence[str]):
         choices=OPTIMIZER_STATE_POLICIES,
         default=train.optimizer_state,
         help="averaged: the inner optimizer's state is averaged and carried across rounds; "
-        "reset: a fresh optimizer every round (the old project's behaviour)",
+        "reset: a fresh optimizer every round",
     )
     g.add_argument("--seed", type=int, default=train.seed)
     g.add_argument(
@@ -144,8 +151,7 @@ def parse_args(argv: Sequence[str]):
         type=int,
         default=train.eval_tokens,
         help="validation tokens scored after every round",
-    )
-    return p.parse_args(argv)  # fmt: skip
+    )  # fmt: skip
 
 
 def add_block_flags(g: argparse._ArgumentGroup, model: GPTConfig) -> None:
@@ -227,23 +233,76 @@ def fingerprint(model_cfg: GPTConfig, train_cfg: TrainConfig, upstream: dict) ->
     manifest's timestamps, so re-tokenizing the same corpus keeps checkpoints valid.
     """
     blob = json.dumps(
-        [model_cfg.to_dict(), train_cfg.to_dict(), upstream["files"], code_version()],
+        [model_cfg.to_dict(), train_cfg.to_dict(), upstream["files"], code_version(__file__)],
         sort_keys=True,
     )
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+@dataclass
+class TrainingData:
+    """What tokenize produced, checked to fit the model: each replica's token range of the
+    training shards, and the validation tokens every round is scored on."""
+
+    shards: list
+    dtype: np.dtype
+    ranges: list[tuple[int, int]]
+    val_tokens: torch.Tensor
+    tokens_per_byte: float
+
+
+@dataclass
+class Progress:
+    """Where training stands: the global state, the metrics rows so far, when it began."""
+
+    state: GlobalState
+    metrics: list[dict]
+    started_at: str
+
+
+@dataclass
+class Training:
+    """What every round uses: the configs, the data, the driver's model and outer optimizer,
+    and where checkpoints go (``stage``) under which run fingerprint."""
+
+    model_cfg: GPTConfig
+    train_cfg: TrainConfig
+    data: TrainingData
+    model: GPT
+    outer: OuterOptimizer
+    stage: str
+    run_id: str
 
 
 def main(argv: Sequence[str]) -> dict:
     args = parse_args(argv)
     started = time.time()
     upstream = read_manifest(args.run_root, UPSTREAM)
-    stats = upstream["stats"]
-    model_cfg, train_cfg = configs(args, stats["vocab_size"])
+    model_cfg, train_cfg = configs(args, upstream["stats"]["vocab_size"])
     check_budget(training_memory(Shape.from_config(model_cfg.to_dict()), train_cfg.batch_size),
                  args.memory_budget_gb, "the model", MODEL_SIZE_FLAGS)  # fmt: skip
-    dtype = np.dtype(stats["dtype"])
-    train_shards = listed_files(upstream, "train/")
-    val_shards = listed_files(upstream, "val/")
+    data = read_training_data(upstream, model_cfg, train_cfg)
+    stage = invalidate_stage(args.run_root, STAGE)
+    run_id = fingerprint(model_cfg, train_cfg, upstream)
+    torch.set_num_threads(max(1, min(4, os.cpu_count() or 1)))
+    torch.manual_seed(train_cfg.seed)
+    faults.exhaust_memory("train:model")
+    model = GPT(model_cfg)
+    outer = OuterOptimizer(model, train_cfg.outer, train_cfg.outer_lr, train_cfg.outer_momentum)
+    run = Training(model_cfg, train_cfg, data, model, outer, stage, run_id)
+    progress = resume_or_initialise(run)
+    sc = spark_context(train_cfg)
+    for round_index in range(len(progress.metrics), train_cfg.rounds):
+        row = run_round(sc, run, progress, round_index)
+        record_round(run, progress, row)
+    return write_outputs(args.run_root, run, progress.metrics, started, progress.started_at)
+
+
+def read_training_data(upstream: dict, model_cfg: GPTConfig,
+                       train_cfg: TrainConfig) -> TrainingData:  # fmt: skip
+    """Check the data fits: every replica's slice and the validation split must hold at least
+    one window of the context length."""
+    stats = upstream["stats"]
     ranges = partition_ranges(stats["train"]["tokens"], train_cfg.partitions)
     smallest = min(stop - start for start, stop in ranges)
     if smallest <= model_cfg.context_len:
@@ -259,44 +318,47 @@ def main(argv: Sequence[str]) -> dict:
             f"window of --context-len {model_cfg.context_len}: lower --context-len or raise "
             "preprocess --val-fraction"
         )
-    val_tokens = torch.from_numpy(read_range(val_shards, dtype, 0, val_count))
-    tokens_per_byte = stats["val"]["tokens"] / stats["val"]["bytes"]
+    dtype = np.dtype(stats["dtype"])
+    val_shards = listed_files(upstream, "val/")
+    return TrainingData(
+        shards=listed_files(upstream, "train/"),
+        dtype=dtype,
+        ranges=ranges,
+        val_tokens=torch.from_numpy(read_range(val_shards, dtype, 0, val_count)),
+        tokens_per_byte=stats["val"]["tokens"] / stats["val"]["bytes"],
+    )
 
-    stage = invalidate_stage(args.run_root, STAGE)
-    run_id = fingerprint(model_cfg, train_cfg, upstream)
-    torch.set_num_threads(max(1, min(4, os.cpu_count() or 1)))
-    torch.manual_seed(train_cfg.seed)
-    faults.exhaust_memory("train:model")
-    model = GPT(model_cfg)
-    outer = OuterOptimizer(model, train_cfg.outer, train_cfg.outer_lr, train_cfg.outer_momentum)
-    checkpoint = load_latest_checkpoint(stage, run_id)
+
+def resume_or_initialise(run: Training) -> Progress:
+    """Resume after the last checkpointed round of this very run (same fingerprint), or clear
+    the stage and start from the freshly initialised model."""
+    checkpoint = load_latest_checkpoint(run.stage, run.run_id)
     if checkpoint is None:
-        clear_stage(stage)
-        state = GlobalState(flat(model.parameters()), {}, 0)
-        metrics: list[dict] = []
+        clear_stage(run.stage)
         started_at = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-        loss0, _ = evaluate(model, val_tokens)
+        loss0, _ = evaluate(run.model, run.data.val_tokens)
         sparkjob.log.info(
             "train: %s parameters (%s non-embedding; %s); initial val loss %.3f",
-            f"{model.num_params(False):,}",
-            f"{model.num_params():,}",
-            model_cfg.describe(),
+            f"{run.model.num_params(False):,}",
+            f"{run.model.num_params():,}",
+            run.model_cfg.describe(),
             loss0,
         )
-    else:
-        vector_to_parameters(checkpoint.params.clone(), model.parameters())
-        if checkpoint.outer_momentum is not None:
-            outer.load_momentum_buffers(split_flat(checkpoint.outer_momentum, outer.params))
-        state = GlobalState(checkpoint.params, checkpoint.optimizer_state, checkpoint.step)
-        metrics = checkpoint.metrics
-        started_at = checkpoint.started_at
-        sparkjob.log.info(
-            "train: resuming after round %d of %d from %s/checkpoints",
-            checkpoint.round,
-            train_cfg.rounds,
-            stage,
-        )
+        return Progress(GlobalState(flat(run.model.parameters()), {}, 0), [], started_at)
+    vector_to_parameters(checkpoint.params.clone(), run.model.parameters())
+    if checkpoint.outer_momentum is not None:
+        run.outer.load_momentum_buffers(split_flat(checkpoint.outer_momentum, run.outer.params))
+    sparkjob.log.info(
+        "train: resuming after round %d of %d from %s/checkpoints",
+        checkpoint.round,
+        run.train_cfg.rounds,
+        run.stage,
+    )
+    state = GlobalState(checkpoint.params, checkpoint.optimizer_state, checkpoint.step)
+    return Progress(state, checkpoint.metrics, checkpoint.started_at)
 
+
+def spark_context(train_cfg: TrainConfig):
     spark = sparkjob.spark_session("llm-train")
     faults.exhaust_memory("train:session", spark)
     sc = spark.sparkContext
@@ -306,71 +368,93 @@ def main(argv: Sequence[str]) -> dict:
             train_cfg.partitions,
             sc.defaultParallelism,
         )
-    window_tokens = train_cfg.partitions * train_cfg.batch_size * model_cfg.context_len
-    for round_index in range(len(metrics), train_cfg.rounds):
-        t0 = time.time()
-        broadcast = sc.broadcast(state)
-        update = (
-            sc.parallelize(range(train_cfg.partitions), train_cfg.partitions)
-            .mapPartitions(partial(
-                train_partition, state=broadcast, model_cfg=model_cfg, train_cfg=train_cfg,
-                shards=train_shards, dtype=dtype, ranges=ranges, round_index=round_index))
-            .treeAggregate(None, combine, combine, depth=2)
-        )  # fmt: skip
-        broadcast.destroy()
-        if not update.finite or not math.isfinite(update.mean_loss):
-            raise diverged(round_index, train_cfg, "the training loss")
-        steps = train_cfg.steps_in_round(round_index)
-        state = apply_update(model, outer, update, state, steps)
-        if not torch.isfinite(state.params).all():
-            raise diverged(round_index, train_cfg, "the averaged weights")
-        train_seconds = time.time() - t0
-        val_loss, val_acc = evaluate(model, val_tokens)
-        if not math.isfinite(val_loss):
-            raise diverged(round_index, train_cfg, "the validation loss")
-        row = {
-            "round": round_index + 1,
-            "inner_steps": state.step,
-            "tokens": window_tokens * state.step,
-            "train_loss": update.mean_loss,
-            "val_loss": val_loss,
-            "val_ppl": math.exp(val_loss),
-            "val_bpb": val_loss / math.log(2) * tokens_per_byte,
-            "val_acc": val_acc,
-            "tokens_per_s": window_tokens * steps / train_seconds,
-            "seconds": time.time() - t0,
-            "lr": lr_at(state.step - 1, train_cfg),
-            "driver_rss_mb": sparkjob.peak_rss_mb(),
-            "executor_rss_mb": update.peak_rss_mb,
-        }
-        metrics.append({k: round(v, 6) if isinstance(v, float) else v for k, v in row.items()})
-        save_checkpoint(stage, Checkpoint(
-            round=round_index + 1, step=state.step, params=state.params,
-            optimizer_state=state.optimizer_state, outer_momentum=momentum_vector(outer),
-            metrics=metrics, fingerprint=run_id, started_at=started_at))  # fmt: skip
-        sparkjob.log.info(
-            "round %d/%d: train %.3f  val %.3f (%.3f bits/byte, acc %.1f%%)  %.0f tok/s  %.1fs",
-            round_index + 1, train_cfg.rounds, row["train_loss"], val_loss, row["val_bpb"],
-            100 * val_acc, row["tokens_per_s"], row["seconds"])  # fmt: skip
+    return sc
 
+
+def run_round(sc, run: Training, progress: Progress, round_index: int) -> dict:
+    """Run a round: every replica trains from the broadcast state, the outer optimizer applies
+    their mean update, the validation split is scored. Updates ``progress.state``; returns the
+    round's metrics row. Stops the job if anything turns NaN or infinite."""
+    train_cfg = run.train_cfg
+    t0 = time.time()
+    broadcast = sc.broadcast(progress.state)
+    update = (
+        sc.parallelize(range(train_cfg.partitions), train_cfg.partitions)
+        .mapPartitions(partial(
+            train_partition, state=broadcast, model_cfg=run.model_cfg, train_cfg=train_cfg,
+            shards=run.data.shards, dtype=run.data.dtype, ranges=run.data.ranges,
+            round_index=round_index))
+        .treeAggregate(None, combine, combine, depth=2)
+    )  # fmt: skip
+    broadcast.destroy()
+    if not update.finite or not math.isfinite(update.mean_loss):
+        raise diverged(round_index, train_cfg, "the training loss")
+    steps = train_cfg.steps_in_round(round_index)
+    progress.state = state = apply_update(run.model, run.outer, update, progress.state, steps)
+    if not torch.isfinite(state.params).all():
+        raise diverged(round_index, train_cfg, "the averaged weights")
+    train_seconds = time.time() - t0
+    val_loss, val_acc = evaluate(run.model, run.data.val_tokens)
+    if not math.isfinite(val_loss):
+        raise diverged(round_index, train_cfg, "the validation loss")
+    window_tokens = train_cfg.partitions * train_cfg.batch_size * run.model_cfg.context_len
+    return {
+        "round": round_index + 1,
+        "inner_steps": state.step,
+        "tokens": window_tokens * state.step,
+        "train_loss": update.mean_loss,
+        "val_loss": val_loss,
+        "val_ppl": math.exp(val_loss),
+        "val_bpb": val_loss / math.log(2) * run.data.tokens_per_byte,
+        "val_acc": val_acc,
+        "tokens_per_s": window_tokens * steps / train_seconds,
+        "seconds": time.time() - t0,
+        "lr": lr_at(state.step - 1, train_cfg),
+        "driver_rss_mb": sparkjob.peak_rss_mb(),
+        "executor_rss_mb": update.peak_rss_mb,
+    }
+
+
+def record_round(run: Training, progress: Progress, row: dict) -> None:
+    """Record the row: append it to the metrics, checkpoint the round (what a retried task
+    resumes from) and log it."""
+    progress.metrics.append(
+        {k: round(v, 6) if isinstance(v, float) else v for k, v in row.items()}
+    )
+    state = progress.state
+    save_checkpoint(run.stage, Checkpoint(
+        round=row["round"], step=state.step, params=state.params,
+        optimizer_state=state.optimizer_state, outer_momentum=momentum_vector(run.outer),
+        metrics=progress.metrics, fingerprint=run.run_id,
+        started_at=progress.started_at))  # fmt: skip
+    sparkjob.log.info(
+        "round %d/%d: train %.3f  val %.3f (%.3f bits/byte, acc %.1f%%)  %.0f tok/s  %.1fs",
+        row["round"], run.train_cfg.rounds, row["train_loss"], row["val_loss"], row["val_bpb"],
+        100 * row["val_acc"], row["tokens_per_s"], row["seconds"])  # fmt: skip
+
+
+def write_outputs(run_root: str, run: Training, metrics: list[dict], started: float,
+                  started_at: str) -> dict:  # fmt: skip
+    """Write the outputs: weights, config, metrics and plot, then the manifest (last)."""
+    model, model_cfg = run.model, run.model_cfg
     files = [
-        ArtifactFile.write(stage, "model.safetensors", model_bytes(model)),
-        ArtifactFile.write(stage, "config.json",
+        ArtifactFile.write(run.stage, "model.safetensors", model_bytes(model)),
+        ArtifactFile.write(run.stage, "config.json",
                            json.dumps(model_cfg.to_dict(), indent=2).encode()),
-        ArtifactFile.write(stage, "metrics.csv", metrics_csv(metrics), rows=len(metrics)),
-        ArtifactFile.write(stage, "loss.png", plot_training(metrics)),
+        ArtifactFile.write(run.stage, "metrics.csv", metrics_csv(metrics), rows=len(metrics)),
+        ArtifactFile.write(run.stage, "loss.png", plot_training(metrics)),
     ]  # fmt: skip
     final = metrics[-1]
     manifest = commit_stage(
-        args.run_root, STAGE, files=files, started_at=started,
-        params={"model": model_cfg.to_dict(), "train": train_cfg.to_dict()},
-        inputs={UPSTREAM: input_ref(args.run_root, UPSTREAM)},
+        run_root, STAGE, files=files, started_at=started,
+        params={"model": model_cfg.to_dict(), "train": run.train_cfg.to_dict()},
+        inputs={UPSTREAM: input_ref(run_root, UPSTREAM)},
         stats={"parameters": model.num_params(False),
                "non_embedding_parameters": model.num_params(),
                "flops_per_token": model.flops_per_token(),
                "tokens_trained": final["tokens"], "final": final,
                "best_val_bpb": min(m["val_bpb"] for m in metrics),
-               "fingerprint": run_id, "started_at": started_at,
+               "fingerprint": run.run_id, "started_at": started_at,
                "driver_peak_rss_mb": round(sparkjob.peak_rss_mb(), 1)},
     )  # fmt: skip
     sparkjob.log.info(

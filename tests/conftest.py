@@ -322,3 +322,30 @@ def browser(airflow_stack, tmp_path_factory):
         yield driver
     finally:
         driver.quit()
+
+
+# Markers (registered in pyproject.toml) by folder and by the fixtures a test uses, fixtures
+# it gets through other fixtures included: `make test-fast` runs the tests with none of them.
+FOLDER_MARKERS = {
+    "spark": ("spark",),
+    "reliability": ("spark",),
+    "airflow": ("airflow",),
+    "ui": ("airflow",),
+    "emr": ("emr", "airflow"),
+}
+FIXTURE_MARKERS = {
+    "spark": "spark",
+    "run_job": "spark",
+    "s3_server": "s3",
+    "airflow_db": "airflow",
+    "aws_default_connection": "emr",
+}
+
+
+def pytest_collection_modifyitems(config, items) -> None:
+    for item in items:
+        names = set(FOLDER_MARKERS.get(item.path.parent.name, ()))
+        names.update(mark for fixture, mark in FIXTURE_MARKERS.items()
+                     if fixture in item.fixturenames)  # fmt: skip
+        for name in sorted(names):
+            item.add_marker(getattr(pytest.mark, name))

@@ -1,3 +1,1 @@
 """Library shared by the Spark jobs in ``jobs/``: storage, stage commits and the pure math."""
-
-__version__ = "0.1.0"

@@ -1,8 +1,11 @@
-"""Combining replicas: token-weighted averaging and the outer optimizer.
+"""Combining replicas: averaging and the outer optimizer.
 
 Each round every replica starts from the same global weights θ and returns
 its change Δₚ = θₚ − θ. The driver averages the changes, weighting each by
-the tokens it was trained on, and hands the average to an *outer* optimizer:
+the tokens it was trained on, and hands the average to an *outer* optimizer.
+Every replica takes the same steps on batches of the same shape, so today the
+weights are equal and the average is the plain mean; the weights keep the sum
+exact if replicas ever train on different amounts.
 
 - ``avg``: θ ← θ + Δ̄, i.e. SGD with lr 1 on the "outer gradient" −Δ̄.
   This is plain parameter averaging (DL4J's ParameterAveragingTrainingMaster).
@@ -10,9 +13,8 @@ the tokens it was trained on, and hands the average to an *outer* optimizer:
   lr 0.7, momentum 0.9). With momentum 0 and lr 1 it *is* ``avg``.
 
 The inner optimizer's state (AdamW's moments; with Muon also its momentum
-buffers) is averaged the same token-weighted way (DL4J averages its updater
-state too), so no replica starts a round with a cold optimizer, which was the
-old project's mistake.
+buffers) is averaged the same way (DL4J averages its updater state too), so no
+replica starts a round with a cold optimizer.
 """
 
 from __future__ import annotations
@@ -40,7 +42,6 @@ class ReplicaUpdate:
     weight: float
     loss_sum: float
     loss_count: int
-    replicas: int = 1
     peak_rss_mb: float = 0.0
     finite: bool = True
 
@@ -57,7 +58,6 @@ class ReplicaUpdate:
             weight=self.weight + other.weight,
             loss_sum=self.loss_sum + other.loss_sum,
             loss_count=self.loss_count + other.loss_count,
-            replicas=self.replicas + other.replicas,
             peak_rss_mb=max(self.peak_rss_mb, other.peak_rss_mb),
             finite=finite,
         )
@@ -67,7 +67,8 @@ class ReplicaUpdate:
         return self.loss_sum / max(self.loss_count, 1)
 
     def averages(self) -> tuple[Tensor, dict[str, Tensor]]:
-        """The token-weighted mean delta and mean optimizer state."""
+        """The weighted mean delta and mean optimizer state (the plain mean while every
+        replica's weight is the same)."""
         if self.weight <= 0:
             raise ValueError("cannot average replicas that trained on no tokens")
         return self.delta / self.weight, {k: v / self.weight for k, v in self.state.items()}
@@ -80,14 +81,6 @@ def combine(a: ReplicaUpdate | None, b: ReplicaUpdate | None) -> ReplicaUpdate |
     if b is None:
         return a
     return a + b
-
-
-def weighted_average(vectors: Sequence[Tensor], weights: Sequence[float]) -> Tensor:
-    """Σ wᵢ vᵢ / Σ wᵢ — the reference the aggregation path must agree with."""
-    total = float(sum(weights))
-    if total <= 0:
-        raise ValueError("weights must sum to a positive number")
-    return sum(w * v for w, v in zip(weights, vectors, strict=True)) / total
 
 
 def flat(tensors: Iterable[Tensor]) -> Tensor:

@@ -63,7 +63,7 @@ def render_model_card(
         f"clip {opt['grad_clip']})",
         f"- Outer optimizer: `{opt['outer']}`"
         + (f" (lr {opt['outer_lr']}, momentum {opt['outer_momentum']})"
-           if opt["outer"] == "nesterov" else " (token-weighted parameter averaging)")
+           if opt["outer"] == "nesterov" else " (plain parameter averaging)")
         + f"; inner optimizer state {opt['optimizer_state']} across rounds",
         f"- Tokens trained: {train['stats']['tokens_trained']:,}; seed {opt['seed']}",
         "",

@@ -13,13 +13,15 @@ entry can only name a file inside its own stage folder.
 
 from __future__ import annotations
 
+import builtins
 import hashlib
 import json
-import os
+import sys
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from importlib import resources
+from pathlib import Path
 from typing import Any
 
 from sparklm import storage
@@ -77,7 +79,7 @@ class ArtifactFile:
     extra: Mapping[str, Any] = field(default_factory=dict)
 
     @classmethod
-    def write(cls, stage: str, path: str, data: bytes, **extra: Any) -> ArtifactFile:
+    def write(cls, stage: str, path: str, data: builtins.bytes, **extra: Any) -> ArtifactFile:
         """Write ``data`` to ``{stage}/{path}`` and describe it for the manifest.
 
         ``stage`` is any folder the pipeline owns (a stage, a registry version);
@@ -178,20 +180,22 @@ def confined_uri(folder: str, path: str) -> str:
     return storage.join(folder, path)
 
 
-def code_version() -> str:
-    """Identify the code that produced an artifact.
+def code_version(script: str | None = None) -> str:
+    """Identify the code that produced an artifact: every file the job runs.
 
-    ``LLM_CODE_VERSION`` (set by the DAG from the deployed bundle) wins;
-    otherwise a digest of this package's sources, which is the same on every
-    node that runs the same code, zipped or not.
+    A digest of this package's sources (the same zipped for EMR's ``--py-files`` or not)
+    and of the job's entry script, ``script`` or else the one Python was started with
+    (``sys.argv[0]``, what spark-submit runs). A train run's fingerprint includes it, so a
+    resumed run never continues checkpoints written by other code.
     """
-    pinned = os.environ.get("LLM_CODE_VERSION")
-    if pinned:
-        return pinned
     digest = hashlib.sha256()
     package = resources.files("sparklm")
     for entry in sorted(package.iterdir(), key=lambda e: e.name):
         if entry.name.endswith(".py"):
             digest.update(entry.name.encode())
             digest.update(entry.read_bytes())
+    entry_script = Path(script or sys.argv[0])
+    if entry_script.suffix == ".py" and entry_script.is_file():
+        digest.update(b"\0" + entry_script.name.encode() + b"\0")
+        digest.update(entry_script.read_bytes())
     return "src-" + digest.hexdigest()[:12]

@@ -76,11 +76,11 @@ def _jobs_requirements(pyproject: Path) -> str:
     return "\n".join(extras["jobs"]) + "\n"
 
 
-def spark_submit_args(job: SparkJob, code_uri: str) -> list[str]:
+def spark_submit_args(job: SparkJob, code_uri: str, plan: str) -> list[str]:
     """The ``command-runner.jar`` arguments of one step: spark-submit of the uploaded script.
 
-    ``code_uri`` is a Jinja expression for the bundle's URI (known once it is uploaded);
-    Airflow renders the steps when they are added.
+    ``code_uri`` is a Jinja expression for the bundle's URI (known once it is uploaded),
+    ``plan`` one for the run's plan; Airflow renders the steps when they are added.
     """
     code_jobs = f"({code_uri} ~ '/jobs')"
     return [
@@ -89,11 +89,11 @@ def spark_submit_args(job: SparkJob, code_uri: str) -> list[str]:
         "--py-files", f"{{{{ {code_uri} }}}}/sparklm.zip",
         "--conf", "spark.ui.showConsoleProgress=false",
         f"{{{{ {code_jobs} }}}}/{job.script}",
-        *job.arguments(code_root=code_jobs),
+        *job.arguments(code_root=code_jobs, plan=plan),
     ]  # fmt: skip
 
 
-def emr_steps(code_uri: str) -> list[dict[str, Any]]:
+def emr_steps(code_uri: str, plan: str) -> list[dict[str, Any]]:
     """One step per pipeline job, in order; a failed step cancels the ones after it."""
     return [
         {
@@ -101,7 +101,7 @@ def emr_steps(code_uri: str) -> list[dict[str, Any]]:
             "ActionOnFailure": STEP_ACTION_ON_FAILURE,
             "HadoopJarStep": {
                 "Jar": "command-runner.jar",
-                "Args": spark_submit_args(job, code_uri),
+                "Args": spark_submit_args(job, code_uri, plan),
             },
         }
         for job in PIPELINE

@@ -8,16 +8,29 @@ both and the modes cannot drift.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
+from typing import Any
 
-RUN_ROOT = "{{ ti.xcom_pull(task_ids='plan_run')['run_root'] }}"
-REGISTRY = "{{ ti.xcom_pull(task_ids='plan_run')['registry'] }}"
+# Stands for a Jinja expression for the run's plan (plan_run's result: locations and
+# allow-lists), which the DAG names by the task object (``xcom(planned)``), not by a task id.
+PLAN = "PLAN"
+RUN_ROOT = f"{{{{ {PLAN}['run_root'] }}}}"
+REGISTRY = f"{{{{ {PLAN}['registry'] }}}}"
 # The deployment's allow-lists, fixed by plan_run and enforced again by the jobs (EMR too).
-CORPUS_PREFIXES = "{{ ti.xcom_pull(task_ids='plan_run')['corpus_prefixes'] }}"
-REGISTRY_PREFIXES = "{{ ti.xcom_pull(task_ids='plan_run')['registry_prefixes'] }}"
+CORPUS_PREFIXES = f"{{{{ {PLAN}['corpus_prefixes'] }}}}"
+REGISTRY_PREFIXES = f"{{{{ {PLAN}['registry_prefixes'] }}}}"
 # Stands for a Jinja expression naming where the job scripts live: the local jobs/ folder,
 # or the jobs/ folder of the code bundle uploaded for EMR (known only at run time).
 CODE_ROOT = "CODE_ROOT"
+
+
+def xcom(task: Any) -> str:
+    """A Jinja expression for what ``task`` (an operator, or a TaskFlow call's XComArg)
+    returned. The id comes from the task object, so renaming the task cannot leave a stale
+    id in a template: a reference to a task that no longer exists fails when the DAG parses."""
+    operator = getattr(task, "operator", task)
+    return f"ti.xcom_pull(task_ids={operator.task_id!r})"
 
 
 def _flags(*names: str) -> tuple[tuple[str, str], ...]:
@@ -27,20 +40,30 @@ def _flags(*names: str) -> tuple[tuple[str, str], ...]:
 
 @dataclass(frozen=True)
 class SparkJob:
-    """One stage: its entry script under ``jobs/`` and its templated command-line flags."""
+    """One stage: its entry script under ``jobs/``, its templated command-line flags and
+    how the DAG runs it (both modes read these; nothing else special-cases a stage)."""
 
     stage: str
     script: str
     flags: tuple[tuple[str, str], ...] = ()
+    # Local-mode task retries (transient faults; a job's bad-input exit is never retried).
+    retries: int = 1
+    # How long the EMR step watcher waits for the step.
+    emr_timeout_hours: float = 4
+    # Whether a successful run of this stage updates the model Asset (either mode).
+    publishes_model: bool = False
 
-    def arguments(self, code_root: str) -> list[str]:
+    def arguments(self, code_root: str, plan: str) -> list[str]:
         """The job's arguments after the script path, ``--run-root`` first.
 
-        ``code_root`` is a Jinja expression for the jobs folder, e.g. ``'/opt/llm/jobs'``.
+        ``code_root`` is a Jinja expression for the jobs folder, e.g. ``'/opt/llm/jobs'``;
+        ``plan`` one for the run's plan, e.g. ``xcom(planned)``.
         """
-        args = ["--run-root", RUN_ROOT]
-        for flag, value in self.flags:
-            args += [flag, value.replace(CODE_ROOT, code_root)]
+        expressions = {CODE_ROOT: code_root, PLAN: plan}
+        pattern = re.compile("|".join(map(re.escape, expressions)))
+        args = []
+        for flag, value in (("--run-root", RUN_ROOT), *self.flags):
+            args += [flag, pattern.sub(lambda m: expressions[m.group()], value)]
         return args
 
 
@@ -52,7 +75,9 @@ PIPELINE: tuple[SparkJob, ...] = (
                 "max_decompressed_gb", "max_compression_ratio"),
     )),
     SparkJob("tokenize", "tokenize_corpus.py", _flags("vocab_size")),
-    SparkJob("train", "train.py", _flags(
+    # A killed train task resumes from its last checkpointed round when retried; on EMR
+    # training is the long stage.
+    SparkJob("train", "train.py", retries=3, emr_timeout_hours=48, flags=_flags(
         "partitions", "rounds", "local_steps", "batch_size", "context_len", "n_layer", "n_head",
         "n_embd", "dropout", "lr", "warmup_steps", "weight_decay", "grad_clip", "outer",
         "outer_lr", "outer_momentum", "optimizer_state", "seed", "eval_tokens", "memory_budget_gb",
@@ -65,12 +90,12 @@ PIPELINE: tuple[SparkJob, ...] = (
         ("--prompts-json", "{{ params.prompts | tojson }}"),
         *_flags("max_new_tokens", "temperature", "top_k", "top_p", "memory_budget_gb"),
         ("--seed", "{{ params.sample_seed }}"),
-    )),
+    ), emr_timeout_hours=2),
     SparkJob("publish", "publish.py", (
         ("--registry", REGISTRY),
         ("--allowed-registry-prefixes", REGISTRY_PREFIXES),
         ("--model-name", "{{ params.model_name }}"),
         ("--tolerance", "{{ params.promotion_tolerance }}"),
         *_flags("memory_budget_gb"),
-    )),
+    ), emr_timeout_hours=1, publishes_model=True),
 )  # fmt: skip

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from airflow.providers.amazon.aws.sensors.emr import EmrStepSensor
+from airflow.providers.apache.spark.hooks.spark_submit import SparkSubmitHook
 from airflow.providers.apache.spark.operators.spark_submit import SparkSubmitOperator
 from airflow.sdk.exceptions import AirflowException, AirflowFailException
 
@@ -22,24 +23,54 @@ BAD_INPUT_EXIT_CODE = 2
 JVM_OOM_EXIT_CODE = 52
 
 
-class SparkJobOperator(SparkSubmitOperator):
-    """spark-submit one pipeline job on the ``spark_local`` connection's master."""
+class JobSubmitHook(SparkSubmitHook):
+    """SparkSubmitHook that keeps spark-submit's exit status in ``exit_code``.
 
-    def __init__(self, *, job: SparkJob, jobs_dir: str | Path, **kwargs: Any) -> None:
+    The provider raises the same AirflowException for every non-zero exit and keeps the
+    process only in a private attribute; this is the one place that reads it, and
+    tests/airflow/test_operators.py fails if a provider upgrade moves it.
+    """
+
+    exit_code: int | None = None
+
+    def submit(self, application: str = "", **kwargs: Any) -> str | None:
+        try:
+            return super().submit(application, **kwargs)
+        finally:
+            process = getattr(self, "_submit_sp", None)
+            self.exit_code = process.returncode if process is not None else None
+
+
+class SparkJobOperator(SparkSubmitOperator):
+    """spark-submit one pipeline job on the ``spark_local`` connection's master.
+
+    ``plan`` is a Jinja expression for the run's plan (``llm_pipeline.jobs.xcom(planned)``).
+    """
+
+    def __init__(self, *, job: SparkJob, jobs_dir: str | Path, plan: str, **kwargs: Any) -> None:
         super().__init__(
             task_id=job.stage,
             application=str(Path(jobs_dir) / job.script),
-            application_args=job.arguments(code_root=repr(str(jobs_dir))),
+            application_args=job.arguments(code_root=repr(str(jobs_dir)), plan=plan),
             name=f"llm-{job.stage}",
             **kwargs,
         )
+
+    job_hook: JobSubmitHook | None = None
+
+    def _get_hook(self) -> JobSubmitHook:
+        """The hook the provider builds from this operator's settings, as a JobSubmitHook
+        (which adds behaviour and no state to initialise), kept in ``job_hook``."""
+        hook = super()._get_hook()
+        hook.__class__ = JobSubmitHook
+        self.job_hook = hook
+        return hook
 
     def execute(self, context: Any) -> Any:
         try:
             return super().execute(context)
         except AirflowException as exc:
-            process = getattr(self._hook, "_submit_sp", None)
-            returncode = process.returncode if process is not None else None
+            returncode = self.job_hook.exit_code if self.job_hook is not None else None
             if returncode == BAD_INPUT_EXIT_CODE:
                 raise AirflowFailException(
                     f"{self.task_id} failed in a way a retry cannot fix (see the ERROR line "

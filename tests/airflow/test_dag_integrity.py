@@ -7,6 +7,7 @@ import time
 
 import pytest
 
+from llm_pipeline.jobs import PIPELINE
 from support import REPO
 
 
@@ -22,7 +23,7 @@ def test_no_import_errors(dagbag):
     assert list(dagbag.dags) == ["llm_decoder"]
 
 
-STAGES = ["preprocess", "tokenize", "train", "generate", "publish"]
+STAGES = [job.stage for job in PIPELINE]
 
 
 def chain_upstreams(task_ids):
@@ -158,3 +159,19 @@ def test_dag_file_parses_fast_without_heavy_imports():
     seconds, heavy = out.stdout.strip().split(" ", 1)
     assert heavy == "[]"
     assert time.time() - started < 60  # a hang, not a benchmark
+
+
+def test_every_xcom_a_template_pulls_comes_from_an_upstream_task(dagbag):
+    """Templates name the tasks they pull from by the task objects (``xcom(task)``,
+    ``.output``), so no id can go stale: each one is a task of the DAG that runs before."""
+    import re
+
+    dag = dagbag.dags["llm_decoder"]
+    pulls = re.compile(r"xcom_pull\(task_ids='([^']+)'\)")
+    seen = set()
+    for t in dag.tasks:
+        text = repr([getattr(t, field) for field in t.template_fields])
+        for task_id in pulls.findall(text):
+            seen.add(task_id)
+            assert task_id in t.get_flat_relative_ids(upstream=True), (t.task_id, task_id)
+    assert {"plan_run", "emr.bundle_code", "emr.create_cluster", "emr.add_steps"} <= seen

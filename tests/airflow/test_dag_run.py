@@ -4,6 +4,7 @@ import json
 
 import pytest
 
+from llm_pipeline.jobs import PIPELINE
 from sparklm import storage
 from sparklm.registry import read_latest
 from sparklm.stage import read_manifest
@@ -16,7 +17,7 @@ from support import (
     small_corpus,
 )
 
-STAGES = ("preprocess", "tokenize", "train", "generate", "publish")
+STAGES = [job.stage for job in PIPELINE]
 
 
 @pytest.fixture(scope="module")

@@ -23,8 +23,8 @@ def test_the_preprocess_job_gets_every_data_param(dag):
     for name, value in chosen.items():
         params[name] = value
     values = params.validate()
-    rendered = [jinja2.Template(arg).render(params=values) for arg in
-                preprocess.arguments("'/jobs'")[2:]]  # fmt: skip
+    rendered = [jinja2.Template(arg).render(params=values, plan={"corpus_prefixes": ""})
+                for arg in preprocess.arguments("'/jobs'", plan="plan")[2:]]  # fmt: skip
     args = load_job("preprocess").parse_args(["--run-root", "/tmp/run", *rendered])
     assert {name: getattr(args, name) for name in chosen} == chosen
 

@@ -7,7 +7,7 @@ import pytest
 from emr_harness import EmrStepRunner
 
 from llm_pipeline.emr import build_bundle, bundle_version, emr_steps
-from llm_pipeline.jobs import PIPELINE
+from llm_pipeline.jobs import PIPELINE, xcom
 from sparklm import storage
 from sparklm.registry import read_latest
 from sparklm.stage import read_manifest
@@ -23,7 +23,8 @@ def test_steps_are_the_local_jobs_with_the_same_arguments(emr_dag):
     from llm_pipeline.operators import SparkJobOperator
 
     code = "s3://bucket/code/abc"
-    steps = emr_steps("code")  # the Jinja expression `code`, bound below
+    plan = xcom(emr_dag.get_task("plan_run"))
+    steps = emr_steps("code", plan)  # the Jinja expression `code`, bound below
     assert [s["Name"] for s in steps] == [f"llm_decoder {stage}" for stage in STAGES]
     context = {"params": emr_dag.params.validate(), "ti": FakeTaskInstance()}
     env = emr_dag.get_template_env()

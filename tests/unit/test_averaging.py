@@ -10,7 +10,6 @@ from sparklm.averaging import (
     combine,
     flat,
     split_flat,
-    weighted_average,
 )
 
 
@@ -31,13 +30,12 @@ def test_identical_replicas_average_to_themselves():
     torch.testing.assert_close(state["exp_avg"], 2 * delta)
     torch.testing.assert_close(state["exp_avg_sq"], 3 * delta)
     torch.testing.assert_close(state["momentum_buffer"], 4 * delta[:3])
-    assert total.replicas == 5
 
 
 def test_every_optimizer_state_entry_is_token_weighted():
     a, b = torch.tensor([1.0, 0.0, 2.0]), torch.tensor([0.0, 4.0, 2.0])
     _, state = combine(update(a, 1.0), update(b, 3.0)).averages()
-    torch.testing.assert_close(state["momentum_buffer"], 4 * weighted_average([a, b], [1, 3]))
+    torch.testing.assert_close(state["momentum_buffer"], 4 * (1 * a + 3 * b) / 4)
 
 
 def test_states_of_different_optimizers_do_not_mix():
@@ -65,7 +63,6 @@ def test_token_weighted_average_of_known_tensors():
     total = combine(update(a, 1.0), update(b, 3.0))
     expected = torch.tensor([0.25, 3.0])
     torch.testing.assert_close(total.averages()[0], expected)
-    torch.testing.assert_close(weighted_average([a, b], [1, 3]), expected)
 
 
 def test_combine_is_order_independent_and_none_is_neutral():

@@ -105,3 +105,17 @@ def test_manifest_entries_are_not_read_through_links(tmp_path):
     shard_folder.symlink_to(tmp_path / "victim", target_is_directory=True)
     with pytest.raises(SymlinkRefused, match="train is a symbolic link"):
         listed_files(read_manifest(root, "tokenize"))
+
+
+def test_the_code_version_covers_the_job_script_as_well_as_the_library(tmp_path, monkeypatch):
+    """A resumed train run must not mix code versions: editing only the job script changes
+    the version its fingerprint and manifests record."""
+    from sparklm.stage import code_version
+
+    script = tmp_path / "train.py"
+    script.write_text("print('one')\n")
+    first = code_version(str(script))
+    script.write_text("print('two')\n")
+    assert code_version(str(script)) != first
+    monkeypatch.setattr("sys.argv", [str(script)])  # what spark-submit starts Python with
+    assert code_version() == code_version(str(script))
