@@ -28,7 +28,6 @@ import math
 import os
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
 from functools import partial
 
 import numpy as np
@@ -57,7 +56,10 @@ from sparklm.training import (
     OPTIMIZER_STATE_POLICIES,
     SCHEDULES,
     GlobalState,
+    Progress,
     TrainConfig,
+    Training,
+    TrainingData,
     apply_update,
     evaluate,
     lr_at,
@@ -237,41 +239,6 @@ def fingerprint(model_cfg: GPTConfig, train_cfg: TrainConfig, upstream: dict) ->
         sort_keys=True,
     )
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
-
-
-@dataclass
-class TrainingData:
-    """What tokenize produced, checked to fit the model: each replica's token range of the
-    training shards, and the validation tokens every round is scored on."""
-
-    shards: list
-    dtype: np.dtype
-    ranges: list[tuple[int, int]]
-    val_tokens: torch.Tensor
-    tokens_per_byte: float
-
-
-@dataclass
-class Progress:
-    """Where training stands: the global state, the metrics rows so far, when it began."""
-
-    state: GlobalState
-    metrics: list[dict]
-    started_at: str
-
-
-@dataclass
-class Training:
-    """What every round uses: the configs, the data, the driver's model and outer optimizer,
-    and where checkpoints go (``stage``) under which run fingerprint."""
-
-    model_cfg: GPTConfig
-    train_cfg: TrainConfig
-    data: TrainingData
-    model: GPT
-    outer: OuterOptimizer
-    stage: str
-    run_id: str
 
 
 def main(argv: Sequence[str]) -> dict:

@@ -11,6 +11,7 @@ import hashlib
 import math
 from dataclasses import asdict, dataclass, fields
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor
@@ -236,3 +237,38 @@ def evaluate(model: GPT, tokens: Tensor, batch_size: int = EVAL_BATCH) -> tuple[
         correct += (logits.argmax(-1) == target).sum().item()
     model.train(was_training)
     return loss_sum / (n * context), correct / (n * context)
+
+
+@dataclass
+class TrainingData:
+    """What tokenize produced, checked to fit the model: each replica's token range of the
+    training shards, and the validation tokens every round is scored on."""
+
+    shards: list
+    dtype: np.dtype
+    ranges: list[tuple[int, int]]
+    val_tokens: torch.Tensor
+    tokens_per_byte: float
+
+
+@dataclass
+class Progress:
+    """Where training stands: the global state, the metrics rows so far, when it began."""
+
+    state: GlobalState
+    metrics: list[dict]
+    started_at: str
+
+
+@dataclass
+class Training:
+    """What every round uses: the configs, the data, the driver's model and outer optimizer,
+    and where checkpoints go (``stage``) under which run fingerprint."""
+
+    model_cfg: GPTConfig
+    train_cfg: TrainConfig
+    data: TrainingData
+    model: GPT
+    outer: OuterOptimizer
+    stage: str
+    run_id: str

@@ -34,12 +34,14 @@ def wikitext_lines():
     """600 lines of real Wikipedia text: the first article pages of the default corpus (a
     dump shipped in the gensim wheel), markup stripped as preprocess strips it."""
     from llm_pipeline.params import DEFAULT_CORPUS
-    from sparklm.sources import ARTICLE_NAMESPACE, iter_mediawiki_pages, wiki_to_text
+    from sparklm import mediawiki, storage
+    from sparklm.compressed import ReadLimits, codec_from_name
 
+    uri = storage.input_uri(DEFAULT_CORPUS)
     lines: list[str] = []
-    for _, namespace, redirect, wikitext in iter_mediawiki_pages(DEFAULT_CORPUS):
-        if namespace == ARTICLE_NAMESPACE and not redirect:
-            lines += wiki_to_text(wikitext).split("\n")
+    for page in mediawiki.dump_pages(uri, codec_from_name(uri), ReadLimits()):
+        if page.namespace == mediawiki.ARTICLE_NAMESPACE and not page.redirect:
+            lines += mediawiki.wiki_to_text(page.text).split("\n")
         if len(lines) >= 600:
             return lines[:600]
     raise AssertionError(f"the default corpus holds only {len(lines)} lines of article text")
