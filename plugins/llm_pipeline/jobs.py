@@ -62,5 +62,8 @@ PIPELINE: tuple[SparkJob, ...] = (
         ("--registry", REGISTRY),
         ("--model-name", "{{ params.model_name }}"),
         ("--tolerance", "{{ params.promotion_tolerance }}"),
+        ("--eval-input", "{{ params.eval_input or '' }}"),
+        ("--require-approval", "{{ params.require_approval }}"),
+        ("--dag-run-id", "{{ run_id }}"),
     )),
 )  # fmt: skip
