@@ -24,7 +24,7 @@ export SPARK_LOCAL_IP := 127.0.0.1
 export PYSPARK_PYTHON := $(BIN)/python
 export PATH := $(BIN):$(PATH)
 
-.PHONY: setup system-deps run airflow test test-fast lint lock bench-data bench-train bench-generate bench-scale bench-run clean
+.PHONY: setup system-deps run airflow test test-fast lint lock bench-data bench-train bench-generate bench-scale bench-run bench-hostile clean
 
 setup: $(STAMP)
 
@@ -39,9 +39,11 @@ $(AIRFLOW_HOME)/airflow.db: $(STAMP)
 	airflow db migrate > $(AIRFLOW_HOME)/migrate.log 2>&1 || (cat $(AIRFLOW_HOME)/migrate.log; exit 1)
 
 ## run: the whole pipeline on local Spark; CORPUS=<uri or glob>, RUN_ROOT=<uri> and
-## REGISTRY=<uri> override.
+## REGISTRY=<uri> override. A CORPUS given here is added to the corpus allow-list
+## (llm_corpus_allowed_prefixes) for this run; REGISTRY becomes the llm_registry Variable.
 run: $(AIRFLOW_HOME)/airflow.db
-	airflow dags test llm_decoder --conf '$(RUN_CONF)'
+	$(if $(CORPUS),AIRFLOW_VAR_LLM_CORPUS_ALLOWED_PREFIXES="$${AIRFLOW_VAR_LLM_CORPUS_ALLOWED_PREFIXES:+$$AIRFLOW_VAR_LLM_CORPUS_ALLOWED_PREFIXES$(comma)}$(CORPUS)") \
+	AIRFLOW_VAR_LLM_REGISTRY="$(REGISTRY)" airflow dags test llm_decoder --conf '$(RUN_CONF)'
 	python -m sparklm.summary $(RUN_ROOT)
 
 ## airflow: a real local Airflow (api-server on 127.0.0.1:$(AIRFLOW_PORT), scheduler,
@@ -83,7 +85,7 @@ lock:
 
 ## bench-*: measured performance, printed as Markdown tables (not tests; see README).
 BENCH_ARGS ?=
-bench-data bench-train bench-generate bench-scale bench-run: bench-%: $(AIRFLOW_HOME)/airflow.db
+bench-data bench-train bench-generate bench-scale bench-run bench-hostile: bench-%: $(AIRFLOW_HOME)/airflow.db
 	python bench/bench_$*.py $(BENCH_ARGS)
 
 clean:

@@ -6,8 +6,17 @@
    distributed counting and vocabulary training the baseline does not do).
 2. Driver memory: the Python driver's peak RSS of preprocess and tokenize
    with the corpus ×1 and ×8 (goal: ratio ≤ 1.2 — nothing collects the corpus).
+3. Preprocess per format, the same articles as plain text, .txt.gz, .jsonl.zst,
+   Parquet and a multistream .xml.bz2 dump: MB of text per second with one and
+   with two executor cores (``local[1]`` vs ``local[2]``, run side by side) and
+   their ratio (goal ≥ 1.7 for the splittable formats: text, Parquet,
+   multistream; a .gz or .zst file is one task), and the driver's peak RSS at
+   two corpus sizes (goal: flat).
 
-    python bench/bench_data.py [--copies 1,8] [--out bench/out/data]
+Needs WikiText-2 raw (valid.txt, test.txt) in ../shared/data/wikitext-2-raw.
+
+    python bench/bench_data.py [--copies 1,8] [--format-copies 4,32]
+                               [--formats txt,parquet,…] [--out bench/out/data]
 """
 
 from __future__ import annotations
@@ -26,7 +35,10 @@ from common import (
     spark_submit,
     write_results,
 )
-from corpora import scaled_corpus
+from corpora import FORMATS, WIKITEXT, scaled_corpus, write_formats
+
+MASTERS = ("local[1]", "local[2]")
+SPLITTABLE = ("txt", "parquet", "multistream.xml.bz2")
 
 
 def baseline_encode_mb_s(run_root: Path) -> float:
@@ -49,14 +61,59 @@ def baseline_encode_mb_s(run_root: Path) -> float:
     return size / best / 1e6
 
 
+def format_runs(out: Path, copies: int, formats: list[str]) -> dict:
+    """Preprocess each format's corpus on local[1] and local[2], one right after the other."""
+    runs = {}
+    for name, (path, text_bytes) in write_formats(out / f"formats-x{copies}", copies,
+                                                  formats).items():  # fmt: skip
+        for master in MASTERS:
+            root = out / f"pre-{name}-x{copies}-{master[6]}"
+            job = spark_submit("preprocess.py", root, ["--input", file_uri(path)], master=master)
+            manifest = read_manifest(root, "preprocess")
+            runs[f"{name} x{copies} {master}"] = {
+                "format": name, "copies": copies, "master": master, "text_mb": text_bytes / 1e6,
+                "wall_s": job.wall_s, "job_s": manifest["seconds"],
+                "read_s": manifest["stats"]["seconds"]["read"],
+                "tasks": manifest["stats"]["input"]["tasks"],
+                "driver_rss_mb": manifest["stats"]["driver_peak_rss_mb"],
+            }  # fmt: skip
+    return runs
+
+
+def format_tables(runs: dict, formats: list[str], sizes: list[int]) -> str:
+    rows = []
+    for name in formats:
+        for copies in sizes:
+            one, two = (runs[f"{name} x{copies} {m}"] for m in MASTERS)
+            rows.append([name, f"×{copies}", fmt(one["text_mb"], 1), two["tasks"],
+                         fmt(one["text_mb"] / one["job_s"], 2),
+                         fmt(two["text_mb"] / two["job_s"], 2),
+                         fmt(one["job_s"] / two["job_s"], 2),
+                         fmt(one["read_s"] / two["read_s"], 2),
+                         fmt(one["driver_rss_mb"]), fmt(two["driver_rss_mb"])])  # fmt: skip
+    return markdown_table(
+        ["format", "corpus", "text MB", "tasks", "MB/s local[1]", "MB/s local[2]",
+         "2 ÷ 1 (job)", "2 ÷ 1 (read phase)", "driver RSS MB [1]", "driver RSS MB [2]"], rows)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--copies", default="1,8", help="corpus sizes, as WikiText-2 copies")
+    parser.add_argument("--format-copies", default="4,32",
+                        help="corpus sizes of the per-format runs (empty: skip them)")
+    parser.add_argument("--formats", default=",".join(FORMATS), help="formats to compare")
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "out" / "data")
     args = parser.parse_args()
+    if not (WIKITEXT / "valid.txt").exists():
+        raise SystemExit(f"WikiText-2 raw is missing: put valid.txt and test.txt of "
+                         f"wikitext-2-raw-v1 in {WIKITEXT} (the benchmark corpora copy it)")
     out = fresh_dir(args.out)
-    results = {"load_average_start": load_average(), "sizes": {}}
-    for copies in [int(c) for c in args.copies.split(",")]:
+    results = {"load_average_start": load_average(), "sizes": {}, "formats": {}}
+    formats = args.formats.split(",")
+    format_sizes = [int(c) for c in args.format_copies.split(",") if c]
+    for copies in format_sizes:
+        results["formats"].update(format_runs(out, copies, formats))
+    for copies in [int(c) for c in args.copies.split(",") if c]:
         corpus, size = scaled_corpus(out / f"corpus-x{copies}", copies)
         root = out / f"run-x{copies}"
         pre = spark_submit("preprocess.py", root, ["--input", file_uri(corpus)])
@@ -94,7 +151,7 @@ def main() -> None:
     )  # fmt: skip
     lines = ["## Tokenize throughput (goal: ≥ 0.8 of single-process HF tokenizers)", "",
              throughput, "", "## Driver peak memory (goal: largest ÷ smallest ≤ 1.2)", "",
-             memory, ""]  # fmt: skip
+             memory, ""] if sizes else []  # fmt: skip
     if len(sizes) > 1:
         small, large = sizes[min(sizes)], sizes[max(sizes)]
         lines.append(
@@ -102,6 +159,12 @@ def main() -> None:
             f"{large['preprocess_driver_rss_mb'] / small['preprocess_driver_rss_mb']:.2f}, "
             f"tokenize {large['tokenize_driver_rss_mb'] / small['tokenize_driver_rss_mb']:.2f}."
         )
+    if format_sizes:
+        lines += ["", "## Preprocess per format, 1 vs 2 executor cores (goal: ≥ 1.7 for "
+                  f"{', '.join(SPLITTABLE)}; driver RSS flat across sizes)", "",
+                  format_tables(results["formats"], formats, format_sizes), "",
+                  "MB/s: text MB ÷ the job's own seconds (Spark session to commit); read "
+                  "phase: reading, cleaning and counting, before the shuffles."]  # fmt: skip
     lines.append(f"\nLoad average at start/end: {results['load_average_start']:.2f} / "
                  f"{results['load_average_end']:.2f} (2 cores).")  # fmt: skip
     markdown = "\n".join(lines)

@@ -1,7 +1,10 @@
 """Training benchmark: Spark trainer throughput, MFU, quality at equal tokens, best reachable.
 
-    python bench/bench_train.py [--only throughput,mfu,quality,best] [--quick]
+    python bench/bench_train.py [--only throughput,mfu,recipe,quality,best] [--quick]
         [--work-dir bench/out/train] [--wikitext-dir DIR] [--best-args "--partitions 2 …"]
+        [--recipe-args "--optimizer adamw …"] [--quality-partitions 2,4] [...]
+
+    make bench-train BENCH_ARGS="--only quality --quality-partitions 4"   # one section
 
 Every number comes from running the real jobs (preprocess, tokenize, train) with spark-submit on
 ``local[2]`` against WikiText-2 raw, measured side by side in one invocation:
@@ -9,10 +12,19 @@ Every number comes from running the real jobs (preprocess, tokenize, train) with
 1. Throughput: the Spark trainer (2 partitions, one torch thread per task) against a plain
    single-process torch loop on 2 threads (same model, optimizer, lr schedule, clipping and
    batch sampling; batch 2×16 so one step covers one round-step of both replicas).
-2. MFU: model FLOPs per token × tokens/s ÷ the fp32 matmul peak measured in the same run.
-3. Quality at equal tokens: final validation bits/byte of the train job for 1 partition
-   (single process), plain averaging and DiLoCo (nesterov) on 2 and 4 partitions.
-4. Best reachable: train on valid.txt, score test.txt, at most ten minutes of training.
+2. MFU: model FLOPs per token (of the block that ran) × tokens/s ÷ the fp32 matmul peak
+   measured in the same run.
+3. Recipe: the GPT-2 block with AdamW against the Llama/Qwen3 blocks with AdamW and Muon, one
+   process each, at equal tokens.
+4. Quality at equal tokens: final validation bits/byte of the train job for the single
+   small-batch process, and for P = 2 and 4 the synchronous data-parallel reference (one
+   process, batch P·16, S/P steps), plain averaging and DiLoCo (nesterov).
+5. Best reachable: train on valid.txt, score test.txt, at most ten minutes of training.
+
+Each section runs alone with ``--only`` (the machine's load moves wall-clock numbers, so they
+can be re-measured one at a time on a quiet machine). Every flag of ``Sizes`` below has a
+``--flag`` of the same name. ``bench/tune_train.py`` runs the same equal-token comparisons
+without Spark, for sweeps.
 
 Data is prepared once per invocation under ``--work-dir`` and every config trains on a copy of
 the same tokenized stages. Outputs: the tables on stdout and ``results.md`` / ``results.json``
@@ -51,7 +63,7 @@ from common import (
 )
 from corpora import WIKITEXT
 
-SECTIONS = ("throughput", "mfu", "quality", "best")
+SECTIONS = ("throughput", "mfu", "recipe", "quality", "best")
 DATA_STAGES = ("preprocess", "tokenize")
 DEFAULT_WIKITEXT = os.environ.get("WIKITEXT2_DIR", str(WIKITEXT))
 # Best reachable in ten minutes, chosen from full-length runs on this machine (test bits/byte,
@@ -88,7 +100,11 @@ class Sizes:
     diloco_local_steps: int = 30
     diloco_outer_lr: float = 0.7
     diloco_momentum: float = 0.5
-    diloco_extra_local_steps: int = 0  # >0: extra DiLoCo rows at this many local steps
+    # Replicas first average every early_local_steps steps for early_rounds rounds.
+    early_rounds: int = 0
+    early_local_steps: int = 1
+    # Extra train flags for the throughput, quality and recipe runs ("" = the job's defaults).
+    recipe_args: str = ""
     seed: int = 1337
     best_args: str = DEFAULT_BEST_ARGS
     best_vocab_size: int = DEFAULT_BEST_VOCAB
@@ -104,6 +120,7 @@ QUICK = Sizes(
     single_local_steps=12,
     avg_local_steps=3,
     diloco_local_steps=6,
+    early_rounds=0,
     best_args="--partitions 2 --rounds 2 --local-steps 4 --dropout 0.1 --eval-tokens 4096",
     matmul_repeats=3,
 )
@@ -137,11 +154,13 @@ class TrainRun:
 
         ``tokens_per_s`` in metrics.csv is round tokens ÷ that time, so it is recovered exactly.
         """
-        tokens = self.round_tokens()
-        return [tokens / m["tokens_per_s"] for m in self.metrics]
+        return [t / m["tokens_per_s"] for t, m in zip(self.round_tokens(), self.metrics,
+                                                      strict=True)]  # fmt: skip
 
-    def round_tokens(self) -> float:
-        return self.metrics[0]["tokens"]
+    def round_tokens(self) -> list[float]:
+        """Tokens trained in each round (``tokens`` in metrics.csv is cumulative)."""
+        totals = [m["tokens"] for m in self.metrics]
+        return [b - a for a, b in zip([0.0, *totals], totals, strict=False)]
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -274,26 +293,31 @@ def bits_per_byte(val_loss: float, stats: dict[str, Any]) -> float:
 
 
 def single_process_loop(
-    data: Path, rounds: int, local_steps: int, batch_size: int, threads: int, seed: int = 1337
+    data: Path, rounds: int, local_steps: int, batch_size: int, threads: int, seed: int,
+    recipe_args: Sequence[str],
 ) -> LoopResult:
-    """The trainer's inner loop without Spark: same model, AdamW groups, schedule and clipping.
+    """The trainer's inner loop without Spark: same model, optimizer, schedule and clipping.
 
-    It reuses the trainer's own building blocks (GPT, build_optimizer, sample_batch, lr_at) so
-    the only difference measured is Spark (two 1-thread replicas + averaging) versus one
-    2-thread process. ``TrainConfig(rounds, local_steps)`` makes lr_at decay over the same
-    number of steps as each replica takes.
+    The model and optimizer come from the train job's own parser and ``configs`` given the same
+    flags as the Spark run, and the loop uses the trainer's building blocks (GPT,
+    build_optimizer, sample_batch, lr_scale), so the only difference measured is Spark (two
+    1-thread replicas + averaging) versus one 2-thread process. ``rounds × local_steps`` makes
+    the schedule decay over the same number of steps as each replica takes.
     """
     import torch
 
-    from sparklm.model import GPT, GPTConfig
-    from sparklm.training import TrainConfig, build_optimizer, evaluate, lr_at, sample_batch
+    from sparklm.model import GPT
+    from sparklm.training import build_optimizer, evaluate, lr_scale, sample_batch
 
     previous_threads = torch.get_num_threads()
     torch.set_num_threads(threads)
     tokens, stats = read_split(data, "train")
     val, _ = read_split(data, "val")
-    model_cfg = GPTConfig(vocab_size=stats["vocab_size"])
-    cfg = TrainConfig(partitions=1, rounds=rounds, local_steps=local_steps, batch_size=batch_size)
+    model_cfg, cfg = job_configs(
+        ["--partitions", "1", "--rounds", str(rounds), "--local-steps", str(local_steps),
+         "--batch-size", str(batch_size), "--early-rounds", "0", *recipe_args],
+        stats["vocab_size"],
+    )  # fmt: skip
     torch.manual_seed(seed)
     model = GPT(model_cfg)
     model.train()
@@ -305,11 +329,10 @@ def single_process_loop(
     for r in range(rounds):
         start = time.perf_counter()
         for k in range(local_steps):
-            for group in optimizer.param_groups:
-                group["lr"] = lr_at(r * local_steps + k, cfg)
+            optimizer.set_lr_scale(lr_scale(r * local_steps + k, cfg))
             x, y = sample_batch(tokens, batch_size, model_cfg.context_len, generator)
             _, loss = model(x, y)
-            optimizer.zero_grad(set_to_none=True)
+            optimizer.zero_grad()
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
             optimizer.step()
@@ -330,6 +353,14 @@ def single_process_loop(
     )
 
 
+def job_configs(flags: Sequence[str], vocab_size: int):
+    """(GPTConfig, TrainConfig) exactly as ``jobs/train.py`` builds them from ``flags``."""
+    sys.path.insert(0, str(REPO / "jobs"))
+    import train as job
+
+    return job.configs(job.parse_args(["--run-root", "file:///unused", *flags]), vocab_size)
+
+
 # -- sections ---------------------------------------------------------------------------------
 
 
@@ -341,13 +372,14 @@ def rate(tokens: float, seconds: Sequence[float] | float) -> float:
 def run_throughput(bench: Bench, data: Path, show: set[str]) -> None:
     """Sections 1 and 2: one Spark run bracketed by single-process loops, plus the peak."""
     s = bench.sizes
+    recipe = shlex.split(s.recipe_args)
     bench.measure_peak()
     rounds, local = s.throughput_rounds, s.throughput_local_steps
     loops: list[LoopResult] = []
 
     def loop() -> None:
         bench.log(f"single-process loop {len(loops) + 1}: {rounds}x{local} steps of batch 32")
-        loops.append(single_process_loop(data, rounds, local, 32, 2, s.seed))
+        loops.append(single_process_loop(data, rounds, local, 32, 2, s.seed, recipe))
 
     loop()
     spark = bench.train(
@@ -355,7 +387,8 @@ def run_throughput(bench: Bench, data: Path, show: set[str]) -> None:
         "throughput-spark-p2",
         ["--partitions", "2", "--rounds", str(rounds), "--local-steps", str(local),
          "--batch-size", "16", "--seed", str(s.seed),
-         "--eval-tokens", str(bench.raw["data"]["valid"]["val"]["tokens"])],
+         "--eval-tokens", str(bench.raw["data"]["valid"]["val"]["tokens"]),
+         "--early-rounds", "0", *recipe],
     )  # fmt: skip
     for _ in range(1, s.single_repeats):
         loop()
@@ -363,10 +396,10 @@ def run_throughput(bench: Bench, data: Path, show: set[str]) -> None:
 
     round_tokens = spark.round_tokens()
     train_s = spark.round_train_seconds()
-    total_tokens = round_tokens * len(train_s)
-    steady_tokens = round_tokens * (len(train_s) - 1)
+    total_tokens = sum(round_tokens)
+    steady_tokens = sum(round_tokens[1:])
     spark_rates = {
-        "first_round": rate(round_tokens, train_s[0]),
+        "first_round": rate(round_tokens[0], train_s[0]),
         "steady": rate(steady_tokens, train_s[1:]) if len(train_s) > 1 else math.nan,
         "all_rounds": rate(total_tokens, train_s),
         "rounds_with_eval": rate(total_tokens, [m["seconds"] for m in spark.metrics]),
@@ -466,49 +499,117 @@ def run_throughput(bench: Bench, data: Path, show: set[str]) -> None:
         )
 
 
+# The block × optimizer comparison (section "recipe"), each as explicit train job flags.
+GPT2_BLOCK = "--position learned --norm layernorm --mlp gelu --qk-norm false"
+QWEN3_BLOCK = "--position rope --norm rmsnorm --mlp swiglu --qk-norm true"
+RECIPES = (
+    ("GPT-2 block, AdamW (the old default)", f"{GPT2_BLOCK} --optimizer adamw"),
+    ("Qwen3 block (RoPE, RMSNorm, SwiGLU, QK-norm, no biases), AdamW",
+     f"{QWEN3_BLOCK} --optimizer adamw"),
+    ("Llama block (the same without QK-norm), Muon", "--position rope --norm rmsnorm "
+     "--mlp swiglu --qk-norm false --optimizer muon"),
+    ("Qwen3 block, Muon", f"{QWEN3_BLOCK} --optimizer muon"),
+)  # fmt: skip
+
+
+def run_recipe(bench: Bench, data: Path) -> None:
+    """Section "recipe": block × optimizer at equal tokens, one process (the job, P = 1)."""
+    s = bench.sizes
+    val_tokens = bench.raw["data"]["valid"]["val"]["tokens"]
+    rounds = s.quality_steps // s.single_local_steps
+    rows, raw = [], []
+    for i, (label, flags) in enumerate(RECIPES):
+        args = ["--partitions", "1", "--rounds", str(rounds), "--local-steps",
+                str(s.single_local_steps), "--early-rounds", "0", "--batch-size", "16",
+                "--eval-tokens", str(val_tokens), "--seed", str(s.seed),
+                *shlex.split(s.recipe_args), *shlex.split(flags)]  # fmt: skip
+        run = bench.train(data, f"recipe-{i}", args, {"spark.task.cpus": "2"})
+        raw.append(run.to_dict())
+        bpb = run.final["val_bpb"]
+        first = raw[0]["stats"]["final"]["val_bpb"]
+        rows.append([label + run.label_suffix, f"`{flags}`",
+                     fmt(run.manifest["stats"]["parameters"]), f"**{bpb:.4f}**",
+                     "–" if i == 0 else f"{100 * (bpb / first - 1):+.2f}%",
+                     fmt(rate(run.final["tokens"], run.round_train_seconds()))])  # fmt: skip
+    bench.raw["recipe"] = raw
+    bench.emit(
+        "## Recipe: block × optimizer at equal tokens (validation bits/byte)\n\n"
+        f"One process (train job, 1 partition, 2 threads), S = {s.quality_steps} steps of "
+        f"batch 16 ({s.quality_steps * 16 * 128:,} tokens), seed {s.seed}; otherwise the job's "
+        "defaults. All validation tokens scored. tokens/s is the training phase of the rounds "
+        "(shared machine: indicative only).\n\n"
+        + markdown_table(["recipe", "flags", "parameters", "val bits/byte", "vs GPT-2/AdamW",
+                          "tokens/s"], rows, align="llrrrr")  # fmt: skip
+    )
+
+
 @dataclass(frozen=True)
 class QualityConfig:
-    """One row of the equal-token comparison."""
+    """One row of the equal-token comparison: P replicas of batch b, or one process of P·b."""
 
     label: str
     partitions: int
     outer: str
     local_steps: int
-    outer_args: tuple[str, ...] = ()
+    batch_size: int = 16
+    extra_args: tuple[str, ...] = ()
+    sync_of: int = 0  # > 0: the synchronous data-parallel reference for this many workers
 
-    def rounds(self, total_steps: int) -> int:
-        """Rounds so that P replicas x rounds x local steps = S single-process steps."""
-        per_replica, rest = divmod(total_steps, self.partitions)
-        if rest or per_replica % self.local_steps:
+    def replica_steps(self, total_steps: int) -> int:
+        """Steps each replica takes so that all of them see S single-process steps' tokens."""
+        replica_steps, rest = divmod(total_steps * 16, self.partitions * self.batch_size)
+        if rest:
+            raise SystemExit(f"quality: S={total_steps} steps of batch 16 do not split into "
+                             f"{self.partitions} × batch {self.batch_size}; change "
+                             "--quality-steps")  # fmt: skip
+        return replica_steps
+
+    def rounds(self, total_steps: int, early_rounds: int, early_local_steps: int) -> int:
+        """Rounds so that early rounds + rounds × local steps = this replica's steps."""
+        steps = self.replica_steps(total_steps) - early_rounds * early_local_steps
+        if steps <= 0 or steps % self.local_steps:
             raise SystemExit(
-                f"quality: S={total_steps} steps do not split into {self.partitions} replicas "
-                f"x rounds x {self.local_steps} local steps; change --quality-steps or the "
-                "local steps so that they divide evenly"
+                f"quality: {self.label}: {self.replica_steps(total_steps)} steps per replica do "
+                f"not split into {early_rounds} × {early_local_steps} early steps + rounds × "
+                f"{self.local_steps}; change --quality-steps or the local steps"
             )
-        return per_replica // self.local_steps
+        return early_rounds + steps // self.local_steps
+
+    @property
+    def distributed(self) -> bool:
+        return self.partitions > 1
 
 
 def quality_configs(s: Sizes) -> list[QualityConfig]:
-    """Single process, then plain averaging and DiLoCo on each partition count."""
+    """The single small-batch process; for each P the synchronous reference (one process, batch
+    P·16, S/P steps: what P workers all-reducing gradients every step compute), plain
+    averaging and DiLoCo."""
     partitions = [int(p) for p in s.quality_partitions.split(",")]
     diloco = ("--outer-lr", str(s.diloco_outer_lr), "--outer-momentum", str(s.diloco_momentum))
-    configs = [QualityConfig("single process", 1, "avg", s.single_local_steps)]
-    configs += [
-        QualityConfig(f"avg, {p} partitions", p, "avg", s.avg_local_steps) for p in partitions
-    ]
-    configs += [
-        QualityConfig(f"DiLoCo, {p} partitions", p, "nesterov", s.diloco_local_steps, diloco)
-        for p in partitions
-    ]
-    if s.diloco_extra_local_steps:
+    configs = [QualityConfig("single process, batch 16", 1, "avg", s.single_local_steps)]
+    for p in partitions:
+        sync_steps = s.quality_steps // p
         configs += [
-            QualityConfig(
-                f"DiLoCo, {p} partitions, H={s.diloco_extra_local_steps}", p, "nesterov",
-                s.diloco_extra_local_steps, diloco,
-            )
-            for p in partitions
+            QualityConfig(f"synchronous, {p} × 16 (one process, batch {16 * p})", 1, "avg",
+                          sync_steps // min(4, sync_steps), 16 * p, sync_of=p),
+            QualityConfig(f"avg, {p} partitions", p, "avg", s.avg_local_steps),
+            QualityConfig(f"DiLoCo, {p} partitions", p, "nesterov", s.diloco_local_steps,
+                          extra_args=diloco),
         ]  # fmt: skip
     return configs
+
+
+def quality_args(c: QualityConfig, s: Sizes, val_tokens: int) -> list[str]:
+    """The train job's flags for one row; replicas (not the one-process rows) get the early
+    short-interval rounds."""
+    early = (s.early_rounds, s.early_local_steps) if c.distributed else (0, 1)
+    return [
+        "--partitions", str(c.partitions), "--rounds", str(c.rounds(s.quality_steps, *early)),
+        "--local-steps", str(c.local_steps), "--early-rounds", str(early[0]),
+        "--early-local-steps", str(early[1]), "--batch-size", str(c.batch_size),
+        "--outer", c.outer, "--eval-tokens", str(val_tokens), "--seed", str(s.seed),
+        *c.extra_args, *shlex.split(s.recipe_args),
+    ]  # fmt: skip
 
 
 def run_quality(bench: Bench, data: Path) -> None:
@@ -516,56 +617,61 @@ def run_quality(bench: Bench, data: Path) -> None:
     s = bench.sizes
     val_tokens = bench.raw["data"]["valid"]["val"]["tokens"]
     configs = quality_configs(s)
-    for c in configs:  # check every split before spending minutes on the first runs
-        c.rounds(s.quality_steps)
+    all_args = [quality_args(c, s, val_tokens) for c in configs]  # refuse bad splits up front
     runs: list[TrainRun] = []
-    for c in configs:
-        args = [
-            "--partitions", str(c.partitions), "--rounds", str(c.rounds(s.quality_steps)),
-            "--local-steps", str(c.local_steps), "--batch-size", "16", "--outer", c.outer,
-            "--eval-tokens", str(val_tokens), "--seed", str(s.seed), *c.outer_args,
-        ]  # fmt: skip
-        # One replica uses one torch thread per task CPU: give the single-process run both
-        # cores (it only changes its speed) so the section takes minutes less.
-        conf = {"spark.task.cpus": "2"} if c.partitions == 1 else None
-        runs.append(
-            bench.train(data, f"quality-p{c.partitions}-{c.outer}-h{c.local_steps}", args, conf)
-        )
-    base = runs[0].final["val_bpb"]
-    avg_bpb = {
-        c.partitions: r.final["val_bpb"] for c, r in zip(configs, runs, strict=True)
-        if c.outer == "avg"
-    }  # fmt: skip
+    for c, args in zip(configs, all_args, strict=True):
+        # One replica uses one torch thread per task CPU: give the one-process runs both
+        # cores (it only changes their speed) so the section takes minutes less.
+        conf = {"spark.task.cpus": "2"} if not c.distributed else None
+        name = f"quality-p{c.partitions}-b{c.batch_size}-{c.outer}-h{c.local_steps}"
+        runs.append(bench.train(data, name, args, conf))
+    bpb = [r.final["val_bpb"] for r in runs]
+    base = bpb[0]
+    sync = {c.sync_of: b for c, b in zip(configs, bpb, strict=True) if c.sync_of}
+    avg = {c.partitions: b for c, b in zip(configs, bpb, strict=True)
+           if c.distributed and c.outer == "avg"}  # fmt: skip
+
+    def vs(value: float, ref: float | None) -> str:
+        return "–" if ref is None else f"{100 * (value / ref - 1):+.2f}%"
+
     rows = []
-    for c, run in zip(configs, runs, strict=True):
-        bpb = run.final["val_bpb"]
-        vs_avg = "–"
-        if c.outer == "nesterov" and c.partitions in avg_bpb:
-            vs_avg = f"{100 * (bpb / avg_bpb[c.partitions] - 1):+.2f}%"
+    for c, run, b in zip(configs, runs, bpb, strict=True):
+        rounds = int(run.metrics[-1]["round"])
         rows.append([
-            c.label + run.label_suffix, c.outer, f"{c.rounds(s.quality_steps)} × {c.local_steps}",
-            fmt(run.final["tokens"]), f"**{bpb:.4f}**",
-            "–" if c.partitions == 1 else f"{100 * (bpb / base - 1):+.2f}%", vs_avg,
+            c.label + run.label_suffix, c.outer if c.distributed else "–",
+            f"{rounds} ({s.early_rounds} × {s.early_local_steps} + "
+            f"{rounds - s.early_rounds} × {c.local_steps})"
+            if c.distributed and s.early_rounds else f"{rounds} × {c.local_steps}",
+            fmt(run.final["tokens"]), f"**{b:.4f}**", vs(b, base) if c.partitions > 1 or c.sync_of
+            else "–", vs(b, sync.get(c.partitions)) if c.distributed else "–",
+            vs(b, avg.get(c.partitions)) if c.outer == "nesterov" else "–",
             fmt(run.manifest["seconds"]), f"{run.load_before:.2f}",
         ])  # fmt: skip
-    headers = ["config", "outer", "rounds × local", "tokens", "val bits/byte", "vs single",
-               "vs avg", "job s", "load"]  # fmt: skip
+    headers = ["config", "outer", "rounds (× local steps)", "tokens", "val bits/byte",
+               "vs single", "vs synchronous", "vs avg", "job s", "load"]  # fmt: skip
     bench.raw["quality"] = {
         "single_process_steps": s.quality_steps,
         "configs": [asdict(c) for c in configs],
         "runs": [r.to_dict() for r in runs],
         "val_tokens": val_tokens,
     }
+    early = (f" The replicas first run {s.early_rounds} rounds of {s.early_local_steps} steps "
+             "(averaging often while the weights move fast), then the intervals below."
+             if s.early_rounds else "")  # fmt: skip
     bench.emit(
         "## 3. Quality at equal tokens (validation bits/byte)\n\n"
-        f"S = {s.quality_steps} single-process steps of batch 16 (seed {s.seed}); P partitions "
-        f"take S/P steps each (batch 16, same total tokens, "
-        f"{s.quality_steps * 16 * 128:,} tokens), lr 3e-3 cosine with 30 warm-up steps over "
-        f"each replica's steps. All {val_tokens:,} validation tokens scored. Plain averaging "
-        f"every {s.avg_local_steps} steps (DL4J advises 5–10); DiLoCo (outer Nesterov) every "
-        f"{s.diloco_local_steps} steps with outer lr {s.diloco_outer_lr}, momentum "
-        f"{s.diloco_momentum}. Goals: averaged within 2% of single process; DiLoCo no worse "
-        "than plain averaging.\n\n" + markdown_table(headers, rows, align="llrrrrrrr")
+        f"S = {s.quality_steps} single-process steps of batch 16 (seed {s.seed}, "
+        f"{s.quality_steps * 16 * 128:,} tokens). P partitions take S/P steps each of batch "
+        "16; the synchronous reference is one process of batch P·16 for S/P steps — what P "
+        "workers all-reducing gradients every step compute (the DiLoCo paper's baseline). "
+        f"Recipe: the train job's defaults{' + ' + s.recipe_args if s.recipe_args else ''}, "
+        "the learning-rate schedule over each replica's steps. All "
+        f"{val_tokens:,} validation tokens scored.{early} Plain averaging every "
+        f"{s.avg_local_steps} steps; DiLoCo (outer Nesterov) every {s.diloco_local_steps} steps "
+        f"with outer lr {s.diloco_outer_lr}, momentum {s.diloco_momentum}. Goals (P = 4): "
+        "averaging and DiLoCo within 2% of the synchronous reference; DiLoCo no worse than "
+        "plain averaging with ≥ 3× fewer rounds.\n\n"
+        + markdown_table(headers, rows, align="llrrrrrrrr")
     )
 
 
@@ -696,10 +802,12 @@ def main(argv: Sequence[str] | None = None) -> None:
     def prepare_valid() -> None:
         bench.valid = bench.prepare("valid", None, 4096)
 
-    if show & {"throughput", "mfu", "quality"}:
+    if show & {"throughput", "mfu", "recipe", "quality"}:
         timed("data (valid.txt)", prepare_valid)
     if show & {"throughput", "mfu"}:
         timed("throughput + MFU", lambda: run_throughput(bench, bench.valid, show))
+    if "recipe" in show:
+        timed("recipe", lambda: run_recipe(bench, bench.valid))
     if "quality" in show:
         timed("quality", lambda: run_quality(bench, bench.valid))
     if "best" in show:

@@ -60,6 +60,7 @@ def spark_submit(
     *,
     conf: Mapping[str, str] | None = None,
     retries_after_kill: int = 1,
+    master: str = "local[2]",
 ) -> JobRun:
     """Run ``jobs/<script>`` with spark-submit against ``run_root``; raise with the log's tail.
 
@@ -79,7 +80,7 @@ def spark_submit(
         "spark.driver.extraJavaOptions": f"-Dlog4j2.configurationFile=file:{LOG4J}",
         **(conf or {}),
     }
-    cmd = ["spark-submit", "--master", "local[2]"]
+    cmd = ["spark-submit", "--master", master]
     for key, value in confs.items():
         cmd += ["--conf", f"{key}={value}"]
     cmd += [str(JOBS / script), "--run-root", file_uri(run_root), *args]

@@ -54,13 +54,7 @@ from llm_pipeline.emr import emr_steps
 from llm_pipeline.jobs import PIPELINE, SparkJob
 from llm_pipeline.operators import EmrStepWatcher, SparkJobOperator
 from llm_pipeline.params import DEFAULT_CORPUS, UnknownConfKeys, check_conf_keys, pipeline_params
-from llm_pipeline.runs import (
-    RunRootError,
-    default_base,
-    require_s3,
-    run_root_for,
-    validate_run_root,
-)
+from llm_pipeline.runs import PlanError, default_base, make_plan
 
 PROJECT_DIR = Path(os.environ.get("LLM_PROJECT_DIR", Path(__file__).resolve().parents[1]))
 JOBS_DIR = os.environ.get("LLM_JOBS_DIR", str(PROJECT_DIR / "jobs"))
@@ -71,6 +65,9 @@ EMR_POLL_SECONDS = float(os.environ.get("LLM_EMR_POLL_SECONDS", "60"))
 EMR_DEFERRABLE = os.environ.get("LLM_EMR_DEFERRABLE", "false").lower() == "true"
 # Upper bounds per stage on EMR; training is the long one.
 EMR_STAGE_TIMEOUT = {"preprocess": 4, "tokenize": 4, "train": 48, "generate": 2, "publish": 1}
+# Corpora always allowed: the bundled dump and the deployment's corpus Asset. Anything else
+# only under the llm_corpus_allowed_prefixes Variable's prefixes (nothing, unset).
+DEFAULT_CORPORA = [DEFAULT_CORPUS, CORPUS_URI]
 SPARK_CONF = {
     # Small corpora: keep shuffles from spawning hundreds of empty tasks.
     "spark.sql.shuffle.partitions": "16",
@@ -115,22 +112,22 @@ with DAG(
 
     @task
     def plan_run(params: dict, run_id: str, dag_run) -> dict[str, str]:
-        """Check the run's conf, then fix the run root and registry every later task uses
-        (passed on through XCom). A bad conf or location fails at once, without a retry."""
+        """Check the run's conf, then fix the run root, registry and allow-lists every later
+        task uses (through XCom); a run its jobs would refuse fails here, at once and without
+        retrying."""
         base = default_base()
         try:
             check_conf_keys(dag_run.conf or {}, PARAMS)
-            registry = params["registry"] or Variable.get("llm_registry", f"{base}/registry")
-            plan = {
-                "run_root": run_root_for(params["run_root"], run_id,
-                                         Variable.get("llm_runs_base", f"{base}/runs")),
-                "registry": validate_run_root(registry, "registry"),
-            }  # fmt: skip
-            if params["env"] == "emr":
-                require_s3(plan)
-        except (UnknownConfKeys, RunRootError) as exc:
+            return make_plan(
+                params, run_id,
+                runs_base=Variable.get("llm_runs_base", default=f"{base}/runs"),
+                default_registry=Variable.get("llm_registry", default=f"{base}/registry"),
+                default_corpora=DEFAULT_CORPORA,
+                corpus_prefixes=Variable.get("llm_corpus_allowed_prefixes", default=""),
+                registry_prefixes=Variable.get("llm_registry_allowed_prefixes", default=""),
+            )  # fmt: skip
+        except (UnknownConfKeys, PlanError) as exc:
             raise AirflowFailException(f"ERROR: {exc}") from None
-        return plan
 
     @task.branch
     def choose_env(params: dict) -> str:

@@ -24,6 +24,8 @@ from functools import partial
 
 from sparklm import sparkjob, storage
 from sparklm.errors import PipelineError
+from sparklm.model_size import DEFAULT_MEMORY_BUDGET_GB
+from sparklm.ownership import check_run_root
 from sparklm.registry import read_latest
 from sparklm.stage import (
     ArtifactFile,
@@ -35,6 +37,7 @@ from sparklm.stage import (
 )
 
 STAGE = "generate"
+MEMORY_KNOBS = "lower --max-new-tokens, or sample from a smaller model"
 
 
 @dataclass(frozen=True)
@@ -63,7 +66,7 @@ def parse_args(argv: Sequence[str]):
     where = p.add_mutually_exclusive_group(required=True)
     where.add_argument(
         "--run-root",
-        type=storage.normalize_uri,
+        type=check_run_root,
         help="Spark job: the run whose trained model to sample",
     )
     where.add_argument(
@@ -90,6 +93,13 @@ def parse_args(argv: Sequence[str]):
     p.add_argument("--top-k", type=int, default=defaults.top_k, help="0 disables")
     p.add_argument("--top-p", type=float, default=defaults.top_p, help="1 disables")
     p.add_argument("--seed", type=int, default=defaults.seed)
+    p.add_argument(
+        "--memory-budget-gb",
+        type=float,
+        default=DEFAULT_MEMORY_BUDGET_GB,
+        help="refuse, before building it, a model whose estimated sampling memory exceeds this "
+        f"(default {DEFAULT_MEMORY_BUDGET_GB:g})",
+    )
     args = p.parse_args(argv)
     if args.registry and not args.model_name:
         p.error("--registry needs --model-name")
@@ -194,8 +204,9 @@ def main(argv: Sequence[str]) -> dict | None:
     prompts = load_prompts(args.prompts, args.prompt)
     train = read_manifest(args.run_root, "train")
     tokenize = read_manifest(args.run_root, "tokenize")
-    weights = storage.read_bytes(listed_files(train, "model.safetensors")[0]["uri"])
-    config = json.loads(storage.read_bytes(listed_files(train, "config.json")[0]["uri"]))
+    weights, config = checked_model(listed_files(train, "model.safetensors")[0]["uri"],
+                                    listed_files(train, "config.json")[0]["uri"],
+                                    args.memory_budget_gb)  # fmt: skip
     tokenizer_json = storage.read_bytes(listed_files(tokenize, "tokenizer.json")[0]["uri"])
 
     spark = sparkjob.spark_session("llm-generate")
@@ -229,14 +240,27 @@ def main(argv: Sequence[str]) -> dict | None:
     return manifest
 
 
+def checked_model(weights_uri: str, config_uri: str, budget_gb: float) -> tuple[bytes, dict]:
+    """The weights' bytes and config, once the safetensors header (read alone) agrees with the
+    config and the model fits ``budget_gb``: nothing is allocated for a model that would not."""
+    from sparklm.weights import check_weights
+
+    config = json.loads(storage.read_bytes(config_uri))
+    check_weights(weights_uri, config, budget_gb=budget_gb, what=weights_uri)
+    return storage.read_bytes(weights_uri), config
+
+
 def sample_from_registry(args) -> None:
     """The no-Spark path: print completions from the registry's latest promoted version."""
     latest = read_latest(args.registry, args.model_name)
     version = latest["uri"]
+    for name in ("model.safetensors", "config.json", "tokenizer.json"):
+        storage.refuse_symlinks(args.registry, storage.join(version, name))
+    weights, config = checked_model(storage.join(version, "model.safetensors"),
+                                    storage.join(version, "config.json"),
+                                    args.memory_budget_gb)  # fmt: skip
     sampler = Sampler(
-        storage.read_bytes(storage.join(version, "model.safetensors")),
-        json.loads(storage.read_bytes(storage.join(version, "config.json"))),
-        storage.read_bytes(storage.join(version, "tokenizer.json")).decode(),
+        weights, config, storage.read_bytes(storage.join(version, "tokenizer.json")).decode()
     )
     for index, prompt in enumerate(load_prompts(args.prompts, args.prompt)):
         record = sampler.complete(prompt, args.sampling, index)
@@ -244,4 +268,4 @@ def sample_from_registry(args) -> None:
 
 
 if __name__ == "__main__":
-    sparkjob.run(main)
+    sparkjob.run(main, memory_knobs=MEMORY_KNOBS)

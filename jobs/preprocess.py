@@ -1,11 +1,15 @@
 """Preprocess: raw corpus files → cleaned, de-duplicated documents split into train/val.
 
     spark-submit jobs/preprocess.py --run-root URI --input URI[,URI…] \
-        [--val-fraction 0.1] [--min-chars 8] [--split-mb 64]
+        [--val-input URI] [--val-fraction 0.1] [--min-chars 8] [--text-field text] \
+        [--max-line-bytes 1048576] [--max-record-bytes 33554432] \
+        [--max-decompressed-gb 50] [--max-compression-ratio 200] [--split-mb 64]
 
+Reads plain text, JSON Lines, Parquet and MediaWiki dumps (plain or .gz/.bz2/.xz/.zst).
 Output under ``{run_root}/preprocess/``: ``train/part-*.parquet`` and
 ``val/part-*.parquet`` (doc_id, source, text) plus ``manifest.json`` with the
-counts of documents, lines and bytes kept and dropped by reason.
+counts of documents, lines and bytes kept and dropped by reason, and what the
+split held out (documents, or blocks of a corpus with too few documents).
 """
 
 from __future__ import annotations
@@ -13,49 +17,71 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Sequence
-from dataclasses import astuple, replace
+from dataclasses import asdict, astuple
 from functools import partial
+from itertools import pairwise
 
-from sparklm import faults, sparkjob, storage
+from sparklm import allowlist, faults, holdout, sparkjob, storage
+from sparklm.compressed import ReadLimits
 from sparklm.errors import PipelineError
+from sparklm.lines import cut_text
+from sparklm.records import field_path
 from sparklm.shards import write_doc_shard
-from sparklm.sources import plan_splits, read_split
+from sparklm.sources import (
+    LINE_COLUMNS,
+    OPEN_COST_BYTES,
+    TEXT,
+    ReadOptions,
+    SourceFile,
+    continued_documents,
+    corpus_files,
+    group_splits,
+    plan_splits,
+    read_split,
+    source_names,
+)
 from sparklm.stage import begin_stage, commit_stage
 
 STAGE = "preprocess"
 SPLITS = ("train", "val")
 TARGET_SHARD_BYTES = 64 * 2**20
 MIN_SPLIT_BYTES = 2**20
+DEFAULTS = ReadLimits()
 
 
 def parse_args(argv: Sequence[str]):
     p = sparkjob.parser(__doc__.splitlines()[0])
-    p.add_argument(
-        "--input",
-        required=True,
-        help="comma-separated files, directories or globs (.txt, .txt.gz, .txt.bz2, "
-        "MediaWiki .xml/.xml.bz2 dumps); file://, s3:// or pkg://",
-    )
-    p.add_argument(
-        "--val-input",
-        help="optional held-out corpus (same forms as --input): its documents form the "
-        "validation split and --val-fraction is ignored",
-    )
-    p.add_argument(
-        "--val-fraction",
-        type=float,
-        default=0.1,
-        help="share of documents held out for validation (default 0.1)",
-    )
-    p.add_argument(
-        "--min-chars", type=int, default=8, help="drop cleaned lines shorter than this (default 8)"
-    )
-    p.add_argument(
-        "--split-mb",
-        type=float,
-        default=64,
-        help="largest byte range of a plain-text file one task reads (default 64)",
-    )
+    p.add_argument("--input", required=True,
+                   help="comma-separated files, directories or globs of plain text, JSON Lines "
+                        "(.jsonl, .json), Parquet and MediaWiki XML dumps, each optionally .gz, "
+                        ".bz2, .xz or .zst; file://, s3:// or pkg://")  # fmt: skip
+    p.add_argument("--val-input",
+                   help="optional held-out corpus (same forms as --input): its documents form the "
+                        "validation split and --val-fraction is ignored")  # fmt: skip
+    p.add_argument("--allowed-corpus-prefixes",
+                   help="comma-separated URI prefixes every input must lie under, or '*' for "
+                        f"anywhere (default: ${allowlist.CORPUS_ENV}, else anywhere)")  # fmt: skip
+    p.add_argument("--val-fraction", type=float, default=0.1,
+                   help="share of documents (or blocks) held out for validation (default 0.1)")
+    p.add_argument("--min-chars", type=int, default=8,
+                   help="drop cleaned lines shorter than this (default 8)")
+    p.add_argument("--text-field", default="text",
+                   help="JSON Lines field / Parquet column holding the text; dotted paths reach "
+                        "nested fields, e.g. meta.content (default text)")  # fmt: skip
+    p.add_argument("--max-line-bytes", type=int, default=DEFAULTS.max_line_bytes,
+                   help="longer lines are cut at whitespace into pieces of at most this many "
+                        "bytes: memory stays flat even for one-line corpora (default 1 MiB)")
+    p.add_argument("--max-record-bytes", type=int, default=DEFAULTS.max_record_bytes,
+                   help="JSON Lines records, Parquet values and wiki pages larger than this are "
+                        "dropped and counted (default 32 MiB)")  # fmt: skip
+    p.add_argument("--max-decompressed-gb", type=float, default=DEFAULTS.max_decompressed_gb,
+                   help="a compressed file may expand to at most this many GB (default 50)")
+    p.add_argument("--max-compression-ratio", type=float,
+                   default=DEFAULTS.max_compression_ratio,
+                   help="a compressed file may expand to at most this many times its size "
+                        "(default 200; text compresses 3-10x, bombs 1000x)")  # fmt: skip
+    p.add_argument("--split-mb", type=float, default=64,
+                   help="largest piece of input one task reads (default 64)")
     args = p.parse_args(argv)
     if not 0 < args.val_fraction < 0.5:
         p.error("--val-fraction must be between 0 and 0.5 (exclusive), e.g. 0.1")
@@ -63,21 +89,32 @@ def parse_args(argv: Sequence[str]):
         p.error("--min-chars must be at least 1")
     if args.split_mb <= 0:
         p.error("--split-mb must be positive")
+    if not 1024 <= args.max_line_bytes <= 2**30:
+        p.error("--max-line-bytes must be between 1024 and 1073741824")
+    if not 1024 <= args.max_record_bytes <= 2**30:
+        p.error("--max-record-bytes must be between 1024 and 1073741824")
+    if args.max_decompressed_gb <= 0 or args.max_compression_ratio < 1:
+        p.error("--max-decompressed-gb must be positive and --max-compression-ratio at least 1")
+    try:
+        field_path(args.text_field)
+    except ValueError as exc:
+        p.error(str(exc))
     return args
 
 
-def read_partition(splits, *, min_chars: int, val_fraction: float, val_files: frozenset[str]):
-    """Partition function: read the splits of one task into row tuples.
+def read_options(args) -> ReadOptions:
+    limits = ReadLimits(args.max_line_bytes, args.max_record_bytes, args.max_decompressed_gb,
+                        args.max_compression_ratio)  # fmt: skip
+    return ReadOptions(args.min_chars, limits, field_path(args.text_field))
 
-    With an explicit validation corpus (``val_files``), a document's split follows
-    the file it came from instead of its hash.
-    """
+
+def read_partition(tasks, *, options: ReadOptions):
+    """Partition function: read every split of this partition's task into row tuples."""
     faults.fail_first_attempt("preprocess:read-task")
-    for split in splits:
-        for record in read_split(split, min_chars=min_chars, val_fraction=val_fraction):
-            if val_files:
-                record = replace(record, split="val" if split.uri in val_files else "train")
-            yield astuple(record)
+    for task in tasks:
+        for split in task:
+            for record in read_split(split, options):
+                yield astuple(record)
 
 
 def write_partition(index, rows, *, stage: str, split: str):
@@ -91,200 +128,293 @@ def write_partition(index, rows, *, stage: str, split: str):
 def main(argv: Sequence[str]) -> dict:
     args = parse_args(argv)
     started = time.time()
-    val_files = storage.expand(args.val_input.split(",")) if args.val_input else []
-    files = sorted(set(storage.expand(args.input.split(","))) | set(val_files))
+    inputs = args.input.split(",") + (args.val_input.split(",") if args.val_input else [])
+    allowlist.check_corpus(inputs, args.allowed_corpus_prefixes)
+    options = read_options(args)
+    files = list_inputs(args)
     storage.check_writable(args.run_root)
 
-    from pyspark import StorageLevel
-    from pyspark.sql import functions as F
-    from pyspark.sql import types as T
-    from pyspark.sql.window import Window
-
     spark = sparkjob.spark_session("llm-preprocess")
-    sc = spark.sparkContext
-    parallelism = sc.defaultParallelism
-    total_bytes = sum(storage.size(f) for f in files)
-    split_bytes = int(
-        min(args.split_mb * 2**20, max(MIN_SPLIT_BYTES, math.ceil(total_bytes / (2 * parallelism))))
-    )
-    splits = plan_splits(files, split_bytes)
-    sparkjob.log.info(
-        "preprocess: %d file(s), %.1f MB, %d split(s) of ≤ %.1f MB",
-        len(files),
-        total_bytes / 1e6,
-        len(splits),
-        split_bytes / 1e6,
-    )
-
-    schema = T.StructType(
-        [
-            T.StructField("doc_id", T.StringType()),
-            T.StructField("source", T.StringType()),
-            T.StructField("position", T.LongType()),
-            T.StructField("text", T.StringType()),
-            T.StructField("drop_reason", T.StringType()),
-            T.StructField("invalid_bytes", T.LongType()),
-            T.StructField("raw_bytes", T.LongType()),
-            T.StructField("split", T.StringType()),
-            T.StructField("split_key", T.DoubleType()),
-        ]
-    )
-    rows = sc.parallelize(splits, len(splits)).mapPartitions(
-        partial(
-            read_partition,
-            min_chars=args.min_chars,
-            val_fraction=args.val_fraction,
-            val_files=frozenset(val_files),
-        )
-    )
-    lines = spark.createDataFrame(rows, schema).persist(StorageLevel.MEMORY_AND_DISK)
-
-    by_reason = {
-        r["drop_reason"] or "kept": r
-        for r in lines.groupBy("drop_reason")
-        .agg(
-            F.count("*").alias("lines"),
-            F.sum("raw_bytes").alias("bytes"),
-            F.sum("invalid_bytes").alias("invalid_bytes"),
-        )
-        .collect()
-    }
-    dropped = {
-        reason: {"lines": r["lines"], "bytes": r["bytes"]}
-        for reason, r in by_reason.items()
-        if reason != "kept"
-    }
-
-    # Exact duplicate paragraphs: keep the first occurrence in corpus order.
-    first_seen = Window.partitionBy("text").orderBy("source", "position", "doc_id")
-    unique = (
-        lines.where(F.col("drop_reason").isNull())
-        .withColumn("occurrence", F.row_number().over(first_seen))
-        .where(F.col("occurrence") == 1)
-    )
-    docs = (
-        unique.groupBy("doc_id", "source", "split", "split_key")
-        .agg(
-            F.sort_array(F.collect_list(F.struct("position", "text"))).alias("lines"),
-            F.sum("raw_bytes").alias("raw_bytes"),
-        )
-        .select(
-            "doc_id",
-            "source",
-            "split",
-            "split_key",
-            "raw_bytes",
-            F.concat_ws("\n", F.col("lines.text")).alias("text"),
-            F.size("lines").alias("lines"),
-        )
-        .persist(StorageLevel.MEMORY_AND_DISK)
-    )
-    split_stats = {
-        r["split"]: r.asDict()
-        for r in docs.groupBy("split")
-        .agg(
-            F.count("*").alias("documents"),
-            F.sum("lines").alias("lines"),
-            F.sum(F.octet_length("text")).alias("bytes"),
-            F.sum("raw_bytes").alias("raw_bytes"),
-        )
-        .collect()
-    }
-    kept = by_reason.get("kept")
-    unique_lines = sum(s["lines"] for s in split_stats.values())
-    if kept and kept["lines"] > unique_lines:
-        dropped["duplicate"] = {
-            "lines": kept["lines"] - unique_lines,
-            "bytes": kept["bytes"] - sum(s["raw_bytes"] for s in split_stats.values()),
-        }
-    docs, split_stats = ensure_both_splits(docs, split_stats, dropped, args)
+    clock = [("start", time.time())]  # phases, for the benchmarks' throughput per phase
+    splits, tasks, split_bytes = plan_reading(files, options, args.split_mb,
+                                              spark.sparkContext.defaultParallelism)  # fmt: skip
+    # Shuffles as wide as the reading: persisted DataFrames keep their partitioning (adaptive
+    # execution does not coalesce them), and 200 near-empty partitions cost a task each.
+    spark.conf.set("spark.sql.shuffle.partitions",
+                   str(max(spark.sparkContext.defaultParallelism, len(tasks))))  # fmt: skip
+    lines = read_lines(spark, tasks, options)
+    dropped, input_stats, kept = drop_counts(lines)
+    clock.append(("read", time.time()))
+    unique = first_occurrences(resolve_documents(spark, lines, splits))
+    layout = choose_layout(unique, args, dropped)
+    lines.unpersist()
+    if kept["lines"] > layout["lines"]:
+        dropped["duplicate"] = {"lines": kept["lines"] - layout["lines"],
+                                "bytes": kept["bytes"] - layout["raw_bytes"]}  # fmt: skip
+    docs, split_stats = assign_splits(to_units(unique, layout), layout, args)
+    clock.append(("deduplicate_and_split", time.time()))
 
     stage = begin_stage(args.run_root, STAGE)
-    files_written = []
-    for split in SPLITS:
-        counts = split_stats[split]
-        shards = max(
-            1,
-            min(
-                counts["documents"],
-                max(parallelism, math.ceil(counts["bytes"] / TARGET_SHARD_BYTES)),
-            ),
-        )
-        written = (
-            docs.where(F.col("split") == split)
-            .select("doc_id", "source", "text")
-            .repartition(shards, "doc_id")
-            .sortWithinPartitions("doc_id")
-            .rdd.mapPartitionsWithIndex(partial(write_partition, stage=stage, split=split))
-            .collect()
-        )
-        files_written.extend(written)
-        split_stats[split] = {
-            "documents": counts["documents"],
-            "lines": counts["lines"],
-            "bytes": counts["bytes"],
-            "shards": len(written),
-        }
-
+    files_written = write_splits(docs, split_stats, stage, spark.sparkContext.defaultParallelism)
+    clock.append(("write", time.time()))
     faults.crash_point("preprocess:before-commit")
-    lines.unpersist()
+    unique.unpersist()
     docs.unpersist()
     manifest = commit_stage(
         args.run_root,
         STAGE,
         files=files_written,
         started_at=started,
-        params={
-            "input": args.input,
-            "val_fraction": args.val_fraction,
-            "min_chars": args.min_chars,
-            "val_input": args.val_input,
-            "split_bytes": split_bytes,
-        },
+        params={"input": args.input, "val_fraction": args.val_fraction,
+                "min_chars": args.min_chars, "val_input": args.val_input,
+                "text_field": args.text_field, "split_bytes": split_bytes,
+                **asdict(options.limits)},  # fmt: skip
         stats={
-            "input": {
-                "files": len(files),
-                "splits": len(splits),
-                "lines": sum(r["lines"] for r in by_reason.values()),
-                "bytes": sum(r["bytes"] for r in by_reason.values()),
-                "invalid_utf8_bytes_replaced": sum(r["invalid_bytes"] for r in by_reason.values()),
-            },
+            "input": {"files": len(files), "splits": len(splits), "tasks": len(tasks),
+                      **input_stats},  # fmt: skip
             "dropped": dropped,
+            "split_unit": layout["unit"],
+            "block_bytes": layout["block_bytes"],
+            "source_documents": layout["documents"],
             "driver_peak_rss_mb": round(sparkjob.peak_rss_mb(), 1),
+            "seconds": {name: round(t - before, 3)
+                        for (_, before), (name, t) in pairwise(clock)},  # fmt: skip
             **split_stats,
         },
     )
-    sparkjob.log.info(
-        "preprocess committed: train %s, val %s, dropped %s",
-        split_stats["train"],
-        split_stats["val"],
-        dropped,
-    )
+    sparkjob.log.info("preprocess committed: train %s, val %s, dropped %s",
+                      split_stats["train"], split_stats["val"], dropped)  # fmt: skip
     return manifest
 
 
-def ensure_both_splits(docs, split_stats: dict, dropped: dict, args):
-    """Refuse corpora that cannot be split by document; give a tiny corpus one doc on each side.
+def list_inputs(args) -> list[SourceFile]:
+    """Every input file with its size and the name its documents go by."""
+    specs = args.input.split(",")
+    val_specs = args.val_input.split(",") if args.val_input else []
+    val_files = set(corpus_files(storage.expand(val_specs))) if val_specs else set()
+    uris = sorted(set(corpus_files(storage.expand(specs))) | val_files)
+    names = source_names(specs + val_specs, uris)
+    return [SourceFile(uri, names[uri], storage.size(uri), uri in val_files) for uri in uris]
 
-    With few documents the hash split can leave a side empty. Moving the
-    document with the smallest (for val) or largest (for train) split key keeps
-    the split deterministic and still by document.
+
+def plan_reading(files: list[SourceFile], options: ReadOptions, split_mb: float,
+                 parallelism: int):  # fmt: skip
+    """Splits of about two per core (1–``split_mb`` MB each), grouped into tasks.
+
+    Opening a file counts as reading OPEN_COST_BYTES, so many small files make a few
+    tasks of many files each rather than a task per file.
     """
+    total_bytes = sum(f.size for f in files)
+    work = total_bytes + OPEN_COST_BYTES * len(files)
+    split_bytes = int(min(split_mb * 2**20,
+                          max(MIN_SPLIT_BYTES, math.ceil(work / (2 * parallelism)))))
+    splits = plan_splits(files, split_bytes, options)
+    tasks = group_splits(splits, split_bytes)
+    sparkjob.log.info("preprocess: %d file(s), %.1f MB, %d split(s) of ≤ %.1f MB in %d task(s)",
+                      len(files), total_bytes / 1e6, len(splits), split_bytes / 1e6, len(tasks))
+    return splits, tasks, split_bytes
+
+
+def read_lines(spark, tasks, options: ReadOptions):
+    """Every line of the corpus, cleaned or with the reason it was dropped (persisted)."""
+    from pyspark import StorageLevel
+
+    schema = ", ".join(f"{name} {kind}" for name, kind in LINE_COLUMNS.items())
+    rows = spark.sparkContext.parallelize(tasks, len(tasks)).mapPartitions(
+        partial(read_partition, options=options)
+    )
+    return spark.createDataFrame(rows, schema).persist(StorageLevel.MEMORY_AND_DISK)
+
+
+def drop_counts(lines) -> tuple[dict, dict, dict]:
+    """Dropped lines and bytes by reason, the input's totals, and the kept lines and bytes."""
     from pyspark.sql import functions as F
 
-    total = sum(s["documents"] for s in split_stats.values())
-    if total == 0:
+    by_reason = {
+        r["drop_reason"] or "kept": r
+        for r in lines.groupBy("drop_reason").agg(
+            F.count("*").alias("lines"), F.sum("raw_bytes").alias("bytes"),
+            F.sum("invalid_bytes").alias("invalid_bytes"),
+        ).collect()
+    }  # fmt: skip
+    dropped = {reason: {"lines": r["lines"], "bytes": r["bytes"]}
+               for reason, r in by_reason.items() if reason != "kept"}  # fmt: skip
+    kept = by_reason.get("kept")
+    totals = {
+        "lines": sum(r["lines"] for r in by_reason.values()),
+        "bytes": sum(r["bytes"] for r in by_reason.values()),
+        "invalid_utf8_bytes_replaced": sum(r["invalid_bytes"] for r in by_reason.values()),
+    }
+    return dropped, totals, {"lines": kept["lines"] if kept else 0,
+                             "bytes": kept["bytes"] if kept else 0}  # fmt: skip
+
+
+def resolve_documents(spark, lines, splits):
+    """Give the lines that open a plain-text range the document begun in an earlier range."""
+    from pyspark.sql import functions as F
+
+    if not any(split.fmt == TEXT and split.start > 0 for split in splits):
+        return lines  # every document began in the range its lines were read from
+    last_starts = {
+        (r["source"], r["split_start"]): r["last_start"]
+        for r in lines.where(F.col("split_start").isNotNull() & F.col("doc_start").isNotNull())
+        .groupBy("source", "split_start").agg(F.max("doc_start").alias("last_start")).collect()
+    }  # fmt: skip
+    continued = continued_documents(splits, last_starts)
+    if not continued:
+        return lines
+    table = spark.createDataFrame(
+        [(source, start, doc_id, doc_start) for (source, start), (doc_id, doc_start)
+         in continued.items()],
+        "source string, split_start long, continued_id string, continued_start long",
+    )  # fmt: skip
+    resolved = {"doc_id": F.coalesce("doc_id", "continued_id").alias("doc_id"),
+                "doc_start": F.coalesce("doc_start", "continued_start").alias("doc_start")}
+    return lines.join(F.broadcast(table), ["source", "split_start"], "left").select(
+        *[resolved.get(c, F.col(c)) for c in LINE_COLUMNS])
+
+
+def first_occurrences(lines):
+    """Kept lines without exact duplicates (persisted): the first in corpus order stays."""
+    from pyspark import StorageLevel
+    from pyspark.sql import functions as F
+    from pyspark.sql.window import Window
+
+    first_seen = Window.partitionBy("text").orderBy("source", "position", "doc_id")
+    return (
+        lines.where(F.col("drop_reason").isNull())
+        .withColumn("occurrence", F.row_number().over(first_seen))
+        .where(F.col("occurrence") == 1)
+        .drop("occurrence")
+        .persist(StorageLevel.MEMORY_AND_DISK)
+    )
+
+
+def choose_layout(unique, args, dropped: dict) -> dict:
+    """Split by document, or — with too few documents — by blocks of contiguous text."""
+    from pyspark.sql import functions as F
+
+    totals = unique.agg(F.countDistinct("doc_id").alias("documents"), F.count("*").alias("lines"),
+                        F.sum(F.octet_length("text")).alias("text_bytes"),
+                        F.sum("raw_bytes").alias("raw_bytes")).first()  # fmt: skip
+    documents, text_bytes = totals["documents"], totals["text_bytes"] or 0
+    if documents == 0:
         reasons = ", ".join(f"{k}: {v['lines']}" for k, v in sorted(dropped.items())) or "none"
         raise PipelineError(
             f"corpus {args.input!r} produced no usable text (lines dropped by reason: {reasons}). "
-            "Point --input at UTF-8 text or MediaWiki XML dumps (.txt, .txt.gz, .txt.bz2, .xml, "
-            f".xml.bz2) or lower --min-chars ({args.min_chars})"
+            "Point --input at UTF-8 text, JSON Lines (with --text-field), Parquet or MediaWiki "
+            f"dumps, or lower --min-chars ({args.min_chars})"
         )
-    if total == 1:
+    layout = {"documents": documents, "lines": totals["lines"], "text_bytes": text_bytes,
+              "raw_bytes": totals["raw_bytes"] or 0, "unit": "document", "block_bytes": None,
+              "unit_bytes": holdout.MAX_DOCUMENT_BYTES}  # fmt: skip
+    if args.val_input or documents >= holdout.min_documents(args.val_fraction):
+        return layout
+    block = holdout.block_bytes(text_bytes, args.val_fraction)
+    if text_bytes < 2 * block:
         raise PipelineError(
-            f"corpus {args.input!r} holds a single document; the train/validation split is by "
-            "document, so at least 2 are needed. Add documents (in plain text, a line such as "
-            "' = Title = ' starts a new one; each file is one at least)"
+            f"corpus {args.input!r} holds {documents} document(s) with {text_bytes:,} bytes of "
+            f"text: too little to hold out a validation split (at least {2 * block:,} bytes, "
+            f"or {holdout.min_documents(args.val_fraction)} documents). Add text, or give a "
+            "held-out corpus with --val-input"
+        )
+    sparkjob.log.warning(
+        "corpus holds %d document(s), fewer than the %d a split by document needs: holding out "
+        "contiguous blocks of ~%d bytes by hash instead", documents,
+        holdout.min_documents(args.val_fraction), block)  # fmt: skip
+    return {**layout, "unit": "block", "block_bytes": block, "unit_bytes": block}
+
+
+def to_units(unique, layout: dict):
+    """One row per unit (a document, a part of a huge one, or a block) with its text."""
+    from pyspark.sql import functions as F
+
+    size = layout["unit_bytes"]
+    lines = cut_long_lines(unique, size) if layout["unit"] == "block" else unique.withColumn(
+        "piece", F.lit(0))  # fmt: skip
+    part = F.floor((F.col("position") - F.col("doc_start")) / size).cast("long")
+    tag = "#block-" if layout["unit"] == "block" else "#part-"
+    hashed = F.substring(F.sha1(F.concat("doc_id", F.lit(tag), part.cast("string"))), 1, 20)
+    unit = hashed if layout["unit"] == "block" else F.when(part == 0, F.col("doc_id")).otherwise(
+        hashed)  # fmt: skip
+    return (
+        lines.withColumn("unit_id", unit)
+        .groupBy("unit_id", "source", "held_out")
+        .agg(F.sort_array(F.collect_list(F.struct("position", "piece", "text"))).alias("lines"),
+             F.sum("raw_bytes").alias("raw_bytes"))  # fmt: skip
+        .select(F.col("unit_id").alias("doc_id"), "source", "held_out",
+                split_key_column(F.col("unit_id")).alias("split_key"), "raw_bytes",
+                F.concat_ws("\n", F.col("lines.text")).alias("text"),
+                F.size("lines").alias("lines"))  # fmt: skip
+    )
+
+
+def cut_long_lines(unique, max_bytes: int):
+    """Lines longer than a block cut at whitespace into pieces, positioned where they start."""
+    from pyspark.sql import functions as F
+    from pyspark.sql import types as T
+
+    piece = T.StructType([T.StructField("offset", T.LongType()),
+                          T.StructField("text", T.StringType())])  # fmt: skip
+    cut = F.udf(lambda text: cut_text(text, max_bytes), T.ArrayType(piece))
+    long = F.octet_length("text") > max_bytes
+    pieces = (
+        unique.where(long)
+        .select("*", F.posexplode(cut("text")).alias("piece", "cut"))
+        .withColumn("position", F.col("position") + F.col("cut.offset"))
+        .withColumn("text", F.col("cut.text"))
+        .drop("cut")
+    )
+    return unique.where(~long).withColumn("piece", F.lit(0)).unionByName(pieces)
+
+
+def split_key_column(unit_id):
+    """``cleaning.split_key`` in Spark SQL: the first 8 bytes of sha256("split:" + id) / 2⁶⁴."""
+    from pyspark.sql import functions as F
+
+    digest = F.sha2(F.concat(F.lit("split:"), unit_id), 256)
+    return F.conv(F.substring(digest, 1, 16), 16, 10).cast("double") / float(2**64)
+
+
+def assign_splits(units, layout: dict, args):
+    """Each unit's side: the held-out corpus, the hash of its document, or a block quota."""
+    from pyspark import StorageLevel
+    from pyspark.sql import functions as F
+
+    if args.val_input:
+        side = F.when(F.col("held_out"), "val").otherwise("train")
+    elif layout["unit"] == "block":
+        blocks = units.select("doc_id", "split_key", F.octet_length("text").alias("bytes"))
+        held = holdout.validation_blocks(
+            ((r["doc_id"], r["split_key"], r["bytes"]) for r in blocks.toLocalIterator()),
+            args.val_fraction)  # fmt: skip
+        side = F.when(F.col("doc_id").isin(sorted(held)), "val").otherwise("train")
+    else:
+        side = F.when(F.col("split_key") < args.val_fraction, "val").otherwise("train")
+    docs = units.withColumn("split", side).persist(StorageLevel.MEMORY_AND_DISK)
+    split_stats = {
+        r["split"]: r.asDict()
+        for r in docs.groupBy("split").agg(
+            F.count("*").alias("documents"), F.sum("lines").alias("lines"),
+            F.sum(F.octet_length("text")).alias("bytes"), F.sum("raw_bytes").alias("raw_bytes"),
+        ).collect()
+    }  # fmt: skip
+    return ensure_both_splits(docs, split_stats, args)
+
+
+def ensure_both_splits(docs, split_stats: dict, args):
+    """Give each side at least one unit.
+
+    With few documents the hash split can leave a side empty. Moving the unit with
+    the smallest (for val) or largest (for train) split key keeps the split
+    deterministic and still by document.
+    """
+    from pyspark.sql import functions as F
+
+    if sum(s["documents"] for s in split_stats.values()) < 2:
+        raise PipelineError(
+            f"corpus {args.input!r} (with --val-input {args.val_input!r}) makes a single document "
+            "or block: the training and the validation split need one each; add text"
         )
     for split, order in (("val", F.asc("split_key")), ("train", F.desc("split_key"))):
         if split not in split_stats:
@@ -305,6 +435,29 @@ def ensure_both_splits(docs, split_stats: dict, dropped: dict, args):
             split_stats[split] = one
             split_stats[donor] = {k: split_stats[donor][k] - one[k] for k in one}
     return docs, split_stats
+
+
+def write_splits(docs, split_stats: dict, stage: str, parallelism: int) -> list:
+    """Write each side as Parquet shards of about TARGET_SHARD_BYTES; record their counts."""
+    from pyspark.sql import functions as F
+
+    files_written = []
+    for split in SPLITS:
+        counts = split_stats[split]
+        shards = max(1, min(counts["documents"],
+                            max(parallelism, math.ceil(counts["bytes"] / TARGET_SHARD_BYTES))))
+        written = (
+            docs.where(F.col("split") == split)
+            .select("doc_id", "source", "text")
+            .repartition(shards, "doc_id")
+            .sortWithinPartitions("doc_id")
+            .rdd.mapPartitionsWithIndex(partial(write_partition, stage=stage, split=split))
+            .collect()
+        )  # fmt: skip
+        files_written.extend(written)
+        split_stats[split] = {"documents": counts["documents"], "lines": counts["lines"],
+                              "bytes": counts["bytes"], "shards": len(written)}  # fmt: skip
+    return files_written
 
 
 if __name__ == "__main__":

@@ -17,25 +17,30 @@ over at most ``--eval-max-bytes`` of text, done on the driver; it runs under
 spark-submit like every stage so that local mode and EMR steps ship it the
 same way.
 
-Registries outside the prefixes in ``LLM_REGISTRY_ALLOWED_PREFIXES``
-(comma-separated, when set) are refused.
+Registries outside ``--allowed-registry-prefixes`` (comma-separated; the DAG
+always passes its list, a job run by hand falls back to the environment
+variable ``LLM_REGISTRY_ALLOWED_PREFIXES``, and to anywhere when that is unset
+too) are refused. The weights' safetensors header must agree with
+``config.json`` (and the model fit ``--memory-budget-gb``) before anything is
+copied, so the registry never holds a version nobody can load.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import os
 import time
 from collections.abc import Sequence
 
+from sparklm import allowlist, faults, hf_export, sparkjob, storage
 from sparklm import eval_set as eval_sets
-from sparklm import faults, hf_export, sparkjob, storage
 from sparklm.errors import PipelineError
 from sparklm.eval_set import EvalSet, EvalSetError
 from sparklm.evaluation import Score, score_artifacts
 from sparklm.model_card import render_model_card
+from sparklm.model_size import DEFAULT_MEMORY_BUDGET_GB
 from sparklm.registry import (
+    ALLOWED_PREFIXES_ENV,
     PROMOTION,
     RegistryError,
     check_name,
@@ -88,6 +93,18 @@ def parse_args(argv: Sequence[str]):
         default=0.0,
         help="promote when bits/byte on the registry's evaluation set <= the latest's on "
         "the same set + tolerance (default 0)",
+    )
+    p.add_argument(
+        "--allowed-registry-prefixes",
+        help="comma-separated URI prefixes the registry must lie under, or '*' for anywhere "
+        f"(default: ${ALLOWED_PREFIXES_ENV}, else anywhere)",
+    )
+    p.add_argument(
+        "--memory-budget-gb",
+        type=float,
+        default=DEFAULT_MEMORY_BUDGET_GB,
+        help="refuse a model whose estimated sampling memory exceeds this "
+        f"(default {DEFAULT_MEMORY_BUDGET_GB:g}): nobody could load it from the registry",
     )
     p.add_argument(
         "--eval-input",
@@ -145,11 +162,6 @@ def model_checksum(train_manifest: dict) -> str:
     return weights["sha256"]
 
 
-def allowed_prefixes() -> list[str]:
-    raw = os.environ.get("LLM_REGISTRY_ALLOWED_PREFIXES", "")
-    return [p.strip() for p in raw.split(",") if p.strip()]
-
-
 def read_verified(entry: dict) -> bytes:
     """One committed artifact's bytes, checked against its manifest's checksum."""
     data = storage.read_bytes(entry["uri"])
@@ -164,12 +176,15 @@ def read_verified(entry: dict) -> bytes:
 def main(argv: Sequence[str]) -> dict:
     args = parse_args(argv)
     started = time.time()
-    registry = check_registry(args.registry, allowed_prefixes())
+    prefixes = allowlist.parse(args.allowed_registry_prefixes, ALLOWED_PREFIXES_ENV)
+    registry = check_registry(args.registry, prefixes)
     model_name = check_name("model name", args.model_name)
     manifests = {stage: read_manifest(args.run_root, stage) for stage in UPSTREAM}
     refs = {stage: input_ref(args.run_root, stage) for stage in UPSTREAM}
+    check_model(manifests["train"], args.memory_budget_gb)
     version = check_name("version", args.version or default_version(manifests["train"]))
     target = version_uri(registry, model_name, version)
+    storage.refuse_symlinks(registry, target)
     refuse_overwriting_another_model(target, model_checksum(manifests["train"]))
     storage.check_writable(registry)
     evaluation_set, problem = choose_evaluation_set(args, registry, model_name,
@@ -351,9 +366,20 @@ def describe_version(args, model_name: str, version: str, target: str, manifests
     return written
 
 
+def check_model(train_manifest: dict, budget_gb: float) -> None:
+    """The weights' header must match ``config.json`` and the model fit the budget."""
+    from sparklm.weights import check_weights
+
+    [weights] = listed_files(train_manifest, "model.safetensors")
+    [config] = listed_files(train_manifest, "config.json")
+    check_weights(weights["uri"], json.loads(read_verified(config)), budget_gb=budget_gb,
+                  what=weights["uri"])  # fmt: skip
+
+
 def refuse_overwriting_another_model(target: str, weights_sha: str) -> None:
     """Versions are immutable: the same label may only be republished for the same weights."""
     run_json = storage.join(target, "run.json")
+    storage.refuse_symlinks(target, run_json)
     if storage.exists(run_json):
         artifacts = json.loads(storage.read_bytes(run_json))["artifacts"]
         existing = next(a["sha256"] for a in artifacts if a["path"] == "model.safetensors")

@@ -1,12 +1,14 @@
 """Train: a GPT-style decoder, one replica per Spark partition, averaged every round.
 
     spark-submit jobs/train.py --run-root URI [--partitions 2] [--rounds 12]
-        [--local-steps 25] [--outer avg|nesterov] [--n-layer 4] [--n-embd 128] …
+        [--local-steps 25] [--optimizer adamw|muon] [--outer avg|nesterov]
+        [--position rope] [--norm rmsnorm] [--mlp swiglu] [--qk-norm true] …
 
-Each round the driver broadcasts the global weights and averaged AdamW
-moments; every partition runs ``--local-steps`` AdamW steps on windows drawn
-from its own slice of the training tokens and returns its (token-weighted)
-delta; a tree aggregation sums them and the outer optimizer applies the mean.
+Each round the driver broadcasts the global weights and the averaged inner
+optimizer state (AdamW moments; Muon momentum buffers); every partition runs
+``--local-steps`` inner steps on windows drawn from its own slice of the
+training tokens and returns its (token-weighted) delta and optimizer state; a
+tree aggregation sums them and the outer optimizer applies the mean delta.
 The driver then scores the validation tokens and checkpoints the round, so a
 killed or retried task resumes from the last complete round.
 
@@ -16,6 +18,7 @@ Output under ``{run_root}/train/``: ``model.safetensors``, ``config.json``,
 
 from __future__ import annotations
 
+import argparse
 import csv
 import hashlib
 import io
@@ -30,13 +33,16 @@ import numpy as np
 import torch
 from torch.nn.utils import vector_to_parameters
 
-from sparklm import sparkjob, storage
-from sparklm.averaging import OuterOptimizer, combine, flat
+from sparklm import faults, sparkjob
+from sparklm.averaging import OUTER_KINDS, OuterOptimizer, combine, flat, split_flat
 from sparklm.errors import PipelineError
-from sparklm.model import GPT, GPTConfig
+from sparklm.model import GPT, MLPS, NORMS, POSITIONS, GPTConfig
+from sparklm.model_size import DEFAULT_MEMORY_BUDGET_GB, Shape, check_budget, training_memory
+from sparklm.optim import OPTIMIZERS
 from sparklm.plots import plot_training
 from sparklm.stage import (
     ArtifactFile,
+    clear_stage,
     code_version,
     commit_stage,
     input_ref,
@@ -46,22 +52,26 @@ from sparklm.stage import (
 )
 from sparklm.tokens import read_range
 from sparklm.training import (
+    OPTIMIZER_STATE_POLICIES,
+    SCHEDULES,
     GlobalState,
     TrainConfig,
+    apply_update,
     evaluate,
     lr_at,
     train_replica,
 )
-from sparklm.weights import (
-    Checkpoint,
-    load_latest_checkpoint,
-    model_bytes,
-    save_checkpoint,
-    split_flat,
-)
+from sparklm.weights import Checkpoint, load_latest_checkpoint, model_bytes, save_checkpoint
 
 STAGE = "train"
 UPSTREAM = "tokenize"
+# The settings that shrink a replica or the driver, named when memory runs short.
+MODEL_SIZE_FLAGS = "--batch-size, --context-len, --n-embd or --n-layer"
+# The block the job trains unless told otherwise: the best measured (README, Training), Qwen3's.
+# GPTConfig's own defaults stay GPT-2's so config.json files from before the switches keep
+# their meaning.
+DEFAULT_MODEL = GPTConfig(vocab_size=1, position="rope", norm="rmsnorm", mlp="swiglu",
+                          qk_norm=True)  # fmt: skip
 METRIC_COLUMNS = (
     "round", "inner_steps", "tokens", "train_loss", "val_loss", "val_ppl", "val_bpb",
     "val_acc", "tokens_per_s", "seconds", "lr", "driver_rss_mb", "executor_rss_mb",
@@ -70,7 +80,7 @@ METRIC_COLUMNS = (
 
 def parse_args(argv: Sequence[str]):
     p = sparkjob.parser(__doc__.splitlines()[0])
-    model = GPTConfig(vocab_size=1)
+    model = DEFAULT_MODEL
     train = TrainConfig()
     g = p.add_argument_group("model")
     g.add_argument("--context-len", type=int, default=model.context_len)
@@ -78,6 +88,15 @@ def parse_args(argv: Sequence[str]):
     g.add_argument("--n-head", type=int, default=model.n_head)
     g.add_argument("--n-embd", type=int, default=model.n_embd)
     g.add_argument("--dropout", type=float, default=model.dropout)
+    g.add_argument(
+        "--memory-budget-gb",
+        type=float,
+        default=DEFAULT_MEMORY_BUDGET_GB,
+        help="refuse, before allocating, a model whose estimated training memory (parameters, "
+        "AdamW state, activations of one batch) in one process exceeds this (default "
+        f"{DEFAULT_MEMORY_BUDGET_GB:g})",
+    )
+    add_block_flags(g, model)
     g = p.add_argument_group("optimisation")
     g.add_argument(
         "--partitions",
@@ -95,17 +114,18 @@ def parse_args(argv: Sequence[str]):
         "--local-steps",
         type=int,
         default=train.local_steps,
-        help="AdamW steps each replica takes per round",
+        help="inner steps each replica takes per round",
     )
     g.add_argument("--batch-size", type=int, default=train.batch_size)
-    g.add_argument("--lr", type=float, default=train.lr, help="peak inner learning rate")
+    g.add_argument("--lr", type=float, default=train.lr, help="peak AdamW learning rate")
+    add_recipe_flags(g, train)
     g.add_argument("--min-lr-ratio", type=float, default=train.min_lr_ratio)
     g.add_argument("--warmup-steps", type=int, default=train.warmup_steps)
     g.add_argument("--weight-decay", type=float, default=train.weight_decay)
     g.add_argument("--grad-clip", type=float, default=train.grad_clip)
     g.add_argument(
         "--outer",
-        choices=("avg", "nesterov"),
+        choices=OUTER_KINDS,
         default=train.outer,
         help="avg: plain parameter averaging; nesterov: DiLoCo outer step",
     )
@@ -113,10 +133,10 @@ def parse_args(argv: Sequence[str]):
     g.add_argument("--outer-momentum", type=float, default=train.outer_momentum)
     g.add_argument(
         "--optimizer-state",
-        choices=("averaged", "reset"),
+        choices=OPTIMIZER_STATE_POLICIES,
         default=train.optimizer_state,
-        help="averaged: AdamW moments are averaged and carried across rounds; "
-        "reset: fresh AdamW every round (the old project's behaviour)",
+        help="averaged: the inner optimizer's state is averaged and carried across rounds; "
+        "reset: a fresh optimizer every round (the old project's behaviour)",
     )
     g.add_argument("--seed", type=int, default=train.seed)
     g.add_argument(
@@ -128,12 +148,52 @@ def parse_args(argv: Sequence[str]):
     return p.parse_args(argv)  # fmt: skip
 
 
+def add_block_flags(g: argparse._ArgumentGroup, model: GPTConfig) -> None:
+    """The block's parts (GPTConfig switches), defaulting to ``model``'s."""
+    g.add_argument("--position", choices=POSITIONS, default=model.position,
+                   help="learned: a position table (GPT-2); rope: rotary q/k (Llama, Qwen3)")
+    g.add_argument("--rope-theta", type=float, default=model.rope_theta)
+    g.add_argument("--norm", choices=NORMS, default=model.norm)
+    g.add_argument("--norm-eps", type=float, default=model.norm_eps)
+    g.add_argument("--mlp", choices=MLPS, default=model.mlp,
+                   help="gelu: GPT-2's MLP; swiglu: down(silu(gate(x)) * up(x))")
+    g.add_argument("--intermediate-size", type=int, default=0,
+                   help="MLP hidden size; 0: 4*n_embd for gelu, ~8/3*n_embd for swiglu")
+    g.add_argument("--qk-norm", type=boolean, default=model.qk_norm,
+                   help="true: RMSNorm on each head's queries and keys (Qwen3)")
+    g.add_argument("--bias", type=boolean, default=model.bias, help="biases in linear layers")
+    g.add_argument("--tie-embeddings", type=boolean, default=model.tie_embeddings,
+                   help="false: a separate output head")  # fmt: skip
+
+
+def add_recipe_flags(g: argparse._ArgumentGroup, train: TrainConfig) -> None:
+    """Inner optimizer, schedule and the early short-interval rounds."""
+    g.add_argument("--optimizer", choices=OPTIMIZERS, default=train.optimizer,
+                   help="adamw; or muon: Muon on the blocks' matrices, AdamW on the rest")
+    g.add_argument("--muon-lr", type=float, default=train.muon_lr,
+                   help="peak Muon learning rate (--optimizer muon)")
+    g.add_argument("--muon-momentum", type=float, default=train.muon_momentum)
+    g.add_argument("--schedule", choices=SCHEDULES, default=train.schedule,
+                   help="after warm-up: cosine decay, or wsd (stable, then a linear decay "
+                        "over the last --decay-fraction of the steps)")
+    g.add_argument("--decay-fraction", type=float, default=train.decay_fraction)
+    g.add_argument("--early-rounds", type=int, default=train.early_rounds,
+                   help="the first N rounds take --early-local-steps steps each instead")
+    g.add_argument("--early-local-steps", type=int, default=train.early_local_steps)  # fmt: skip
+
+
+def boolean(text: str) -> bool:
+    """``true``/``false`` in any case: what Airflow renders a boolean Param as (``True``)."""
+    if text.lower() not in ("true", "false"):
+        raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
+    return text.lower() == "true"
+
+
 def configs(args, vocab_size: int) -> tuple[GPTConfig, TrainConfig]:
     try:
-        model_cfg = GPTConfig(
-            vocab_size=vocab_size, context_len=args.context_len, n_layer=args.n_layer,
-            n_head=args.n_head, n_embd=args.n_embd, dropout=args.dropout,
-        )  # fmt: skip
+        switches = {n: getattr(args, n) for n in GPTConfig.field_names() if n != "vocab_size"}
+        switches["intermediate_size"] = args.intermediate_size or None  # 0: the MLP's default
+        model_cfg = GPTConfig(vocab_size=vocab_size, **switches)
         train_cfg = TrainConfig(
             **{k: getattr(args, k) for k in TrainConfig.field_names() if hasattr(args, k)}
         )
@@ -153,6 +213,7 @@ def train_partition(indices, *, state, model_cfg, train_cfg, shards, dtype, rang
     from pyspark import TaskContext
 
     torch.set_num_threads(max(1, TaskContext.get().cpus()))
+    faults.exhaust_memory("train:replica")
     for p in indices:
         start, stop = ranges[p]
         tokens = torch.from_numpy(read_range(shards, dtype, start, stop))
@@ -178,6 +239,8 @@ def main(argv: Sequence[str]) -> dict:
     upstream = read_manifest(args.run_root, UPSTREAM)
     stats = upstream["stats"]
     model_cfg, train_cfg = configs(args, stats["vocab_size"])
+    check_budget(training_memory(Shape.from_config(model_cfg.to_dict()), train_cfg.batch_size),
+                 args.memory_budget_gb, "the model", MODEL_SIZE_FLAGS)  # fmt: skip
     dtype = np.dtype(stats["dtype"])
     train_shards = listed_files(upstream, "train/")
     val_shards = listed_files(upstream, "val/")
@@ -203,28 +266,28 @@ def main(argv: Sequence[str]) -> dict:
     run_id = fingerprint(model_cfg, train_cfg, upstream)
     torch.set_num_threads(max(1, min(4, os.cpu_count() or 1)))
     torch.manual_seed(train_cfg.seed)
+    faults.exhaust_memory("train:model")
     model = GPT(model_cfg)
     outer = OuterOptimizer(model, train_cfg.outer, train_cfg.outer_lr, train_cfg.outer_momentum)
     checkpoint = load_latest_checkpoint(stage, run_id)
     if checkpoint is None:
-        storage.remove_tree(stage)
-        state = GlobalState(flat(model.parameters()), None, None, 0)
+        clear_stage(stage)
+        state = GlobalState(flat(model.parameters()), {}, 0)
         metrics: list[dict] = []
         started_at = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
         loss0, _ = evaluate(model, val_tokens)
         sparkjob.log.info(
-            "train: %s parameters (%s non-embedding); initial val loss %.3f",
+            "train: %s parameters (%s non-embedding; %s); initial val loss %.3f",
             f"{model.num_params(False):,}",
             f"{model.num_params():,}",
+            model_cfg.describe(),
             loss0,
         )
     else:
         vector_to_parameters(checkpoint.params.clone(), model.parameters())
         if checkpoint.outer_momentum is not None:
             outer.load_momentum_buffers(split_flat(checkpoint.outer_momentum, outer.params))
-        state = GlobalState(
-            checkpoint.params, checkpoint.exp_avg, checkpoint.exp_avg_sq, checkpoint.step
-        )
+        state = GlobalState(checkpoint.params, checkpoint.optimizer_state, checkpoint.step)
         metrics = checkpoint.metrics
         started_at = checkpoint.started_at
         sparkjob.log.info(
@@ -235,6 +298,7 @@ def main(argv: Sequence[str]) -> dict:
         )
 
     spark = sparkjob.spark_session("llm-train")
+    faults.exhaust_memory("train:session", spark)
     sc = spark.sparkContext
     if train_cfg.partitions > sc.defaultParallelism:
         sparkjob.log.warning(
@@ -242,9 +306,7 @@ def main(argv: Sequence[str]) -> dict:
             train_cfg.partitions,
             sc.defaultParallelism,
         )
-    round_tokens = (
-        train_cfg.partitions * train_cfg.local_steps * train_cfg.batch_size * model_cfg.context_len
-    )
+    window_tokens = train_cfg.partitions * train_cfg.batch_size * model_cfg.context_len
     for round_index in range(len(metrics), train_cfg.rounds):
         t0 = time.time()
         broadcast = sc.broadcast(state)
@@ -258,26 +320,24 @@ def main(argv: Sequence[str]) -> dict:
         broadcast.destroy()
         if not update.finite or not math.isfinite(update.mean_loss):
             raise diverged(round_index, train_cfg, "the training loss")
-        mean_delta, exp_avg, exp_avg_sq = update.averages()
-        outer.step(mean_delta)
-        params = flat(model.parameters())
-        if not torch.isfinite(params).all():
+        steps = train_cfg.steps_in_round(round_index)
+        state = apply_update(model, outer, update, state, steps)
+        if not torch.isfinite(state.params).all():
             raise diverged(round_index, train_cfg, "the averaged weights")
         train_seconds = time.time() - t0
-        state = GlobalState(params, exp_avg, exp_avg_sq, state.step + train_cfg.local_steps)
         val_loss, val_acc = evaluate(model, val_tokens)
         if not math.isfinite(val_loss):
             raise diverged(round_index, train_cfg, "the validation loss")
         row = {
             "round": round_index + 1,
             "inner_steps": state.step,
-            "tokens": round_tokens * (round_index + 1),
+            "tokens": window_tokens * state.step,
             "train_loss": update.mean_loss,
             "val_loss": val_loss,
             "val_ppl": math.exp(val_loss),
             "val_bpb": val_loss / math.log(2) * tokens_per_byte,
             "val_acc": val_acc,
-            "tokens_per_s": round_tokens / train_seconds,
+            "tokens_per_s": window_tokens * steps / train_seconds,
             "seconds": time.time() - t0,
             "lr": lr_at(state.step - 1, train_cfg),
             "driver_rss_mb": sparkjob.peak_rss_mb(),
@@ -285,8 +345,8 @@ def main(argv: Sequence[str]) -> dict:
         }
         metrics.append({k: round(v, 6) if isinstance(v, float) else v for k, v in row.items()})
         save_checkpoint(stage, Checkpoint(
-            round=round_index + 1, step=state.step, params=params, exp_avg=exp_avg,
-            exp_avg_sq=exp_avg_sq, outer_momentum=momentum_vector(outer),
+            round=round_index + 1, step=state.step, params=state.params,
+            optimizer_state=state.optimizer_state, outer_momentum=momentum_vector(outer),
             metrics=metrics, fingerprint=run_id, started_at=started_at))  # fmt: skip
         sparkjob.log.info(
             "round %d/%d: train %.3f  val %.3f (%.3f bits/byte, acc %.1f%%)  %.0f tok/s  %.1fs",
@@ -347,4 +407,4 @@ def metrics_csv(rows: list[dict]) -> bytes:
 
 
 if __name__ == "__main__":
-    sparkjob.run(main)
+    sparkjob.run(main, memory_knobs=f"lower {MODEL_SIZE_FLAGS}")

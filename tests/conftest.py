@@ -60,6 +60,11 @@ os.environ.update(
         "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
         "AIRFLOW_CONN_SPARK_LOCAL": json.dumps({"conn_type": "spark", "host": "local[2]"}),
         "AIRFLOW_VAR_LLM_RUNS_BASE": f"file://{SESSION_DIR / 'runs'}",
+        # Tests read corpora and publish models in temporary folders and the test bucket.
+        "AIRFLOW_VAR_LLM_CORPUS_ALLOWED_PREFIXES": f"file://{tempfile.gettempdir()}/,"
+        "s3://llm-test/,pkg://gensim/test/test_data/",
+        "AIRFLOW_VAR_LLM_REGISTRY_ALLOWED_PREFIXES": f"file://{tempfile.gettempdir()}/,"
+        "s3://llm-test/",
         "SPARK_LOCAL_IP": "127.0.0.1",
         "PYSPARK_PYTHON": sys.executable,
         "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",

@@ -94,6 +94,25 @@ def spark_submit(
     )
 
 
+def tree_checksums(folder: Path) -> dict[str, str]:
+    """``{relative path: sha256 (or "-> target" for a link)}`` of everything under ``folder``.
+
+    Compared before and after a job to show that it changed nothing there.
+    """
+    import hashlib
+
+    listing = {}
+    for path in sorted(folder.rglob("*")):
+        relative = str(path.relative_to(folder))
+        if path.is_symlink():
+            listing[relative] = f"-> {os.readlink(path)}"
+        elif path.is_file():
+            listing[relative] = hashlib.sha256(path.read_bytes()).hexdigest()
+        else:
+            listing[relative] = "dir"
+    return listing
+
+
 def write_text(path: Path, text: str | bytes) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     if isinstance(text, bytes):
@@ -126,16 +145,15 @@ def single_process_training(model_cfg, cfg, tokens, seed: int = 0):
     import torch
 
     from sparklm.model import GPT
-    from sparklm.training import build_optimizer, derive_seed, lr_at, sample_batch
+    from sparklm.training import build_optimizer, derive_seed, lr_scale, sample_batch
 
     torch.manual_seed(seed)
     model = GPT(model_cfg)
     optimizer = build_optimizer(model, cfg)
     for r in range(cfg.rounds):
         generator = torch.Generator().manual_seed(derive_seed(cfg.seed, r, 0))
-        for k in range(cfg.local_steps):
-            for group in optimizer.param_groups:
-                group["lr"] = lr_at(r * cfg.local_steps + k, cfg)
+        for k in range(cfg.steps_in_round(r)):
+            optimizer.set_lr_scale(lr_scale(cfg.steps_before(r) + k, cfg))
             x, y = sample_batch(tokens, cfg.batch_size, model_cfg.context_len, generator)
             _, loss = model(x, y)
             optimizer.zero_grad()
@@ -143,3 +161,49 @@ def single_process_training(model_cfg, cfg, tokens, seed: int = 0):
             torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
             optimizer.step()
     return model
+
+
+def mediawiki_page(page_id: int, title: str, text: str, namespace: int = 0) -> str:
+    """One ``<page>`` of a MediaWiki XML dump."""
+    from xml.sax.saxutils import escape
+
+    return (f"  <page>\n    <title>{escape(title)}</title>\n    <ns>{namespace}</ns>\n"
+            f"    <id>{page_id}</id>\n    <revision>\n      <id>{page_id + 1000}</id>\n"
+            f"      <text xml:space=\"preserve\">{escape(text)}</text>\n    </revision>\n"
+            "  </page>\n")  # fmt: skip
+
+
+def multistream_dump(
+    directory: Path, pages: Sequence[tuple[int, str, str]], pages_per_stream: int = 3
+) -> tuple[Path, Path]:
+    """A ``…-multistream.xml.bz2`` dump of ``(id, title, text)`` pages and its index, laid out
+    as Wikimedia publishes them: the siteinfo in a stream of its own, then one bz2 stream per
+    ``pages_per_stream`` pages, then one holding ``</mediawiki>``; the index lists
+    ``offset:page_id:title`` for every page."""
+    import bz2
+
+    data = bz2.compress(
+        b'<mediawiki xmlns="http://www.mediawiki.org/xml/export-0.10/" xml:lang="en">\n'
+        b"  <siteinfo>\n    <sitename>Testpedia</sitename>\n  </siteinfo>\n"
+    )
+    index = []
+    for first in range(0, len(pages), pages_per_stream):
+        stream = pages[first : first + pages_per_stream]
+        index += [f"{len(data)}:{page_id}:{title}" for page_id, title, _ in stream]
+        data += bz2.compress("".join(mediawiki_page(*page) for page in stream).encode())
+    data += bz2.compress(b"</mediawiki>\n")
+    stem = directory / "testwiki-20260101-pages-articles-multistream"
+    dump = write_text(stem.with_name(stem.name + ".xml.bz2"), data)
+    index_file = write_text(stem.with_name(stem.name + "-index.txt.bz2"),
+                            bz2.compress(("\n".join(index) + "\n").encode()))  # fmt: skip
+    return dump, index_file
+
+
+def article_pages(count: int, first_id: int = 10) -> list[tuple[int, str, str]]:
+    """``count`` distinct small articles as ``(id, title, wikitext)``."""
+    return [
+        (first_id + i, f"Article {i}",
+         f"'''Article {i}''' is about [[topic {i % 7}]] and the number {i * 37}.\n\n"
+         f"It has a second paragraph, which mentions {{{{cite|x}}}} article {i} again.")
+        for i in range(count)
+    ]  # fmt: skip

@@ -9,9 +9,10 @@ the tokens it was trained on, and hands the average to an *outer* optimizer:
 - ``nesterov``: SGD with Nesterov momentum on −Δ̄ (DiLoCo, arXiv 2311.08105:
   lr 0.7, momentum 0.9). With momentum 0 and lr 1 it *is* ``avg``.
 
-The inner AdamW moments are averaged the same token-weighted way (DL4J
-averages its updater state too), so no replica starts a round with a cold
-optimizer, which was the old project's mistake.
+The inner optimizer's state (AdamW's moments; with Muon also its momentum
+buffers) is averaged the same token-weighted way (DL4J averages its updater
+state too), so no replica starts a round with a cold optimizer, which was the
+old project's mistake.
 """
 
 from __future__ import annotations
@@ -29,14 +30,13 @@ OUTER_KINDS = ("avg", "nesterov")
 class ReplicaUpdate:
     """What one replica (or a sum of several) sends back: weighted sums, so combining is addition.
 
-    ``delta``, ``exp_avg`` and ``exp_avg_sq`` are flat vectors already multiplied
-    by ``weight`` (the tokens trained on), which makes tree aggregation a plain
-    sum and keeps every replica's vector out of driver memory.
+    ``delta`` and every vector in ``state`` (the inner optimizer's flat state by name, see
+    ``sparklm.optim``) are already multiplied by ``weight`` (the tokens trained on), which makes
+    tree aggregation a plain sum and keeps every replica's vector out of driver memory.
     """
 
     delta: Tensor
-    exp_avg: Tensor
-    exp_avg_sq: Tensor
+    state: dict[str, Tensor]
     weight: float
     loss_sum: float
     loss_count: int
@@ -45,27 +45,32 @@ class ReplicaUpdate:
     finite: bool = True
 
     def __add__(self, other: ReplicaUpdate) -> ReplicaUpdate:
+        finite = self.finite and other.finite
+        if finite and set(self.state) != set(other.state):
+            raise ValueError(f"cannot add optimizer states {sorted(self.state)} and "
+                             f"{sorted(other.state)}")  # fmt: skip
         return ReplicaUpdate(
             delta=self.delta + other.delta,
-            exp_avg=self.exp_avg + other.exp_avg,
-            exp_avg_sq=self.exp_avg_sq + other.exp_avg_sq,
+            # A diverged replica has no usable state; the driver stops on ``finite`` anyway.
+            state={name: v + other.state[name] for name, v in self.state.items()}
+            if finite else {},
             weight=self.weight + other.weight,
             loss_sum=self.loss_sum + other.loss_sum,
             loss_count=self.loss_count + other.loss_count,
             replicas=self.replicas + other.replicas,
             peak_rss_mb=max(self.peak_rss_mb, other.peak_rss_mb),
-            finite=self.finite and other.finite,
+            finite=finite,
         )
 
     @property
     def mean_loss(self) -> float:
         return self.loss_sum / max(self.loss_count, 1)
 
-    def averages(self) -> tuple[Tensor, Tensor, Tensor]:
-        """The token-weighted mean delta and AdamW moments."""
+    def averages(self) -> tuple[Tensor, dict[str, Tensor]]:
+        """The token-weighted mean delta and mean optimizer state."""
         if self.weight <= 0:
             raise ValueError("cannot average replicas that trained on no tokens")
-        return self.delta / self.weight, self.exp_avg / self.weight, self.exp_avg_sq / self.weight
+        return self.delta / self.weight, {k: v / self.weight for k, v in self.state.items()}
 
 
 def combine(a: ReplicaUpdate | None, b: ReplicaUpdate | None) -> ReplicaUpdate | None:
@@ -88,6 +93,14 @@ def weighted_average(vectors: Sequence[Tensor], weights: Sequence[float]) -> Ten
 def flat(tensors: Iterable[Tensor]) -> Tensor:
     """Concatenate tensors into one float32 vector, in the given (deterministic) order."""
     return torch.cat([t.detach().reshape(-1).to(torch.float32) for t in tensors])
+
+
+def split_flat(vector: Tensor, like: Sequence[Tensor]) -> list[Tensor]:
+    """Cut a flat vector into fresh tensors shaped like ``like``: the inverse of ``flat``."""
+    sizes = [t.numel() for t in like]
+    if sum(sizes) != vector.numel():
+        raise ValueError(f"vector has {vector.numel()} values, the tensors {sum(sizes)}")
+    return [part.view_as(t).clone() for part, t in zip(vector.split(sizes), like, strict=True)]
 
 
 class OuterOptimizer:

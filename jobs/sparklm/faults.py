@@ -1,8 +1,9 @@
 """Fault injection for the reliability tests: real crashes at named points in the jobs.
 
 A test sets ``LLM_FAULT`` to a point's name and runs a job with spark-submit;
-the job then really dies there (SIGKILL, no cleanup) or a Spark task really
-fails. Unset — always, outside those tests — every call here does nothing.
+the job then really dies there (SIGKILL, no cleanup), a Spark task really
+fails, or a real allocation really fails. Unset — always, outside those
+tests — every call here does nothing.
 """
 
 from __future__ import annotations
@@ -28,3 +29,25 @@ def fail_first_attempt(name: str) -> None:
     context = TaskContext.get()
     if context is not None and context.partitionId() == 0 and context.attemptNumber() == 0:
         raise RuntimeError(f"injected task failure at {name} (first attempt)")
+
+
+# More than any machine has (and more than a 64-bit process can address): the allocation
+# fails at once, without first eating the memory the machine does have.
+IMPOSSIBLE_BYTES = 1 << 60
+
+
+def exhaust_memory(name: str, spark=None) -> None:
+    """Make a real allocation fail when ``LLM_FAULT`` is ``{name}:python`` (a MemoryError),
+    ``{name}:torch`` (torch's CPU allocator) or ``{name}:jvm`` (a Spark task's JVM heap:
+    ``java.lang.OutOfMemoryError``, which ends spark-submit with exit status 52)."""
+    fault = os.environ.get(ENV, "")
+    if fault == f"{name}:python":
+        bytearray(IMPOSSIBLE_BYTES)
+    elif fault == f"{name}:torch":
+        import torch
+
+        torch.empty(IMPOSSIBLE_BYTES, dtype=torch.uint8)
+    elif fault == f"{name}:jvm" and spark is not None:
+        # One 2 GB string, more than the default 1 GB heap holds, built in a task (not folded
+        # into a constant on the driver): Spark's handler for a fatal error ends the JVM.
+        spark.range(1).selectExpr("repeat('x', CAST(id + 2000000000 AS INT)) AS s").collect()

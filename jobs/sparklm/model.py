@@ -1,8 +1,13 @@
 """A small decoder-only transformer in the style of nanoGPT, plus a KV cache for generation.
 
-Pre-norm blocks, learned absolute positions, GELU MLP, and an output head tied to the token
-embedding. Pure torch: the Spark trainer, the evaluator and the sampler all import this module, so
-it must not depend on anything heavier.
+Pre-norm blocks with a choice of parts, each a ``GPTConfig`` switch: learned absolute positions or
+rotary embeddings, LayerNorm or RMSNorm, a GELU or SwiGLU MLP, optional QK-norm, optional linear
+biases, a tied or separate output head. The defaults are GPT-2's block, so a ``config.json``
+written before the switches existed loads as the model it was trained as. The modern set is
+chosen so that the result is a stock Hugging Face architecture, computed exactly as those classes
+compute it (``hf_architecture``): RoPE + RMSNorm + SwiGLU without biases is Llama, and with
+QK-norm it is Qwen3. Pure torch: the Spark trainer, the evaluator and the sampler all import this
+module, so it must not depend on anything heavier.
 """
 
 from __future__ import annotations
@@ -15,6 +20,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+POSITIONS = ("learned", "rope")
+NORMS = ("layernorm", "rmsnorm")
+MLPS = ("gelu", "swiglu")
+
 
 @dataclass
 class GPTConfig:
@@ -26,11 +35,24 @@ class GPTConfig:
     n_head: int = 4
     n_embd: int = 128
     dropout: float = 0.0
+    # The block's parts. Defaults are GPT-2's (absent keys in an old config.json mean these).
+    position: str = "learned"  # "rope": rotary q/k (rotate-half), no position table
+    rope_theta: float = 10000.0
+    norm: str = "layernorm"  # "rmsnorm": weight-only, as LlamaRMSNorm
+    norm_eps: float = 1e-5
+    mlp: str = "gelu"  # "swiglu": down(silu(gate(x)) * up(x))
+    intermediate_size: int | None = None  # None: 4·n_embd (gelu), 8/3·n_embd rounded (swiglu)
+    qk_norm: bool = False  # RMSNorm over head_dim on q and k before RoPE (Qwen3)
+    bias: bool = False  # a bias in every linear layer (LayerNorm keeps its own either way)
+    tie_embeddings: bool = True  # the output head reuses the token embedding
 
     def __post_init__(self) -> None:
         # Fail at construction time: a bad value would otherwise surface as a cryptic shape
         # error minutes into a Spark job.
-        for name in ("vocab_size", "context_len", "n_layer", "n_head", "n_embd"):
+        if self.intermediate_size is None:
+            self.intermediate_size = default_intermediate_size(self.mlp, self.n_embd)
+        for name in ("vocab_size", "context_len", "n_layer", "n_head", "n_embd",
+                     "intermediate_size"):  # fmt: skip
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
                 raise ValueError(f"GPTConfig.{name} must be a positive integer, got {value!r}")
@@ -43,20 +65,79 @@ class GPTConfig:
             raise ValueError(
                 f"GPTConfig.dropout must be in [0, 1), got {self.dropout!r}; use 0.0 to disable it"
             )
+        for name, allowed in (("position", POSITIONS), ("norm", NORMS), ("mlp", MLPS)):
+            if getattr(self, name) not in allowed:
+                raise ValueError(f"GPTConfig.{name} must be one of {allowed}, "
+                                 f"got {getattr(self, name)!r}")  # fmt: skip
+        if self.position == "rope" and (self.n_embd // self.n_head) % 2:
+            raise ValueError(
+                f"GPTConfig.position='rope' rotates pairs of dimensions: the head size "
+                f"n_embd/n_head = {self.n_embd // self.n_head} must be even"
+            )
+        if not self.rope_theta > 0 or not self.norm_eps > 0:
+            raise ValueError("GPTConfig.rope_theta and GPTConfig.norm_eps must be positive")
+
+    @property
+    def head_dim(self) -> int:
+        return self.n_embd // self.n_head
+
+    def hf_architecture(self) -> str | None:
+        """The Hugging Face ``transformers`` class family this block is exactly, if any.
+
+        ``gpt2`` (learned positions, LayerNorm, GELU; its biases exported as zeros when off),
+        ``llama`` (RoPE, RMSNorm, SwiGLU, no biases) or ``qwen3`` (the same with QK-norm).
+        Other combinations train fine but have no stock counterpart.
+        """
+        if (self.position, self.norm, self.mlp, self.qk_norm) == ("learned", "layernorm",
+                                                                  "gelu", False):  # fmt: skip
+            return "gpt2"
+        if (self.position, self.norm, self.mlp, self.bias) == ("rope", "rmsnorm", "swiglu",
+                                                               False):  # fmt: skip
+            return "qwen3" if self.qk_norm else "llama"
+        return None
+
+    def describe(self) -> str:
+        """One line naming the block's parts, for logs and the model card."""
+        parts = [
+            "rotary positions" if self.position == "rope" else "learned positions",
+            "RMSNorm" if self.norm == "rmsnorm" else "LayerNorm",
+            f"{'SwiGLU' if self.mlp == 'swiglu' else 'GELU'} MLP ({self.intermediate_size})",
+            *(["QK-norm"] if self.qk_norm else []),
+            "linear biases" if self.bias else "no linear biases",
+            "tied embedding/head" if self.tie_embeddings else "separate head",
+        ]
+        family = self.hf_architecture()
+        return "Pre-norm blocks, " + ", ".join(parts) + (f" ({family} block)" if family else "")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
     @classmethod
+    def field_names(cls) -> list[str]:
+        return [f.name for f in fields(cls)]
+
+    @classmethod
     def from_dict(cls, d: dict[str, Any]) -> GPTConfig:
-        """Inverse of ``to_dict``; unknown keys are an error, so a typo cannot be ignored."""
-        unknown = set(d) - {f.name for f in fields(cls)}
+        """Inverse of ``to_dict``; unknown keys are an error, so a typo cannot be ignored.
+
+        Keys it lacks take their defaults: a config written before a switch existed describes
+        the block that was trained then, which is what the default still builds.
+        """
+        unknown = set(d) - set(cls.field_names())
         if unknown:
             raise ValueError(
                 f"unknown GPTConfig keys {sorted(unknown)}; "
-                f"expected a subset of {[f.name for f in fields(cls)]}"
+                f"expected a subset of {cls.field_names()}"
             )
         return cls(**d)
+
+
+def default_intermediate_size(mlp: str, n_embd: int) -> int:
+    """GPT-2's 4·n_embd; for SwiGLU 2/3 of that (three matrices instead of two keep the
+    parameter count), rounded up to a multiple of 32 as Llama rounds its own."""
+    if mlp == "swiglu":
+        return 32 * math.ceil(8 * n_embd / 3 / 32)
+    return 4 * n_embd
 
 
 class KVCache:
@@ -86,14 +167,52 @@ class KVCache:
         self.length = 0
 
 
+def norm_layer(config: GPTConfig, size: int) -> nn.Module:
+    """LayerNorm (weight and bias, GPT-2) or RMSNorm (weight only: x·rsqrt(mean(x²)+eps)·w,
+    what LlamaRMSNorm computes for float32 weights)."""
+    if config.norm == "rmsnorm":
+        return nn.RMSNorm(size, eps=config.norm_eps)
+    return nn.LayerNorm(size, eps=config.norm_eps)
+
+
+class Rotary(nn.Module):
+    """Rotary position embedding tables in the rotate-half layout of HF Llama/Qwen3.
+
+    Dimension i and i + head_dim/2 of a head form a pair rotated by position·θ^(−2i/head_dim).
+    The cos/sin tables are computed once for the whole window, in float32, and are buffers that
+    are not saved: they follow from the config alone.
+    """
+
+    def __init__(self, config: GPTConfig):
+        super().__init__()
+        dim = config.head_dim
+        inv_freq = 1.0 / config.rope_theta ** (torch.arange(0, dim, 2).float() / dim)
+        angles = torch.outer(torch.arange(config.context_len).float(), inv_freq)
+        angles = torch.cat((angles, angles), dim=-1)
+        self.register_buffer("cos", angles.cos(), persistent=False)
+        self.register_buffer("sin", angles.sin(), persistent=False)
+
+    def forward(self, x: Tensor, start: int) -> Tensor:
+        """Rotate ``x`` ``[B, n_head, T, head_dim]`` holding positions ``start..start+T-1``."""
+        T = x.size(-2)
+        cos, sin = self.cos[start : start + T].to(x.dtype), self.sin[start : start + T].to(x.dtype)
+        first, second = x.chunk(2, dim=-1)
+        return x * cos + torch.cat((-second, first), dim=-1) * sin
+
+
 class CausalSelfAttention(nn.Module):
     def __init__(self, config: GPTConfig):
         super().__init__()
         self.n_head = config.n_head
         self.n_embd = config.n_embd
-        # One matmul for q, k and v instead of three.
-        self.c_attn = nn.Linear(config.n_embd, 3 * config.n_embd, bias=False)
-        self.c_proj = nn.Linear(config.n_embd, config.n_embd, bias=False)
+        # One matmul for q, k and v instead of three (rows: all of q, then k, then v).
+        self.c_attn = nn.Linear(config.n_embd, 3 * config.n_embd, bias=config.bias)
+        self.c_proj = nn.Linear(config.n_embd, config.n_embd, bias=config.bias)
+        # QK-norm bounds the attention logits whatever the weights grow to, which lets the
+        # optimizer use a higher learning rate; one gain vector per head_dim, shared by heads.
+        self.q_norm = nn.RMSNorm(config.head_dim, eps=config.norm_eps) if config.qk_norm else None
+        self.k_norm = nn.RMSNorm(config.head_dim, eps=config.norm_eps) if config.qk_norm else None
+        self.rotary = Rotary(config) if config.position == "rope" else None
         self.dropout = config.dropout
         self.resid_dropout = nn.Dropout(config.dropout)
 
@@ -102,6 +221,11 @@ class CausalSelfAttention(nn.Module):
         B, T, C = x.shape
         q, k, v = self.c_attn(x).split(self.n_embd, dim=2)
         q, k, v = (t.view(B, T, self.n_head, C // self.n_head).transpose(1, 2) for t in (q, k, v))
+        if self.q_norm is not None:
+            q, k = self.q_norm(q), self.k_norm(k)
+        if self.rotary is not None:
+            # The cache stores rotated keys, so a cached key keeps the position it was made at.
+            q, k = self.rotary(q, start), self.rotary(k, start)
         if kv is not None:
             k_buf, v_buf = kv
             k_buf[:, :, start : start + T] = k
@@ -129,23 +253,34 @@ class CausalSelfAttention(nn.Module):
 
 
 class MLP(nn.Module):
+    """GELU: c_proj(gelu(c_fc(x))). SwiGLU: c_proj(silu(gate(x)) · up(x)), where c_fc holds
+    the gate rows, then the up rows, so one matmul computes both."""
+
     def __init__(self, config: GPTConfig):
         super().__init__()
-        self.c_fc = nn.Linear(config.n_embd, 4 * config.n_embd, bias=False)
-        self.gelu = nn.GELU()
-        self.c_proj = nn.Linear(4 * config.n_embd, config.n_embd, bias=False)
+        hidden = config.intermediate_size
+        self.swiglu = config.mlp == "swiglu"
+        width = 2 * hidden if self.swiglu else hidden
+        self.c_fc = nn.Linear(config.n_embd, width, bias=config.bias)
+        self.c_proj = nn.Linear(hidden, config.n_embd, bias=config.bias)
         self.dropout = nn.Dropout(config.dropout)
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.dropout(self.c_proj(self.gelu(self.c_fc(x))))
+        h = self.c_fc(x)
+        if self.swiglu:
+            gate, up = h.chunk(2, dim=-1)
+            h = F.silu(gate) * up
+        else:
+            h = F.gelu(h)
+        return self.dropout(self.c_proj(h))
 
 
 class Block(nn.Module):
     def __init__(self, config: GPTConfig):
         super().__init__()
-        self.ln_1 = nn.LayerNorm(config.n_embd)
+        self.ln_1 = norm_layer(config, config.n_embd)
         self.attn = CausalSelfAttention(config)
-        self.ln_2 = nn.LayerNorm(config.n_embd)
+        self.ln_2 = norm_layer(config, config.n_embd)
         self.mlp = MLP(config)
 
     def forward(self, x: Tensor, kv: tuple[Tensor, Tensor] | None = None, start: int = 0) -> Tensor:
@@ -160,20 +295,19 @@ class GPT(nn.Module):
     def __init__(self, config: GPTConfig):
         super().__init__()
         self.config = config
-        self.transformer = nn.ModuleDict(
-            dict(
-                wte=nn.Embedding(config.vocab_size, config.n_embd),
-                wpe=nn.Embedding(config.context_len, config.n_embd),
-                drop=nn.Dropout(config.dropout),
-                h=nn.ModuleList(Block(config) for _ in range(config.n_layer)),
-                ln_f=nn.LayerNorm(config.n_embd),
-            )
-        )
+        parts: dict[str, nn.Module] = {"wte": nn.Embedding(config.vocab_size, config.n_embd)}
+        if config.position == "learned":
+            parts["wpe"] = nn.Embedding(config.context_len, config.n_embd)
+        parts["drop"] = nn.Dropout(config.dropout)
+        parts["h"] = nn.ModuleList(Block(config) for _ in range(config.n_layer))
+        parts["ln_f"] = norm_layer(config, config.n_embd)
+        self.transformer = nn.ModuleDict(parts)
         self.lm_head = nn.Linear(config.n_embd, config.vocab_size, bias=False)
-        # Weight tying: one matrix both reads and writes tokens, which saves vocab_size * n_embd
-        # parameters and tends to help small models. It is one Parameter, so named_parameters()
-        # (and any flattened parameter vector built from it) lists it once.
-        self.transformer.wte.weight = self.lm_head.weight
+        if config.tie_embeddings:
+            # Weight tying: one matrix both reads and writes tokens, which saves vocab_size ·
+            # n_embd parameters and tends to help small models. It is one Parameter, so
+            # named_parameters() (and any flattened parameter vector built from it) lists it once.
+            self.transformer.wte.weight = self.lm_head.weight
 
         self.apply(self._init_weights)
         # Each block adds two residual contributions; scaling their projections keeps the
@@ -219,8 +353,10 @@ class GPT(nn.Module):
         if cache is not None and cache.batch_size != B:
             raise ValueError(f"idx has batch size {B}, the cache was made for {cache.batch_size}")
 
-        pos = torch.arange(start, start + T, device=idx.device)
-        x = self.transformer.drop(self.transformer.wte(idx) + self.transformer.wpe(pos))
+        x = self.transformer.wte(idx)
+        if "wpe" in self.transformer:
+            x = x + self.transformer.wpe(torch.arange(start, start + T, device=idx.device))
+        x = self.transformer.drop(x)
         for i, block in enumerate(self.transformer.h):
             kv = None if cache is None else (cache.keys[i], cache.values[i])
             x = block(x, kv, start)
@@ -241,24 +377,40 @@ class GPT(nn.Module):
         return KVCache(self.config, batch_size, dtype=weight.dtype, device=weight.device)
 
     def num_params(self, non_embedding: bool = True) -> int:
-        """Parameter count. The token embedding stays in the non-embedding count because, tied,
-        it is also the output layer's weight; position embeddings do no per-token compute."""
+        """Parameter count. ``non_embedding`` leaves out the lookup tables that do no per-token
+        compute: the position table, and the token embedding unless it is tied to the head (then
+        it is also the output layer's weight, a real matmul)."""
         n = sum(p.numel() for p in self.parameters())
         if non_embedding:
-            n -= self.transformer.wpe.weight.numel()
+            if "wpe" in self.transformer:
+                n -= self.transformer.wpe.weight.numel()
+            if not self.config.tie_embeddings:
+                n -= self.transformer.wte.weight.numel()
         return n
 
     def flops_per_token(self) -> float:
         """Training FLOPs per token (forward + backward), the PaLM appendix B estimate:
-        6 per parameter plus the attention score/value matmuls over a full window."""
+        6 per matmul parameter plus the attention score/value matmuls over a full window.
+        It counts the block that is built (SwiGLU's three matrices, a separate head); norms,
+        RoPE and the activation are elementwise and left out, as PaLM leaves them out."""
         c = self.config
         return float(6 * self.num_params() + 12 * c.n_layer * c.n_embd * c.context_len)
 
-    def optimizer_groups(self, weight_decay: float) -> list[dict[str, Any]]:
+    def hidden_matrices(self) -> list[nn.Parameter]:
+        """The 2-D weights inside the blocks: what Muon orthogonalises. Embeddings, the head,
+        gains and biases are not hidden-layer matrices and stay with AdamW (the standard
+        split of the Muon paper and modded-nanoGPT)."""
+        return [p for p in self.transformer.h.parameters() if p.dim() == 2]
+
+    def optimizer_groups(
+        self, weight_decay: float, exclude: list[nn.Parameter] | None = None
+    ) -> list[dict[str, Any]]:
         """AdamW parameter groups: decay the matrices (matmul weights and embeddings) but not
-        biases or LayerNorm gains, where pulling toward zero fights the normalisation instead of
-        regularising. Groups, not an optimizer, so the caller chooses lr, betas and fusing."""
-        params = [p for p in self.parameters() if p.requires_grad]
+        biases or norm gains, where pulling toward zero fights the normalisation instead of
+        regularising. ``exclude`` leaves out parameters another optimizer owns. Groups, not an
+        optimizer, so the caller chooses lr, betas and fusing."""
+        skip = {id(p) for p in exclude or []}
+        params = [p for p in self.parameters() if p.requires_grad and id(p) not in skip]
         return [
             {"params": [p for p in params if p.dim() >= 2], "weight_decay": weight_decay},
             {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0},

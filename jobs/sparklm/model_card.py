@@ -8,6 +8,8 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
+from sparklm.model import GPTConfig
+
 
 def render_model_card(
     *,
@@ -52,18 +54,18 @@ def render_model_card(
         f"- {train['stats']['parameters']:,} parameters: {model['n_layer']} layers × "
         f"{model['n_embd']} wide, {model['n_head']} heads, context {model['context_len']}, "
         f"dropout {model['dropout']}",
-        "- Pre-norm blocks, learned positions, GELU MLP, tied input/output embedding",
+        f"- {GPTConfig.from_dict(model).describe()}",
         "",
         "## Training",
         "",
-        f"- {opt['partitions']} Spark replicas × {opt['rounds']} rounds × {opt['local_steps']} "
-        f"AdamW steps (batch {opt['batch_size']}, peak lr {opt['lr']}, warm-up "
-        f"{opt['warmup_steps']}, cosine decay, weight decay {opt['weight_decay']}, clip "
-        f"{opt['grad_clip']})",
+        f"- {opt['partitions']} Spark replicas × {rounds(opt)} (batch {opt['batch_size']}; "
+        f"{inner_optimizer(opt)}; "
+        f"warm-up {opt['warmup_steps']}, {schedule(opt)}, weight decay {opt['weight_decay']}, "
+        f"clip {opt['grad_clip']})",
         f"- Outer optimizer: `{opt['outer']}`"
         + (f" (lr {opt['outer_lr']}, momentum {opt['outer_momentum']})"
            if opt["outer"] == "nesterov" else " (token-weighted parameter averaging)")
-        + f"; AdamW state {opt['optimizer_state']} across rounds",
+        + f"; inner optimizer state {opt['optimizer_state']} across rounds",
         f"- Tokens trained: {train['stats']['tokens_trained']:,}; seed {opt['seed']}",
         "",
         "## Evaluation (validation split)",
@@ -165,3 +167,27 @@ def usage_section(model_name: str, hf_export: Mapping[str, Any]) -> list[str]:
         "lists every input manifest, parameter and checksum.",
         "",
     ]
+
+
+def inner_optimizer(opt: Mapping[str, Any]) -> str:
+    """The inner optimizer in words; training settings from before Muon existed mean AdamW."""
+    if opt.get("optimizer", "adamw") == "muon":
+        return (f"Muon on the blocks' matrices (peak lr {opt['muon_lr']}, momentum "
+                f"{opt['muon_momentum']}) and AdamW on the rest (peak lr {opt['lr']})")
+    return f"AdamW, peak lr {opt['lr']}"
+
+
+def schedule(opt: Mapping[str, Any]) -> str:
+    if opt.get("schedule", "cosine") == "wsd":
+        return (f"stable, then a linear decay over the last {opt['decay_fraction']:.0%} of the "
+                f"steps to {opt['min_lr_ratio']} × peak (WSD)")
+    return f"cosine decay to {opt.get('min_lr_ratio', 0.1)} × peak"
+
+
+def rounds(opt: Mapping[str, Any]) -> str:
+    """Rounds × inner steps, the early short-interval rounds first if there were any."""
+    early = opt.get("early_rounds", 0)
+    later = f"{opt['rounds'] - early} rounds × {opt['local_steps']} inner steps"
+    if not early:
+        return later
+    return f"({early} rounds × {opt['early_local_steps']} + {later})"

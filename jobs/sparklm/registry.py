@@ -3,7 +3,8 @@
 A version folder is complete once its ``promotion.json`` exists (written last
 inside it). ``latest.json`` names the promoted version and moves only when
 the promotion gate passes; it is one object written atomically, so readers
-see the old or the new pointer, never a mixture.
+see the old or the new pointer, never a mixture. A pointer is only followed to
+a version folder of its own registry, and never through a symbolic link.
 """
 
 from __future__ import annotations
@@ -16,9 +17,11 @@ from collections.abc import Mapping
 from typing import Any
 from urllib.parse import urlparse
 
+from sparklm import allowlist, storage
 from sparklm import eval_set as eval_sets
-from sparklm import storage
 from sparklm.errors import PipelineError
+
+ALLOWED_PREFIXES_ENV = "LLM_REGISTRY_ALLOWED_PREFIXES"
 
 LATEST = "latest.json"
 PROMOTION = "promotion.json"
@@ -39,20 +42,20 @@ def check_name(kind: str, value: str) -> str:
     return value
 
 
-def check_registry(uri: str, allowed_prefixes: list[str]) -> str:
-    """A registry URI must be file:// or s3://, free of ``..``, and under an allowed prefix."""
-    uri = storage.normalize_uri(uri).rstrip("/")
-    parsed = urlparse(uri)
-    if parsed.scheme not in storage.SUPPORTED_SCHEMES:
-        raise RegistryError(f"registry {uri!r} must be an s3:// or file:// URI")
-    if any(part in ("..", ".") for part in parsed.path.split("/")):
+def check_registry(uri: str, allowed_prefixes: list[str] | None) -> str:
+    """A registry URI must be file:// or s3://, free of ``..``, and under an allowed prefix
+    (``None``: anywhere)."""
+    if any(part in ("..", ".") for part in urlparse(uri.strip()).path.split("/")):
         raise RegistryError(f"registry {uri!r} contains '..' or '.' segments")
-    if allowed_prefixes and not any(
-        uri == p.rstrip("/") or uri.startswith(p.rstrip("/") + "/") for p in allowed_prefixes
-    ):
+    if urlparse(uri.strip()).scheme == storage.PACKAGE_SCHEME:
+        raise RegistryError(f"registry {uri!r} must be an s3:// or file:// URI")
+    uri = storage.normalize_uri(uri).rstrip("/")
+    if not allowlist.is_allowed(uri, allowed_prefixes):
         raise RegistryError(
             f"registry {uri!r} is outside the allowed locations {allowed_prefixes}: choose a "
-            "registry under one of them or change LLM_REGISTRY_ALLOWED_PREFIXES"
+            "registry under one of them, or have the deployment add it to the "
+            f"llm_registry_allowed_prefixes Variable (--allowed-registry-prefixes, "
+            f"{ALLOWED_PREFIXES_ENV})"
         )
     return uri
 
@@ -77,8 +80,31 @@ def read_latest(registry: str, model: str) -> dict[str, Any]:
 
 
 def current_latest(registry: str, model: str) -> dict[str, Any] | None:
+    """The pointer, if any; refused when it is a link or points outside its own registry.
+
+    A pointer is followed to ``{registry}/{model}/{version}`` and nowhere else, so a
+    hand-edited ``latest.json`` cannot make a reader load weights from elsewhere.
+    """
     uri = latest_uri(registry, model)
-    return json.loads(storage.read_bytes(uri)) if storage.exists(uri) else None
+    storage.refuse_symlinks(registry, uri)
+    if not storage.exists(uri):
+        return None
+    pointer = json.loads(storage.read_bytes(uri))
+    if not _points_into(pointer, registry, model):
+        raise RegistryError(
+            f"{uri} points at {pointer.get('uri')!r}, which is not a version folder of its own "
+            f"registry ({storage.join(registry, model)}/VERSION): the pointer was edited or "
+            "copied from another registry. Republish the model, or fix the pointer's uri"
+        )
+    return pointer
+
+
+def _points_into(pointer: Mapping[str, Any], registry: str, model: str) -> bool:
+    try:
+        expected = storage.normalize_uri(version_uri(registry, model, str(pointer["version"])))
+        return storage.normalize_uri(str(pointer["uri"])) == expected
+    except (KeyError, PipelineError):
+        return False
 
 
 def promotion_decision(
@@ -123,9 +149,9 @@ def promotion_decision(
 
 
 def write_latest(registry: str, model: str, pointer: Mapping[str, Any]) -> None:
-    storage.write_bytes(
-        latest_uri(registry, model), json.dumps(dict(pointer), indent=2, sort_keys=True).encode()
-    )
+    uri = latest_uri(registry, model)
+    storage.refuse_symlinks(registry, uri)
+    storage.write_bytes(uri, json.dumps(dict(pointer), indent=2, sort_keys=True).encode())
 
 
 def promote(

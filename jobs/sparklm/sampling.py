@@ -104,9 +104,10 @@ def generate(
     steps, and it buys ``context_len // 2`` cheap steps; keeping ``context_len - 1`` tokens
     instead would mean a re-prefill on every step once the window is full. The price is that
     after a slide the model conditions on between ``context_len // 2`` and ``context_len``
-    tokens, whereas ``use_cache=False`` always sees the last ``context_len``. Positions are
-    absolute and learned, so the cache cannot simply drop its oldest entry: every cached key
-    was computed at a position that would then be wrong.
+    tokens, whereas ``use_cache=False`` always sees the last ``context_len``. With learned
+    positions the cache cannot simply drop its oldest entry: every cached key was computed at a
+    position that would then be wrong. Rotary positions would allow it, but the positions would
+    then run past the ``context_len`` the model was trained on; re-prefilling serves both.
 
     ``use_cache=False`` runs a full forward over the last ``context_len`` tokens at every
     step: the slow reference. Both paths give the same tokens for the same seed as long as

@@ -8,16 +8,27 @@ import resource
 import sys
 from collections.abc import Callable, Sequence
 
-from sparklm import storage
-from sparklm.errors import PipelineError
+from sparklm import failures
+from sparklm.ownership import check_run_root
 from sparklm.stage import stage_uri
 
 log = logging.getLogger("sparklm")
+DEFAULT_MEMORY_KNOBS = "give each task less data (more partitions)"
 
 
-def run(main: Callable[[Sequence[str]], dict | None], argv: Sequence[str] | None = None) -> None:
-    """Run a job's ``main``; a PipelineError ends it with one clear line and exit status 2.
+def run(
+    main: Callable[[Sequence[str]], dict | None],
+    argv: Sequence[str] | None = None,
+    *,
+    memory_knobs: str = DEFAULT_MEMORY_KNOBS,
+) -> None:
+    """Run a job's ``main``; a deterministic failure ends it with one clear line and exit 2.
 
+    Bad input (a PipelineError) and failures a retry cannot fix (running out of
+    memory, a malformed dump: ``failures.classify``) print ``ERROR: …`` naming the
+    cause and the knob to turn (``memory_knobs``: the job's own settings that
+    shrink it) and exit 2; S3 being unreachable prints its line and exits 1;
+    anything else raises (traceback, exit 1), and the task is retried.
     ``main`` returns the manifest it committed (if any); its location is printed
     last so a shell user (or a wrapper script) sees where the stage landed.
     """
@@ -28,15 +39,12 @@ def run(main: Callable[[Sequence[str]], dict | None], argv: Sequence[str] | None
     )
     try:
         manifest = main(sys.argv[1:] if argv is None else argv)
-    except PipelineError as exc:
-        print(f"ERROR: {exc}", file=sys.stderr, flush=True)
-        sys.exit(2)
-    except Exception as exc:
-        message = storage.unreachable_message(exc)
-        if message is None:
+    except Exception as exc:  # MemoryError included
+        verdict = failures.classify(exc, memory_knobs)
+        if verdict is None:
             raise
-        print(f"ERROR: {message}", file=sys.stderr, flush=True)
-        sys.exit(1)  # transient: the task's retry may well succeed
+        print(f"ERROR: {verdict.message}", file=sys.stderr, flush=True)
+        sys.exit(verdict.exit_code)
     if manifest:
         print(
             f"{manifest['stage']} committed: {stage_uri(manifest['run_root'], manifest['stage'])}"
@@ -49,8 +57,9 @@ def parser(description: str) -> argparse.ArgumentParser:
     p.add_argument(
         "--run-root",
         required=True,
-        type=storage.normalize_uri,
-        help="URI of the run: file://… or s3://bucket/prefix (a local path is made absolute)",
+        type=check_run_root,
+        help="URI of the run: file://… or s3://bucket/prefix (a local path is made absolute); "
+        "not a filesystem root, a bare bucket, the home directory or the project checkout",
     )
     return p
 

@@ -5,6 +5,10 @@ old manifest *first*, so from that moment downstream readers see the stage as
 absent, then clears the old files. ``commit_stage`` writes the manifest
 *last*, listing every file with its size and checksum. Readers only open files
 a manifest lists, so a killed writer can leave debris but never a half stage.
+
+Only folders the pipeline created are cleared (``ownership``), nothing is read,
+written or deleted through a symbolic link below the run root, and a manifest
+entry can only name a file inside its own stage folder.
 """
 
 from __future__ import annotations
@@ -20,12 +24,17 @@ from typing import Any
 
 from sparklm import storage
 from sparklm.errors import PipelineError
+from sparklm.ownership import MARKER, claim_stage
 
 MANIFEST = "manifest.json"
 
 
 class StageNotCommitted(PipelineError):
     """An upstream stage has no manifest: it never ran, failed, or is being rewritten."""
+
+
+class UnsafeManifest(PipelineError):
+    """A manifest entry that names something outside its stage folder."""
 
 
 def stage_uri(run_root: str, stage: str) -> str:
@@ -35,19 +44,26 @@ def stage_uri(run_root: str, stage: str) -> str:
 def invalidate_stage(run_root: str, stage: str) -> str:
     """Delete ``stage``'s manifest so readers see it as absent; return the stage URI.
 
-    The train stage stops here to keep its checkpoints for a resume.
+    Refuses (deleting nothing) a stage folder the pipeline did not create. The
+    train stage stops here to keep its checkpoints for a resume.
     """
     uri = stage_uri(run_root, stage)
+    claim_stage(run_root, uri)
     manifest = storage.join(uri, MANIFEST)
-    if storage.exists(manifest):
-        storage.remove_tree(manifest)
+    storage.refuse_symlinks(run_root, manifest)
+    storage.remove_tree(manifest)
     return uri
+
+
+def clear_stage(uri: str) -> None:
+    """Delete everything in an invalidated stage folder but its ownership marker."""
+    storage.clear_folder(uri, keep=MARKER)
 
 
 def begin_stage(run_root: str, stage: str) -> str:
     """Invalidate and clear ``stage`` under ``run_root``; return the stage URI to write into."""
     uri = invalidate_stage(run_root, stage)
-    storage.remove_tree(uri)
+    clear_stage(uri)
     return uri
 
 
@@ -62,8 +78,14 @@ class ArtifactFile:
 
     @classmethod
     def write(cls, stage: str, path: str, data: bytes, **extra: Any) -> ArtifactFile:
-        """Write ``data`` to ``{stage}/{path}`` and describe it for the manifest."""
-        storage.write_bytes(storage.join(stage, path), data)
+        """Write ``data`` to ``{stage}/{path}`` and describe it for the manifest.
+
+        ``stage`` is any folder the pipeline owns (a stage, a registry version);
+        no link at or below it is written through.
+        """
+        uri = confined_uri(stage, path)
+        storage.refuse_symlinks(stage, uri)
+        storage.write_bytes(uri, data)
         return cls(path, len(data), hashlib.sha256(data).hexdigest(), dict(extra))
 
     def to_dict(self) -> dict[str, Any]:
@@ -93,7 +115,7 @@ def commit_stage(
         "files": [f.to_dict() for f in sorted(files, key=lambda f: f.path)],
     }
     data = json.dumps(manifest, indent=2, sort_keys=True, allow_nan=False).encode()
-    storage.write_bytes(storage.join(stage_uri(run_root, stage), MANIFEST), data)
+    storage.write_bytes(manifest_uri(run_root, stage), data)
     return manifest
 
 
@@ -104,7 +126,7 @@ def read_manifest(run_root: str, stage: str) -> dict[str, Any]:
     the manifest was read from, so a run root stays valid when it is copied
     (e.g. from a laptop to S3).
     """
-    uri = storage.join(stage_uri(run_root, stage), MANIFEST)
+    uri = manifest_uri(run_root, stage)
     if not storage.exists(uri):
         raise StageNotCommitted(
             f"stage {stage!r} is not complete under {run_root}: {uri} is missing; run the "
@@ -113,20 +135,47 @@ def read_manifest(run_root: str, stage: str) -> dict[str, Any]:
     return {**json.loads(storage.read_bytes(uri)), "run_root": run_root}
 
 
+def manifest_uri(run_root: str, stage: str) -> str:
+    """Where ``stage``'s manifest lives; refused when a link below the run root leads there."""
+    uri = storage.join(stage_uri(run_root, stage), MANIFEST)
+    storage.refuse_symlinks(run_root, uri)
+    return uri
+
+
 def input_ref(run_root: str, stage: str) -> dict[str, str]:
     """Identify an upstream manifest by URI and checksum, for lineage in our own manifest."""
-    uri = storage.join(stage_uri(run_root, stage), MANIFEST)
+    uri = manifest_uri(run_root, stage)
     return {"manifest": uri, "sha256": hashlib.sha256(storage.read_bytes(uri)).hexdigest()}
 
 
 def listed_files(manifest: Mapping[str, Any], prefix: str = "") -> list[dict[str, Any]]:
-    """The manifest's file entries under ``prefix``, each with its absolute ``uri`` added."""
+    """The manifest's file entries under ``prefix``, each with its absolute ``uri`` added.
+
+    Every entry must name a file inside the stage folder, reached without a link:
+    a manifest saying ``model.safetensors/../../../etc/hostname`` is refused, so no
+    stage (publish least of all) can be made to read what the pipeline does not own.
+    """
     root = stage_uri(manifest["run_root"], manifest["stage"])
-    return [
-        {**entry, "uri": storage.join(root, entry["path"])}
-        for entry in manifest["files"]
-        if entry["path"].startswith(prefix)
-    ]
+    entries = []
+    for entry in manifest["files"]:
+        if entry["path"].startswith(prefix):
+            uri = confined_uri(root, entry["path"])
+            storage.refuse_symlinks(root, uri)
+            entries.append({**entry, "uri": uri})
+    return entries
+
+
+def confined_uri(folder: str, path: str) -> str:
+    """``{folder}/{path}`` for a plain relative path; anything that could leave ``folder`` is
+    refused (absolute paths, ``..``, ``.``, empty segments, URI schemes, backslashes)."""
+    parts = path.split("/") if isinstance(path, str) else [""]
+    if any(part in ("", ".", "..") for part in parts) or ":" in parts[0] or "\\" in path:
+        raise UnsafeManifest(
+            f"{path!r} is not a plain relative path inside {folder}: the pipeline only reads and "
+            "writes files inside their own stage folder. The manifest was edited or corrupted: "
+            "rerun the stage that wrote it"
+        )
+    return storage.join(folder, path)
 
 
 def code_version() -> str:

@@ -20,6 +20,13 @@ SPECIAL_TOKENS = (END_OF_DOCUMENT, PADDING)
 # Long repeats of one pre-token (e.g. " the" × 10⁶) are fed to the trainer in
 # chunks of this many copies, so no single string grows with the corpus.
 _REPEAT_CHUNK = 4096
+# Pre-tokens are counted in pieces of at most this many bytes. Words are far shorter;
+# a 16 KB "word" (a run of one letter, base64, minified code) counted thousands of
+# times costs the BPE trainer gigabytes, and one of 128 KB aborts it. No merge can
+# be longer than this; encoding stays lossless (byte fallback covers every byte).
+MAX_PRETOKEN_BYTES = 128
+# Documents are encoded in batches of about this much text, bounding the encodings held.
+ENCODE_BATCH_BYTES = 8 * 2**20
 
 
 def pre_tokenizer() -> pre_tokenizers.PreTokenizer:
@@ -27,12 +34,25 @@ def pre_tokenizer() -> pre_tokenizers.PreTokenizer:
 
 
 def count_pretokens(texts: Iterable[str]) -> Counter[str]:
-    """Count byte-level pre-tokens (already mapped to the byte alphabet) in ``texts``."""
+    """Count byte-level pre-tokens (already mapped to the byte alphabet) in ``texts``.
+
+    Pre-tokens longer than MAX_PRETOKEN_BYTES are counted as consecutive pieces of
+    that length (in the byte alphabet one character is one byte).
+    """
     split = pre_tokenizer().pre_tokenize_str
     counts: Counter[str] = Counter()
     for text in texts:
-        counts.update(piece for piece, _ in split(text))
+        counts.update(_capped(piece for piece, _ in split(text)))
     return counts
+
+
+def _capped(pieces: Iterable[str]) -> Iterator[str]:
+    for piece in pieces:
+        if len(piece) <= MAX_PRETOKEN_BYTES:
+            yield piece
+        else:
+            yield from (piece[i : i + MAX_PRETOKEN_BYTES]
+                        for i in range(0, len(piece), MAX_PRETOKEN_BYTES))  # fmt: skip
 
 
 def train_from_counts(counts: Mapping[str, int], vocab_size: int) -> Tokenizer:
@@ -85,16 +105,30 @@ def encode_documents(
 
     The first ``check`` documents are decoded again and compared with the input,
     so a tokenizer that were not lossless on this corpus fails loudly, not silently.
+    Documents are encoded in batches of about ENCODE_BATCH_BYTES of text.
     """
-    # encode_batch_fast skips the character offsets nothing here uses: 1.5x faster.
-    encodings = tokenizer.encode_batch_fast(documents, add_special_tokens=False)
-    ids: list[int] = []
-    for i, (text, encoding) in enumerate(zip(documents, encodings, strict=True)):
-        if i < check and decode(tokenizer, encoding.ids) != text:
-            raise ValueError(f"tokenizer round trip failed on document {i}: {text[:80]!r}")
-        ids.extend(encoding.ids)
-        ids.append(eod_id)
-    return np.array(ids, dtype=dtype)
+    eod = np.array([eod_id], dtype=dtype)
+    arrays: list[np.ndarray] = []
+    for first, batch in _batches(documents, ENCODE_BATCH_BYTES):
+        # encode_batch_fast skips the character offsets nothing here uses: 1.5x faster.
+        encodings = tokenizer.encode_batch_fast(batch, add_special_tokens=False)
+        for i, (text, encoding) in enumerate(zip(batch, encodings, strict=True), first):
+            if i < check and decode(tokenizer, encoding.ids) != text:
+                raise ValueError(f"tokenizer round trip failed on document {i}: {text[:80]!r}")
+            arrays += [np.array(encoding.ids, dtype=dtype), eod]
+    return np.concatenate(arrays) if arrays else np.array([], dtype=dtype)
+
+
+def _batches(documents: list[str], batch_bytes: int) -> Iterator[tuple[int, list[str]]]:
+    """``(index of the first document, documents)`` of about ``batch_bytes`` of text each."""
+    first, size = 0, 0
+    for i, text in enumerate(documents):
+        size += len(text)
+        if size >= batch_bytes:
+            yield first, documents[first : i + 1]
+            first, size = i + 1, 0
+    if first < len(documents):
+        yield first, documents[first:]
 
 
 def decode(tokenizer: Tokenizer, ids: list[int]) -> str:

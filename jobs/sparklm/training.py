@@ -16,11 +16,14 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.nn.utils import vector_to_parameters
 
-from sparklm.averaging import OUTER_KINDS, ReplicaUpdate, flat
+from sparklm.averaging import OUTER_KINDS, OuterOptimizer, ReplicaUpdate, flat
 from sparklm.model import GPT, GPTConfig
+from sparklm.model_size import EVAL_BATCH
+from sparklm.optim import OPTIMIZERS, InnerOptimizer
 from sparklm.sparkjob import peak_rss_mb
 
 OPTIMIZER_STATE_POLICIES = ("averaged", "reset")
+SCHEDULES = ("cosine", "wsd")
 
 
 @dataclass(frozen=True)
@@ -30,8 +33,17 @@ class TrainConfig:
     partitions: int = 2
     rounds: int = 12
     local_steps: int = 25
+    # Post-local SGD: the first early_rounds rounds average every early_local_steps steps,
+    # while the weights still move fast, before the longer local_steps intervals.
+    early_rounds: int = 0
+    early_local_steps: int = 1
     batch_size: int = 16
+    optimizer: str = "muon"
     lr: float = 3e-3
+    muon_lr: float = 0.02
+    muon_momentum: float = 0.95
+    schedule: str = "cosine"
+    decay_fraction: float = 0.2
     min_lr_ratio: float = 0.1
     warmup_steps: int = 30
     weight_decay: float = 0.1
@@ -46,22 +58,38 @@ class TrainConfig:
     eval_tokens: int = 32768
 
     def __post_init__(self) -> None:
-        positive = ("partitions", "rounds", "local_steps", "batch_size", "lr", "eval_tokens")
+        positive = ("partitions", "rounds", "local_steps", "early_local_steps", "batch_size",
+                    "lr", "muon_lr", "eval_tokens")  # fmt: skip
         for name in positive:
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
-        if self.outer not in OUTER_KINDS:
-            raise ValueError(f"outer must be one of {OUTER_KINDS}, got {self.outer!r}")
-        if self.optimizer_state not in OPTIMIZER_STATE_POLICIES:
-            raise ValueError(f"optimizer_state must be one of {OPTIMIZER_STATE_POLICIES}")
+        if not 0 <= self.early_rounds <= self.rounds:
+            raise ValueError(f"early_rounds must be in [0, rounds={self.rounds}], "
+                             f"got {self.early_rounds}")  # fmt: skip
+        choices = (("outer", OUTER_KINDS), ("optimizer", OPTIMIZERS), ("schedule", SCHEDULES),
+                   ("optimizer_state", OPTIMIZER_STATE_POLICIES))  # fmt: skip
+        for name, allowed in choices:
+            if getattr(self, name) not in allowed:
+                raise ValueError(f"{name} must be one of {allowed}, got {getattr(self, name)!r}")
         if not 0 <= self.min_lr_ratio <= 1 or self.warmup_steps < 0 or self.grad_clip <= 0:
             raise ValueError("need 0 <= min_lr_ratio <= 1, warmup_steps >= 0, grad_clip > 0")
+        if not 0 < self.decay_fraction <= 1 or not 0 <= self.muon_momentum < 1:
+            raise ValueError("need 0 < decay_fraction <= 1 and 0 <= muon_momentum < 1")
         if not 0 <= self.outer_momentum < 1 or self.outer_lr <= 0:
             raise ValueError("need 0 <= outer_momentum < 1 and outer_lr > 0")
 
+    def steps_in_round(self, round_index: int) -> int:
+        """Inner steps each replica takes in round ``round_index`` (0-based)."""
+        return self.early_local_steps if round_index < self.early_rounds else self.local_steps
+
+    def steps_before(self, round_index: int) -> int:
+        """Inner steps each replica has taken when round ``round_index`` starts."""
+        early = min(round_index, self.early_rounds)
+        return early * self.early_local_steps + (round_index - early) * self.local_steps
+
     @property
     def total_steps(self) -> int:
-        return self.rounds * self.local_steps
+        return self.steps_before(self.rounds)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -71,14 +99,31 @@ class TrainConfig:
         return [f.name for f in fields(cls)]
 
 
-def lr_at(step: int, cfg: TrainConfig) -> float:
-    """Linear warm-up, then cosine decay to ``min_lr_ratio · lr`` at the last inner step."""
+def lr_scale(step: int, cfg: TrainConfig) -> float:
+    """The schedule as a multiplier of each optimizer's peak rate, after ``step`` inner steps.
+
+    Linear warm-up, then either cosine decay to ``min_lr_ratio`` at the last step, or
+    warm-up–stable–decay (WSD): the peak until the last ``decay_fraction`` of the steps, then a
+    linear decay to ``min_lr_ratio``. WSD spends longer at the peak and anneals late.
+    """
     if step < cfg.warmup_steps:
-        return cfg.lr * (step + 1) / cfg.warmup_steps
+        return (step + 1) / cfg.warmup_steps
+    floor = cfg.min_lr_ratio
+    if cfg.schedule == "wsd":
+        decay_start = max(cfg.warmup_steps, round(cfg.total_steps * (1 - cfg.decay_fraction)))
+        if step < decay_start:
+            return 1.0
+        progress = min(1.0, (step - decay_start) / max(1, cfg.total_steps - decay_start))
+        return 1.0 - (1.0 - floor) * progress
     span = max(1, cfg.total_steps - cfg.warmup_steps)
     progress = min(1.0, (step - cfg.warmup_steps) / span)
-    floor = cfg.lr * cfg.min_lr_ratio
-    return floor + 0.5 * (cfg.lr - floor) * (1 + math.cos(math.pi * progress))
+    return floor + 0.5 * (1.0 - floor) * (1 + math.cos(math.pi * progress))
+
+
+def lr_at(step: int, cfg: TrainConfig) -> float:
+    """AdamW's learning rate after ``step`` inner steps (Muon's is ``muon_lr`` times the same
+    multiplier)."""
+    return cfg.lr * lr_scale(step, cfg)
 
 
 def derive_seed(seed: int, round_index: int, partition: int) -> int:
@@ -96,39 +141,22 @@ def sample_batch(tokens: Tensor, batch: int, context: int, generator: torch.Gene
 
 @dataclass
 class GlobalState:
-    """What the driver broadcasts each round: weights, averaged AdamW moments, steps done."""
+    """What the driver broadcasts each round: weights, averaged optimizer state, steps done.
+
+    ``optimizer_state`` holds flat vectors by name (``InnerOptimizer.state_vectors``); empty
+    before the first round, when every replica starts a fresh optimizer.
+    """
 
     params: Tensor
-    exp_avg: Tensor | None
-    exp_avg_sq: Tensor | None
+    optimizer_state: dict[str, Tensor]
     step: int
 
 
-def build_optimizer(model: GPT, cfg: TrainConfig) -> torch.optim.AdamW:
-    return torch.optim.AdamW(
-        model.optimizer_groups(cfg.weight_decay), lr=cfg.lr, betas=(cfg.beta1, cfg.beta2)
-    )
-
-
-def load_moments(optimizer: torch.optim.Optimizer, state: GlobalState) -> None:
-    """Seed AdamW with the averaged moments so the replica continues, not restarts."""
-    if state.exp_avg is None or state.exp_avg_sq is None:
-        return
-    offset = 0
-    for group in optimizer.param_groups:
-        for p in group["params"]:
-            n = p.numel()
-            optimizer.state[p] = {
-                "step": torch.tensor(float(state.step)),
-                "exp_avg": state.exp_avg[offset : offset + n].view_as(p).clone(),
-                "exp_avg_sq": state.exp_avg_sq[offset : offset + n].view_as(p).clone(),
-            }
-            offset += n
-
-
-def ordered_params(optimizer: torch.optim.Optimizer) -> list[Tensor]:
-    """Parameters in optimizer-group order: the order moments are flattened in."""
-    return [p for group in optimizer.param_groups for p in group["params"]]
+def build_optimizer(model: GPT, cfg: TrainConfig) -> InnerOptimizer:
+    return InnerOptimizer(
+        model, kind=cfg.optimizer, lr=cfg.lr, betas=(cfg.beta1, cfg.beta2),
+        weight_decay=cfg.weight_decay, muon_lr=cfg.muon_lr, muon_momentum=cfg.muon_momentum,
+    )  # fmt: skip
 
 
 def train_replica(
@@ -139,52 +167,58 @@ def train_replica(
     round_index: int,
     partition: int,
 ) -> ReplicaUpdate:
-    """Run ``cfg.local_steps`` AdamW steps from the global state on this partition's tokens."""
+    """Run this round's inner steps from the global state on this partition's tokens."""
     model = GPT(model_cfg)
     # A copy: vector_to_parameters makes the parameters views of the vector it is given.
     vector_to_parameters(state.params.clone(), model.parameters())
     model.train()
     optimizer = build_optimizer(model, cfg)
     if cfg.optimizer_state == "averaged":
-        load_moments(optimizer, state)
+        optimizer.load_state_vectors(state.optimizer_state, state.step)
     seed = derive_seed(cfg.seed, round_index, partition)
     torch.manual_seed(seed)  # dropout masks
     generator = torch.Generator().manual_seed(seed)
+    steps = cfg.steps_in_round(round_index)
     loss_sum, finite = 0.0, True
-    for k in range(cfg.local_steps):
-        for group in optimizer.param_groups:
-            group["lr"] = lr_at(state.step + k, cfg)
+    for k in range(steps):
+        optimizer.set_lr_scale(lr_scale(state.step + k, cfg))
         x, y = sample_batch(tokens, cfg.batch_size, model_cfg.context_len, generator)
         _, loss = model(x, y)
         if not torch.isfinite(loss):
             finite = False
             break
-        optimizer.zero_grad(set_to_none=True)
+        optimizer.zero_grad()
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
         optimizer.step()
         loss_sum += loss.item()
-    weight = float(cfg.local_steps * cfg.batch_size * model_cfg.context_len)
-    params = ordered_params(optimizer)
+    weight = float(steps * cfg.batch_size * model_cfg.context_len)
     if not finite:
         zeros = torch.zeros_like(state.params)
-        return ReplicaUpdate(zeros, zeros, zeros, weight, math.nan, 1, finite=False)
+        return ReplicaUpdate(zeros, {}, weight, math.nan, 1, finite=False)
     delta = flat(model.parameters()) - state.params
-    exp_avg = flat(optimizer.state[p]["exp_avg"] for p in params)
-    exp_avg_sq = flat(optimizer.state[p]["exp_avg_sq"] for p in params)
     return ReplicaUpdate(
         delta=delta * weight,
-        exp_avg=exp_avg * weight,
-        exp_avg_sq=exp_avg_sq * weight,
+        state={name: v * weight for name, v in optimizer.state_vectors().items()},
         weight=weight,
         loss_sum=loss_sum,
-        loss_count=cfg.local_steps,
+        loss_count=steps,
         peak_rss_mb=peak_rss_mb(),
     )
 
 
+def apply_update(
+    model: GPT, outer: OuterOptimizer, update: ReplicaUpdate, state: GlobalState, steps: int
+) -> GlobalState:
+    """The driver's half of a round: the outer step on the mean delta, the mean optimizer
+    state carried on. ``model`` holds the global weights; ``steps`` is the round's inner steps."""
+    mean_delta, optimizer_state = update.averages()
+    outer.step(mean_delta)
+    return GlobalState(flat(model.parameters()), optimizer_state, state.step + steps)
+
+
 @torch.no_grad()
-def evaluate(model: GPT, tokens: Tensor, batch_size: int = 32) -> tuple[float, float]:
+def evaluate(model: GPT, tokens: Tensor, batch_size: int = EVAL_BATCH) -> tuple[float, float]:
     """Mean next-token loss (nats) and accuracy over non-overlapping windows of ``tokens``."""
     context = model.config.context_len
     n = (len(tokens) - 1) // context

@@ -12,6 +12,9 @@ from airflow.sdk import Variable
 from llm_pipeline.emr import build_bundle, bundle_version, job_flow_overrides
 
 BUNDLE_MARKER = "BUNDLE.json"
+# Roles a run may give its cluster unless the llm_emr_allowed_roles Variable lists others:
+# the roles EMR's own defaults create. A trigger-form field must not pick an admin role.
+DEFAULT_ALLOWED_ROLES = "EMR_EC2_DefaultRole,EMR_DefaultRole"
 
 
 def code_base(run_root: str) -> str:
@@ -42,9 +45,25 @@ def upload_bundle(project_dir: Path, plan: dict[str, str], aws_conn_id: str) -> 
     return code_uri
 
 
+def check_roles(params: dict[str, Any]) -> None:
+    """The cluster's instance profile and service role must be on the deployment's allow-list."""
+    from airflow.sdk.exceptions import AirflowFailException
+
+    raw = Variable.get("llm_emr_allowed_roles", default=DEFAULT_ALLOWED_ROLES)
+    allowed = {role.strip() for role in raw.split(",") if role.strip()}
+    for param in ("emr_job_flow_role", "emr_service_role"):
+        if params[param] not in allowed:
+            raise AirflowFailException(
+                f"{param} {params[param]!r} is not an allowed EMR role {sorted(allowed)}: pick "
+                "one of them, or have the deployment add it to the llm_emr_allowed_roles Variable"
+            )
+
+
 def cluster_overrides(
     plan: dict[str, str], code_uri: str, params: dict[str, Any], run_id: str
 ) -> dict[str, Any]:
+    """The cluster definition for this run; its roles are checked first (``check_roles``)."""
+    check_roles(params)
     return job_flow_overrides(
         name=f"llm-decoder {run_id}"[:256],
         code_uri=code_uri,

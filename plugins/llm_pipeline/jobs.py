@@ -12,6 +12,9 @@ from dataclasses import dataclass
 
 RUN_ROOT = "{{ ti.xcom_pull(task_ids='plan_run')['run_root'] }}"
 REGISTRY = "{{ ti.xcom_pull(task_ids='plan_run')['registry'] }}"
+# The deployment's allow-lists, fixed by plan_run and enforced again by the jobs (EMR too).
+CORPUS_PREFIXES = "{{ ti.xcom_pull(task_ids='plan_run')['corpus_prefixes'] }}"
+REGISTRY_PREFIXES = "{{ ti.xcom_pull(task_ids='plan_run')['registry_prefixes'] }}"
 # Stands for a Jinja expression naming where the job scripts live: the local jobs/ folder,
 # or the jobs/ folder of the code bundle uploaded for EMR (known only at run time).
 CODE_ROOT = "CODE_ROOT"
@@ -44,26 +47,33 @@ class SparkJob:
 PIPELINE: tuple[SparkJob, ...] = (
     SparkJob("preprocess", "preprocess.py", (
         ("--input", "{{ params.corpus }}"),
-        *_flags("val_fraction", "min_chars"),
+        ("--allowed-corpus-prefixes", CORPUS_PREFIXES),
+        *_flags("val_fraction", "min_chars", "text_field", "max_line_bytes", "max_record_bytes",
+                "max_decompressed_gb", "max_compression_ratio"),
     )),
     SparkJob("tokenize", "tokenize_corpus.py", _flags("vocab_size")),
     SparkJob("train", "train.py", _flags(
         "partitions", "rounds", "local_steps", "batch_size", "context_len", "n_layer", "n_head",
         "n_embd", "dropout", "lr", "warmup_steps", "weight_decay", "grad_clip", "outer",
-        "outer_lr", "outer_momentum", "optimizer_state", "seed", "eval_tokens",
+        "outer_lr", "outer_momentum", "optimizer_state", "seed", "eval_tokens", "memory_budget_gb",
+        "early_rounds", "early_local_steps", "position", "rope_theta", "norm", "norm_eps", "mlp",
+        "intermediate_size", "qk_norm", "bias", "tie_embeddings", "optimizer", "muon_lr",
+        "muon_momentum", "schedule", "decay_fraction", "min_lr_ratio",
     )),
     SparkJob("generate", "generate.py", (
         ("--prompts", f"{{{{ params.prompts_uri or {CODE_ROOT} ~ '/conf/prompts.txt' }}}}"),
         ("--prompts-json", "{{ params.prompts | tojson }}"),
-        *_flags("max_new_tokens", "temperature", "top_k", "top_p"),
+        *_flags("max_new_tokens", "temperature", "top_k", "top_p", "memory_budget_gb"),
         ("--seed", "{{ params.sample_seed }}"),
     )),
     SparkJob("publish", "publish.py", (
         ("--registry", REGISTRY),
+        ("--allowed-registry-prefixes", REGISTRY_PREFIXES),
         ("--model-name", "{{ params.model_name }}"),
         ("--tolerance", "{{ params.promotion_tolerance }}"),
         ("--eval-input", "{{ params.eval_input or '' }}"),
         ("--require-approval", "{{ params.require_approval }}"),
         ("--dag-run-id", "{{ run_id }}"),
+        *_flags("memory_budget_gb"),
     )),
 )  # fmt: skip

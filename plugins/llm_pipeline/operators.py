@@ -13,9 +13,13 @@ from airflow.sdk.exceptions import AirflowException, AirflowFailException
 
 from llm_pipeline.jobs import SparkJob
 
-# Jobs exit with this status when the input or configuration is wrong (sparklm.sparkjob.run):
-# retrying cannot help, so the task fails at once instead of burning its retries.
+# Jobs exit with this status when the input or configuration is wrong, or the job ran out of
+# memory (sparklm.failures): retrying cannot help, so the task fails at once instead of
+# burning its retries.
 BAD_INPUT_EXIT_CODE = 2
+# Spark's SparkExitCode.OOM: the driver JVM died of java.lang.OutOfMemoryError. Just as
+# deterministic, but the JVM goes down before the job can print its own ERROR line.
+JVM_OOM_EXIT_CODE = 52
 
 
 class SparkJobOperator(SparkSubmitOperator):
@@ -35,9 +39,18 @@ class SparkJobOperator(SparkSubmitOperator):
             return super().execute(context)
         except AirflowException as exc:
             process = getattr(self._hook, "_submit_sp", None)
-            if process is not None and process.returncode == BAD_INPUT_EXIT_CODE:
+            returncode = process.returncode if process is not None else None
+            if returncode == BAD_INPUT_EXIT_CODE:
                 raise AirflowFailException(
-                    f"{self.task_id} rejected its input (see the ERROR line above): {exc}"
+                    f"{self.task_id} failed in a way a retry cannot fix (see the ERROR line "
+                    f"above): {exc}"
+                ) from None
+            if returncode == JVM_OOM_EXIT_CODE:
+                raise AirflowFailException(
+                    f"{self.task_id}: the Spark driver JVM ran out of memory "
+                    "(java.lang.OutOfMemoryError, spark-submit exit 52); the same input fails "
+                    "the same way on a retry. Raise spark.driver.memory (the task's conf, or "
+                    "spark-submit --driver-memory) or give the job smaller pieces of work"
                 ) from None
             raise
 

@@ -100,8 +100,9 @@ def data_params() -> dict[str, Param]:
                       "aws_default connection)."),
         "corpus": param(
             DEFAULT_CORPUS, "Corpus URI",
-            "Comma-separated files, directories or globs: .txt, .txt.gz, .txt.bz2 or MediaWiki "
-            "XML dumps, on s3://, file:// or pkg://. The default is a 206-page English "
+            "Comma-separated files, directories or globs of plain text, JSON Lines, Parquet or "
+            "MediaWiki XML dumps (multistream dumps with their index), plain or "
+            ".gz/.bz2/.xz/.zst, on s3://, file:// or pkg://. The default is a 206-page English "
             "Wikipedia dump shipped in the gensim wheel.",
             type="string", minLength=1, maxLength=4096, pattern=r"^[^,\s]+(,[^,\s]+)*$"),
         "run_root": write_location(
@@ -114,6 +115,28 @@ def data_params() -> dict[str, Param]:
                                minimum=0, exclusiveMinimum=0, maximum=0.5, exclusiveMaximum=0.5),
         "min_chars": integer(8, 1, 10000, "Minimum line length",
                              "Cleaned lines shorter than this many characters are dropped."),
+        "text_field": param("text", "Text field",
+                            "JSON Lines field / Parquet column holding the text; dotted paths "
+                            "reach nested fields, e.g. meta.content. Records without it are "
+                            "counted and dropped.",
+                            type="string", pattern=r"^[^.\s]+(\.[^.\s]+)*$", maxLength=256),
+        "max_line_bytes": integer(2**20, 1024, 2**30, "Longest line kept whole (bytes)",
+                                  "Longer lines (a one-line corpus such as text8) are cut at "
+                                  "whitespace into pieces of at most this size: memory stays "
+                                  "flat."),
+        "max_record_bytes": integer(32 * 2**20, 1024, 2**30, "Largest record (bytes)",
+                                    "JSON Lines records, Parquet values and wiki pages larger "
+                                    "than this are dropped and counted in the preprocess "
+                                    "manifest."),
+        "max_decompressed_gb": positive(50, 100_000, "Largest decompressed file (GB)",
+                                        "A compressed file expanding beyond this stops "
+                                        "preprocess with an error naming this knob "
+                                        "(decompression bombs)."),
+        "max_compression_ratio": number(200, "Largest compression ratio",
+                                        "Decompressed ÷ compressed size of one file. Text "
+                                        "compresses 3-10×; a decompression bomb expands 1000× or "
+                                        "more and stops preprocess with an error.",
+                                        minimum=1, maximum=1_000_000),
         "vocab_size": integer(4096, 258, 65536, "BPE vocabulary size",
                               "Byte-level BPE tokens, including the 256 bytes and 2 specials; "
                               "shrinks with a warning if the corpus supports fewer."),
@@ -121,7 +144,7 @@ def data_params() -> dict[str, Param]:
 
 
 def model_params() -> dict[str, Param]:
-    """The GPT's shape (defaults: 1.33 M parameters, a few minutes on 2 cores)."""
+    """The GPT's shape and block (defaults: Qwen3's block, the best measured; README)."""
     return {
         "context_len": integer(128, 8, 8192, "Context length",
                                "Tokens the model sees at once (training windows and the "
@@ -132,6 +155,24 @@ def model_params() -> dict[str, Param]:
                           "Embedding size; must be a multiple of the attention heads."),
         "dropout": number(0.0, "Dropout", "Dropout probability during training (0 = off).",
                           minimum=0, maximum=1, exclusiveMaximum=1),
+        "position": choice("rope", ["learned", "rope"], "Position encoding",
+                           "learned: a position table (GPT-2); rope: rotary embeddings on "
+                           "queries and keys (Llama, Qwen3)."),
+        "rope_theta": positive(10000.0, 1e9, "RoPE base θ", "Base of the rotary frequencies."),
+        "norm": choice("rmsnorm", ["layernorm", "rmsnorm"], "Normalisation",
+                       "layernorm (GPT-2) or weight-only rmsnorm (Llama, Qwen3)."),
+        "norm_eps": positive(1e-5, 0.1, "Norm epsilon", "Epsilon of the normalisation layers."),
+        "mlp": choice("swiglu", ["gelu", "swiglu"], "MLP",
+                      "gelu (GPT-2) or swiglu: down(silu(gate(x)) · up(x)) (Llama, Qwen3)."),
+        "intermediate_size": integer(0, 0, 65536, "MLP hidden size",
+                                     "0: 4·width for gelu, about 8/3·width for swiglu."),
+        "qk_norm": param(True, "QK-norm", "RMSNorm on each head's queries and keys (Qwen3).",
+                         type="boolean"),
+        "bias": param(False, "Biases in linear layers", "GPT-2 has them; Llama and Qwen3 not.",
+                      type="boolean"),
+        "tie_embeddings": param(True, "Tied output head",
+                                "The output head shares the token embedding's weights.",
+                                type="boolean"),
     }  # fmt: skip
 
 
@@ -143,14 +184,34 @@ def training_params() -> dict[str, Param]:
         "rounds": integer(12, 1, 100_000, "Averaging rounds",
                           "How many times the replicas' weights are averaged."),
         "local_steps": integer(25, 1, 100_000, "Local steps per round",
-                               "AdamW steps per replica between averagings. DL4J advises 5–10 "
+                               "Optimizer steps per replica between averagings. DL4J advises 5–10 "
                                "for plain averaging; DiLoCo uses hundreds with the nesterov "
                                "outer optimizer."),
         "batch_size": integer(16, 1, 4096, "Batch size", "Windows per step per replica."),
-        "lr": positive(3e-3, 1, "Learning rate",
-                       "Peak inner (AdamW) learning rate, after warm-up; cosine decay after."),
+        "early_rounds": integer(0, 0, 100_000, "Early rounds",
+                                "Post-local SGD: the first early_rounds rounds average every "
+                                "early_local_steps steps, before the usual interval."),
+        "early_local_steps": integer(1, 1, 100_000, "Inner steps per early round",
+                                     "Local steps between averagings during the early rounds."),
+        "optimizer": choice("muon", ["adamw", "muon"], "Inner optimizer",
+                            "adamw; or muon: Muon on the blocks' weight matrices and AdamW on "
+                            "embeddings, head, gains and biases."),
+        "lr": positive(3e-3, 1, "Learning rate (AdamW)",
+                       "Peak inner AdamW learning rate, after warm-up."),
+        "muon_lr": positive(0.02, 10, "Learning rate (Muon)",
+                            "Peak Muon learning rate (optimizer muon only)."),
+        "muon_momentum": number(0.95, "Muon momentum", "Momentum of Muon (optimizer muon only).",
+                                minimum=0, maximum=1, exclusiveMaximum=1),
+        "schedule": choice("cosine", ["cosine", "wsd"], "Learning-rate schedule",
+                           "After warm-up: cosine decay, or wsd (warm-up, stable, then a linear "
+                           "decay over the last decay_fraction of the steps)."),
+        "decay_fraction": positive(0.2, 1, "WSD decay share",
+                                   "Share of the steps in the final linear decay (wsd only)."),
+        "min_lr_ratio": number(0.1, "Final learning rate ÷ peak",
+                               "Where the decay ends, relative to the peak.",
+                               minimum=0, maximum=1),
         "warmup_steps": integer(30, 0, 1_000_000, "Warm-up steps",
-                                "Linear warm-up steps before the cosine decay."),
+                                "Linear warm-up steps before the decay."),
         "weight_decay": number(0.1, "Weight decay", "AdamW weight decay.", minimum=0, maximum=1),
         "grad_clip": positive(1.0, 1000, "Gradient clip", "Clip gradients to this global norm."),
         "outer": choice("avg", ["avg", "nesterov"], "Outer optimizer",
@@ -162,13 +223,19 @@ def training_params() -> dict[str, Param]:
                                  "Momentum of the nesterov outer optimizer (ignored by avg).",
                                  minimum=0, maximum=1, exclusiveMaximum=1),
         "optimizer_state": choice("averaged", ["averaged", "reset"],
-                                  "Inner AdamW state across rounds",
-                                  "averaged: moments averaged like the weights and carried on; "
-                                  "reset: a fresh AdamW every round."),
+                                  "Inner optimizer state across rounds",
+                                  "averaged: AdamW moments and Muon momentum averaged like the "
+                                  "weights and carried on; reset: a fresh optimizer every round."),
         "seed": integer(1337, 0, 2**31 - 1, "Training seed",
                         "Seeds initialisation and batch sampling: same seed, same model."),
         "eval_tokens": integer(32768, 64, 100_000_000, "Validation tokens",
                                "Validation tokens scored after each round."),
+        "memory_budget_gb": number(
+            8.0, "Memory budget per process (GB)",
+            "Runs whose model would need more (estimated from its size: weights, AdamW state, "
+            "activations of a batch) in the driver or one replica are refused before anything "
+            "is allocated.",
+            minimum=0, exclusiveMinimum=0, maximum=4096),
     }  # fmt: skip
 
 

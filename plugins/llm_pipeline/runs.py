@@ -1,16 +1,22 @@
-"""Naming and validating where a run's artifacts live."""
+"""Planning a run: where its artifacts live, and refusing before any job what a job would refuse."""
 
 from __future__ import annotations
 
 import os
 import re
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlparse
 
 SAFE_SEGMENT = re.compile(r"[^A-Za-z0-9._-]+")
+LOCATIONS = ("run_root", "registry")
 
 
-class RunRootError(ValueError):
+class PlanError(ValueError):
+    """A run that must not start; retrying cannot change that, so the task fails at once."""
+
+
+class RunRootError(PlanError):
     """A run root URI that would write somewhere it should not."""
 
 
@@ -23,7 +29,9 @@ def run_id_segment(run_id: str) -> str:
 
 
 def validate_run_root(uri: str, what: str = "run root") -> str:
-    """Accept ``file:///abs/path`` or ``s3://bucket/prefix`` without ``..`` or empty segments.
+    """Accept ``file:///abs/path`` or ``s3://bucket/prefix`` without ``..`` or empty segments,
+    and not a location a run must never clear stages in (``sparklm.ownership``): a filesystem
+    root, a bare bucket, the home directory, the project checkout, a symbolic link.
 
     ``what`` names the location in the message (the registry is checked the same way).
     """
@@ -37,6 +45,13 @@ def validate_run_root(uri: str, what: str = "run root") -> str:
     segments = parsed.path.strip("/").split("/")
     if any(s in ("..", ".") for s in segments) or "//" in parsed.path.rstrip("/"):
         raise RunRootError(f"{what} {uri!r} contains '..', '.' or an empty path segment")
+    from sparklm.errors import PipelineError  # lazily: the DAG file must parse without sparklm
+    from sparklm.ownership import check_run_root
+
+    try:
+        check_run_root(uri)
+    except PipelineError as exc:
+        raise RunRootError(str(exc)) from None
     return uri.rstrip("/")
 
 
@@ -60,9 +75,57 @@ def run_root_for(requested: str, run_id: str, runs_base: str) -> str:
 
 def require_s3(plan: dict[str, str]) -> None:
     """EMR nodes share no disk with Airflow: every location of an EMR run must be on S3."""
-    for key, uri in plan.items():
-        if not uri.startswith("s3://"):
+    for key in LOCATIONS:
+        if not plan[key].startswith("s3://"):
             raise RunRootError(
-                f"env=emr needs s3:// locations, but {key} is {uri!r}: set the {key} Param "
+                f"env=emr needs s3:// locations, but {key} is {plan[key]!r}: set the {key} Param "
                 f"(or the llm_runs_base / llm_registry Variables) to an s3:// URI"
             )
+
+
+def make_plan(
+    params: dict[str, Any],
+    run_id: str,
+    *,
+    runs_base: str,
+    default_registry: str,
+    default_corpora: list[str],
+    corpus_prefixes: str,
+    registry_prefixes: str,
+) -> dict[str, str]:
+    """The locations every task of the run uses, and the allow-lists its jobs enforce again.
+
+    The allow-lists are the deployment's (``corpus_prefixes``, ``registry_prefixes``)
+    plus what it configured as defaults, which is always allowed. Refuses what the
+    jobs would refuse later, once a cluster or a Spark session is paid for: a run
+    root that is not the run's own, a corpus or prompts file outside the allow-list
+    (or under a hidden folder), a registry outside its allow-list, a model whose
+    estimated training memory exceeds the budget.
+    """
+    from sparklm import allowlist, storage
+    from sparklm.errors import PipelineError
+    from sparklm.model_size import Shape, check_budget, training_memory
+    from sparklm.registry import check_registry
+
+    plan = {
+        "run_root": run_root_for(params["run_root"], run_id, runs_base),
+        "registry": validate_run_root(params["registry"] or default_registry, "registry"),
+        "corpus_prefixes": allowlist.widen(corpus_prefixes, default_corpora),
+        "registry_prefixes": allowlist.widen(registry_prefixes, [default_registry]),
+    }
+    if params["env"] == "emr":
+        require_s3(plan)
+    inputs = params["corpus"].split(",") + [p for p in [params["prompts_uri"]] if p]
+    shape = Shape(params["vocab_size"], params["context_len"], params["n_layer"],
+                  params["n_head"], params["n_embd"])  # fmt: skip
+    try:
+        for spec in inputs:
+            storage.input_uri(spec)
+        allowlist.check_corpus(inputs, plan["corpus_prefixes"])
+        check_registry(plan["registry"], allowlist.parse(plan["registry_prefixes"]))
+        check_budget(training_memory(shape, params["batch_size"]), params["memory_budget_gb"],
+                     "the model these Params describe",
+                     "the n_layer, n_embd, context_len or batch_size Params")  # fmt: skip
+    except PipelineError as exc:
+        raise PlanError(str(exc)) from None
+    return plan

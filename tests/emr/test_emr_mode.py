@@ -39,6 +39,11 @@ def test_steps_are_the_local_jobs_with_the_same_arguments(emr_dag):
         local = [env.from_string(a).render(**context).replace(str(JOBS), f"{code}/jobs")
                  for a in local_task.application_args]  # fmt: skip
         assert args[-len(local) - 1 :] == [f"{code}/jobs/{job.script}", *local]
+        flags = dict(zip(args, args[1:], strict=False))
+        if job.stage == "preprocess":  # the deployment's allow-lists reach the jobs on EMR too
+            assert flags["--allowed-corpus-prefixes"] == "pkg://gensim/test/test_data/"
+        if job.stage == "publish":
+            assert flags["--allowed-registry-prefixes"] == "s3://bucket/registry"
 
 
 class FakeTaskInstance:
@@ -46,7 +51,9 @@ class FakeTaskInstance:
 
     def xcom_pull(self, task_ids):
         assert task_ids == "plan_run"
-        return {"run_root": "s3://bucket/runs/r1", "registry": "s3://bucket/registry"}
+        return {"run_root": "s3://bucket/runs/r1", "registry": "s3://bucket/registry",
+                "corpus_prefixes": "pkg://gensim/test/test_data/",
+                "registry_prefixes": "s3://bucket/registry"}  # fmt: skip
 
 
 def test_bundle_holds_every_script_and_is_content_addressed():
@@ -155,3 +162,22 @@ def test_deferred_watchers_wait_as_long_as_their_stage_timeout(
         assert deferred.value.timeout == timeout, stage
         trigger = deferred.value.trigger
         assert trigger.attempts * trigger.waiter_delay == timeout.total_seconds(), stage
+
+
+def test_emr_roles_outside_the_allow_list_are_refused_before_a_cluster_exists(
+    emr_dag, aws_default_connection, s3_server
+):
+    client = emr_client(aws_default_connection)
+    clusters = {c["Id"] for c in client.list_clusters()["Clusters"]}
+    # Steps are not the point (and nothing runs them here): should a cluster be created,
+    # the run still ends at once.
+    run = emr_dag.test(run_conf={"env": "emr", "run_root": s3_server.uri("runs", "emr-roles"),
+                                 "registry": s3_server.uri("registry-emr"),
+                                 "emr_job_flow_role": "AdminInstanceProfile"},
+                       mark_success_pattern=r"emr\.(add_steps|watch_.*)")  # fmt: skip
+    tis = {ti.task_id: ti for ti in run.get_task_instances()}
+    assert run.state == "failed"
+    assert tis["emr.cluster_definition"].state == "failed"
+    assert tis["emr.cluster_definition"].try_number == 1
+    assert tis["emr.create_cluster"].state == "upstream_failed"
+    assert {c["Id"] for c in client.list_clusters()["Clusters"]} == clusters

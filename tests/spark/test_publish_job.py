@@ -52,6 +52,7 @@ def test_layout_checksums_card_and_latest(run_job, published_run):
     assert latest["version"] == manifest["params"]["version"] and latest["uri"] == version_uri
     card = (folder / "MODEL_CARD.md").read_text()
     assert "| round | tokens |" in card and "bits/byte" in card and "The history of" in card
+    assert "(qwen3 block)" in card and "Muon on the blocks' matrices" in card  # the recipe
     assert read_json(f"{version_uri}/promotion.json")["promoted"] is True
 
     again = publish(run_job, root, registry)  # republishing the same run is idempotent

@@ -2,6 +2,7 @@
 
 import csv
 import io
+import logging
 import math
 import os
 import re
@@ -21,7 +22,7 @@ from sparklm.stage import listed_files, read_manifest
 from sparklm.tokens import read_range
 from sparklm.training import TrainConfig
 from sparklm.weights import load_model, parse_safetensors
-from support import JOBS, TINY, TRAINED, single_process_training
+from support import JOBS, TINY, TRAINED, load_job, single_process_training
 
 
 def final_weights(root):
@@ -38,20 +39,36 @@ def train_tokens(root):
     return tokenize, torch.from_numpy(read_range(shards, dtype, 0, total))
 
 
+# The Qwen3 block: rotary positions, RMSNorm, SwiGLU, QK-norm, no biases.
+QWEN3 = {"position": "rope", "norm": "rmsnorm", "mlp": "swiglu", "qk_norm": True}
+
+
+def block_flags(switches: dict) -> list[str]:
+    """GPTConfig switches as train job flags (booleans as true/false)."""
+    return [a for k, v in switches.items()
+            for a in (f"--{k.replace('_', '-')}", str(v).lower() if isinstance(v, bool) else v)]
+
+
+@pytest.mark.parametrize(
+    ("optimizer", "block"), [("adamw", {}), ("muon", QWEN3)], ids=["adamw-gpt2", "muon-qwen3"]
+)
 def test_one_partition_averaging_every_step_matches_single_process_torch(
-    run_job, wikitext_run, copy_run
+    run_job, wikitext_run, copy_run, optimizer, block
 ):
-    """DL4J's ParameterAveraging-vs-single-machine check, for this trainer."""
+    """DL4J's ParameterAveraging-vs-single-machine check, for this trainer: AdamW's moments and
+    Muon's momentum buffers go through the averaging every step and must come back intact."""
     root = copy_run(wikitext_run)
     rounds = 6
     run_job("train", ["--run-root", root, *TINY, "--partitions", "1", "--local-steps", "1",
-                      "--rounds", rounds, "--warmup-steps", "2"])  # fmt: skip
+                      "--rounds", rounds, "--warmup-steps", "2", "--optimizer", optimizer,
+                      *block_flags(block)])  # fmt: skip
     spark_weights = final_weights(root)
 
     tokenize, tokens = train_tokens(root)
-    cfg = TrainConfig(partitions=1, rounds=rounds, local_steps=1, batch_size=4, warmup_steps=2)
+    cfg = TrainConfig(partitions=1, rounds=rounds, local_steps=1, batch_size=4, warmup_steps=2,
+                      optimizer=optimizer)  # fmt: skip
     model_cfg = GPTConfig(vocab_size=tokenize["stats"]["vocab_size"], context_len=32,
-                          n_layer=1, n_head=2, n_embd=32)  # fmt: skip
+                          n_layer=1, n_head=2, n_embd=32, **block)  # fmt: skip
     model = single_process_training(model_cfg, cfg, tokens, seed=cfg.seed)
 
     for name, tensor in model.state_dict().items():
@@ -168,3 +185,45 @@ def test_killed_train_job_resumes_from_the_last_round(run_job, wikitext_run, cop
         torch.testing.assert_close(a[name], b[name], atol=1e-6, rtol=1e-6)
     rows = read_manifest(killed, "train")["stats"]["final"]
     assert rows["round"] == 5
+
+
+class Crash(Exception):
+    """Stands for the driver dying right after a checkpoint."""
+
+
+@pytest.mark.parametrize(
+    ("optimizer", "outer"),
+    [("adamw", "avg"), ("adamw", "nesterov"), ("muon", "avg"), ("muon", "nesterov")],
+)
+def test_resuming_after_a_crash_is_bit_identical_for_every_optimizer(
+    run_job, wikitext_run, copy_run, monkeypatch, caplog, optimizer, outer
+):
+    """Whatever the inner and outer optimizer, the checkpoint holds all the state: AdamW's
+    moments and step, Muon's momentum buffers, the outer Nesterov momentum. (The SIGKILL test
+    above proves the same for a real kill, for the default settings.)"""
+    args = ["--run-root", None, *TINY, "--partitions", "2", "--rounds", "4", "--local-steps",
+            "2", "--optimizer", optimizer, "--outer", outer, "--outer-momentum", "0.5",
+            *block_flags(QWEN3 if optimizer == "muon" else {})]  # fmt: skip
+    straight, crashed = copy_run(wikitext_run, name="straight"), copy_run(wikitext_run)
+    run_job("train", [straight if a is None else a for a in args])
+
+    job = load_job("train")
+    save = job.save_checkpoint
+
+    def save_then_crash_after_round_2(stage, checkpoint):
+        save(stage, checkpoint)
+        if checkpoint.round == 2:
+            raise Crash
+
+    monkeypatch.setattr(job, "save_checkpoint", save_then_crash_after_round_2)
+    argv = [str(crashed if a is None else a) for a in args]
+    with pytest.raises(Crash):
+        job.main(argv)
+    monkeypatch.undo()
+    with caplog.at_level(logging.INFO, logger="sparklm"):
+        resumed = load_job("train").main(argv)
+    assert "train: resuming after round 2 of 4" in caplog.text
+    assert resumed["stats"]["final"]["round"] == 4
+    a, b = final_weights(crashed), final_weights(straight)
+    for name in a:
+        assert torch.equal(a[name], b[name]), name

@@ -4,12 +4,21 @@ import pytest
 import torch
 from torch import nn
 
-from sparklm.averaging import OuterOptimizer, ReplicaUpdate, combine, flat, weighted_average
+from sparklm.averaging import (
+    OuterOptimizer,
+    ReplicaUpdate,
+    combine,
+    flat,
+    split_flat,
+    weighted_average,
+)
 
 
 def update(delta, weight, loss=1.0):
     t = torch.as_tensor(delta, dtype=torch.float32)
-    return ReplicaUpdate(t * weight, t * weight * 2, t * weight * 3, weight, loss, 1)
+    state = {"exp_avg": t * weight * 2, "exp_avg_sq": t * weight * 3,
+             "momentum_buffer": t[:3] * weight * 4}  # fmt: skip
+    return ReplicaUpdate(t * weight, state, weight, loss, 1)
 
 
 def test_identical_replicas_average_to_themselves():
@@ -17,11 +26,38 @@ def test_identical_replicas_average_to_themselves():
     total = None
     for _ in range(5):
         total = combine(total, update(delta, 128.0))
-    mean_delta, exp_avg, exp_avg_sq = total.averages()
+    mean_delta, state = total.averages()
     torch.testing.assert_close(mean_delta, delta)
-    torch.testing.assert_close(exp_avg, 2 * delta)
-    torch.testing.assert_close(exp_avg_sq, 3 * delta)
+    torch.testing.assert_close(state["exp_avg"], 2 * delta)
+    torch.testing.assert_close(state["exp_avg_sq"], 3 * delta)
+    torch.testing.assert_close(state["momentum_buffer"], 4 * delta[:3])
     assert total.replicas == 5
+
+
+def test_every_optimizer_state_entry_is_token_weighted():
+    a, b = torch.tensor([1.0, 0.0, 2.0]), torch.tensor([0.0, 4.0, 2.0])
+    _, state = combine(update(a, 1.0), update(b, 3.0)).averages()
+    torch.testing.assert_close(state["momentum_buffer"], 4 * weighted_average([a, b], [1, 3]))
+
+
+def test_states_of_different_optimizers_do_not_mix():
+    adam_only = ReplicaUpdate(torch.zeros(2), {"exp_avg": torch.zeros(2)}, 1.0, 0.0, 1)
+    with pytest.raises(ValueError, match="cannot add optimizer states"):
+        combine(update(torch.zeros(2), 1.0), adam_only)
+
+
+def test_a_diverged_replica_makes_the_sum_diverged():
+    bad = ReplicaUpdate(torch.zeros(2), {}, 1.0, float("nan"), 1, finite=False)
+    assert not combine(update(torch.ones(2), 1.0), bad).finite
+
+
+def test_split_flat_inverts_flat_and_checks_the_length():
+    like = [torch.randn(2, 3), torch.randn(4)]
+    parts = split_flat(flat(like), like)
+    for a, b in zip(parts, like, strict=True):
+        torch.testing.assert_close(a, b)
+    with pytest.raises(ValueError, match="10 values"):
+        split_flat(torch.zeros(11)[:10], like + [torch.zeros(1)])
 
 
 def test_token_weighted_average_of_known_tensors():

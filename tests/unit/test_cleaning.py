@@ -5,7 +5,6 @@ import unicodedata
 import pytest
 
 from sparklm.cleaning import (
-    assign_split,
     clean_line,
     decode_utf8,
     document_id,
@@ -55,12 +54,28 @@ def test_a_few_bad_bytes_in_text_are_kept_and_counted():
 
 def test_document_split_is_deterministic_and_near_the_fraction():
     ids = [document_id("file:///corpus.txt", offset) for offset in range(5000)]
-    first = [assign_split(i, 0.1) for i in ids]
-    assert first == [assign_split(i, 0.1) for i in ids]
-    share = first.count("val") / len(first)
-    assert 0.08 < share < 0.12
-    assert all(0 <= split_key(i) < 1 for i in ids)
+    keys = [split_key(i) for i in ids]
+    assert keys == [split_key(i) for i in ids]
+    assert 0.08 < sum(k < 0.1 for k in keys) / len(keys) < 0.12
+    assert all(0 <= k < 1 for k in keys)
 
 
 def test_document_ids_differ_by_source_and_anchor():
     assert document_id("a", 0) != document_id("b", 0) != document_id("b", 1)
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_vectorised_cleaning_matches_the_character_definition(seed):
+    """Regex/translate cleaning equals the per-character rule it replaces (category Cc)."""
+    import random
+
+    rng = random.Random(seed)
+    alphabet = [chr(c) for c in range(0, 0xA0)] + ["é", "e\u0301", "\u200d", "日", "👩", " "]
+    text = "".join(rng.choice(alphabet) for _ in range(rng.randint(0, 400)))
+    nfc = unicodedata.normalize("NFC", text).replace("\t", " ")
+    expected = "".join(ch for ch in nfc if unicodedata.category(ch) != "Cc").strip()
+    assert normalize_text(text) == expected
+    raw = text.encode()
+    controls = sum(1 for ch in text if unicodedata.category(ch) == "Cc" and ch not in "\t\r")
+    binary = bool(raw) and (b"\x00" in raw or controls / len(raw) > 0.1)
+    assert (clean_line(raw, 1).drop_reason == "binary") == binary

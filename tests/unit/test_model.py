@@ -5,14 +5,33 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from sparklm.model import GPT, GPTConfig
+from sparklm.model import GPT, MLPS, GPTConfig, Rotary
 
 TINY = GPTConfig(vocab_size=64, context_len=16, n_layer=2, n_head=2, n_embd=32)
+# The blocks a config can build: GPT-2's (the default), the Llama and Qwen3 sets, and GPT-2's
+# with the remaining switches flipped (linear biases, a separate head).
+MODERN = {"position": "rope", "norm": "rmsnorm", "mlp": "swiglu"}
+BLOCKS = {
+    "gpt2": {},
+    "llama": MODERN,
+    "qwen3": {**MODERN, "qk_norm": True},
+    "gpt2-bias-untied": {"bias": True, "tie_embeddings": False},
+    "qwen3-untied": {**MODERN, "qk_norm": True, "tie_embeddings": False},
+}
+every_block = pytest.mark.parametrize("block", list(BLOCKS))
 
 
-def tiny_model(**overrides) -> GPT:
+def tiny_model(block: str = "gpt2", **overrides) -> GPT:
     torch.manual_seed(0)
-    return GPT(GPTConfig(**{**TINY.to_dict(), **overrides})).eval()
+    model = GPT(GPTConfig(**{**TINY.to_dict(), "intermediate_size": None, **BLOCKS[block],
+                             **overrides}))  # fmt: skip
+    # Gains and biases start at 1 and 0, where a wrong or missing one changes nothing: give them
+    # values, so the comparisons below see every parameter.
+    with torch.no_grad():
+        for p in model.parameters():
+            if p.dim() == 1:
+                p.add_(0.1 * torch.randn_like(p))
+    return model.eval()
 
 
 @pytest.mark.parametrize(
@@ -26,6 +45,12 @@ def tiny_model(**overrides) -> GPT:
         ({"n_embd": 130, "n_head": 4}, "divisible by n_head"),
         ({"dropout": 1.0}, "dropout"),
         ({"dropout": -0.1}, "dropout"),
+        ({"position": "alibi"}, "position"),
+        ({"norm": "batchnorm"}, "norm"),
+        ({"mlp": "relu"}, "mlp"),
+        ({"intermediate_size": 0}, "intermediate_size"),
+        ({"position": "rope", "n_embd": 6, "n_head": 2}, "head size"),
+        ({"norm_eps": 0.0}, "norm_eps"),
     ],
 )
 def test_config_rejects_invalid_values(overrides, field):
@@ -38,23 +63,65 @@ def test_config_json_round_trip():
     assert GPTConfig.from_dict(json.loads(json.dumps(config.to_dict()))) == config
 
 
+def test_a_config_written_before_the_block_switches_builds_the_same_gpt2_model():
+    """Registries hold config.json files with only these keys: they must load unchanged."""
+    old = {"vocab_size": 64, "context_len": 16, "n_layer": 1, "n_head": 2, "n_embd": 32,
+           "dropout": 0.1}  # fmt: skip
+    config = GPTConfig.from_dict(old)
+    assert config.hf_architecture() == "gpt2" and config.intermediate_size == 4 * 32
+    # Exactly the tensors that model.safetensors files written by that code hold.
+    assert list(GPT(config).state_dict()) == [
+        "transformer.wte.weight", "transformer.wpe.weight",
+        "transformer.h.0.ln_1.weight", "transformer.h.0.ln_1.bias",
+        "transformer.h.0.attn.c_attn.weight", "transformer.h.0.attn.c_proj.weight",
+        "transformer.h.0.ln_2.weight", "transformer.h.0.ln_2.bias",
+        "transformer.h.0.mlp.c_fc.weight", "transformer.h.0.mlp.c_proj.weight",
+        "transformer.ln_f.weight", "transformer.ln_f.bias", "lm_head.weight",
+    ]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("block", "family"),
+    [("gpt2", "gpt2"), ("llama", "llama"), ("qwen3", "qwen3"), ("gpt2-bias-untied", "gpt2"),
+     ("qwen3-untied", "qwen3")],
+)  # fmt: skip
+def test_each_block_names_its_hugging_face_family(block, family):
+    assert tiny_model(block).config.hf_architecture() == family
+
+
+def test_mixed_blocks_have_no_hugging_face_family():
+    assert tiny_model("gpt2", position="rope").config.hf_architecture() is None
+    assert tiny_model("llama", bias=True).config.hf_architecture() is None
+
+
+@pytest.mark.parametrize("block", ["llama", "qwen3"])
+def test_llama_and_qwen3_blocks_have_no_biases_and_no_position_table(block):
+    names = list(tiny_model(block).state_dict())
+    assert not [n for n in names if n.endswith(".bias") or "wpe" in n], names
+    assert tiny_model(block).config.intermediate_size == 96  # 8/3 · 32, rounded up to 32
+
+
 def test_config_from_dict_rejects_unknown_keys():
     with pytest.raises(ValueError, match="n_heads"):
         GPTConfig.from_dict({"vocab_size": 10, "n_heads": 4})
 
 
-def test_output_shapes_and_initial_loss():
-    model = tiny_model()
+@every_block
+def test_output_shapes_and_initial_loss(block):
+    model = tiny_model(block)
     idx = torch.randint(0, TINY.vocab_size, (3, TINY.context_len))
-    logits, loss = model(idx, targets=idx)
+    targets = torch.randint(0, TINY.vocab_size, (3, TINY.context_len))
+    logits, loss = model(idx, targets=targets)
     assert logits.shape == (3, TINY.context_len, TINY.vocab_size)
-    # At init the prediction is close to uniform, so the loss is close to ln(V).
+    # At init the prediction is close to uniform, so the loss is close to ln(V). (Targets are
+    # not the inputs: a tied head starts out slightly favouring the current token.)
     assert abs(loss.item() - math.log(TINY.vocab_size)) < 0.5
     assert model(idx)[1] is None
 
 
-def test_last_only_logits():
-    model = tiny_model()
+@every_block
+def test_last_only_logits(block):
+    model = tiny_model(block)
     idx = torch.randint(0, TINY.vocab_size, (2, 9))
     torch.testing.assert_close(model(idx, last_only=True)[0], model(idx)[0][:, -1:])
     with pytest.raises(ValueError, match="last_only"):
@@ -67,8 +134,9 @@ def test_sequence_longer_than_context_raises():
         model(torch.zeros(1, TINY.context_len + 1, dtype=torch.long))
 
 
-def test_attention_is_causal():
-    model = tiny_model()
+@every_block
+def test_attention_is_causal(block):
+    model = tiny_model(block)
     idx = torch.randint(0, TINY.vocab_size, (1, 10))
     changed = idx.clone()
     changed[0, -1] = (idx[0, -1] + 1) % TINY.vocab_size
@@ -82,16 +150,96 @@ def test_weight_tying():
     assert model.lm_head.weight is model.transformer.wte.weight
     names = [name for name, _ in model.named_parameters()]
     assert len(names) == len(set(names)) == len(list(model.parameters()))
+    untied = tiny_model("qwen3-untied")
+    assert untied.lm_head.weight is not untied.transformer.wte.weight
 
 
-def test_param_counts_and_flops():
-    model = tiny_model()
+@pytest.mark.parametrize(
+    ("block", "lookup_only"),
+    [("gpt2", ["transformer.wpe.weight"]), ("qwen3", []),
+     ("gpt2-bias-untied", ["transformer.wpe.weight", "transformer.wte.weight"]),
+     ("qwen3-untied", ["transformer.wte.weight"])],
+)  # fmt: skip
+def test_param_counts_and_flops(block, lookup_only):
+    """FLOPs count the block that is built: 6 per matmul parameter (every matrix but the pure
+    lookup tables, SwiGLU's three included) plus attention over the window."""
+    model = tiny_model(block)
     total = sum(p.numel() for p in model.parameters())
-    wpe = TINY.context_len * TINY.n_embd
+    lookups = sum(dict(model.named_parameters())[n].numel() for n in lookup_only)
     assert model.num_params(non_embedding=False) == total
-    assert model.num_params() == total - wpe
-    expected = 6 * (total - wpe) + 12 * TINY.n_layer * TINY.n_embd * TINY.context_len
+    assert model.num_params() == total - lookups
+    expected = 6 * (total - lookups) + 12 * TINY.n_layer * TINY.n_embd * TINY.context_len
     assert model.flops_per_token() == expected
+
+
+def test_swiglu_params_match_gelu_at_the_default_intermediate_size():
+    gelu, swiglu = (GPT(GPTConfig(vocab_size=4096, mlp=m)).transformer.h[0].mlp for m in MLPS)
+    n_gelu, n_swiglu = (sum(p.numel() for p in mlp.parameters()) for mlp in (gelu, swiglu))
+    assert abs(n_swiglu / n_gelu - 1) < 0.05  # the comparison between blocks stays fair
+
+
+def test_rope_rotates_each_pair_by_position_times_its_frequency():
+    """Oracle: dimensions i and i + d/2 are the real and imaginary parts of a complex number
+    multiplied by exp(1j · position · theta^(-2i/d)) — the rotate-half layout of HF Llama."""
+    config = GPTConfig(vocab_size=8, context_len=12, n_head=2, n_embd=16, position="rope",
+                       rope_theta=500.0)  # fmt: skip
+    x = torch.randn(1, 2, 5, 8, dtype=torch.float64)
+    rotated = Rotary(config).double()(x, start=3)  # tables made in float32, as in HF
+    z = torch.complex(x[..., :4], x[..., 4:])
+    angles = torch.arange(3, 8, dtype=torch.float64)[:, None] * 500.0 ** (
+        -torch.arange(0, 8, 2, dtype=torch.float64) / 8
+    )
+    expected = z * torch.polar(torch.ones_like(angles), angles)
+    torch.testing.assert_close(rotated, torch.cat((expected.real, expected.imag), -1),
+                               atol=1e-6, rtol=1e-6)  # fmt: skip
+
+
+def test_rope_attention_scores_depend_only_on_the_distance():
+    config = GPTConfig(vocab_size=8, context_len=32, n_head=1, n_embd=16, position="rope")
+    rotary = Rotary(config)
+    q, k = torch.randn(1, 1, 1, 16), torch.randn(1, 1, 1, 16)
+    scores = [(rotary(q, start=m) * rotary(k, start=m - 3)).sum() for m in (3, 10, 31)]
+    torch.testing.assert_close(scores[0], scores[1])
+    torch.testing.assert_close(scores[0], scores[2])
+    assert not torch.allclose((rotary(q, 10) * rotary(k, 9)).sum(), scores[0])
+
+
+def test_swiglu_is_down_of_silu_gate_times_up():
+    mlp = tiny_model("llama").transformer.h[0].mlp
+    x = torch.randn(2, 3, TINY.n_embd)
+    gate, up = mlp.c_fc.weight[:96], mlp.c_fc.weight[96:]  # gate rows first, then up rows
+    expected = F.silu(x @ gate.T) * (x @ up.T) @ mlp.c_proj.weight.T
+    torch.testing.assert_close(mlp(x), expected)
+
+
+def test_qk_norm_makes_attention_blind_to_the_scale_of_queries_and_keys():
+    model = tiny_model("qwen3")
+    idx = torch.randint(0, TINY.vocab_size, (1, 10))
+    before = model(idx)[0]
+    with torch.no_grad():
+        for block in model.transformer.h:
+            block.attn.c_attn.weight[: 2 * TINY.n_embd] *= 7.0  # q and k rows, not v
+    torch.testing.assert_close(model(idx)[0], before, atol=1e-4, rtol=1e-4)
+    without = tiny_model("llama")
+    plain = without(idx)[0]
+    with torch.no_grad():
+        for block in without.transformer.h:
+            block.attn.c_attn.weight[: 2 * TINY.n_embd] *= 7.0
+    assert not torch.allclose(without(idx)[0], plain, atol=1e-3)
+
+
+@every_block
+def test_hidden_matrices_are_the_blocks_2d_weights_and_the_groups_cover_the_rest(block):
+    model = tiny_model(block)
+    hidden = model.hidden_matrices()
+    names = {id(p): n for n, p in model.named_parameters()}
+    assert {names[id(p)] for p in hidden} == {
+        n for n, p in model.named_parameters() if n.startswith("transformer.h.") and p.dim() == 2
+    }
+    groups = model.optimizer_groups(0.1, exclude=hidden)
+    rest = [id(p) for g in groups for p in g["params"]]
+    assert sorted(rest + [id(p) for p in hidden]) == sorted(id(p) for p in model.parameters())
+    assert id(model.lm_head.weight) in rest and id(model.transformer.wte.weight) in rest
 
 
 def test_residual_projections_are_scaled_at_init():
@@ -115,8 +263,9 @@ def test_optimizer_groups_cover_every_parameter_once():
     torch.optim.AdamW(model.optimizer_groups(0.1), lr=1e-3)  # accepted as-is
 
 
-def test_kv_cache_matches_full_forward_token_by_token():
-    model = tiny_model()
+@every_block
+def test_kv_cache_matches_full_forward_token_by_token(block):
+    model = tiny_model(block)
     idx = torch.randint(0, TINY.vocab_size, (2, TINY.context_len))
     full = model(idx)[0]
     cache = model.new_cache(batch_size=2)
@@ -129,8 +278,9 @@ def test_kv_cache_matches_full_forward_token_by_token():
     assert cache.length == TINY.context_len
 
 
-def test_kv_cache_multi_token_chunk_after_cached_prefix():
-    model = tiny_model()
+@every_block
+def test_kv_cache_multi_token_chunk_after_cached_prefix(block):
+    model = tiny_model(block)
     idx = torch.randint(0, TINY.vocab_size, (1, TINY.context_len))
     full = model(idx)[0]
     cache = model.new_cache(batch_size=1)
@@ -150,8 +300,9 @@ def test_kv_cache_overflow_raises():
         model(torch.zeros(1, 2, dtype=torch.long), cache=cache)
 
 
-def test_gradients_reach_every_parameter():
-    model = tiny_model().train()
+@every_block
+def test_gradients_reach_every_parameter(block):
+    model = tiny_model(block).train()
     idx = torch.randint(0, TINY.vocab_size, (2, 8))
     model(idx, targets=idx)[1].backward()
     for name, p in model.named_parameters():

@@ -4,7 +4,17 @@ import math
 
 import pytest
 
-from sparklm.registry import RegistryError, check_name, check_registry, promotion_decision
+from sparklm import allowlist
+from sparklm.registry import (
+    RegistryError,
+    check_name,
+    check_registry,
+    promotion_decision,
+    read_latest,
+    write_latest,
+)
+from sparklm.storage import SymlinkRefused
+from support import write_text
 
 
 @pytest.mark.parametrize("name", ["wiki-gpt", "model_1.2", "A"])
@@ -65,3 +75,63 @@ def test_an_unscored_candidate_or_latest_is_never_promoted():
 def test_non_finite_metrics_block_promotion_even_for_a_first_version():
     promoted, reason = decide(1.0, None, latest=None, metrics={**METRICS, "val_loss": math.nan})
     assert not promoted and "val_loss" in reason
+
+
+def published(tmp_path, uri_of_version):
+    """A registry with one version of model ``m`` whose latest.json says ``uri_of_version``."""
+    registry = f"file://{tmp_path / 'registry'}"
+    write_latest(registry, "m", {"version": "v1", "uri": uri_of_version(registry), "val_bpb": 2.0})
+    return registry
+
+
+def test_latest_is_followed_into_its_own_registry_only(tmp_path):
+    registry = published(tmp_path, lambda r: f"{r}/m/v1")
+    assert read_latest(registry, "m")["version"] == "v1"
+    for outside in (f"file://{tmp_path}/elsewhere/m/v1", f"file://{tmp_path}/registry/m/v2",
+                    f"file://{tmp_path}/registry/m/v1/../../../x", "s3://other/m/v1"):  # fmt: skip
+        registry = published(tmp_path, lambda r, uri=outside: uri)
+        with pytest.raises(RegistryError, match="not a version folder of its own registry"):
+            read_latest(registry, "m")
+
+
+def test_a_symlinked_latest_pointer_is_neither_read_nor_replaced(tmp_path):
+    registry = published(tmp_path, lambda r: f"{r}/m/v1")
+    elsewhere = write_text(tmp_path / "elsewhere.json", "{}")
+    latest = tmp_path / "registry" / "m" / "latest.json"
+    latest.unlink()
+    latest.symlink_to(elsewhere)
+    with pytest.raises(SymlinkRefused, match="latest.json is a symbolic link"):
+        read_latest(registry, "m")
+    with pytest.raises(SymlinkRefused):
+        write_latest(registry, "m", {"version": "v2", "uri": f"{registry}/m/v2"})
+    assert elsewhere.read_text() == "{}"
+
+
+@pytest.mark.parametrize(
+    ("uri", "prefixes", "allowed"),
+    [
+        ("s3://b/corpora/x.txt", "s3://b/corpora/", True),
+        ("s3://b/corpora", "s3://b/corpora", True),
+        ("s3://b/corpora-evil/x.txt", "s3://b/corpora", False),
+        ("/data/books/*.txt.gz", "/data/books/*.txt.gz", True),
+        ("/data/books/../secret.txt", "/data/books", False),
+        ("file:///data/a.txt", "/data", True),
+        ("pkg://gensim/test/test_data/x.bz2", "pkg://gensim/test/test_data/", True),
+        ("pkg://gensim/test/test_data/../../x", "pkg://gensim/test/test_data/", False),
+        ("s3://anything/x", "*", True),
+        ("s3://b/x", "", False),
+    ],
+)  # fmt: skip
+def test_allow_lists_match_whole_segments(uri, prefixes, allowed):
+    assert allowlist.is_allowed(uri, allowlist.parse(prefixes)) is allowed
+
+
+def test_allow_lists_fall_back_to_the_environment_then_anywhere(monkeypatch):
+    monkeypatch.delenv(allowlist.CORPUS_ENV, raising=False)
+    assert allowlist.parse(None, allowlist.CORPUS_ENV) is None
+    monkeypatch.setenv(allowlist.CORPUS_ENV, "")
+    assert allowlist.parse(None, allowlist.CORPUS_ENV) is None
+    monkeypatch.setenv(allowlist.CORPUS_ENV, "s3://b/c")
+    assert allowlist.parse(None, allowlist.CORPUS_ENV) == ["s3://b/c"]
+    with pytest.raises(allowlist.NotAllowed, match="llm_corpus_allowed_prefixes"):
+        allowlist.check_corpus(["s3://b/c/x.txt", "s3://b/d.txt"], None)

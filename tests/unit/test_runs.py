@@ -1,8 +1,19 @@
 """Run roots: named from run ids, validated so no run writes outside its own prefix."""
 
+import os
+
 import pytest
 
-from llm_pipeline.runs import RunRootError, require_s3, run_id_segment, run_root_for
+from llm_pipeline.params import DEFAULT_CORPUS, pipeline_params
+from llm_pipeline.runs import (
+    PlanError,
+    RunRootError,
+    make_plan,
+    require_s3,
+    run_id_segment,
+    run_root_for,
+)
+from support import REPO
 
 
 def test_run_ids_become_one_safe_path_segment():
@@ -33,3 +44,55 @@ def test_emr_needs_every_location_on_s3():
     require_s3({"run_root": "s3://b/r", "registry": "s3://b/m"})
     with pytest.raises(RunRootError, match="registry is 'file:///tmp/m'"):
         require_s3({"run_root": "s3://b/r", "registry": "file:///tmp/m"})
+
+
+@pytest.mark.parametrize(
+    ("uri", "reason"),
+    [("file:////", "filesystem root"), ("file:///", "must be an absolute|filesystem root"),
+     ("s3://bucket", "whole bucket"), ("s3://bucket/", "whole bucket"),
+     (f"file://{os.path.expanduser('~')}", "home directory"),
+     (f"file://{REPO}", "project checkout"), ("pkg://gensim/test_data", "file:/// or s3://")],
+)  # fmt: skip
+def test_run_roots_that_are_not_a_runs_own_are_refused(uri, reason):
+    with pytest.raises(RunRootError, match=reason):
+        run_root_for(uri, "run", "s3://bucket/runs")
+
+
+def params(**overrides):
+    return {**{name: p.value for name, p in pipeline_params().items()}, **overrides}
+
+
+def plan(conf, corpus_prefixes="*", registry_prefixes="*"):
+    return make_plan(conf, "manual__1", runs_base="s3://b/runs", default_registry="s3://b/reg",
+                     default_corpora=[DEFAULT_CORPUS], corpus_prefixes=corpus_prefixes,
+                     registry_prefixes=registry_prefixes)  # fmt: skip
+
+
+def test_the_plan_carries_the_allow_lists_to_the_jobs():
+    got = plan(params(), corpus_prefixes="", registry_prefixes="s3://b/other/")
+    assert got == {"run_root": "s3://b/runs/manual__1", "registry": "s3://b/reg",
+                   "corpus_prefixes": DEFAULT_CORPUS,
+                   "registry_prefixes": "s3://b/reg,s3://b/other/"}  # fmt: skip
+    assert plan(params(registry="s3://b/other/x"), registry_prefixes="s3://b/other/")
+    assert plan(params())["corpus_prefixes"] == "*"
+
+
+@pytest.mark.parametrize(
+    ("conf", "lists", "message"),
+    [
+        ({"corpus": "s3://other/corpus/*.txt"}, {"corpus_prefixes": ""},
+         "corpus 's3://other/corpus/\\*.txt' is outside the allowed locations"),
+        ({"corpus": "/home/u/.aws/credentials"}, {}, "hidden folder or file '.aws'"),
+        ({"corpus": "pkg://gensim/../../.."}, {}, "inside its package"),
+        ({"prompts_uri": "file:///etc/shadow"}, {"corpus_prefixes": "s3://b/"},
+         "prompts|outside the allowed"),
+        ({"registry": "s3://b/elsewhere"}, {"registry_prefixes": ""},
+         "registry 's3://b/elsewhere' is outside the allowed locations"),
+        ({"context_len": 8192, "n_layer": 96, "n_embd": 8192, "n_head": 64}, {},
+         r"77,\d+,\d+,\d+ parameters .* over the memory budget of 8 GB"),
+        ({"n_embd": 1024, "memory_budget_gb": 0.5}, {}, "over the memory budget of 0.5 GB"),
+    ],
+)  # fmt: skip
+def test_runs_the_jobs_would_refuse_are_refused_in_the_plan(conf, lists, message):
+    with pytest.raises(PlanError, match=message):
+        plan(params(**conf), **lists)

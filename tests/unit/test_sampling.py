@@ -7,10 +7,19 @@ from sparklm.sampling import filter_logits, generate, sample_next_token
 WINDOW = 16
 
 
-@pytest.fixture(scope="module")
-def model() -> GPT:
+# Every position scheme: learned positions (GPT-2) and rotary ones (Llama, Qwen3 with QK-norm).
+BLOCKS = {
+    "gpt2": {},
+    "llama": {"position": "rope", "norm": "rmsnorm", "mlp": "swiglu"},
+    "qwen3": {"position": "rope", "norm": "rmsnorm", "mlp": "swiglu", "qk_norm": True},
+}
+
+
+@pytest.fixture(scope="module", params=list(BLOCKS))
+def model(request) -> GPT:
     torch.manual_seed(0)
-    model = GPT(GPTConfig(vocab_size=64, context_len=WINDOW, n_layer=2, n_head=2, n_embd=32))
+    model = GPT(GPTConfig(vocab_size=64, context_len=WINDOW, n_layer=2, n_head=2, n_embd=32,
+                          **BLOCKS[request.param]))  # fmt: skip
     # At the 0.02 init the tied head mostly echoes the current token, so greedy output would not
     # depend on the context and the cache tests below could not tell a right context from a
     # wrong one. Larger weights make the next token depend on the whole window.

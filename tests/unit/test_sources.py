@@ -1,89 +1,190 @@
-"""Corpus readers: byte ranges cover every line once; MediaWiki dumps become articles."""
+"""Corpus readers: formats by suffix or content, splits that cover every record once,
+documents that do not depend on how files were cut, source names that do not depend on
+where a package is installed."""
 
 import bz2
-import io
+import gzip
+import json
 import random
+import sys
 
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 
-from sparklm.sources import InputSplit, iter_range_lines, plan_splits, read_split, wiki_to_text
+from sparklm import storage
+from sparklm.compressed import ReadLimits
+from sparklm.errors import PipelineError
+from sparklm.sources import (
+    JSONL,
+    MEDIAWIKI,
+    PARQUET,
+    TEXT,
+    ReadOptions,
+    SourceFile,
+    continued_documents,
+    group_splits,
+    plan_splits,
+    read_split,
+    source_names,
+)
+from support import mediawiki_page, write_text
+
+OPTIONS = ReadOptions(min_chars=4, limits=ReadLimits())
 
 
-def lines_by_ranges(data: bytes, split_bytes: int) -> list[bytes]:
-    f = io.BytesIO(data)
-    out = []
-    for start in range(0, max(len(data), 1), split_bytes):
-        out += [line for _, line in iter_range_lines(f, start, min(start + split_bytes, len(data)))]
-    return out
+def source(path) -> SourceFile:
+    return SourceFile(f"file://{path}", f"file://{path}", path.stat().st_size)
 
 
-@pytest.mark.parametrize("seed", range(20))
-def test_every_line_lands_in_exactly_one_split(seed):
-    rng = random.Random(seed)
-    lines = [b"x" * rng.choice([0, 0, 1, 2, 5, 17, 300]) for _ in range(rng.randint(0, 60))]
-    data = b"\n".join(lines) + (b"\n" if rng.random() < 0.5 else b"")
-    expected = data.split(b"\n")
-    if data.endswith(b"\n"):
-        expected.pop()
-    for split_bytes in (1, 2, 3, 7, 64, 1000, len(data) + 1):
-        assert lines_by_ranges(data, split_bytes) == expected, split_bytes
+def read(paths, split_bytes=10**9, options=OPTIONS):
+    splits = plan_splits([source(p) for p in paths], split_bytes, options)
+    return splits, [r for s in splits for r in read_split(s, options)]
 
 
-def test_offsets_point_at_line_starts():
-    data = b"alpha\nbeta\n\ngamma"
-    got = list(iter_range_lines(io.BytesIO(data), 0, len(data)))
-    assert got == [(0, b"alpha"), (6, b"beta"), (11, b""), (12, b"gamma")]
-
-
-def test_plan_splits_ranges_text_and_keeps_compressed_whole(tmp_path):
-    (tmp_path / "a.txt").write_bytes(b"x" * 25)
-    (tmp_path / "b.txt.bz2").write_bytes(bz2.compress(b"hello\n"))
-    uris = [f"file://{tmp_path / 'a.txt'}", f"file://{tmp_path / 'b.txt.bz2'}"]
-    splits = plan_splits(uris, 10)
-    assert [(s.start, s.end) for s in splits] == [(0, 10), (10, 20), (20, 25), (0, None)]
+def test_plain_text_is_ranged_and_compressed_files_are_whole(tmp_path):
+    a = write_text(tmp_path / "a.txt", b"x" * 25)
+    b = write_text(tmp_path / "b.txt.bz2", bz2.compress(b"hello\n"))
+    splits = plan_splits([source(a), source(b)], 10, OPTIONS)
+    assert [(s.start, s.end, s.codec) for s in splits] == [
+        (0, 10, None), (10, 20, None), (20, 25, None), (0, None, "bz2")]  # fmt: skip
 
 
 def test_plain_text_headings_start_documents(tmp_path):
-    path = tmp_path / "wiki.txt"
-    path.write_text(
-        " = First = \n one paragraph here\n = = Section = = \n more text here\n"
-        " = Second = \n another paragraph\n",
-        encoding="utf-8",
-    )
-    records = list(
-        read_split(
-            InputSplit(f"file://{path}", 0, path.stat().st_size), min_chars=4, val_fraction=0.1
-        )
-    )
+    path = write_text(tmp_path / "wiki.txt",
+                      " = First = \n one paragraph here\n = = Section = = \n more text here\n"
+                      " = Second = \n another paragraph\n")  # fmt: skip
+    _, records = read([path])
     docs = [r.doc_id for r in records]
     assert docs[0] == docs[1] == docs[2] == docs[3] != docs[4] == docs[5]
 
 
-def test_compressed_text_is_read_whole(tmp_path):
-    path = tmp_path / "c.txt.bz2"
-    path.write_bytes(bz2.compress(b"line one is here\nline two is here\n"))
-    records = list(read_split(InputSplit(f"file://{path}"), min_chars=4, val_fraction=0.1))
-    assert [r.text for r in records] == ["line one is here", "line two is here"]
+def test_documents_do_not_depend_on_how_a_file_is_cut(tmp_path):
+    """Lines that open a range belong to the document begun in an earlier range."""
+    rng = random.Random(3)
+    lines = []
+    for d in range(30):
+        lines += [f" = Title {d} = "] + [f" paragraph {p} of {d} " * rng.randint(1, 30)
+                                          for p in range(rng.randint(0, 6))]  # fmt: skip
+    path = write_text(tmp_path / "corpus.txt", "\n".join(lines) + "\n")
+    expected = None
+    for split_bytes in (97, 1000, 4096, 10**9):
+        splits, records = read([path], split_bytes)
+        last_starts = {}
+        for r in records:
+            if r.doc_start is not None:
+                key = (r.source, r.split_start)
+                last_starts[key] = max(last_starts.get(key, 0), r.doc_start)
+        continued = continued_documents(splits, last_starts)
+        docs = [(r.position, r.doc_id or continued[(r.source, r.split_start)][0])
+                for r in records]  # fmt: skip
+        assert len(splits) > 1 or split_bytes == 10**9
+        assert expected is None or docs == expected, split_bytes
+        expected = docs
+    assert len({d for _, d in expected}) == 30
 
 
-MEDIAWIKI = """<mediawiki xmlns="http://www.mediawiki.org/xml/export-0.10/">
-  <page><title>Lobster</title><ns>0</ns><id>7</id>
-    <revision><text>'''Lobsters''' are [[crustacean]]s.[[File:Lobster.jpg|thumb|A lobster]]
-{| class="wikitable"
-| cell || soup
-|}
-They live in the [[Atlantic Ocean|sea]].{{citation needed}}</text></revision></page>
-  <page><title>Lobsters</title><ns>0</ns><id>8</id><redirect title="Lobster" />
-    <revision><text>#REDIRECT [[Lobster]]</text></revision></page>
-  <page><title>Talk:Lobster</title><ns>1</ns><id>9</id>
-    <revision><text>Discussion about lobsters goes here.</text></revision></page>
-</mediawiki>"""
+def test_compressed_text_counts_decompressed_offsets(tmp_path):
+    path = write_text(tmp_path / "c.txt.bz2", bz2.compress(b"line one is here\nline two is here\n"))
+    _, records = read([path])
+    assert [(r.position, r.text) for r in records] == [
+        (0, "line one is here"), (17, "line two is here")]  # fmt: skip
+
+
+def test_formats_are_detected_by_content_when_the_name_says_nothing(tmp_path):
+    jsonl = write_text(tmp_path / "data-00000", b'{"text": "a record of text"}\n')
+    wiki = write_text(tmp_path / "dump", gzip.compress(
+        f"<mediawiki>{mediawiki_page(1, 'T', 'Wiki text here.')}</mediawiki>".encode()))
+    text = write_text(tmp_path / "notes", gzip.compress(b"just some plain text\n"))
+    table = tmp_path / "table"
+    pq.write_table(pa.table({"text": ["a parquet row of text"]}), table)
+    _, records = read([jsonl, wiki, text, table])
+    kept = {r.source.rsplit("/", 1)[1]: r.text for r in records if r.drop_reason is None}
+    assert kept == {"data-00000": "a record of text", "dump": "Wiki text here.",
+                    "notes": "just some plain text", "table": "a parquet row of text"}
+    large = write_text(tmp_path / "large", b'{"text": "x"}\n' * 100)  # planned on the driver
+    assert [s.fmt for s in plan_splits([source(large)], 512, OPTIONS)] == [JSONL] * 3
+    assert plan_splits([source(table)], 10, OPTIONS)[0].fmt == PARQUET
+
+
+def test_json_lines_records_without_usable_text_are_counted_and_dropped(tmp_path):
+    lines = [{"text": "first record text"}, {"meta": {"content": "nested text"}},
+             {"other": "no text field"}, {"text": 42}, {"text": None}, {"text": ["list"]}]
+    body = "\n".join(json.dumps(x) for x in lines) + "\n{not json\n\n" + json.dumps(
+        {"text": "line one\nline two"}) + "\n"  # fmt: skip
+    path = write_text(tmp_path / "data.jsonl", body)
+    _, records = read([path])
+    assert [r.drop_reason for r in records] == [
+        None, "missing_text_field", "missing_text_field", "non_string_text_field",
+        "missing_text_field", "non_string_text_field", "invalid_json", "empty", None, None]
+    assert [r.text for r in records if r.drop_reason is None] == [
+        "first record text", "line one", "line two"]  # fmt: skip
+    assert len({r.doc_id for r in records}) == len(lines) + 3  # one document per record
+    nested = ReadOptions(4, ReadLimits(), ("meta", "content"))
+    _, records = read([path], options=nested)
+    assert [r.text for r in records if r.drop_reason is None] == ["nested text"]
+
+
+def test_a_json_lines_record_over_the_cap_is_dropped_not_parsed(tmp_path):
+    big = json.dumps({"text": "word " * 2000})
+    path = write_text(tmp_path / "data.jsonl.gz",
+                      gzip.compress(f'{{"text": "small one"}}\n{big}\n'.encode()))  # fmt: skip
+    options = ReadOptions(4, ReadLimits(max_record_bytes=4096))
+    _, records = read([path], options=options)
+    assert records[0].text == "small one"
+    assert {r.drop_reason for r in records[1:]} == {"record_too_large"}
+    assert sum(r.raw_bytes for r in records[1:]) == len(big)
+
+
+def test_parquet_row_groups_are_splits_and_every_row_is_read_once(tmp_path):
+    path = tmp_path / "data.parquet"
+    texts = [f"row number {i} of the table" for i in range(1000)]
+    table = pa.table({"id": list(range(1000)), "text": texts})
+    pq.write_table(table, path, row_group_size=100)
+    splits, records = read([path], split_bytes=1)
+    assert len(splits) == 10 and [(s.start, s.end) for s in splits][:2] == [(0, 1), (1, 2)]
+    assert [r.text for r in records] == texts
+    assert len({r.doc_id for r in records}) == 1000
+    with pytest.raises(PipelineError, match=r"no string column 'body' \(its string columns: text"):
+        plan_splits([source(path)], 1, ReadOptions(4, ReadLimits(), ("body",)))
+
+
+def test_many_small_files_are_grouped_into_few_tasks(tmp_path):
+    files = [write_text(tmp_path / f"f{i:05d}.txt", f"file {i} says hello\n") for i in range(2000)]
+    splits = plan_splits([source(f) for f in files], 2**20, OPTIONS)
+    tasks = group_splits(splits, 2**20)
+    assert len(splits) == 2000 and 2 <= len(tasks) <= 200
+    assert [s for task in tasks for s in task] == splits
+
+
+def test_package_files_are_named_by_package_not_by_install_location(tmp_path, monkeypatch):
+    for site in ("site-a", "site-b"):
+        write_text(tmp_path / site / "corpuspkg" / "__init__.py", "")
+        write_text(tmp_path / site / "corpuspkg" / "data" / "c.txt", "text\n")
+    names = []
+    for site in ("site-a", "site-b"):
+        monkeypatch.syspath_prepend(str(tmp_path / site))
+        monkeypatch.delitem(sys.modules, "corpuspkg", raising=False)
+        [uri] = storage.expand(["pkg://corpuspkg/data"])
+        assert f"/{site}/" in uri
+        names.append(source_names(["pkg://corpuspkg/data"], [uri])[uri])
+        monkeypatch.undo()
+    assert names == ["pkg://corpuspkg/data/c.txt"] * 2
+    other = f"file://{tmp_path}/x.txt"
+    assert source_names(["/somewhere"], [other]) == {other: other}
 
 
 def test_mediawiki_dump_yields_articles_without_markup(tmp_path):
-    path = tmp_path / "dump.xml.bz2"
-    path.write_bytes(bz2.compress(MEDIAWIKI.encode()))
-    records = list(read_split(InputSplit(f"file://{path}"), min_chars=4, val_fraction=0.1))
+    xml = ("<mediawiki>" + mediawiki_page(7, "Lobster", "'''Lobsters''' are [[crustacean]]s."
+           "[[File:Lobster.jpg|thumb|A lobster]]\n{| class=\"wikitable\"\n| cell || soup\n|}\n"
+           "They live in the [[Atlantic Ocean|sea]].{{citation needed}}")
+           + mediawiki_page(8, "Lobsters", "#REDIRECT [[Lobster]]").replace(
+               "<ns>0</ns>", "<ns>0</ns><redirect title=\"Lobster\" />")
+           + mediawiki_page(9, "Talk:Lobster", "Discussion about lobsters.", namespace=1)
+           + "</mediawiki>")  # fmt: skip
+    path = write_text(tmp_path / "dump.xml.bz2", bz2.compress(xml.encode()))
+    splits, records = read([path])
+    assert splits[0].fmt == MEDIAWIKI
     kept = [r for r in records if r.drop_reason is None]
     assert [r.text for r in kept] == ["Lobsters are crustaceans.", "They live in the sea."]
     assert len({r.doc_id for r in kept}) == 1
@@ -91,7 +192,16 @@ def test_mediawiki_dump_yields_articles_without_markup(tmp_path):
     assert pages == ["non_article_page", "redirect_page"]
 
 
-def test_wiki_to_text_drops_file_links_and_tables():
-    text = wiki_to_text("A [[File:x.png|thumb|caption]]b\n{|\n|a||b\n|}\n[[Category:Things]]")
-    assert "thumb" not in text and "caption" not in text and "||" not in text
-    assert "Category" not in text
+def test_text_suffix_is_ranged(tmp_path):
+    path = write_text(tmp_path / "a.txt", "abc\n" * 100)
+    assert {s.fmt for s in plan_splits([source(path)], 64, OPTIONS)} == {TEXT}
+
+
+def test_long_paragraphs_of_records_are_cut_like_long_lines(tmp_path):
+    paragraph = " ".join(f"word{i}" for i in range(20_000))  # ~130 KB, one paragraph
+    path = write_text(tmp_path / "data.jsonl", json.dumps({"text": "Title\n" + paragraph}) + "\n")
+    _, records = read([path], options=ReadOptions(4, ReadLimits(max_line_bytes=4096)))
+    assert records[0].text == "Title" and len(records) > 30
+    assert all(len(r.text.encode()) <= 4096 for r in records)
+    assert " ".join(r.text for r in records[1:]).split() == paragraph.split()
+    assert [r.position for r in records] == sorted({r.position for r in records})

@@ -8,12 +8,15 @@ from sparklm import storage
 from sparklm.stage import (
     ArtifactFile,
     StageNotCommitted,
+    UnsafeManifest,
     begin_stage,
     commit_stage,
     input_ref,
     listed_files,
     read_manifest,
 )
+from sparklm.storage import SymlinkRefused
+from support import write_text
 
 
 def commit(root, stage="preprocess", payload=b"data"):
@@ -74,3 +77,31 @@ def test_manifest_refuses_nan(tmp_path):
 def test_local_writes_leave_no_temporary_files(tmp_path):
     storage.write_bytes(f"file://{tmp_path}/a/b.json", json.dumps({"x": 1}).encode())
     assert [p.name for p in (tmp_path / "a").iterdir()] == ["b.json"]
+
+
+@pytest.mark.parametrize(
+    "path",
+    ["model.safetensors/../../../victim/secret.txt", "../victim/secret.txt", "/etc/hostname",
+     "file:///etc/hostname", "s3://bucket/key", "train/./part", "train//part", "a\\..\\b"],
+)  # fmt: skip
+def test_manifest_entries_cannot_leave_their_stage_folder(tmp_path, path):
+    root = f"file://{tmp_path / 'run'}"
+    write_text(tmp_path / "victim" / "secret.txt", "secret")
+    manifest = commit(root, "train")
+    manifest["files"][0]["path"] = path
+    (tmp_path / "run" / "train" / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(UnsafeManifest, match="not a plain relative path inside"):
+        listed_files(read_manifest(root, "train"))
+
+
+def test_manifest_entries_are_not_read_through_links(tmp_path):
+    root = f"file://{tmp_path / 'run'}"
+    write_text(tmp_path / "victim" / "part-00000.bin", "secret")
+    commit(root, "tokenize")
+    shard_folder = tmp_path / "run" / "tokenize" / "train"
+    for shard in shard_folder.iterdir():
+        shard.unlink()
+    shard_folder.rmdir()
+    shard_folder.symlink_to(tmp_path / "victim", target_is_directory=True)
+    with pytest.raises(SymlinkRefused, match="train is a symbolic link"):
+        listed_files(read_manifest(root, "tokenize"))

@@ -3,7 +3,8 @@
 import pytest
 
 from sparklm import storage
-from sparklm.storage import StorageError
+from sparklm.storage import StorageError, SymlinkRefused
+from support import write_text
 
 
 def test_bare_paths_become_absolute_file_uris(tmp_path, monkeypatch):
@@ -53,3 +54,60 @@ def test_missing_bucket_is_named_with_the_fix(s3_server):
     with pytest.raises(StorageError, match="bucket 'no-such-bucket' .* does not exist: create it"):
         storage.check_writable("s3://no-such-bucket/runs/x")
     storage.check_writable(s3_server.uri("runs", "x"))
+
+
+@pytest.mark.parametrize(
+    "spec",
+    ["HOME/.aws/credentials", "HOME/.ssh", "HOME/.ssh/*", "HOME/project/.git/config",
+     "HOME/.config/../.aws/credentials"],
+)  # fmt: skip
+def test_hidden_paths_are_never_read(tmp_path, spec):
+    home = tmp_path / "home"
+    for secret in (".aws/credentials", ".ssh/id_ed25519", "project/.git/config"):
+        write_text(home / secret, "secret")
+    with pytest.raises(StorageError, match="hidden folder or file '.(aws|ssh|git)'"):
+        storage.expand([spec.replace("HOME", str(home))])
+
+
+def test_a_directory_corpus_skips_everything_hidden_below_it(tmp_path):
+    home = tmp_path / "home"
+    for name in ("notes.txt", "books/a.txt", ".aws/credentials", ".ssh/id_ed25519",
+                 "books/.git/config", "books/_temporary/part-0"):  # fmt: skip
+        write_text(home / name, "x")
+    got = storage.expand([str(home)]) + storage.expand([f"{home}/*/*"])
+    assert sorted({u.removeprefix(f"file://{home}/") for u in got}) == ["books/a.txt", "notes.txt"]
+
+
+def test_links_out_of_a_corpus_folder_are_refused(tmp_path):
+    corpus, elsewhere = tmp_path / "corpus", tmp_path / "elsewhere"
+    write_text(corpus / "a.txt", "fine")
+    write_text(elsewhere / "secret.txt", "secret")
+    (corpus / "b.txt").symlink_to(elsewhere / "secret.txt")
+    with pytest.raises(SymlinkRefused, match="b.txt .* is a link to .*elsewhere/secret.txt"):
+        storage.expand([str(corpus)])
+    (corpus / "b.txt").unlink()
+    (corpus / "sub").symlink_to(elsewhere, target_is_directory=True)
+    with pytest.raises(SymlinkRefused, match="outside"):
+        storage.expand([f"{corpus}/*"])
+
+
+def test_a_linked_corpus_folder_may_not_lead_into_a_hidden_one(tmp_path):
+    write_text(tmp_path / "home" / ".ssh" / "id_ed25519", "secret")
+    (tmp_path / "corpus").symlink_to(tmp_path / "home" / ".ssh", target_is_directory=True)
+    with pytest.raises(SymlinkRefused, match="hidden path"):
+        storage.expand([str(tmp_path / "corpus")])
+
+
+@pytest.mark.parametrize(
+    "uri", ["pkg://sparklm/../conf/prompts.txt", "pkg://gensim/../../../../etc/hostname",
+            "pkg://gensim/./test/x", "pkg://gensim", "pkg://gensim/test/.hidden/x"],
+)  # fmt: skip
+def test_package_uris_cannot_leave_their_package(uri):
+    with pytest.raises(StorageError, match=r"inside its package|hidden"):
+        storage.expand([uri])
+
+
+def test_the_default_corpus_in_a_hidden_virtualenv_is_still_read():
+    [uri] = storage.expand(["pkg://gensim/test/test_data/enwiki-latest-pages-articles1.xml-"
+                            "p000000010p000030302-shortened.bz2"])  # fmt: skip
+    assert storage.size(uri) > 1_000_000

@@ -7,6 +7,7 @@ import pytest
 from tokenizers import Tokenizer, models, pre_tokenizers, trainers
 
 from sparklm.tokenizer import (
+    MAX_PRETOKEN_BYTES,
     SPECIAL_TOKENS,
     count_pretokens,
     decode,
@@ -90,3 +91,25 @@ def test_a_lossy_tokenizer_is_caught_by_the_round_trip_check(tokenizer):
     lossy.normalizer = normalizers.Lowercase()
     with pytest.raises(ValueError, match="round trip failed on document 1"):
         encode_documents(lossy, ["all lower", "Has Capitals"], 0, np.dtype("<u2"), check=2)
+
+
+def test_long_pretokens_are_counted_in_capped_pieces_and_still_encode_losslessly():
+    """A 16 KB "word" counted as it is costs the BPE trainer gigabytes (128 KB aborts it)."""
+    word = "ab" * 8192
+    counts = count_pretokens([f"doc {i}: {word}" for i in range(64)])
+    assert max(len(piece) for piece in counts) == MAX_PRETOKEN_BYTES
+    assert counts["Ġ" + "ab" * 63 + "a"] == 64  # the first piece keeps its space (Ġ)
+    tokenizer = train_from_counts(counts, 400)
+    text = f"doc 1: {word}"
+    assert decode(tokenizer, tokenizer.encode(text, add_special_tokens=False).ids) == text
+
+
+def test_documents_are_encoded_in_batches_with_the_same_ids(tokenizer, monkeypatch):
+    from sparklm import tokenizer as bpe
+
+    documents = [f"document {i} has some text" for i in range(50)]
+    whole = encode_documents(tokenizer, documents, 0, np.dtype("uint16"), check=50)
+    monkeypatch.setattr(bpe, "ENCODE_BATCH_BYTES", 64)
+    assert np.array_equal(encode_documents(tokenizer, documents, 0, np.dtype("uint16"), check=50),
+                          whole)  # fmt: skip
+    assert np.count_nonzero(whole == 0) == 50

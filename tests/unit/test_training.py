@@ -10,6 +10,7 @@ from sparklm.model import GPT, GPTConfig
 from sparklm.training import (
     GlobalState,
     TrainConfig,
+    build_optimizer,
     derive_seed,
     evaluate,
     lr_at,
@@ -29,6 +30,27 @@ def test_schedule_warms_up_then_decays_to_the_floor():
     assert lrs[-1] == pytest.approx(1e-4, rel=0.05)
 
 
+def test_wsd_holds_the_peak_then_decays_linearly_to_the_floor():
+    cfg = TrainConfig(rounds=10, local_steps=10, lr=1e-3, warmup_steps=10, min_lr_ratio=0.0,
+                      schedule="wsd", decay_fraction=0.2)  # fmt: skip
+    lrs = [lr_at(s, cfg) for s in range(cfg.total_steps)]
+    assert lrs[0] == pytest.approx(1e-4)
+    assert lrs[9:80] == [pytest.approx(1e-3)] * 71  # stable until the last 20 steps
+    decay = lrs[80:]
+    steps = [a - b for a, b in zip(decay, decay[1:], strict=False)]
+    assert steps == [pytest.approx(1e-3 / 20)] * 19  # linear
+    assert lrs[-1] == pytest.approx(1e-3 / 20)
+
+
+def test_early_rounds_average_more_often_then_switch_to_local_steps():
+    cfg = TrainConfig(rounds=5, local_steps=10, early_rounds=2, early_local_steps=3)
+    assert [cfg.steps_in_round(r) for r in range(5)] == [3, 3, 10, 10, 10]
+    assert [cfg.steps_before(r) for r in range(6)] == [0, 3, 6, 16, 26, 36]
+    assert cfg.total_steps == 36
+    with pytest.raises(ValueError, match="early_rounds"):
+        TrainConfig(rounds=2, early_rounds=3)
+
+
 def test_batches_are_windows_with_shifted_targets():
     tokens = torch.arange(1000)
     x, y = sample_batch(tokens, 8, 16, torch.Generator().manual_seed(0))
@@ -43,7 +65,7 @@ def test_seeds_differ_per_round_and_partition_but_repeat():
 
 def fresh_state(seed=0):
     torch.manual_seed(seed)
-    return GlobalState(flat(GPT(MODEL).parameters()), None, None, 0)
+    return GlobalState(flat(GPT(MODEL).parameters()), {}, 0)
 
 
 def test_replica_is_deterministic_and_does_not_touch_the_broadcast_state():
@@ -58,18 +80,61 @@ def test_replica_is_deterministic_and_does_not_touch_the_broadcast_state():
     assert a.delta.abs().sum() > 0 and a.weight == 3 * 4 * 16
 
 
-def test_two_rounds_with_carried_moments_equal_one_long_run():
-    """Averaged-state policy with one replica: splitting a run into rounds changes nothing."""
-    cfg = TrainConfig(rounds=2, local_steps=4, batch_size=4, warmup_steps=2)
+@pytest.mark.parametrize(
+    "settings",
+    [{"optimizer": "adamw"}, {"optimizer": "muon"},
+     {"optimizer": "muon", "schedule": "wsd", "rounds": 3, "early_rounds": 1,
+      "early_local_steps": 2}],
+    ids=["adamw", "muon", "muon-wsd-early-rounds"],
+)  # fmt: skip
+def test_rounds_with_carried_optimizer_state_equal_one_long_run(settings):
+    """Averaged-state policy with one replica: splitting a run into rounds changes nothing,
+    for AdamW's moments and for Muon's momentum buffers alike."""
+    cfg = TrainConfig(**{"rounds": 2, "local_steps": 4, "batch_size": 4, "warmup_steps": 2,
+                         **settings})  # fmt: skip
     tokens = torch.randint(0, 64, (3000,), generator=torch.Generator().manual_seed(2))
     state = fresh_state()
-    for r in range(2):
+    for r in range(cfg.rounds):
         u = train_replica(MODEL, cfg, state, tokens, round_index=r, partition=0)
-        delta, m, v = u.averages()
-        state = GlobalState(state.params + delta, m, v, state.step + cfg.local_steps)
+        delta, optimizer_state = u.averages()
+        state = GlobalState(state.params + delta, optimizer_state,
+                            state.step + cfg.steps_in_round(r))  # fmt: skip
 
     model = single_process_training(MODEL, cfg, tokens, seed=0)
     torch.testing.assert_close(state.params, flat(model.parameters()), atol=1e-6, rtol=1e-5)
+
+
+def test_muon_takes_the_hidden_matrices_and_adamw_the_rest():
+    torch.manual_seed(0)
+    model = GPT(MODEL)
+    optimizer = build_optimizer(model, TrainConfig(optimizer="muon", lr=1e-3, muon_lr=0.05))
+    muon = [p for g in optimizer.muon.param_groups for p in g["params"]]
+    adamw = [p for g in optimizer.adamw.param_groups for p in g["params"]]
+    assert [id(p) for p in muon] == [id(p) for p in model.hidden_matrices()]
+    assert sorted(map(id, muon + adamw)) == sorted(map(id, model.parameters()))
+    optimizer.set_lr_scale(0.5)
+    assert {g["lr"] for g in optimizer.muon.param_groups} == {0.025}
+    assert {g["lr"] for g in optimizer.adamw.param_groups} == {5e-4}
+
+
+def test_a_muon_replica_returns_its_momentum_buffers_with_the_adam_moments():
+    cfg = TrainConfig(local_steps=2, batch_size=2, optimizer="muon")
+    u = train_replica(MODEL, cfg, fresh_state(), torch.randint(0, 64, (500,)), 0, 0)
+    torch.manual_seed(0)
+    model = GPT(MODEL)
+    hidden = sum(p.numel() for p in model.hidden_matrices())
+    rest = sum(p.numel() for p in model.parameters()) - hidden
+    assert {k: v.numel() for k, v in u.state.items()} == {
+        "exp_avg": rest, "exp_avg_sq": rest, "momentum_buffer": hidden}
+    assert u.state["momentum_buffer"].abs().sum() > 0
+
+
+def test_optimizer_state_of_another_optimizer_is_refused():
+    torch.manual_seed(0)
+    optimizer = build_optimizer(GPT(MODEL), TrainConfig(optimizer="muon"))
+    with pytest.raises(ValueError, match="momentum_buffer"):
+        optimizer.load_state_vectors({"exp_avg": torch.zeros(1), "exp_avg_sq": torch.zeros(1)},
+                                     step=3)  # fmt: skip
 
 
 def test_non_finite_loss_is_reported_not_returned_as_weights():
@@ -90,8 +155,11 @@ def test_evaluate_scores_every_window():
 
 
 @pytest.mark.parametrize(
-    "bad", [{"rounds": 0}, {"outer": "adam"}, {"optimizer_state": "kept"}, {"lr": -1.0}]
-)
+    "bad",
+    [{"rounds": 0}, {"outer": "adam"}, {"optimizer_state": "kept"}, {"lr": -1.0},
+     {"optimizer": "sgd"}, {"schedule": "linear"}, {"muon_lr": 0.0}, {"decay_fraction": 0.0},
+     {"early_local_steps": 0}],
+)  # fmt: skip
 def test_bad_settings_are_refused(bad):
     with pytest.raises(ValueError):
         TrainConfig(**bad)

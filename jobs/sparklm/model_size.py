@@ -1,0 +1,123 @@
+"""How big a model is, and how much memory training or sampling it takes — without torch.
+
+Pure arithmetic on the configuration, so ``plan_run`` (Airflow side), the train
+job (before it allocates anything) and generate/publish (before they build a
+model from a registry's ``config.json``) can all refuse a model that would not
+fit, instead of dying in the allocator and being retried.
+
+The estimates are for the largest single process (the Spark driver, or the
+Python worker running one replica), in float32, and err on the high side.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from sparklm.errors import PipelineError
+
+BYTES_PER_FLOAT = 4
+GIB = 2**30
+# What a process holds before any model: Python, torch's libraries and thread pools, the
+# Spark worker (measured: importing torch alone is about 220 MB resident).
+RUNTIME_BYTES = 512 * 2**20
+DEFAULT_MEMORY_BUDGET_GB = 8.0
+# Batch of windows the driver scores validation tokens in (training.evaluate).
+EVAL_BATCH = 32
+# Flat float32 vectors of the parameter count alive at once, at the peak of a round:
+# replica — global weights, both averaged moments (broadcast), the model, its gradients,
+# AdamW's two moments, three weighted update vectors and their pickled copy (3);
+# driver — the model, global state (3), the summed update (3) and its averages (3),
+# outer momentum, a checkpoint's serialised copy (3) and the next broadcast.
+REPLICA_VECTORS = 14
+DRIVER_VECTORS = 16
+# Sampling: the weights file, the tensors parsed from it, the model.
+SAMPLING_VECTORS = 3
+
+
+class ModelTooLarge(PipelineError):
+    """A model configuration whose estimated memory exceeds the budget."""
+
+
+@dataclass(frozen=True)
+class Shape:
+    """The sizes that decide memory: the model's and the training batch's."""
+
+    vocab_size: int
+    context_len: int
+    n_layer: int
+    n_head: int
+    n_embd: int
+
+    @classmethod
+    def from_config(cls, config: Mapping[str, Any]) -> Shape:
+        return cls(*(int(config[k]) for k in
+                     ("vocab_size", "context_len", "n_layer", "n_head", "n_embd")))  # fmt: skip
+
+
+def parameter_count(shape: Shape) -> int:
+    """Distinct parameters (the tied embedding counted once), as ``GPT.num_params(False)``."""
+    c = shape.n_embd
+    per_block = 12 * c * c + 4 * c  # attention 4c², MLP 8c², two LayerNorms
+    return (shape.vocab_size + shape.context_len) * c + shape.n_layer * per_block + 2 * c
+
+
+def activation_floats(shape: Shape, batch_size: int, *, training: bool) -> int:
+    """Floats alive in one forward (and its backward) pass over ``batch_size`` full windows.
+
+    Per token and layer: the block's saved inputs and outputs (about 17·n_embd:
+    LayerNorms, q/k/v, attention output, the 4×-wide MLP twice, residuals) and the
+    attention weights (2·n_head·context, if the kernel materialises them); then the
+    logits, their log-softmax and the gradients of both (5·vocab; 2 without a
+    backward pass). Measured against real replicas, the logits term is what
+    dominates small models with a large vocabulary.
+    """
+    s = shape
+    per_token = s.n_layer * (17 * s.n_embd + 2 * s.n_head * s.context_len)
+    per_token += (5 if training else 2) * s.vocab_size + 2 * s.n_embd
+    return batch_size * s.context_len * per_token
+
+
+@dataclass(frozen=True)
+class MemoryEstimate:
+    """Estimated peak bytes of the largest process, and what it consists of."""
+
+    parameters: int
+    peak_bytes: int
+    process: str
+
+    @property
+    def gib(self) -> float:
+        return self.peak_bytes / GIB
+
+
+def training_memory(shape: Shape, batch_size: int) -> MemoryEstimate:
+    """Peak of the train job's processes: a replica's step, or the driver's round + evaluation."""
+    p = parameter_count(shape)
+    replica = REPLICA_VECTORS * p + activation_floats(shape, batch_size, training=True)
+    driver = DRIVER_VECTORS * p + activation_floats(shape, EVAL_BATCH, training=False)
+    process = "a training replica" if replica >= driver else "the driver"
+    return MemoryEstimate(p, RUNTIME_BYTES + BYTES_PER_FLOAT * max(replica, driver), process)
+
+
+def sampling_memory(shape: Shape, prompts_at_once: int = 1) -> MemoryEstimate:
+    """Peak of a process that samples: the weights three times over, a KV cache, the logits."""
+    p = parameter_count(shape)
+    kv_cache = 2 * shape.n_layer * shape.context_len * shape.n_embd * prompts_at_once
+    floats = SAMPLING_VECTORS * p + kv_cache + activation_floats(shape, prompts_at_once,
+                                                                 training=False)  # fmt: skip
+    return MemoryEstimate(p, RUNTIME_BYTES + BYTES_PER_FLOAT * floats, "a sampling process")
+
+
+def check_budget(estimate: MemoryEstimate, budget_gb: float, what: str, knobs: str) -> None:
+    """Refuse, naming the sizes to lower, when ``estimate`` exceeds ``budget_gb`` GiB."""
+    if budget_gb <= 0:
+        raise ModelTooLarge(f"the memory budget must be positive, got {budget_gb} GB")
+    if estimate.peak_bytes > budget_gb * GIB:
+        raise ModelTooLarge(
+            f"{what} has {estimate.parameters:,} parameters and needs about "
+            f"{estimate.gib:,.1f} GB in {estimate.process}, over the memory budget of "
+            f"{budget_gb:g} GB. Lower {knobs}, or raise the budget (--memory-budget-gb / the "
+            "memory_budget_gb Param) if the machines really have that much memory"
+        )

@@ -1,0 +1,66 @@
+"""Decompression caps: a bomb stops with the flag to raise; genuine files read whole."""
+
+import bz2
+import gzip
+import lzma
+
+import pyarrow as pa
+import pytest
+
+from sparklm.compressed import (
+    ReadLimits,
+    codec_from_magic,
+    codec_from_name,
+    open_decompressed,
+    strip_codec_suffix,
+)
+from sparklm.errors import PipelineError
+
+COMPRESS = {"gzip": gzip.compress, "bz2": bz2.compress, "xz": lzma.compress,
+            "zstd": lambda data: pa.Codec("zstd").compress(data, asbytes=True)}  # fmt: skip
+SUFFIX = {"gzip": ".gz", "bz2": ".bz2", "xz": ".xz", "zstd": ".zst"}
+
+
+def read_all(path, codec, limits: ReadLimits) -> bytes:
+    out = []
+    with open_decompressed(f"file://{path}", codec, limits) as f:
+        while chunk := f.read(1 << 16):
+            out.append(chunk)
+    return b"".join(out)
+
+
+@pytest.mark.parametrize("codec", COMPRESS)
+def test_a_bomb_stops_naming_the_ratio_flag(tmp_path, codec):
+    path = tmp_path / f"bomb.txt{SUFFIX[codec]}"
+    path.write_bytes(COMPRESS[codec](b"a" * (32 * 2**20)))  # a few KB, 32 MiB inside
+    assert path.stat().st_size < 200_000
+    flag = r"bomb\.txt.* raise --max-compression-ratio \(now 200\)"
+    with pytest.raises(PipelineError, match=flag):
+        read_all(path, codec, ReadLimits())
+
+
+@pytest.mark.parametrize("codec", COMPRESS)
+def test_genuine_text_reads_whole_and_the_absolute_cap_is_named(tmp_path, codec):
+    text = b"".join(b"line %d of ordinary text\n" % i for i in range(50_000))
+    path = tmp_path / f"text{SUFFIX[codec]}"
+    path.write_bytes(COMPRESS[codec](text))
+    assert read_all(path, codec, ReadLimits()) == text
+    tight = ReadLimits(max_decompressed_gb=len(text) / 2e9)
+    with pytest.raises(PipelineError, match=r"raise --max-decompressed-gb \(now 0.000"):
+        read_all(path, codec, tight)
+
+
+def test_codecs_are_known_by_suffix_and_by_content():
+    assert codec_from_name("wiki.JSONL.ZST") == "zstd" and codec_from_name("a.txt") is None
+    assert strip_codec_suffix("corpus.jsonl.gz") == "corpus.jsonl"
+    assert strip_codec_suffix("corpus.jsonl") == "corpus.jsonl"
+    for codec, compress in COMPRESS.items():
+        assert codec_from_magic(compress(b"hello")) == codec
+    assert codec_from_magic(b"hello") is None
+
+
+def test_a_small_file_may_expand_past_the_ratio_up_to_16_mib(tmp_path):
+    path = tmp_path / "log.txt.gz"
+    text = b"GET /index.html 200\n" * 500_000  # 10 MB from ~20 KB: ratio ~500
+    path.write_bytes(gzip.compress(text))
+    assert read_all(path, "gzip", ReadLimits()) == text

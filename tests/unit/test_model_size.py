@@ -1,0 +1,61 @@
+"""The torch-free memory estimate: exact parameter counts, an upper bound on real peaks."""
+
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from sparklm.model import GPT, GPTConfig
+from sparklm.model_size import (
+    GIB,
+    ModelTooLarge,
+    Shape,
+    check_budget,
+    parameter_count,
+    training_memory,
+)
+
+
+@pytest.mark.parametrize(
+    "dims", [(50, 8, 1, 2, 16), (4096, 128, 4, 4, 128), (300, 32, 3, 4, 96), (65536, 64, 2, 8, 64)]
+)
+def test_parameter_count_matches_the_model(dims):
+    shape = Shape(*dims)
+    with torch.device("meta"):
+        model = GPT(GPTConfig(*dims))
+    assert parameter_count(shape) == model.num_params(non_embedding=False)
+
+
+def test_the_issues_huge_params_are_refused_and_the_defaults_fit():
+    huge = training_memory(Shape(65536, 8192, 96, 64, 8192), batch_size=4096)
+    assert huge.parameters > 77e9
+    with pytest.raises(ModelTooLarge, match=r"77,\d{3},\d{3},\d{3} parameters .* over the memory "
+                                            r"budget of 8 GB\. Lower the n_layer"):  # fmt: skip
+        check_budget(huge, 8, "the model", "the n_layer or n_embd")
+    default = training_memory(Shape(4096, 128, 4, 4, 128), batch_size=16)
+    check_budget(default, 8, "the model", "-")
+    assert default.peak_bytes < 1 * GIB
+
+
+MEASURE = """
+import resource, sys, torch
+from sparklm.averaging import flat
+from sparklm.model import GPT, GPTConfig
+from sparklm.training import GlobalState, TrainConfig, train_replica
+torch.set_num_threads(1)
+cfg = GPTConfig(vocab_size=4096, context_len=128, n_layer=4, n_head=4, n_embd=128)
+state = GlobalState(flat(GPT(cfg).parameters()), {}, 0)
+tokens = torch.randint(0, 4096, (128 * 50,))
+train_replica(cfg, TrainConfig(batch_size=32, local_steps=2), state, tokens, 0, 0)
+print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
+"""
+
+
+def test_the_estimate_bounds_a_real_replicas_peak_memory():
+    """A replica's whole process (interpreter and torch included) stays under the estimate."""
+    out = subprocess.run([sys.executable, "-c", MEASURE], capture_output=True, text=True,
+                         check=True)  # fmt: skip
+    peak = int(out.stdout.strip())
+    estimate = training_memory(Shape(4096, 128, 4, 4, 128), batch_size=32)
+    assert peak < estimate.peak_bytes, (peak / 2**20, estimate.peak_bytes / 2**20)

@@ -1,0 +1,155 @@
+"""A stage clears only what the pipeline created; nothing goes through a symbolic link."""
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+from sparklm import storage
+from sparklm.ownership import CHECKOUT, MARKER, NotOwned, check_run_root
+from sparklm.stage import (
+    ArtifactFile,
+    begin_stage,
+    commit_stage,
+    invalidate_stage,
+    read_manifest,
+)
+from sparklm.storage import SymlinkRefused
+from support import tree_checksums, write_text
+
+
+@pytest.fixture
+def victim(tmp_path) -> Path:
+    """A folder of someone's files that no stage may touch."""
+    folder = tmp_path / "victim"
+    write_text(folder / "thesis.tex", "years of work")
+    write_text(folder / "data" / "results.csv", "a,b\n1,2\n")
+    return folder
+
+
+def test_a_stage_folder_the_pipeline_did_not_create_is_refused_and_kept(tmp_path, victim):
+    root = tmp_path / "run"
+    (root / "train").mkdir(parents=True)
+    for path in victim.rglob("*"):  # the user's files, where train would clear
+        if path.is_file():
+            write_text(root / "train" / path.relative_to(victim), path.read_bytes())
+    before = tree_checksums(root)
+    for clear in (begin_stage, invalidate_stage):
+        with pytest.raises(NotOwned, match=r"holds files the pipeline did not write .* Nothing"):
+            clear(f"file://{root}", "train")
+    assert tree_checksums(root) == before
+
+
+def test_a_symlinked_stage_folder_is_refused_and_its_target_kept(tmp_path, victim):
+    root = tmp_path / "run"
+    root.mkdir()
+    (root / "preprocess").symlink_to(victim, target_is_directory=True)
+    before = tree_checksums(victim)
+    with pytest.raises(SymlinkRefused, match="preprocess is a symbolic link"):
+        begin_stage(f"file://{root}", "preprocess")
+    assert tree_checksums(victim) == before
+
+
+def test_a_symlinked_run_root_is_refused(tmp_path, victim):
+    (tmp_path / "run").symlink_to(victim, target_is_directory=True)
+    before = tree_checksums(victim)
+    with pytest.raises(NotOwned, match="symbolic link"):
+        check_run_root(f"file://{tmp_path / 'run'}")
+    with pytest.raises(SymlinkRefused):
+        begin_stage(f"file://{tmp_path / 'run'}", "preprocess")
+    assert tree_checksums(victim) == before
+
+
+def test_symlinked_manifests_are_neither_read_nor_replaced(tmp_path, victim):
+    root = f"file://{tmp_path / 'run'}"
+    uri = begin_stage(root, "tokenize")
+    commit_stage(root, "tokenize", files=[ArtifactFile.write(uri, "a.bin", b"x")], params={},
+                 stats={})  # fmt: skip
+    manifest = tmp_path / "run" / "tokenize" / "manifest.json"
+    write_text(victim / "manifest.json", manifest.read_text())
+    manifest.unlink()
+    manifest.symlink_to(victim / "manifest.json")
+    before = tree_checksums(victim)
+    with pytest.raises(SymlinkRefused, match="manifest.json is a symbolic link"):
+        read_manifest(root, "tokenize")
+    with pytest.raises(SymlinkRefused):
+        begin_stage(root, "tokenize")
+    assert manifest.is_symlink() and tree_checksums(victim) == before
+
+
+def test_links_inside_an_owned_stage_are_removed_not_followed(tmp_path, victim):
+    root = f"file://{tmp_path / 'run'}"
+    uri = begin_stage(root, "generate")
+    (tmp_path / "run" / "generate" / "planted").symlink_to(victim, target_is_directory=True)
+    before = tree_checksums(victim)
+    begin_stage(root, "generate")
+    assert sorted(os.listdir(tmp_path / "run" / "generate")) == [MARKER]
+    assert tree_checksums(victim) == before
+    with pytest.raises(SymlinkRefused):  # nor is anything written through one
+        (tmp_path / "run" / "generate" / "sub").symlink_to(victim, target_is_directory=True)
+        ArtifactFile.write(uri, "sub/out.json", b"{}")
+    assert tree_checksums(victim) == before
+
+
+def test_the_marker_is_written_before_any_data_and_survives_clearing(tmp_path):
+    root = f"file://{tmp_path / 'run'}"
+    uri = begin_stage(root, "preprocess")
+    marker = json.loads((tmp_path / "run" / "preprocess" / MARKER).read_text())
+    assert marker["owner"] == "llm-decoder-pipeline" and marker["stage"] == "preprocess"
+    ArtifactFile.write(uri, "train/part-00000.parquet", b"rows")
+    begin_stage(root, "preprocess")  # a rerun: the pipeline's own folder is cleared
+    assert os.listdir(tmp_path / "run" / "preprocess") == [MARKER]
+
+
+def test_empty_or_half_claimed_folders_are_adopted(tmp_path):
+    root = tmp_path / "run"
+    (root / "tokenize").mkdir(parents=True)
+    (root / "train").mkdir()
+    (root / "train" / f"{MARKER}.tmp-0123").write_bytes(b"")  # killed while claiming
+    for stage in ("tokenize", "train"):
+        begin_stage(f"file://{root}", stage)
+        assert os.listdir(root / stage) == [MARKER]
+
+
+def test_claiming_works_on_s3_and_refuses_foreign_prefixes(s3_server):
+    root = s3_server.uri("ownership")
+    storage.write_bytes(f"{root}/train/notes.txt", b"someone's")
+    with pytest.raises(NotOwned, match="notes.txt"):
+        begin_stage(root, "train")
+    assert storage.read_bytes(f"{root}/train/notes.txt") == b"someone's"
+    uri = begin_stage(root, "tokenize")
+    ArtifactFile.write(uri, "a.bin", b"x")
+    begin_stage(root, "tokenize")
+    assert storage.list_files(uri) == [f"{uri}/{MARKER}"]
+
+
+@pytest.mark.parametrize(
+    ("uri", "reason"),
+    [
+        ("file:////", "filesystem root"),
+        ("file:///", "filesystem root"),
+        ("/", "filesystem root"),
+        ("s3://bucket", "whole bucket"),
+        ("s3://bucket/", "whole bucket"),
+        (f"file://{os.path.expanduser('~')}", "home directory"),
+        (f"file://{CHECKOUT}", "project checkout"),
+        (f"file://{CHECKOUT.parent}", "project checkout"),
+        ("pkg://gensim/test", "pkg://"),
+        ("file:///tmp/run/../etc", r"'\.\.'"),
+    ],
+)  # fmt: skip
+def test_run_roots_that_are_not_a_runs_own_are_refused(uri, reason):
+    with pytest.raises(NotOwned, match=reason):
+        check_run_root(uri)
+
+
+def test_ordinary_run_roots_pass_unchanged(tmp_path):
+    assert check_run_root(f"file://{tmp_path}/run") == f"file://{tmp_path}/run"
+    assert check_run_root(f"file://{CHECKOUT}/runs/x") == f"file://{CHECKOUT}/runs/x"
+    assert check_run_root("s3://bucket/runs/x") == "s3://bucket/runs/x"
+
+
+def test_uris_are_normalized_without_following_links(tmp_path, victim):
+    (tmp_path / "link").symlink_to(victim, target_is_directory=True)
+    assert storage.normalize_uri(str(tmp_path / "link")) == f"file://{tmp_path}/link"
