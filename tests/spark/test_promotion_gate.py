@@ -124,8 +124,8 @@ def test_the_published_hf_folder_is_the_trained_model(runs, tmp_path):
     version = publish(wiki, registry)["stats"]["version_uri"]
     folder = version.removeprefix("file://")
     run = read_json(f"{version}/run.json")
-    assert run["hf_export"] == {"exported": True, "folder": "hf",
-                                "architecture": "GPT2LMHeadModel"}  # fmt: skip
+    assert run["hf_export"] == {"exported": True, "folder": "hf",  # the default block
+                                "architecture": "Qwen3ForCausalLM"}  # fmt: skip
     assert {a["path"] for a in run["artifacts"]} >= {
         f"hf/{n}" for n in ("config.json", "model.safetensors", "generation_config.json",
                             "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json")}
@@ -137,7 +137,7 @@ def test_the_published_hf_folder_is_the_trained_model(runs, tmp_path):
     ids = tok(text, return_tensors="pt")["input_ids"][:, : ours.config.context_len]
     with torch.no_grad():
         diff = (ours(ids)[0] - hf(ids).logits).abs().max().item()
-    print(f"gpt2 trained model, real text: max |logit diff| = {diff:.3e}")
+    print(f"qwen3 trained model, real text: max |logit diff| = {diff:.3e}")
     assert diff <= 1e-4
 
     prompt, new = "The history of", 24

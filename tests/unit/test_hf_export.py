@@ -4,6 +4,8 @@ Oracles: ``transformers`` itself (``AutoModelForCausalLM``/``AutoTokenizer`` loa
 exported folder with no custom code), against our model and tokenizer.
 """
 
+import json
+
 import pytest
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -13,6 +15,7 @@ from sparklm.model import GPT, GPTConfig
 from sparklm.sampling import generate
 from sparklm.tokenizer import count_pretokens, decode, special_ids, train_from_counts
 from sparklm.weights import model_bytes
+from support import load_job
 
 HOSTILE = [
     "plain ASCII, with punctuation! And \"quotes\", it's n't .",
@@ -26,6 +29,18 @@ HOSTILE = [
     "   leading spaces",
 ]
 SHAPE = {"context_len": 24, "n_layer": 2, "n_head": 4, "n_embd": 32}
+MODERN = {"position": "rope", "norm": "rmsnorm", "mlp": "swiglu", "rope_theta": 500.0,
+          "norm_eps": 1e-6}  # fmt: skip
+# Each mapping, and the switches that change what is exported (biases, a separate head).
+FAMILIES = {
+    "gpt2": {},
+    "gpt2-bias-untied": {"bias": True, "tie_embeddings": False},
+    "llama": MODERN,
+    "llama-untied": {**MODERN, "tie_embeddings": False},
+    "qwen3": {**MODERN, "qk_norm": True},
+    "qwen3-untied": {**MODERN, "qk_norm": True, "tie_embeddings": False},
+}
+HF_CLASS = {"gpt2": "GPT2LMHeadModel", "llama": "LlamaForCausalLM", "qwen3": "Qwen3ForCausalLM"}
 
 
 @pytest.fixture(scope="module")
@@ -52,21 +67,26 @@ def exported(model: GPT, tokenizer, folder):
     return hf, AutoTokenizer.from_pretrained(folder, trust_remote_code=False)
 
 
-def test_gpt2_logits_equal_ours_on_random_inputs(tokenizer, tmp_path):
-    model = random_model(tokenizer.get_vocab_size())
+@pytest.mark.parametrize("family", FAMILIES)
+def test_logits_equal_ours_on_random_and_real_inputs(family, tokenizer, tmp_path):
+    model = random_model(tokenizer.get_vocab_size(), **FAMILIES[family])
     hf, _ = exported(model, tokenizer, tmp_path)
-    assert type(hf).__name__ == "GPT2LMHeadModel"
-    idx = torch.randint(0, model.config.vocab_size, (3, SHAPE["context_len"]),
-                        generator=torch.Generator().manual_seed(1))  # fmt: skip
-    with torch.no_grad():
-        ours, theirs = model(idx)[0], hf(idx).logits
-    diff = (ours - theirs).abs().max().item()
-    print(f"gpt2 random inputs: max |logit diff| = {diff:.3e}")
-    assert diff <= 1e-4
+    assert type(hf).__name__ == HF_CLASS[family.split("-")[0]]
+    random_ids = torch.randint(0, model.config.vocab_size, (3, SHAPE["context_len"]),
+                               generator=torch.Generator().manual_seed(1))  # fmt: skip
+    text = " ".join(HOSTILE)
+    real_ids = torch.tensor([tokenizer.encode(text).ids[: SHAPE["context_len"]]])
+    for inputs, idx in (("random", random_ids), ("real", real_ids)):
+        with torch.no_grad():
+            ours, theirs = model(idx)[0], hf(idx).logits
+        diff = (ours - theirs).abs().max().item()
+        print(f"{family} {inputs} inputs: max |logit diff| = {diff:.3e}")
+        assert diff <= 1e-4
 
 
-def test_greedy_generate_equals_our_temperature_zero_decoding(tokenizer, tmp_path):
-    model = random_model(tokenizer.get_vocab_size(), seed=3)
+@pytest.mark.parametrize("family", ["gpt2", "llama", "qwen3"])
+def test_greedy_generate_equals_our_temperature_zero_decoding(family, tokenizer, tmp_path):
+    model = random_model(tokenizer.get_vocab_size(), seed=3, **FAMILIES[family])
     hf, hf_tokenizer = exported(model, tokenizer, tmp_path)
     eod = special_ids(tokenizer)["eod"]
     for prompt in ("The history of", "日本語"):
@@ -93,3 +113,17 @@ def test_the_tokenizer_round_trips_hostile_unicode_like_ours(tokenizer, tmp_path
         assert hf_tokenizer.decode(ids) == decode(tokenizer, ids) == text
         if "<|" not in text:  # special tokens typed as text are special tokens in both
             assert hf_tokenizer.decode([eod, *ids], skip_special_tokens=True) == text
+
+
+def test_a_block_no_stock_class_computes_is_published_without_hf(tokenizer, tmp_path):
+    model = random_model(tokenizer.get_vocab_size(), **{**MODERN, "mlp": "gelu"})
+    assert model.config.hf_architecture() is None  # RoPE + RMSNorm + GELU: no stock class
+    contents = {"config.json": json.dumps(model.config.to_dict()).encode(),
+                "model.safetensors": model_bytes(model),
+                "tokenizer.json": tokenizer.to_str().encode()}  # fmt: skip
+    with pytest.raises(hf_export.NotExportable, match="no stock transformers class"):
+        hf_export.export(model.config.to_dict(), contents["model.safetensors"],
+                         tokenizer.to_str())  # fmt: skip
+    written, record = load_job("publish").export_hf(f"file://{tmp_path}", contents)
+    assert written == [] and not (tmp_path / hf_export.FOLDER).exists()
+    assert record["exported"] is False and "no stock transformers class" in record["reason"]
