@@ -230,9 +230,9 @@ def choose_evaluation_set(
     registry set that cannot be read is reported as the reason the candidate is not
     promoted, because the version itself is still worth publishing.
     """
+    pointer = eval_sets.current(registry, model_name)  # refuses links before any write
     if args.eval_input:
         return eval_sets.from_input(args.eval_input.split(","), args.eval_max_bytes), None
-    pointer = eval_sets.current(registry, model_name)
     if pointer is None:
         documents = (text for entry in listed_files(preprocess, "val/")
                      for text in read_doc_texts(entry["uri"]))  # fmt: skip

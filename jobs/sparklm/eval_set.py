@@ -141,15 +141,28 @@ def pointer_uri(registry: str, model: str) -> str:
     return storage.join(registry, model, POINTER)
 
 
+def set_uri(registry: str, model: str, sha256: str) -> str:
+    """A set's content-addressed file; refused when it, or a folder above it inside the
+    registry, is a symbolic link (never read or written through one, as ``latest.json``)."""
+    uri = storage.join(registry, model, FOLDER, f"{sha256}.jsonl")
+    storage.refuse_symlinks(registry, uri)
+    return uri
+
+
 def current(registry: str, model: str) -> dict[str, Any] | None:
-    """The set in force for ``model`` (its ``evaluation.json``), or None before the first."""
+    """The set in force for ``model`` (its ``evaluation.json``), or None before the first.
+
+    Called before publish writes anything, so a link at the pointer or at ``evaluation/``
+    stops the job there."""
     uri = pointer_uri(registry, model)
+    storage.refuse_symlinks(registry, uri)
+    storage.refuse_symlinks(registry, storage.join(registry, model, FOLDER))
     return json.loads(storage.read_bytes(uri)) if storage.exists(uri) else None
 
 
 def load(registry: str, model: str, pointer: dict[str, Any]) -> EvalSet:
     """The documents the pointer names, checked against its checksum."""
-    uri = storage.join(registry, model, FOLDER, f"{pointer['sha256']}.jsonl")
+    uri = set_uri(registry, model, pointer["sha256"])
     if not storage.exists(uri):
         raise EvalSetError(f"the evaluation set {uri} named by {POINTER} is missing")
     data = storage.read_bytes(uri)
@@ -161,12 +174,13 @@ def load(registry: str, model: str, pointer: dict[str, Any]) -> EvalSet:
 
 def store(registry: str, model: str, eval_set: EvalSet) -> None:
     """Write the set's content-addressed file (idempotent: same bytes, same name)."""
-    uri = storage.join(registry, model, FOLDER, f"{eval_set.sha256}.jsonl")
+    uri = set_uri(registry, model, eval_set.sha256)
     if not storage.exists(uri):
         storage.write_bytes(uri, eval_set.data)
 
 
 def put_in_force(registry: str, model: str, description: dict[str, Any]) -> None:
     """Make a stored set the one in force (called just before ``latest.json`` moves)."""
-    storage.write_bytes(pointer_uri(registry, model),
-                        json.dumps(description, indent=2, sort_keys=True).encode())  # fmt: skip
+    uri = pointer_uri(registry, model)
+    storage.refuse_symlinks(registry, uri)
+    storage.write_bytes(uri, json.dumps(description, indent=2, sort_keys=True).encode())

@@ -7,7 +7,7 @@ import pytest
 
 from sparklm import eval_set, storage
 from sparklm.eval_set import EvalSetError, capped
-from sparklm.storage import StorageError
+from sparklm.storage import StorageError, SymlinkRefused
 
 HOSTILE = ["first line\nsecond line", "emoji 👩\u200d👩\u200d👧, \"quotes\" and \\ slashes",
            "combining e\u0301 and \u0915\u094d\u0937", "trailing newline\n",
@@ -62,3 +62,24 @@ def test_a_stored_set_is_read_back_only_while_it_matches_its_checksum(tmp_path):
     with pytest.raises(EvalSetError, match="is missing"):
         eval_set.load(registry, "m", pointer)
     assert storage.exists(eval_set.pointer_uri(registry, "m"))
+
+
+def test_the_set_and_its_pointer_are_never_read_or_written_through_a_link(tmp_path):
+    registry, elsewhere = tmp_path / "registry", tmp_path / "elsewhere"
+    s = capped(HOSTILE, "test", 10_000)
+    eval_set.store(f"file://{elsewhere}", "m", s)
+    eval_set.put_in_force(f"file://{elsewhere}", "m", s.describe())
+    (registry / "m").mkdir(parents=True)
+    (registry / "m" / "evaluation.json").symlink_to(elsewhere / "m" / "evaluation.json")
+    uri = f"file://{registry}"
+    with pytest.raises(SymlinkRefused, match="symbolic link"):
+        eval_set.current(uri, "m")
+    with pytest.raises(SymlinkRefused):
+        eval_set.put_in_force(uri, "m", s.describe())
+    (registry / "m" / "evaluation.json").unlink()
+    (registry / "m" / "evaluation").symlink_to(elsewhere / "m" / "evaluation")
+    for call in (lambda: eval_set.current(uri, "m"), lambda: eval_set.store(uri, "m", s),
+                 lambda: eval_set.load(uri, "m", s.describe())):  # fmt: skip
+        with pytest.raises(SymlinkRefused):
+            call()
+    assert (elsewhere / "m" / "evaluation.json").read_text().count(s.sha256) == 2
