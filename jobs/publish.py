@@ -114,6 +114,11 @@ def parse_args(argv: Sequence[str]):
         "the registry's set in force; for the first version, this run's validation split)",
     )
     p.add_argument(
+        "--allowed-corpus-prefixes",
+        help="comma-separated URI prefixes --eval-input must lie under (it is read as a "
+        f"corpus is), or '*' for anywhere (default: ${allowlist.CORPUS_ENV}, else anywhere)",
+    )
+    p.add_argument(
         "--eval-max-bytes",
         type=int,
         default=eval_sets.DEFAULT_MAX_BYTES,
@@ -232,7 +237,9 @@ def choose_evaluation_set(
     """
     pointer = eval_sets.current(registry, model_name)  # refuses links before any write
     if args.eval_input:
-        return eval_sets.from_input(args.eval_input.split(","), args.eval_max_bytes), None
+        specs = args.eval_input.split(",")
+        allowlist.check_corpus(specs, args.allowed_corpus_prefixes)
+        return eval_sets.from_input(specs, args.eval_max_bytes), None
     if pointer is None:
         documents = (text for entry in listed_files(preprocess, "val/")
                      for text in read_doc_texts(entry["uri"]))  # fmt: skip

@@ -72,6 +72,7 @@ PIPELINE: tuple[SparkJob, ...] = (
         ("--model-name", "{{ params.model_name }}"),
         ("--tolerance", "{{ params.promotion_tolerance }}"),
         ("--eval-input", "{{ params.eval_input or '' }}"),
+        ("--allowed-corpus-prefixes", CORPUS_PREFIXES),
         ("--require-approval", "{{ params.require_approval }}"),
         ("--dag-run-id", "{{ run_id }}"),
         *_flags("memory_budget_gb"),

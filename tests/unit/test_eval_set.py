@@ -6,8 +6,10 @@ import json
 import pytest
 
 from sparklm import eval_set, storage
+from sparklm.allowlist import NotAllowed
 from sparklm.eval_set import EvalSetError, capped
 from sparklm.storage import StorageError, SymlinkRefused
+from support import load_job
 
 HOSTILE = ["first line\nsecond line", "emoji 👩\u200d👩\u200d👧, \"quotes\" and \\ slashes",
            "combining e\u0301 and \u0915\u094d\u0937", "trailing newline\n",
@@ -83,3 +85,22 @@ def test_the_set_and_its_pointer_are_never_read_or_written_through_a_link(tmp_pa
         with pytest.raises(SymlinkRefused):
             call()
     assert (elsewhere / "m" / "evaluation.json").read_text().count(s.sha256) == 2
+
+
+def test_publish_reads_an_explicit_set_only_under_the_corpus_allow_list(tmp_path):
+    publish = load_job("publish")
+    (tmp_path / "allowed").mkdir()
+    (tmp_path / "allowed" / "eval.txt").write_text("held-out text", encoding="utf-8")
+    (tmp_path / "secret.txt").write_text("not the pipeline's to read", encoding="utf-8")
+    registry = f"file://{tmp_path / 'registry'}"
+
+    def choose(eval_input):
+        args = publish.parse_args(["--run-root", f"file://{tmp_path / 'run'}", "--registry",
+                                   registry, "--model-name", "m", "--eval-input", eval_input,
+                                   "--allowed-corpus-prefixes", f"file://{tmp_path}/allowed/"])
+        return publish.choose_evaluation_set(args, registry, "m", {})  # fmt: skip
+
+    chosen, problem = choose(str(tmp_path / "allowed" / "eval.txt"))
+    assert chosen.documents == ("held-out text",) and problem is None
+    with pytest.raises(NotAllowed, match="outside the allowed locations"):
+        choose(str(tmp_path / "secret.txt"))
