@@ -11,6 +11,11 @@
   `terminate_cluster` (a teardown: the cluster goes away whether the steps
   succeed or fail, and a failed step still fails the run).
 
+Then, in either mode, `review_request` → `approve_promotion` → `promote`: with the
+`require_approval` Param a version that passes the promotion gate waits for a person
+(Approve moves `latest.json`; Reject leaves it, recording who rejected); without it
+they are skipped.
+
 Tasks hand each other only URIs (run root, registry, code bundle) through XCom;
 a stage is complete when its `manifest.json` is written, and a retried `train`
 resumes from its last checkpointed round.
@@ -37,12 +42,14 @@ from airflow.sdk import (
     AssetOrTimeSchedule,
     CronTriggerTimetable,
     TaskGroup,
+    TriggerRule,
     Variable,
     chain,
     task,
 )
-from airflow.sdk.exceptions import AirflowFailException
+from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 
+from llm_pipeline.approval import PromotionApproval
 from llm_pipeline.emr import emr_steps
 from llm_pipeline.jobs import PIPELINE, SparkJob, xcom
 from llm_pipeline.operators import EmrStepWatcher, SparkJobOperator
@@ -198,4 +205,28 @@ with DAG(
         """The first task of the chosen mode (ids taken from the tasks themselves)."""
         return first_task[params["env"]]
 
+    @task(trigger_rule=TriggerRule.NONE_FAILED_MIN_ONE_SUCCESS)
+    def review_request(plan: dict) -> dict:
+        """With require_approval, what the approver is asked about this run's version;
+        otherwise (or when the gate already refused it) the approval is skipped."""
+        from llm_pipeline.review import review_request as request
+
+        found = request(plan["run_root"])
+        if found is None:
+            raise AirflowSkipException("nothing awaits approval: require_approval is off, or "
+                                       "the version did not pass the promotion gate")
+        return found
+
+    @task
+    def promote(request: dict, answer: dict) -> None:
+        """Approved: move latest.json to the version, recording who approved it."""
+        from llm_pipeline.approval import responder
+        from llm_pipeline.review import approve
+
+        approve(request["registry"], request["model_name"], request["version"], responder(answer))
+
+    request = review_request(planned)
+    approval = PromotionApproval(task_id="approve_promotion",
+                                 request_task_id=request.operator.task_id, retries=0)
     chain(planned, choose_env(), [local, emr])
+    chain([stages[-1], watchers[-1]], request, approval, promote(request, approval.output))

@@ -1,16 +1,21 @@
 """Publish: copy a run's model into the versioned registry, write its card, gate promotion.
 
     spark-submit jobs/publish.py --run-root URI --registry URI --model-name NAME
-        [--version V] [--tolerance 0.0]
+        [--version V] [--tolerance 0.0] [--eval-input URI[,URI…]] [--require-approval]
 
 Writes ``{registry}/{model_name}/{version}/`` (weights, config, tokenizer,
 metrics, plot, generations, ``MODEL_CARD.md``, ``run.json`` with every
 checksum, and ``promotion.json`` last), then moves
 ``{registry}/{model_name}/latest.json`` to it only if the promotion gate
-passes. A rejected version stays published, marked not promoted, with the
-reason. The work is a handful of object copies, done on the driver; it runs
-under spark-submit like every stage so that local mode and EMR steps ship it
-the same way.
+passes. The gate scores the candidate *and* the current latest on the
+registry's evaluation set (the same bytes for both, see ``sparklm.eval_set``)
+and promotes when the candidate is no worse within ``--tolerance``. A rejected
+version stays published, marked not promoted, with the reason. With
+``--require-approval`` a version that passes the gate waits for a person (the
+DAG's approval task) instead. The work is object copies and two forward passes
+over at most ``--eval-max-bytes`` of text, done on the driver; it runs under
+spark-submit like every stage so that local mode and EMR steps ship it the
+same way.
 
 Registries outside ``--allowed-registry-prefixes`` (comma-separated; the DAG
 always passes its list, a job run by hand falls back to the environment
@@ -27,8 +32,11 @@ import json
 import time
 from collections.abc import Sequence
 
-from sparklm import allowlist, faults, sparkjob, storage
+from sparklm import allowlist, faults, hf_export, sparkjob, storage
+from sparklm import eval_set as eval_sets
 from sparklm.errors import PipelineError
+from sparklm.eval_set import EvalSet, EvalSetError
+from sparklm.evaluation import Score, score_artifacts
 from sparklm.model_card import render_model_card
 from sparklm.model_size import DEFAULT_MEMORY_BUDGET_GB
 from sparklm.registry import (
@@ -38,10 +46,11 @@ from sparklm.registry import (
     check_name,
     check_registry,
     current_latest,
+    promote,
     promotion_decision,
     version_uri,
-    write_latest,
 )
+from sparklm.shards import read_doc_texts
 from sparklm.stage import (
     ArtifactFile,
     begin_stage,
@@ -64,6 +73,8 @@ ARTIFACTS = (
     ("generate", "generated.jsonl"),
     ("generate", "generated.txt"),
 )
+# What it takes to load (and so to score) a published version.
+MODEL_FILES = ("model.safetensors", "config.json", "tokenizer.json")
 GATED_METRICS = ("val_loss", "val_bpb", "val_ppl", "val_acc", "train_loss")
 
 
@@ -80,7 +91,8 @@ def parse_args(argv: Sequence[str]):
         "--tolerance",
         type=float,
         default=0.0,
-        help="promote when val bits/byte <= latest's + tolerance (default 0)",
+        help="promote when bits/byte on the registry's evaluation set <= the latest's on "
+        "the same set + tolerance (default 0)",
     )
     p.add_argument(
         "--allowed-registry-prefixes",
@@ -94,10 +106,49 @@ def parse_args(argv: Sequence[str]):
         help="refuse a model whose estimated sampling memory exceeds this "
         f"(default {DEFAULT_MEMORY_BUDGET_GB:g}): nobody could load it from the registry",
     )
+    p.add_argument(
+        "--eval-input",
+        default="",
+        help="comma-separated text or JSON Lines files (globs) to score both models on, and "
+        "the registry's evaluation set from then on if the candidate is promoted (default: "
+        "the registry's set in force; for the first version, this run's validation split)",
+    )
+    p.add_argument(
+        "--allowed-corpus-prefixes",
+        help="comma-separated URI prefixes --eval-input must lie under (it is read as a "
+        f"corpus is), or '*' for anywhere (default: ${allowlist.CORPUS_ENV}, else anywhere)",
+    )
+    p.add_argument(
+        "--eval-max-bytes",
+        type=int,
+        default=eval_sets.DEFAULT_MAX_BYTES,
+        help="the evaluation set keeps whole documents up to this many bytes of text "
+        f"(default {eval_sets.DEFAULT_MAX_BYTES})",
+    )
+    p.add_argument(
+        "--require-approval",
+        type=flag_value,
+        nargs="?",
+        const=True,
+        default=False,
+        help="publish the version but leave latest.json alone: a person approves the "
+        "promotion (the DAG's approval task), or not",
+    )
+    p.add_argument("--dag-id", default="llm_decoder", help="the Airflow DAG that ran this")
+    p.add_argument("--dag-run-id", default="", help="the Airflow run, linked from the registry")
     args = p.parse_args(argv)
     if args.tolerance < 0:
         p.error("--tolerance must be >= 0")
+    if args.eval_max_bytes < 1:
+        p.error("--eval-max-bytes must be positive")
     return args  # fmt: skip
+
+
+def flag_value(text: str) -> bool:
+    """``true``/``false`` as the DAG renders a boolean Param (``True``/``False``)."""
+    if text.lower() not in ("true", "false"):
+        raise ValueError(text)
+    return text.lower() == "true"
 
 
 def default_version(train_manifest: dict) -> str:
@@ -141,62 +192,185 @@ def main(argv: Sequence[str]) -> dict:
     storage.refuse_symlinks(registry, target)
     refuse_overwriting_another_model(target, model_checksum(manifests["train"]))
     storage.check_writable(registry)
+    evaluation_set, problem = choose_evaluation_set(args, registry, model_name,
+                                                    manifests["preprocess"])  # fmt: skip
 
     begin_stage(args.run_root, STAGE)
+    copied, contents = copy_artifacts(manifests, target)
+    latest = current_latest(registry, model_name)
+    if latest is not None and latest["version"] == version:
+        latest = latest.get("previous")  # republishing: compare with what it replaced
+    decision = gate(args, registry, model_name, version, contents, manifests["train"], latest,
+                    evaluation_set, problem)  # fmt: skip
+    exported, hf_export = export_hf(target, contents)
+    copied += exported
+    copied += describe_version(args, model_name, version, target, manifests, refs, contents,
+                               decision, hf_export, copied)  # fmt: skip
+    storage.write_bytes(storage.join(target, PROMOTION),
+                        json.dumps(decision, indent=2, sort_keys=True).encode())  # fmt: skip
+    faults.crash_point("publish:before-latest")
+    if decision["promoted"]:
+        promote(registry, model_name, decision["pointer"], decision["evaluation"]["set"])
+    state = ("promoted" if decision["promoted"] else
+             "awaiting approval" if decision["awaiting_approval"] else "NOT promoted")  # fmt: skip
+    sparkjob.log.info("published %s (%s): %s", target, state, decision["reason"])
+    return commit_stage(
+        args.run_root, STAGE, files=[], started_at=started,
+        params={"registry": registry, "model_name": model_name, "version": version,
+                "tolerance": args.tolerance, "require_approval": args.require_approval,
+                "eval_input": args.eval_input or None},
+        inputs=refs,
+        stats={"version_uri": target, "artifacts": len(copied),
+               **{k: v for k, v in decision.items() if k != "pointer"}},
+    )  # fmt: skip
+
+
+def choose_evaluation_set(
+    args, registry: str, model_name: str, preprocess: dict
+) -> tuple[EvalSet | None, str | None]:
+    """The bytes both models are scored on: ``--eval-input`` if given, else the registry's
+    set in force, else (the first version) this run's validation split.
+
+    A bad ``--eval-input`` is the user's to fix (an error, before anything is written); a
+    registry set that cannot be read is reported as the reason the candidate is not
+    promoted, because the version itself is still worth publishing.
+    """
+    pointer = eval_sets.current(registry, model_name)  # refuses links before any write
+    if args.eval_input:
+        specs = args.eval_input.split(",")
+        allowlist.check_corpus(specs, args.allowed_corpus_prefixes)
+        return eval_sets.from_input(specs, args.eval_max_bytes), None
+    if pointer is None:
+        documents = (text for entry in listed_files(preprocess, "val/")
+                     for text in read_doc_texts(entry["uri"]))  # fmt: skip
+        source = f"validation split of {preprocess['run_root']}"
+        return eval_sets.from_documents(documents, source, args.eval_max_bytes), None
+    try:
+        return eval_sets.load(registry, model_name, pointer), None
+    except EvalSetError as exc:
+        return None, f"the candidate cannot be scored on the registry's evaluation set: {exc}"
+
+
+def copy_artifacts(manifests: dict, target: str) -> tuple[list[ArtifactFile], dict[str, bytes]]:
+    """Copy each artifact into the version folder, checked against its stage's manifest."""
     copied, contents = [], {}
     for source_stage, name in ARTIFACTS:
         [entry] = listed_files(manifests[source_stage], name)
         contents[name] = read_verified(entry)
         copied.append(ArtifactFile.write(target, name, contents[name]))
-    final = manifests["train"]["stats"]["final"]
-    metrics = {k: float(final[k]) for k in GATED_METRICS}
-    latest = current_latest(registry, model_name)
-    if latest is not None and latest["version"] == version:
-        latest = latest.get("previous")  # republishing: compare with what it replaced
-    promoted, reason = promotion_decision(metrics, latest, args.tolerance)
-    decision = {"promoted": promoted, "reason": reason, "tolerance": args.tolerance,
-                "compared_to": latest["version"] if latest else None, **metrics}  # fmt: skip
+    return copied, contents
 
+
+def gate(args, registry: str, model_name: str, version: str, contents: dict[str, bytes],
+         train: dict, latest: dict | None, evaluation_set: EvalSet | None,
+         problem: str | None) -> dict:  # fmt: skip
+    """Score the candidate and the current latest on the evaluation set and decide.
+
+    Returns what ``promotion.json`` records, including the ``latest.json`` pointer to
+    write if (and once) the version is promoted.
+    """
+    final = train["stats"]["final"]
+    metrics = {k: float(final[k]) for k in GATED_METRICS}
+    candidate = current = None
+    if evaluation_set is not None:
+        eval_sets.store(registry, model_name, evaluation_set)
+        candidate = score_artifacts(contents["model.safetensors"],
+                                    json.loads(contents["config.json"]),
+                                    contents["tokenizer.json"].decode(),
+                                    evaluation_set.documents)  # fmt: skip
+        if latest is not None:
+            current, problem = score_published(registry, model_name, latest["version"],
+                                               evaluation_set)  # fmt: skip
+    passed, reason = promotion_decision(
+        metrics, latest, args.tolerance,
+        candidate_bpb=candidate.bits_per_byte if candidate else None,
+        latest_bpb=current.bits_per_byte if current else None, problem=problem,
+    )  # fmt: skip
+    awaiting = passed and args.require_approval
+    set_description = evaluation_set.describe() if evaluation_set else None
+    return {
+        "promoted": passed and not awaiting, "gate_passed": passed, "awaiting_approval": awaiting,
+        "reason": reason + ("; awaiting human approval" if awaiting else ""),
+        "published_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "tolerance": args.tolerance, "compared_to": latest["version"] if latest else None,
+        **metrics,
+        "evaluation": {"set": set_description,
+                       "candidate": candidate.to_dict() if candidate else None,
+                       "latest": current.to_dict() if current else None},
+        "pointer": {
+            "version": version, "uri": version_uri(registry, model_name, version),
+            "val_bpb": metrics["val_bpb"], "val_loss": metrics["val_loss"],
+            "eval_bpb": candidate.bits_per_byte if candidate else None,
+            "eval_sha256": set_description["sha256"] if set_description else None,
+            "run_root": train["run_root"],
+            "promoted_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "previous": {k: latest.get(k) for k in ("version", "uri", "val_bpb", "eval_bpb")}
+            if latest else None,
+        },
+    }  # fmt: skip
+
+
+def score_published(
+    registry: str, model_name: str, version: str, evaluation_set: EvalSet
+) -> tuple[Score | None, str | None]:
+    """Score a published version on the evaluation set, its files checked against the
+    checksums its ``run.json`` recorded; a version that cannot be scored is a reason not
+    to replace it, never a crash of the publish job."""
+    folder = version_uri(registry, model_name, version)
+    try:
+        recorded = {a["path"]: a["sha256"]
+                    for a in json.loads(storage.read_bytes(storage.join(folder, "run.json")))[
+                        "artifacts"]}  # fmt: skip
+        files = {name: read_verified({"uri": storage.join(folder, name), "sha256": recorded[name]})
+                 for name in MODEL_FILES}  # fmt: skip
+        score = score_artifacts(files["model.safetensors"], json.loads(files["config.json"]),
+                                files["tokenizer.json"].decode(), evaluation_set.documents)
+    except (PipelineError, KeyError, ValueError) as exc:
+        return None, f"the current latest {version} cannot be scored on the evaluation set: {exc}"
+    return score, None
+
+
+def export_hf(target: str, contents: dict[str, bytes]) -> tuple[list[ArtifactFile], dict]:
+    """Write ``hf/`` (the transformers layout); a model no stock class represents is
+    published without it, with the reason recorded and logged as a warning."""
+    try:
+        files = hf_export.export(json.loads(contents["config.json"]),
+                                 contents["model.safetensors"], contents["tokenizer.json"].decode())
+    except hf_export.NotExportable as exc:
+        sparkjob.log.warning("no Hugging Face export: %s", exc)
+        return [], {"exported": False, "reason": str(exc)}
+    written = [ArtifactFile.write(target, f"{hf_export.FOLDER}/{name}", data)
+               for name, data in files.items()]  # fmt: skip
+    config = json.loads(files["config.json"])
+    return written, {"exported": True, "folder": hf_export.FOLDER,
+                     "architecture": config["architectures"][0]}  # fmt: skip
+
+
+def describe_version(args, model_name: str, version: str, target: str, manifests: dict,
+                     refs: dict, contents: dict[str, bytes], decision: dict, hf: dict,
+                     copied: list[ArtifactFile]) -> list[ArtifactFile]:  # fmt: skip
+    """Write ``MODEL_CARD.md`` and ``run.json`` (every input, parameter and checksum)."""
     card = render_model_card(
         model_name=model_name, version=version, manifests=manifests,
         metrics_csv=contents["metrics.csv"].decode(),
         generated_jsonl=contents["generated.jsonl"].decode(),
-        decision=decision,
+        decision=decision, hf_export=hf,
     )  # fmt: skip
-    copied.append(ArtifactFile.write(target, "MODEL_CARD.md", card.encode()))
+    written = [ArtifactFile.write(target, "MODEL_CARD.md", card.encode())]
     run_record = {
         "model_name": model_name,
         "version": version,
         "run_root": args.run_root,
+        "airflow": {"dag_id": args.dag_id, "run_id": args.dag_run_id} if args.dag_run_id else None,
         "code_version": code_version(),
+        "hf_export": hf,
         "inputs": refs,
         "params": {stage: m["params"] for stage, m in manifests.items()},
-        "artifacts": [f.to_dict() for f in copied],
+        "artifacts": [f.to_dict() for f in copied + written],
     }
-    copied.append(
-        ArtifactFile.write(
-            target, "run.json", json.dumps(run_record, indent=2, sort_keys=True).encode()
-        )
-    )
-    storage.write_bytes(storage.join(target, PROMOTION),
-                        json.dumps(decision, indent=2, sort_keys=True).encode())  # fmt: skip
-    faults.crash_point("publish:before-latest")
-    if promoted:
-        write_latest(registry, model_name, {
-            "version": version, "uri": target, "val_bpb": metrics["val_bpb"],
-            "val_loss": metrics["val_loss"], "run_root": args.run_root,
-            "promoted_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-            "previous": {k: latest[k] for k in ("version", "uri", "val_bpb")} if latest else None,
-        })  # fmt: skip
-    sparkjob.log.info("published %s (%s): %s", target,
-                      "promoted" if promoted else "NOT promoted", reason)  # fmt: skip
-    return commit_stage(
-        args.run_root, STAGE, files=[], started_at=started,
-        params={"registry": registry, "model_name": model_name, "version": version,
-                "tolerance": args.tolerance},
-        inputs=refs,
-        stats={"version_uri": target, "artifacts": len(copied), **decision},
-    )  # fmt: skip
+    written.append(ArtifactFile.write(
+        target, "run.json", json.dumps(run_record, indent=2, sort_keys=True).encode()))
+    return written
 
 
 def check_model(train_manifest: dict, budget_gb: float) -> None:

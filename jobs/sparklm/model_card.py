@@ -19,6 +19,7 @@ def render_model_card(
     metrics_csv: str,
     generated_jsonl: str,
     decision: Mapping[str, Any],
+    hf_export: Mapping[str, Any],
     samples: int = 5,
 ) -> str:
     pre, tok = manifests["preprocess"]["stats"], manifests["tokenize"]["stats"]
@@ -83,6 +84,7 @@ def render_model_card(
         "",
         "![training curves](loss.png)",
         "",
+        *evaluation_section(decision),
         "## Sample generations",
         "",
     ]  # fmt: skip
@@ -97,6 +99,64 @@ def render_model_card(
     lines += [
         "## Use",
         "",
+        *usage_section(model_name, hf_export),
+        "## Limitations",
+        "",
+        "A small research model trained on a small corpus: it imitates the style of its "
+        "training text and states falsehoods fluently. Not for any decision-making use.",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def evaluation_section(decision: Mapping[str, Any]) -> list[str]:
+    """The promotion gate's numbers: candidate and current latest on the same bytes."""
+    evaluation = decision["evaluation"]
+    lines = ["## Evaluation set (promotion gate)", ""]
+    if evaluation["set"] is None:
+        return [*lines, f"Not scored: {decision['reason']}.", ""]
+    s, candidate, latest = evaluation["set"], evaluation["candidate"], evaluation["latest"]
+    lines += [
+        f"Both models are scored on the registry's evaluation set — {s['documents']:,} "
+        f"documents, {s['bytes']:,} bytes from {s['source']}, sha256 `{s['sha256']}` — each "
+        "through its own tokenizer, in bits per byte of that text.",
+        "",
+        "| model | bits/byte | tokens scored |",
+        "|---|---:|---:|",
+        f"| this version | **{candidate['bits_per_byte']:.4f}** | {candidate['tokens']:,} |",
+    ]
+    if latest is not None:
+        lines.append(f"| latest before it ({decision['compared_to']}) | "
+                     f"{latest['bits_per_byte']:.4f} | {latest['tokens']:,} |")  # fmt: skip
+    return [*lines, "", f"Decision: {decision['reason']}.", ""]
+
+
+def usage_section(model_name: str, hf_export: Mapping[str, Any]) -> list[str]:
+    """How to load the version: with transformers (``hf/``), or with this project's code."""
+    lines = []
+    if hf_export["exported"]:
+        lines += [
+            f"With Hugging Face `transformers` (`hf/` is a stock `{hf_export['architecture']}`; "
+            "no custom code):",
+            "",
+            "```python",
+            "from transformers import AutoModelForCausalLM, AutoTokenizer",
+            'model, tok = AutoModelForCausalLM.from_pretrained("hf"), '
+            'AutoTokenizer.from_pretrained("hf")',
+            'print(tok.decode(model.generate(**tok("The history of", return_tensors="pt"), '
+            "max_new_tokens=40)[0], skip_special_tokens=True))",
+            "```",
+            "",
+            "(`hf` is this version's `hf/` folder, downloaded; the tokenizer starts every text "
+            "with the end-of-document token, as training did, and generation stops at it.)",
+            "",
+        ]
+    else:
+        lines += [f"No `transformers` export: {hf_export['reason']}.", ""]
+    return [
+        *lines,
+        "Without Spark or Airflow, from the registry:",
+        "",
         "```bash",
         f"python -m jobs.generate --registry REGISTRY --model-name {model_name} "
         '--prompt "The history of"',
@@ -106,13 +166,7 @@ def render_model_card(
         "`config.json`); the tokenizer is `tokenizer.json` (HF `tokenizers`). `run.json` "
         "lists every input manifest, parameter and checksum.",
         "",
-        "## Limitations",
-        "",
-        "A small research model trained on a small corpus: it imitates the style of its "
-        "training text and states falsehoods fluently. Not for any decision-making use.",
-        "",
     ]
-    return "\n".join(lines)
 
 
 def inner_optimizer(opt: Mapping[str, Any]) -> str:

@@ -11,12 +11,14 @@ from __future__ import annotations
 
 import json
 import math
+import posixpath
 import re
 from collections.abc import Mapping
 from typing import Any
 from urllib.parse import urlparse
 
 from sparklm import allowlist, storage
+from sparklm import eval_set as eval_sets
 from sparklm.errors import PipelineError
 
 ALLOWED_PREFIXES_ENV = "LLM_REGISTRY_ALLOWED_PREFIXES"
@@ -106,27 +108,43 @@ def _points_into(pointer: Mapping[str, Any], registry: str, model: str) -> bool:
 
 
 def promotion_decision(
-    metrics: Mapping[str, float], latest: Mapping[str, Any] | None, tolerance: float
+    metrics: Mapping[str, float],
+    latest: Mapping[str, Any] | None,
+    tolerance: float,
+    *,
+    candidate_bpb: float | None,
+    latest_bpb: float | None,
+    problem: str | None = None,
 ) -> tuple[bool, str]:
-    """The promotion gate.
+    """The promotion gate, on the registry's evaluation set.
 
-    Finite metrics are required; the first version always promotes; after that
-    validation bits/byte may be at most ``tolerance`` worse than the latest's.
-    Bits per byte is tokenizer-independent, so versions with different
-    vocabularies compare fairly (on the same validation text).
+    Finite training metrics are required, and a candidate that could not be scored on
+    the evaluation set (``problem`` says why) is never promoted. The first version
+    promotes; after that the candidate's bits/byte on the evaluation set may be at most
+    ``tolerance`` worse than the current latest's *on the same bytes*. Each model's own
+    validation split is not used: two runs on different corpora have different splits,
+    and their numbers do not compare.
     """
     bad = sorted(k for k, v in metrics.items() if not math.isfinite(v))
     if bad:
         return False, f"non-finite metrics: {', '.join(bad)}"
-    bpb = metrics["val_bpb"]
+    if problem:
+        return False, problem
+    if candidate_bpb is None or not math.isfinite(candidate_bpb):
+        return False, f"bits/byte on the evaluation set is {candidate_bpb}"
     if latest is None:
-        return True, f"first version (val_bpb {bpb:.4f})"
-    best = float(latest["val_bpb"])
-    if bpb <= best + tolerance:
-        return True, f"val_bpb {bpb:.4f} <= latest {best:.4f} + tolerance {tolerance}"
+        return True, f"first version ({candidate_bpb:.4f} bits/byte on the evaluation set)"
+    if latest_bpb is None or not math.isfinite(latest_bpb):
+        return False, f"the current latest {latest['version']} has no score to compare with"
+    if candidate_bpb <= latest_bpb + tolerance:
+        return True, (
+            f"{candidate_bpb:.4f} bits/byte on the evaluation set <= latest {latest['version']} "
+            f"{latest_bpb:.4f} + tolerance {tolerance}"
+        )
     return False, (
-        f"val_bpb {bpb:.4f} is worse than latest version {latest['version']} "
-        f"({best:.4f}) by more than the tolerance {tolerance}"
+        f"{candidate_bpb:.4f} bits/byte on the evaluation set is worse than latest version "
+        f"{latest['version']} ({latest_bpb:.4f} on the same bytes) by more than the tolerance "
+        f"{tolerance}"
     )
 
 
@@ -134,3 +152,38 @@ def write_latest(registry: str, model: str, pointer: Mapping[str, Any]) -> None:
     uri = latest_uri(registry, model)
     storage.refuse_symlinks(registry, uri)
     storage.write_bytes(uri, json.dumps(dict(pointer), indent=2, sort_keys=True).encode())
+
+
+def promote(
+    registry: str, model: str, pointer: Mapping[str, Any], eval_set: Mapping[str, Any]
+) -> None:
+    """Move ``latest.json`` to ``pointer`` and put the evaluation set it was scored on in
+    force. The set moves first: should the pointer's write fail, the next candidate is
+    scored, with the current latest, on the newer set — still the same bytes for both."""
+    eval_sets.put_in_force(registry, model, eval_set)
+    write_latest(registry, model, pointer)
+
+
+def list_models(registry: str) -> list[str]:
+    """The model names in a registry (folders with a valid name), sorted."""
+    return [name for name in _folders(registry) if NAME_PATTERN.match(name) and ".." not in name]
+
+
+def list_versions(registry: str, model: str) -> list[str]:
+    """The complete versions of ``model`` (those whose ``promotion.json``, written last,
+    exists), sorted by name; ``evaluation/`` is the evaluation sets' folder, not a version."""
+    folder = storage.join(registry, check_name("model name", model))
+    return [
+        v for v in _folders(folder)
+        if v != eval_sets.FOLDER and NAME_PATTERN.match(v) and ".." not in v
+        and storage.exists(storage.join(folder, v, PROMOTION))
+    ]  # fmt: skip
+
+
+def _folders(uri: str) -> list[str]:
+    fs, path = storage.filesystem(uri)
+    if not fs.exists(path):
+        return []
+    entries = fs.ls(path, detail=True)
+    return sorted(posixpath.basename(e["name"].rstrip("/")) for e in entries
+                  if e["type"] == "directory")  # fmt: skip

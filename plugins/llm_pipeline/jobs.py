@@ -96,6 +96,10 @@ PIPELINE: tuple[SparkJob, ...] = (
         ("--allowed-registry-prefixes", REGISTRY_PREFIXES),
         ("--model-name", "{{ params.model_name }}"),
         ("--tolerance", "{{ params.promotion_tolerance }}"),
+        ("--eval-input", "{{ params.eval_input or '' }}"),
+        ("--allowed-corpus-prefixes", CORPUS_PREFIXES),
+        ("--require-approval", "{{ params.require_approval }}"),
+        ("--dag-run-id", "{{ run_id }}"),
         *_flags("memory_budget_gb"),
     ), emr_timeout_hours=1, publishes_model=True),
 )  # fmt: skip

@@ -275,8 +275,20 @@ def publish_params() -> dict[str, Param]:
                             type="string", pattern=NAME_PATTERN),
         "promotion_tolerance": number(
             0.0, "Promotion tolerance (bits/byte)",
-            "latest.json moves to the new version when its validation bits/byte is at most "
-            "this much worse than the current latest's.", minimum=0, maximum=10),
+            "latest.json moves to the new version when its bits/byte on the registry's "
+            "evaluation set is at most this much worse than the current latest's on the same "
+            "set.", minimum=0, maximum=10),
+        "eval_input": optional(
+            "string", "Evaluation set URI",
+            "Text or JSON Lines files (comma-separated, globs) both the new and the current "
+            "model are scored on; becomes the registry's evaluation set if the new model is "
+            "promoted. Empty: the registry's set in force (the first version's validation "
+            "split).", pattern=r"^[^,\s]+(,[^,\s]+)*$", maxLength=4096),
+        "require_approval": param(
+            False, "Require human approval",
+            "Publish the version but move latest.json only after a person approves it in the "
+            "approve_promotion task (both models' bits/byte and sample generations are shown).",
+            type="boolean"),
     }  # fmt: skip
 
 

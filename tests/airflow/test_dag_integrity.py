@@ -44,9 +44,22 @@ def test_both_modes_run_the_same_stages_in_order(dagbag):
                            *watchers]),
         # The teardown follows the last step and is tied to the cluster it tears down.
         "emr.terminate_cluster": {"emr.create_cluster", watchers[-1]},
+        # Either mode's publish leads to the same (optional) human approval.
+        "review_request": {"plan_run", local[-1], watchers[-1]},
+        "approve_promotion": {"review_request"},
+        "promote": {"review_request", "approve_promotion"},
     }  # fmt: skip
     assert {t.task_id: t.upstream_task_ids for t in dag.tasks} == expected
     assert dag.get_task("emr.terminate_cluster").is_teardown
+    assert dag.get_task("review_request").trigger_rule == "none_failed_min_one_success"
+
+
+def test_the_approval_task_is_the_standard_providers_approval_operator(dagbag):
+    from airflow.providers.standard.operators.hitl import ApprovalOperator
+
+    approval = dagbag.dags["llm_decoder"].get_task("approve_promotion")
+    assert isinstance(approval, ApprovalOperator)
+    assert approval.options == ["Approve", "Reject"] and approval.retries == 0
 
 
 def test_publish_updates_the_model_asset_in_both_modes(dagbag):
@@ -130,6 +143,8 @@ def test_the_form_itself_enforces_every_lower_and_upper_bound(dagbag):
         {"run_root": ""},
         {"registry": "pkg://gensim/test/test_data"},
         {"emr_subnet_id": ""},
+        {"require_approval": "yes"},
+        {"eval_input": "a b"},
     ],
 )
 def test_bad_params_are_refused_before_any_task(dagbag, conf):

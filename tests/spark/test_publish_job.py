@@ -13,7 +13,7 @@ from support import REPO, TINY, copy_stages
 TINY_TRAIN = [*TINY, "--rounds", "1", "--local-steps", "2"]
 VERSION_FILES = {"model.safetensors", "config.json", "tokenizer.json", "metrics.csv", "loss.png",
                  "generated.jsonl", "generated.txt", "MODEL_CARD.md", "run.json",
-                 "promotion.json"}  # fmt: skip
+                 "promotion.json", "hf"}  # fmt: skip
 
 
 @pytest.fixture
@@ -41,6 +41,9 @@ def test_layout_checksums_card_and_latest(run_job, published_run):
     folder = Path(version_uri.removeprefix("file://"))
     assert {p.name for p in folder.iterdir()} == VERSION_FILES
     run = read_json(f"{version_uri}/run.json")
+    assert {a["path"] for a in run["artifacts"]} == VERSION_FILES - {"run.json", "promotion.json",
+                                                                     "hf"} | {
+        f"hf/{p.name}" for p in (folder / "hf").iterdir()}  # fmt: skip
     for artifact in run["artifacts"]:
         data = (folder / artifact["path"]).read_bytes()
         assert hashlib.sha256(data).hexdigest() == artifact["sha256"]

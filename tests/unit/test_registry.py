@@ -41,23 +41,39 @@ def test_registry_must_stay_under_the_allowed_prefixes():
 
 
 METRICS = {"val_bpb": 2.0, "val_loss": 4.0}
+LATEST = {"version": "v1", "val_bpb": 9.0}  # its own split's number: never compared
+
+
+def decide(candidate, latest_bpb, latest=LATEST, tolerance=0.0, metrics=METRICS, problem=None):
+    return promotion_decision(metrics, latest, tolerance, candidate_bpb=candidate,
+                              latest_bpb=latest_bpb, problem=problem)  # fmt: skip
 
 
 def test_first_version_promotes():
-    assert promotion_decision(METRICS, None, 0.0)[0]
+    assert decide(2.5, None, latest=None)[0]
 
 
-def test_better_or_equal_promotes_worse_does_not():
-    latest = {"version": "v1", "val_bpb": 2.0}
-    assert promotion_decision({**METRICS, "val_bpb": 1.9}, latest, 0.0)[0]
-    assert promotion_decision(METRICS, latest, 0.0)[0]
-    promoted, reason = promotion_decision({**METRICS, "val_bpb": 2.1}, latest, 0.0)
-    assert not promoted and "worse than latest version v1" in reason
-    assert promotion_decision({**METRICS, "val_bpb": 2.1}, latest, 0.2)[0]
+def test_the_gate_compares_scores_on_the_evaluation_set_only():
+    assert decide(1.9, 2.0)[0]
+    assert decide(2.0, 2.0)[0]
+    promoted, reason = decide(2.1, 2.0)
+    assert not promoted and "worse than latest version v1 (2.0000 on the same bytes)" in reason
+    assert decide(2.1, 2.0, tolerance=0.2)[0]
+    # Validation bits/byte of the two runs (2.0 against 9.0 here) plays no part.
+    assert not decide(2.1, 2.0, metrics={**METRICS, "val_bpb": 0.1})[0]
+
+
+def test_an_unscored_candidate_or_latest_is_never_promoted():
+    promoted, reason = decide(None, None, latest=None, problem="the set is missing")
+    assert not promoted and reason == "the set is missing"
+    assert not decide(None, 2.0)[0]
+    assert not decide(math.inf, 2.0)[0]
+    promoted, reason = decide(1.0, None)
+    assert not promoted and "no score to compare with" in reason
 
 
 def test_non_finite_metrics_block_promotion_even_for_a_first_version():
-    promoted, reason = promotion_decision({**METRICS, "val_loss": math.nan}, None, 0.0)
+    promoted, reason = decide(1.0, None, latest=None, metrics={**METRICS, "val_loss": math.nan})
     assert not promoted and "val_loss" in reason
 
 

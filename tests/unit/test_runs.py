@@ -86,6 +86,8 @@ def test_the_plan_carries_the_allow_lists_to_the_jobs():
         ({"corpus": "pkg://gensim/../../.."}, {}, "inside its package"),
         ({"prompts_uri": "file:///etc/shadow"}, {"corpus_prefixes": "s3://b/"},
          "prompts|outside the allowed"),
+        ({"eval_input": "file:///etc/passwd"}, {"corpus_prefixes": "s3://b/"},
+         "corpus 'file:///etc/passwd' is outside the allowed locations"),
         ({"registry": "s3://b/elsewhere"}, {"registry_prefixes": ""},
          "registry 's3://b/elsewhere' is outside the allowed locations"),
         ({"context_len": 8192, "n_layer": 96, "n_embd": 8192, "n_head": 64}, {},

@@ -1,0 +1,177 @@
+"""The "Models" view: the model registry inside the Airflow UI, read-only.
+
+A FastAPI app that the api-server mounts at ``/llm-models`` (``plugins/llm_models.py``
+registers it, with an external view that shows the page inside Airflow's UI):
+
+- ``GET /llm-models/api/models`` — the registry and its model names, each with the
+  version ``latest.json`` points to;
+- ``GET /llm-models/api/models/{name}`` — the versions of one model, newest first: promotion
+  state and reason, bits/byte (own validation split and the registry's evaluation set),
+  tokens trained, the Airflow run that produced it, the metrics rows behind the loss
+  curves, sample generations, the Hugging Face export;
+- ``GET /llm-models/api/models/{name}/versions/{version}/loss.png`` — the training plot;
+- ``GET /llm-models/`` — the page that draws all of that.
+
+Every route requires a signed-in user allowed to read ``llm_decoder``'s runs (Airflow's
+auth manager decides; no token, no data). The registry is the ``llm_registry`` Variable,
+as for runs that name none, read through ``sparklm.storage`` (file:// and S3) and
+``sparklm.registry`` — neither imports torch, so the api-server never loads it.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from importlib import resources
+from typing import Any
+
+from fastapi import Depends, FastAPI, HTTPException
+from fastapi.responses import HTMLResponse, Response
+
+from llm_pipeline.runs import default_base, validate_run_root
+from sparklm import eval_set as eval_sets
+from sparklm import storage
+from sparklm.errors import PipelineError
+from sparklm.registry import (
+    PROMOTION,
+    check_name,
+    current_latest,
+    list_models,
+    list_versions,
+    version_uri,
+)
+
+DAG_ID = "llm_decoder"
+URL_PREFIX = "/llm-models"
+SAMPLES = 3
+METRIC_COLUMNS = ("round", "tokens", "train_loss", "val_loss", "val_bpb")
+
+
+def reader_of_runs() -> Any:
+    """Airflow's own check: may this user read ``llm_decoder``'s runs? (401/403 otherwise)."""
+    from airflow.api_fastapi.auth.managers.models.resource_details import DagAccessEntity
+    from airflow.api_fastapi.core_api.security import requires_access_dag
+
+    return Depends(requires_access_dag("GET", DagAccessEntity.RUN, param_dag_id=DAG_ID))
+
+
+def create_app() -> FastAPI:
+    app = FastAPI(title="LLM model registry", dependencies=[reader_of_runs()])
+    app.get("/", response_class=HTMLResponse)(page)
+    app.get("/api/models")(models)
+    app.get("/api/models/{name}")(model)
+    app.get("/api/models/{name}/versions/{version}/loss.png")(loss_png)
+    return app
+
+
+def configured_registry() -> str:
+    """The ``llm_registry`` Variable, else the default every run without one publishes to."""
+    from airflow.models.variable import Variable
+
+    uri = Variable.get("llm_registry", default_var=None) or f"{default_base()}/registry"
+    return validate_run_root(uri, "registry")
+
+
+def page() -> str:
+    return resources.files("llm_pipeline").joinpath("models_view.html").read_text("utf-8")
+
+
+def models() -> dict[str, Any]:
+    registry = configured_registry()
+    found = []
+    for name in list_models(registry):
+        latest, problem = pointer_of(registry, name)
+        found.append({"name": name, "latest": latest["version"] if latest else None,
+                      "problem": problem})  # fmt: skip
+    return {"registry": registry, "dag_id": DAG_ID, "models": found}
+
+
+def model(name: str) -> dict[str, Any]:
+    registry = configured_registry()
+    name = checked("model name", name)
+    versions = list_versions(registry, name)
+    if not versions:
+        raise HTTPException(404, f"no published version of {name!r} in {registry}")
+    latest, problem = pointer_of(registry, name)
+    summaries = [version_summary(registry, name, v, latest) for v in versions]
+    summaries.sort(key=lambda v: (v["published_at"] or "", v["version"]), reverse=True)
+    return {"registry": registry, "name": name, "dag_id": DAG_ID,
+            "latest": latest, "latest_problem": problem,
+            "evaluation": eval_sets.current(registry, name), "versions": summaries}  # fmt: skip
+
+
+def loss_png(name: str, version: str) -> Response:
+    folder = version_uri(configured_registry(), checked("model name", name),
+                         checked("version", version))  # fmt: skip
+    uri = storage.join(folder, "loss.png")
+    if not storage.exists(uri):
+        raise HTTPException(404, f"{uri} does not exist")
+    return Response(storage.read_bytes(uri), media_type="image/png")
+
+
+def checked(kind: str, value: str) -> str:
+    """Names come from the URL: one safe path segment, or 404."""
+    try:
+        return check_name(kind, value)
+    except PipelineError as exc:
+        raise HTTPException(404, str(exc)) from None
+
+
+def pointer_of(registry: str, name: str) -> tuple[dict | None, str | None]:
+    """``latest.json``, or why it cannot be followed (shown, not raised)."""
+    try:
+        return current_latest(registry, name), None
+    except (PipelineError, ValueError) as exc:
+        return None, str(exc)
+
+
+def version_summary(registry: str, name: str, version: str, latest: dict | None) -> dict:
+    """Everything the page shows about one version, from its files in the registry."""
+    folder = version_uri(registry, name, version)
+    promotion = read_json(storage.join(folder, PROMOTION))
+    run = read_json(storage.join(folder, "run.json")) or {}
+    metrics = metric_rows(storage.join(folder, "metrics.csv"))
+    evaluation = promotion.get("evaluation") or {}
+    return {
+        "version": version,
+        "published_at": promotion.get("published_at"),
+        "is_latest": bool(latest and latest.get("version") == version),
+        "promoted": promotion.get("promoted"),
+        "awaiting_approval": promotion.get("awaiting_approval", False),
+        "review": promotion.get("review"),
+        "reason": promotion.get("reason"),
+        "val_bpb": promotion.get("val_bpb"),
+        "eval_bpb": (evaluation.get("candidate") or {}).get("bits_per_byte"),
+        "eval_latest_bpb": (evaluation.get("latest") or {}).get("bits_per_byte"),
+        "eval_sha256": (evaluation.get("set") or {}).get("sha256"),
+        "compared_to": promotion.get("compared_to"),
+        "tokens_trained": int(metrics[-1]["tokens"]) if metrics else None,
+        "airflow": run.get("airflow"),
+        "run_root": run.get("run_root"),
+        "hf_export": run.get("hf_export"),
+        "metrics": metrics,
+        "samples": samples(storage.join(folder, "generated.jsonl")),
+    }
+
+
+def read_json(uri: str) -> dict | None:
+    return json.loads(storage.read_bytes(uri)) if storage.exists(uri) else None
+
+
+def metric_rows(uri: str) -> list[dict[str, float]]:
+    if not storage.exists(uri):
+        return []
+    rows = csv.DictReader(io.StringIO(storage.read_bytes(uri).decode()))
+    return [{k: float(row[k]) for k in METRIC_COLUMNS} for row in rows]
+
+
+def samples(uri: str) -> list[dict[str, str]]:
+    if not storage.exists(uri):
+        return []
+    records = [json.loads(line) for line in storage.read_bytes(uri).decode().split("\n")[:SAMPLES]
+               if line.strip()]  # fmt: skip
+    return [{"prompt": r["prompt"], "completion": r["completion"]} for r in records]
+
+
+app = create_app()

@@ -1,0 +1,101 @@
+"""Human approval of a promotion, driven through the REST API of a real Airflow.
+
+``require_approval`` runs on the shared ``airflow_stack``: publish stores the version and
+leaves ``latest.json`` alone; ``approve_promotion`` (the standard provider's
+ApprovalOperator) waits for an answer given with ``PATCH …/hitlDetails``, as the UI's
+"Required actions" page gives it.
+"""
+
+import json
+
+import pytest
+from airflow_stack import DAG_ID, USER
+
+from sparklm import storage
+from support import SMALL_CONF
+
+pytestmark = pytest.mark.slow
+
+RUN_TIMEOUT = 1800  # a hang, not a benchmark: the small run takes minutes on 2 busy cores
+MODEL = "approval-gpt"
+
+
+def trigger(stack, conf: dict) -> str:
+    run = stack.post(f"/api/v2/dags/{DAG_ID}/dagRuns", {"logical_date": None, "conf": conf})
+    return run["dag_run_id"]
+
+
+def task_state(stack, run_id: str, task_id: str) -> str | None:
+    return stack.get(f"/api/v2/dags/{DAG_ID}/dagRuns/{run_id}/taskInstances/{task_id}")["state"]
+
+
+def wait_for(stack, run_id: str, task_id: str, states: set[str]) -> str:
+    """Wait until ``task_id`` is in one of ``states``; fail at once if the run failed."""
+
+    def reached():
+        if stack.get(f"/api/v2/dags/{DAG_ID}/dagRuns/{run_id}")["state"] == "failed":
+            raise AssertionError(f"run {run_id} failed before {task_id} reached {states}")
+        state = task_state(stack, run_id, task_id)
+        return state if state in states else None
+
+    return stack.wait_until(reached, RUN_TIMEOUT, f"{task_id} is {states}", interval=5)
+
+
+def answer(stack, run_id: str, option: str) -> dict:
+    path = (f"/api/v2/dags/{DAG_ID}/dagRuns/{run_id}/taskInstances/approve_promotion/-1/"
+            "hitlDetails")  # fmt: skip
+    response = stack.request("PATCH", path, json={"chosen_options": [option], "params_input": {}})
+    response.raise_for_status()
+    return response.json()
+
+
+def read_json(uri: str) -> dict:
+    return json.loads(storage.read_bytes(uri))
+
+
+def test_a_promotion_waits_for_a_person_who_approves_or_rejects_it(airflow_stack):
+    stack = airflow_stack
+    registry = f"file://{stack.home}/llm_decoder/registry"
+    latest = f"{registry}/{MODEL}/latest.json"
+    # The bundled corpus: the stack has no corpus allow-list Variable, so only it is allowed.
+    conf = {**SMALL_CONF, "model_name": MODEL, "require_approval": True}
+
+    # 1. The first version passes the gate, but latest.json waits for the approver.
+    first = trigger(stack, conf)
+    wait_for(stack, first, "approve_promotion", {"awaiting_input"})
+    assert not storage.exists(latest)
+    detail = stack.get(f"/api/v2/dags/{DAG_ID}/dagRuns/{first}/taskInstances/approve_promotion/"
+                       "-1/hitlDetails")  # fmt: skip
+    assert detail["options"] == ["Approve", "Reject"]
+    assert "bits/byte on the evaluation set" in detail["body"]
+    [folder] = [p for p in (stack.home / "llm_decoder" / "registry" / MODEL).iterdir()
+                if p.is_dir() and p.name != "evaluation"]  # fmt: skip
+    sample = json.loads((folder / "generated.jsonl").read_text().splitlines()[0])
+    assert "Sample generations" in detail["body"]
+    assert f"**{sample['prompt']}**{sample['completion']}".replace("\n", " ") in detail["body"]
+    assert answer(stack, first, "Approve")["responded_by"]["name"] == USER
+    assert wait_for(stack, first, "promote", {"success", "failed"}) == "success"
+    pointer = read_json(latest)
+    assert pointer["approved_by"] == USER
+    promotion = read_json(f"{pointer['uri']}/promotion.json")
+    assert promotion["promoted"] and promotion["review"]["decision"] == "approved"
+
+    # 2. A second version (another seed; a tolerance wide enough to pass the gate) is
+    # rejected: it stays published, not promoted, and says who rejected it.
+    second = trigger(stack, {**conf, "seed": 7, "promotion_tolerance": 10})
+    wait_for(stack, second, "approve_promotion", {"awaiting_input"})
+    detail = stack.get(f"/api/v2/dags/{DAG_ID}/dagRuns/{second}/taskInstances/"
+                       "approve_promotion/-1/hitlDetails")  # fmt: skip
+    assert f"current latest `{pointer['version']}`" in detail["body"]
+    answer(stack, second, "Reject")
+    assert wait_for(stack, second, "promote", {"skipped", "success", "failed"}) == "skipped"
+    stack.wait_until(lambda: stack.get(f"/api/v2/dags/{DAG_ID}/dagRuns/{second}")["state"]
+                     == "success", 300, "the run succeeded")  # fmt: skip
+    assert read_json(latest)["version"] == pointer["version"]
+    versions = sorted(p.name for p in (stack.home / "llm_decoder" / "registry" / MODEL).iterdir()
+                      if p.is_dir() and p.name != "evaluation")  # fmt: skip
+    [rejected] = [v for v in versions if v != pointer["version"]]
+    promotion = read_json(f"{registry}/{MODEL}/{rejected}/promotion.json")
+    assert promotion["promoted"] is False and promotion["review"]["by"] == USER
+    assert promotion["review"]["decision"] == "rejected" and "rejected by admin" in promotion[
+        "reason"]  # fmt: skip
