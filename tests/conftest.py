@@ -285,12 +285,13 @@ def aws_default_connection(aws_api_server, s3_server, monkeypatch) -> str:
 
 
 @pytest.fixture(scope="session")
-def airflow_stack(aws_api_server, s3_server) -> Iterator[AirflowStack]:
+def airflow_stack(aws_api_server, s3_server, tmp_path_factory) -> Iterator[AirflowStack]:
     """ONE real Airflow for the whole test run: api-server, scheduler (LocalExecutor),
     dag-processor and triggerer on a free port of 127.0.0.1, with their own home and SQLite
     database, the DAG unpaused; EMR goes to moto, S3 to the test server, and EMR watchers
     defer to the triggerer. No runs-base or registry Variable is set: runs nobody gave a
-    location to land under the stack's AIRFLOW_HOME.
+    location to land under the stack's AIRFLOW_HOME. Corpora the tests write under pytest's
+    temporary folder are allowed, as a deployment allows its data folders.
     """
     inherited = {k: v for k, v in os.environ.items()
                  if not k.startswith(("AIRFLOW_VAR_", "AIRFLOW_CONN_AWS"))}  # fmt: skip
@@ -303,6 +304,7 @@ def airflow_stack(aws_api_server, s3_server) -> Iterator[AirflowStack]:
             "LLM_EMR_DEFERRABLE": "true",
             "LLM_EMR_POLL_SECONDS": "2",
             "LLM_RETRY_DELAY_SECONDS": "1",
+            "AIRFLOW_VAR_LLM_CORPUS_ALLOWED_PREFIXES": f"file://{tmp_path_factory.getbasetemp()}",
         },
     )
     try:

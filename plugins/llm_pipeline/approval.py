@@ -31,11 +31,12 @@ class PromotionApproval(ApprovalOperator):
         self.request_task_id = request_task_id
 
     def execute_complete(self, context: Any, event: dict[str, Any]) -> Any:
-        result = super().execute_complete(context=context, event=event)
-        if result["chosen_options"] == [self.REJECT]:
+        # Recorded before ApprovalOperator handles the answer: on Reject it skips the
+        # downstream tasks by raising (Airflow 3's SkipMixin.skip), so nothing after it runs.
+        if "error" not in event and event.get("chosen_options") == [self.REJECT]:
             from llm_pipeline.review import reject
 
             request = context["ti"].xcom_pull(task_ids=self.request_task_id)
             reject(request["registry"], request["model_name"], request["version"],
-                   responder(result))  # fmt: skip
-        return result
+                   responder(event))  # fmt: skip
+        return super().execute_complete(context=context, event=event)
