@@ -77,6 +77,50 @@ for leaked in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_ENDPOINT_URL"):
     os.environ.pop(leaked, None)
 
 
+# The code under test is this checkout's. An editable install in a venv built by another
+# checkout (or a stale plain install) would import *that* code in this process, in every
+# spark-submit driver (``jobs/sparklm`` only comes first for the job scripts themselves) and in
+# every Spark executor: tests would pass against code nobody meant to test.
+WHERE_CODE_IS_IMPORTED_FROM = (
+    "import json, sparklm, llm_pipeline; "
+    "print(json.dumps([sparklm.__file__, llm_pipeline.__file__]))"
+)
+
+
+def code_imported_from_elsewhere() -> list[str]:
+    """Where ``sparklm`` and ``llm_pipeline`` come from, when not from this checkout: in this
+    process, and in a fresh interpreter outside the repository as executors start them."""
+    import llm_pipeline
+    import sparklm
+
+    fresh = subprocess.run(
+        [sys.executable, "-c", WHERE_CODE_IS_IMPORTED_FROM], cwd=SESSION_DIR,
+        capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    found = {
+        f"{name} (this process)": module.__file__
+        for name, module in (("sparklm", sparklm), ("llm_pipeline", llm_pipeline))
+    }
+    found.update(zip(("sparklm (new interpreter)", "llm_pipeline (new interpreter)"),
+                     json.loads(fresh.stdout), strict=True))  # fmt: skip
+    return [
+        f"{what} from {path}"
+        for what, path in found.items()
+        if not Path(path or "").resolve().is_relative_to(REPO.resolve())
+    ]
+
+
+def pytest_sessionstart(session) -> None:
+    elsewhere = code_imported_from_elsewhere()
+    if elsewhere:
+        pytest.exit(
+            f"ERROR: the tests of {REPO} would import {', '.join(elsewhere)}, not this checkout's "
+            f"code. Run `make setup` in {REPO} and use its .venv (`.venv/bin/pytest`), with no "
+            "PYTHONPATH pointing elsewhere",
+            returncode=pytest.ExitCode.USAGE_ERROR,
+        )
+
+
 def pytest_sessionfinish(session, exitstatus) -> None:
     shutil.rmtree(SESSION_DIR, ignore_errors=True)
 

@@ -42,6 +42,34 @@ def generated_records(manifest: dict) -> list[dict]:
     return [json.loads(line) for line in storage.read_bytes(entry["uri"]).decode().splitlines()]
 
 
+def sample_independently(model_uri: str, config_uri: str, tokenizer_uri: str, record: dict) -> str:
+    """``record["prompt"]``'s completion sampled in this process, with the sampling settings and
+    seed the record names: checks that a job used what it recorded, not just that it wrote it."""
+    import torch
+    from tokenizers import Tokenizer
+
+    from sparklm import storage
+    from sparklm.sampling import generate
+    from sparklm.tokenizer import decode, special_ids
+    from sparklm.weights import load_model
+
+    model = load_model(storage.read_bytes(model_uri), json.loads(storage.read_bytes(config_uri)))
+    tokenizer = Tokenizer.from_str(storage.read_bytes(tokenizer_uri).decode())
+    eod = special_ids(tokenizer)["eod"]
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as a one-core Spark task samples: the same float sums
+    try:
+        new_ids = generate(
+            model, [eod, *tokenizer.encode(record["prompt"], add_special_tokens=False).ids],
+            record["max_new_tokens"], temperature=record["temperature"],
+            top_k=record["top_k"] or None, top_p=record["top_p"], seed=record["seed"],
+            stop_ids=(eod,),
+        )  # fmt: skip
+    finally:
+        torch.set_num_threads(threads)
+    return decode(tokenizer, new_ids)
+
+
 def load_dag():
     """Parse ``dags/`` as the scheduler does; parse per test, after its env is set."""
     from airflow.dag_processing.dagbag import DagBag

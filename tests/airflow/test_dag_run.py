@@ -103,6 +103,9 @@ def test_bad_corpus_fails_the_run_without_retries(dag, tmp_path):
     run, states = run_dag(dag, corpus=f"{tmp_path}/nothing-here/*.txt", run_root=root)
     assert run.state == "failed"
     assert states["preprocess"] == "failed"
+    preprocess = next(ti for ti in run.get_task_instances() if ti.task_id == "local.preprocess")
+    assert preprocess.try_number == 1, "bad input is deterministic: it must not be retried"
+    assert preprocess.max_tries >= 1  # the task has retries to spend, and did not spend them
     assert {states[s] for s in STAGES[1:]} == {"upstream_failed"}
     assert not storage.exists(f"{root}/preprocess/manifest.json")
 

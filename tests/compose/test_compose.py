@@ -383,16 +383,38 @@ def test_connections_resolve_through_the_provider_hooks(monkeypatch):
     assert aws.aws_access_key_id == values["AWS_ACCESS_KEY_ID"]
 
 
-def test_s3_init_creates_the_bucket_the_pipeline_writes_to():
-    bucket = env("s3-init").get("BUCKET")
-    assert bucket, "s3-init has no BUCKET"
-    script = " ".join(command("s3-init"))
-    assert "$$BUCKET" in script or "${BUCKET}" in script, "s3-init does not use $BUCKET"
-    assert re.search(r"create-bucket|\bmb\b", script), "s3-init creates no bucket"
+def test_s3_init_creates_the_bucket_the_pipeline_writes_to(tmp_path):
+    """Run s3-init's own script, with its environment, against an ``aws`` that records calls."""
     values = env("airflow-scheduler")
-    for key in ("AIRFLOW_VAR_LLM_RUNS_BASE", "AIRFLOW_VAR_LLM_REGISTRY"):
-        uri = urlparse(values[key])
-        assert (uri.scheme, uri.netloc) == ("s3", bucket), f"{key}={values[key]} not in {bucket}"
+    buckets = {urlparse(values[k]).netloc for k in ("AIRFLOW_VAR_LLM_RUNS_BASE",
+                                                    "AIRFLOW_VAR_LLM_REGISTRY")}  # fmt: skip
+    assert {urlparse(values[k]).scheme for k in ("AIRFLOW_VAR_LLM_RUNS_BASE",
+                                                 "AIRFLOW_VAR_LLM_REGISTRY")} == {"s3"}  # fmt: skip
+    assert len(buckets) == 1, f"runs and registry in different buckets: {buckets}"
+    calls = tmp_path / "calls.jsonl"
+    fake_aws = tmp_path / "bin" / "aws"
+    fake_aws.parent.mkdir()
+    fake_aws.write_text(  # head-bucket: not there yet; every other call succeeds
+        f"#!{sys.executable}\nimport json, sys\n"
+        f"open({str(calls)!r}, 'a').write(json.dumps(sys.argv[1:]) + '\\n')\n"
+        "sys.exit(1 if 'head-bucket' in sys.argv else 0)\n"
+    )
+    fake_aws.chmod(0o755)
+    entrypoint, script = service("s3-init")["entrypoint"], command("s3-init")
+    assert entrypoint == ["/bin/sh", "-c"] and len(script) == 1
+    script_env = {k: v for k, v in env("s3-init").items() if v is not None}
+    done = subprocess.run(
+        [*entrypoint, script[0].replace("$$", "$")],  # compose turns $$ into a literal $
+        env={**script_env, "PATH": f"{fake_aws.parent}:/usr/bin:/bin"},
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout + done.stderr
+    made = [json.loads(line) for line in calls.read_text().splitlines()]
+    created = [args for args in made if "create-bucket" in args or "mb" in args]
+    assert len(created) == 1, made
+    [bucket] = buckets
+    assert flag(created[0], "--bucket") == bucket or f"s3://{bucket}" in created[0], created[0]
+    assert flag(created[0], "--endpoint-url") == "http://s3:8333", created[0]
     assert depends_on("s3-init").get("s3") == "service_healthy"
     assert depends_on("airflow-scheduler").get("s3-init") == "service_completed_successfully"
 

@@ -115,6 +115,7 @@ def test_unreachable_s3_fails_with_a_clear_retryable_error(tmp_path):
     )  # fmt: skip
     assert result.returncode == 1
     assert "ERROR: storage unreachable at http://127.0.0.1:9 after 2 attempts" in result.stdout
+    # The attempts themselves are counted in unit/test_storage.py (LLM_S3_MAX_ATTEMPTS).
 
 
 def test_publish_killed_before_moving_latest_publishes_nothing_half_done(
@@ -135,7 +136,7 @@ def test_publish_killed_before_moving_latest_publishes_nothing_half_done(
 
 
 def test_killed_train_task_is_retried_by_airflow_and_resumes(airflow_db, monkeypatch, tmp_path,
-                                                             wikitext_run):  # fmt: skip
+                                                             wikitext_run, capfd):  # fmt: skip
     """SIGKILL the train task's spark-submit mid-round; Airflow's retry resumes it."""
     import psutil
 
@@ -172,6 +173,9 @@ def test_killed_train_task_is_retried_by_airflow_and_resumes(airflow_db, monkeyp
     assert killed, "the train task was never killed"
     assert run.state == "success", {k: v.state for k, v in tis.items()}
     assert tis["local.train"].try_number == 2
+    # Equal weights alone would not show a resume: training is deterministic from round 0 too.
+    log = capfd.readouterr()
+    assert "train: resuming after round" in log.out + log.err
     assert read_manifest(f"file://{run_dir}", "train")["stats"]["final"]["round"] == 4
     uninterrupted = tmp_path / "straight"
     copy_stages(f"file://{run_dir}", uninterrupted, ("preprocess", "tokenize"))
@@ -182,23 +186,34 @@ def test_killed_train_task_is_retried_by_airflow_and_resumes(airflow_db, monkeyp
                        if f["path"] == "model.safetensors"]  # fmt: skip
 
 
+def two_stages(corpus: Path, root: str) -> subprocess.Popen:
+    """preprocess then tokenize ``corpus`` into ``root`` with spark-submit, in the background."""
+    script = (
+        f"spark-submit --master local[1] {JOBS}/preprocess.py --run-root {root} --input {corpus}"
+        f" && spark-submit --master local[1] {JOBS}/tokenize_corpus.py --run-root {root}"
+        " --vocab-size 300"
+    )
+    return subprocess.Popen(["bash", "-c", script], stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)  # fmt: skip
+
+
 def test_two_runs_at_once_do_not_interfere(tmp_path):
-    """Two pipelines on two run roots at the same time each get exactly their own data."""
-    roots, processes = {}, []
+    """Two pipelines on two run roots at the same time each get exactly their own data: the
+    very files the same pipeline writes into a third run root when it runs alone."""
+    roots, corpora = {}, {}
     for name, documents in (("a", 12), ("b", 20)):
-        corpus = small_corpus(tmp_path / f"corpus-{name}", documents=documents)
+        corpora[name] = small_corpus(tmp_path / f"corpus-{name}", documents=documents)
         roots[name] = (f"file://{tmp_path / name}", documents)
-        script = (
-            f"spark-submit --master local[1] {JOBS}/preprocess.py --run-root {roots[name][0]}"
-            f" --input {corpus} && spark-submit --master local[1] "
-            f"{JOBS}/tokenize_corpus.py --run-root {roots[name][0]} --vocab-size 300"
-        )
-        processes.append(subprocess.Popen(["bash", "-c", script], stdout=subprocess.PIPE,
-                                          stderr=subprocess.STDOUT, text=True))  # fmt: skip
-    for process in processes:
+    for process in [two_stages(corpora[name], roots[name][0]) for name in roots]:
         output, _ = process.communicate(timeout=600)
         assert process.returncode == 0, output[-2000:]
     for root, documents in roots.values():
         pre, tok = read_manifest(root, "preprocess"), read_manifest(root, "tokenize")
         assert pre["stats"]["train"]["documents"] + pre["stats"]["val"]["documents"] == documents
         assert tok["inputs"]["preprocess"]["manifest"] == f"{root}/preprocess/manifest.json"
+    alone = f"file://{tmp_path / 'a-alone'}"
+    alone_process = two_stages(corpora["a"], alone)
+    output, _ = alone_process.communicate(timeout=600)
+    assert alone_process.returncode == 0, output[-2000:]
+    for stage in ("preprocess", "tokenize"):
+        assert files(roots["a"][0], stage) == files(alone, stage), stage

@@ -4,8 +4,8 @@ import pytest
 
 from sparklm import storage
 from sparklm.errors import PipelineError
-from sparklm.stage import listed_files
-from support import generated_records
+from sparklm.stage import listed_files, read_manifest
+from support import generated_records, sample_independently
 
 
 def test_prompts_file_and_inline_prompts_are_all_completed(run_job, trained_run, copy_run,
@@ -39,11 +39,21 @@ def test_prompts_file_and_inline_prompts_are_all_completed(run_job, trained_run,
     assert all(0 < r["new_tokens"] <= 24 and r["completion"] for r in got)
     assert all(r["temperature"] == 0.8 and r["top_k"] == 50 for r in got)
     assert [r["seed"] for r in got] == [5, 6, 7, 8, 9]
+    # The recorded seed is the one used: sampling each prompt again here with it gives the same.
+    assert [resample(root, r) for r in got] == [r["completion"] for r in got]
     [text] = listed_files(manifest, "generated.txt")
     assert "The history of" in storage.read_bytes(text["uri"]).decode()
 
     again = generated_records(run_job("generate", argv))
     assert [r["completion"] for r in again] == [r["completion"] for r in got]
+
+
+def resample(root: str, record: dict) -> str:
+    """``record``'s completion sampled again in this process from the run's model."""
+    [weights] = listed_files(read_manifest(root, "train"), "model.safetensors")
+    [config] = listed_files(read_manifest(root, "train"), "config.json")
+    [tokenizer] = listed_files(read_manifest(root, "tokenize"), "tokenizer.json")
+    return sample_independently(weights["uri"], config["uri"], tokenizer["uri"], record)
 
 
 def test_greedy_decoding_is_deterministic_and_independent_of_the_seed(run_job, trained_run,

@@ -8,7 +8,7 @@ import pytest
 
 from sparklm import storage
 from sparklm.registry import RegistryError
-from support import REPO, TINY, copy_stages
+from support import REPO, TINY, copy_stages, sample_independently
 
 TINY_TRAIN = [*TINY, "--rounds", "1", "--local-steps", "2"]
 VERSION_FILES = {"model.safetensors", "config.json", "tokenizer.json", "metrics.csv", "loss.png",
@@ -95,16 +95,49 @@ def test_registry_outside_the_allowed_prefix_is_refused(run_job, published_run, 
         publish(run_job, root, registry)
 
 
-def test_registry_cli_samples_the_latest_version(run_job, published_run):
+def test_registry_cli_samples_the_latest_version(run_job, published_run, tmp_path):
+    """The latest promoted version, not the newest one: a worse model published after it."""
     import subprocess
     import sys
 
+    from sparklm.registry import read_latest
+
     root, registry = published_run
-    publish(run_job, root, registry)
+    good = publish(run_job, root, registry)
+    worse = copy_stages(root, tmp_path / "worse", ("preprocess", "tokenize"))
+    run_job("train", ["--run-root", worse, *TINY_TRAIN])
+    run_job("generate", ["--run-root", worse, "--prompt", "x", "--max-new-tokens", "4"])
+    assert publish(run_job, worse, registry)["stats"]["promoted"] is False
     out = subprocess.run(
         [sys.executable, "-m", "jobs.generate", "--registry", registry, "--model-name",
          "wiki-gpt", "--prompt", "The history of", "--max-new-tokens", "8"],
         cwd=REPO,
         capture_output=True, text=True, check=True,
     )  # fmt: skip
-    assert out.stdout.startswith("The history of")
+    latest = read_latest(registry, "wiki-gpt")["uri"]
+    assert latest == good["stats"]["version_uri"]
+    record = {"prompt": "The history of", "max_new_tokens": 8, "temperature": 0.8, "top_k": 50,
+              "top_p": 0.95, "seed": 0}  # the CLI's defaults  # fmt: skip
+    files = (f"{latest}/{name}" for name in ("model.safetensors", "config.json", "tokenizer.json"))
+    completion = sample_independently(*files, record)
+    assert completion.strip()
+    assert out.stdout == f"The history of{completion}\n\n"
+
+
+@pytest.mark.parametrize(("stage", "name"),
+                         [("train", "model.safetensors"), ("generate", "generated.txt")])
+def test_an_artifact_changed_after_its_stage_committed_is_not_published(run_job, published_run,
+                                                                         stage, name):  # fmt: skip
+    """Publish copies only bytes that match their stage's manifest; latest stays unmoved."""
+    from sparklm.errors import PipelineError
+    from sparklm.stage import listed_files, read_manifest
+
+    root, registry = published_run
+    [entry] = listed_files(read_manifest(root, stage), name)
+    path = Path(entry["uri"].removeprefix("file://"))
+    data = bytearray(path.read_bytes())
+    data[-1] ^= 0x01  # one bit, at the end: past the safetensors header, so only the sum tells
+    path.write_bytes(bytes(data))
+    with pytest.raises(PipelineError, match=f"{name} no longer matches the checksum"):
+        publish(run_job, root, registry)
+    assert not Path(registry.removeprefix("file://"), "wiki-gpt", "latest.json").exists()

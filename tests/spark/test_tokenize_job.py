@@ -64,3 +64,26 @@ def test_a_vocabulary_larger_than_the_corpus_supports_shrinks_with_a_warning(
     assert stats["requested_vocab_size"] == 60000
     assert 258 < stats["vocab_size"] < 2000 and stats["dtype"] == "uint16"
     assert "vocabulary is smaller than the requested 60000" in caplog.text
+
+
+def test_bytes_per_token_counts_utf8_bytes_not_characters(run_job, tmp_path):
+    """bits/byte divides by UTF-8 bytes: on text that is mostly not ASCII, characters would
+    be off by a factor of about two (on WikiText only by 0.2 %, which no test would see)."""
+    lines = []
+    for d in range(60):
+        lines += ["", f" = Άρθρο {d} = ", ""]
+        lines += [f" Το κείμενο {d} μιλά για το θέμα {d % 5} — «σημαντικό» ή όχι ; {p} ."
+                  for p in range(3)]  # fmt: skip
+    corpus = tmp_path / "greek.txt"
+    corpus.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    root = f"file://{tmp_path / 'run'}"
+    preprocess = run_job("preprocess", ["--run-root", root, "--input", str(corpus)])
+    stats = run_job("tokenize_corpus", ["--run-root", root, "--vocab-size", "300"])["stats"]
+    for split in ("train", "val"):
+        docs = [doc for entry in listed_files(preprocess, f"{split}/")
+                for doc in read_doc_texts(entry["uri"])]  # fmt: skip
+        assert docs, split
+        utf8 = sum(len(doc.encode("utf-8")) + 1 for doc in docs)  # +1: each document boundary
+        assert stats[split]["bytes"] == utf8
+        assert utf8 > 1.5 * sum(len(doc) + 1 for doc in docs)  # the corpus is not ASCII
+        assert stats[split]["bytes_per_token"] == utf8 / stats[split]["tokens"]

@@ -120,10 +120,22 @@ def test_metrics_csv_plot_and_model_artifacts(trained_run):
     assert model.num_params(non_embedding=False) == manifest["stats"]["parameters"]
 
 
-def test_rerun_with_the_same_settings_is_idempotent(run_job, trained_run):
-    before = read_manifest(trained_run, "train")["files"]
-    run_job("train", ["--run-root", trained_run, *TRAINED])
-    assert read_manifest(trained_run, "train")["files"] == before
+def test_rerun_with_the_same_settings_is_idempotent(run_job, wikitext_run, copy_run, caplog):
+    """A rerun of a committed train stage retrains nothing and keeps its files; a rerun from
+    scratch (the stage removed) trains the very same model again."""
+    import shutil
+
+    args = [*TINY, "--partitions", "2", "--rounds", "2", "--local-steps", "3"]
+    root = copy_run(wikitext_run)
+    before = run_job("train", ["--run-root", root, *args])["files"]
+    with caplog.at_level(logging.INFO, logger="sparklm"):
+        assert run_job("train", ["--run-root", root, *args])["files"] == before
+    assert "train: resuming after round 2 of 2" in caplog.text  # nothing retrained
+
+    shutil.rmtree(root.removeprefix("file://") + "/train")
+    again = run_job("train", ["--run-root", root, *args])["files"]
+    model = ("model.safetensors", "config.json")  # metrics.csv also holds timings
+    assert [f for f in again if f["path"] in model] == [f for f in before if f["path"] in model]
 
 
 def test_nan_loss_fails_clearly_and_checkpoints_nothing(run_job, wikitext_run, copy_run):

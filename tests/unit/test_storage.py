@@ -111,3 +111,42 @@ def test_the_default_corpus_in_a_hidden_virtualenv_is_still_read():
     [uri] = storage.expand(["pkg://gensim/test/test_data/enwiki-latest-pages-articles1.xml-"
                             "p000000010p000030302-shortened.bz2"])  # fmt: skip
     assert storage.size(uri) > 1_000_000
+
+
+def requests_until_given_up(monkeypatch, max_attempts: int) -> int:
+    """How many HTTP requests one S3 call makes to an endpoint that hangs up on every one."""
+    import socket
+    import threading
+
+    from s3fs import S3FileSystem
+
+    listener = socket.create_server(("127.0.0.1", 0))
+    requests = []
+
+    def hang_up_on_everyone():
+        while True:
+            try:
+                connection, _ = listener.accept()
+            except OSError:
+                return  # the listener was closed
+            requests.append(connection.recv(65536).split(b" ", 2)[:2])
+            connection.close()
+
+    threading.Thread(target=hang_up_on_everyone, daemon=True).start()
+    monkeypatch.setenv("AWS_ENDPOINT_URL_S3", f"http://127.0.0.1:{listener.getsockname()[1]}")
+    monkeypatch.setenv("LLM_S3_MAX_ATTEMPTS", str(max_attempts))
+    S3FileSystem.clear_instance_cache()  # a cached client would keep the last endpoint
+    try:
+        with pytest.raises(Exception) as raised:
+            storage.exists("s3://nowhere/run/manifest.json")
+    finally:
+        listener.close()
+    message = storage.unreachable_message(raised.value)
+    assert message and f"after {max_attempts} attempts" in message
+    assert requests and all(r == [b"HEAD", b"/nowhere/run/manifest.json"] for r in requests)
+    return len(requests)
+
+
+def test_s3_max_attempts_sets_the_attempts_really_made(monkeypatch):
+    """The "after N attempts" of the error is the setting; this shows the setting is used."""
+    assert requests_until_given_up(monkeypatch, 3) > requests_until_given_up(monkeypatch, 1)

@@ -146,10 +146,26 @@ def test_non_finite_loss_is_reported_not_returned_as_weights():
 
 
 def test_evaluate_scores_every_window():
+    """Equal to scoring each of the 5 windows on its own, in batches that leave a remainder."""
     torch.manual_seed(0)
     model = GPT(MODEL)
-    loss, acc = evaluate(model, torch.randint(0, 64, (16 * 5 + 1,)))
-    assert abs(loss - math.log(64)) < 0.5 and 0 <= acc <= 1
+    tokens = torch.randint(0, 64, (16 * 5 + 1 + 7,))  # 7 trailing tokens: not a whole window
+    windows = [(tokens[i * 16 : i * 16 + 16], tokens[i * 16 + 1 : i * 16 + 17]) for i in range(5)]
+    with torch.no_grad():
+        per_window = [model(x[None])[0][0] for x, _ in windows]
+    want_loss = sum(
+        torch.nn.functional.cross_entropy(logits, y, reduction="sum").item()
+        for logits, (_, y) in zip(per_window, windows, strict=True)
+    ) / (5 * 16)  # fmt: skip
+    want_acc = sum(
+        (logits.argmax(-1) == y).sum().item()
+        for logits, (_, y) in zip(per_window, windows, strict=True)
+    ) / (5 * 16)  # fmt: skip
+    for batch_size in (2, 5, 64):
+        loss, acc = evaluate(model, tokens, batch_size=batch_size)
+        assert loss == pytest.approx(want_loss, rel=1e-5), batch_size
+        assert acc == want_acc, batch_size
+    assert abs(want_loss - math.log(64)) < 0.5  # an untrained model scores about chance
     with pytest.raises(ValueError, match="need more than 16 tokens"):
         evaluate(model, torch.arange(10))
 
