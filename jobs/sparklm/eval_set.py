@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -179,8 +179,8 @@ def store(registry: str, model: str, eval_set: EvalSet) -> None:
         storage.write_bytes(uri, eval_set.data)
 
 
-def put_in_force(registry: str, model: str, description: dict[str, Any]) -> None:
+def put_in_force(registry: str, model: str, description: Mapping[str, Any]) -> None:
     """Make a stored set the one in force (called just before ``latest.json`` moves)."""
     uri = pointer_uri(registry, model)
     storage.refuse_symlinks(registry, uri)
-    storage.write_bytes(uri, json.dumps(description, indent=2, sort_keys=True).encode())
+    storage.write_bytes(uri, json.dumps(dict(description), indent=2, sort_keys=True).encode())

@@ -40,7 +40,8 @@ class NotExportable(Exception):
 def export(config: dict[str, Any], weights: bytes, tokenizer_json: str) -> dict[str, bytes]:
     """The files of ``hf/`` (name → bytes) for a model given as its published artifacts."""
     cfg = GPTConfig.from_dict(config)
-    mapping = MAPPINGS.get(architecture(cfg))
+    family = architecture(cfg)
+    mapping = MAPPINGS.get(family) if family else None
     if mapping is None:
         raise NotExportable(
             f"no stock transformers class computes this block exactly ({config}); the version "

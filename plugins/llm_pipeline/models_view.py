@@ -129,7 +129,7 @@ def pointer_of(registry: str, name: str) -> tuple[dict | None, str | None]:
 def version_summary(registry: str, name: str, version: str, latest: dict | None) -> dict:
     """Everything the page shows about one version, from its files in the registry."""
     folder = version_uri(registry, name, version)
-    promotion = read_json(storage.join(folder, PROMOTION))
+    promotion = read_json(storage.join(folder, PROMOTION)) or {}
     run = read_json(storage.join(folder, "run.json")) or {}
     metrics = metric_rows(storage.join(folder, "metrics.csv"))
     evaluation = promotion.get("evaluation") or {}
