@@ -395,3 +395,7 @@ def pytest_collection_modifyitems(config, items) -> None:
                      if fixture in item.fixturenames)  # fmt: skip
         for name in sorted(names):
             item.add_marker(getattr(pytest.mark, name))
+    # The real Airflow stack is one session fixture: its four processes keep polling once
+    # started, so the tests that need it run last and share it, instead of slowing every
+    # test collected after the first of them.
+    items.sort(key=lambda item: "airflow_stack" in item.fixturenames)
