@@ -21,6 +21,7 @@ import subprocess
 import time
 from collections.abc import Callable
 from pathlib import Path
+from xml.sax.saxutils import escape
 
 import psutil
 from common import (
@@ -82,8 +83,8 @@ def one_line_gz(path: Path, unit: bytes, total: int) -> Path:
 
 
 def page_bomb(path: Path) -> Path:
-    pages = "".join(f"<page><title>{t}</title><ns>0</ns><id>{i}</id><revision><text>"
-                    f"{' '.join(p)}</text></revision></page>"
+    pages = "".join(f"<page><title>{escape(t)}</title><ns>0</ns><id>{i}</id><revision><text>"
+                    f"{escape(' '.join(p))}</text></revision></page>"
                     for i, (t, p) in enumerate(articles(1)[:20], 1))  # fmt: skip
     compressor = bz2.BZ2Compressor(9)
     data = compressor.compress(b"<mediawiki>" + pages.encode())
@@ -167,7 +168,11 @@ def main() -> None:
     results = {"load_average_start": load_average(), "runs": []}
     for name, stage, bomb, flags, compress, as_jsonl in cases(out):
         size = bomb.stat().st_size
-        plain = ordinary(out / f"ordinary-{bomb.name}", max(size, 16 * 1024), compress, as_jsonl)
+        # Ordinary text of the same codec (plain text or JSON Lines, never XML: a dump's
+        # size depends on its markup, and the question is what a bomb costs against text).
+        text_name = f"ordinary-{bomb.name.split('.')[0]}{'.jsonl' if as_jsonl else '.txt'}"
+        plain = ordinary(out / (text_name + bomb.suffixes[-1]), max(size, 16 * 1024), compress,
+                         as_jsonl)  # fmt: skip
         for kind, corpus in (("bomb", bomb), ("ordinary", plain)):
             run = measure(out, stage, corpus, flags)
             results["runs"].append({"case": name, "kind": kind, "stage": stage,
