@@ -26,7 +26,8 @@ def test_steps_are_the_local_jobs_with_the_same_arguments(emr_dag):
     plan = xcom(emr_dag.get_task("plan_run"))
     steps = emr_steps("code", plan)  # the Jinja expression `code`, bound below
     assert [s["Name"] for s in steps] == [f"llm_decoder {stage}" for stage in STAGES]
-    context = {"params": emr_dag.params.validate(), "ti": FakeTaskInstance()}
+    context = {"params": emr_dag.params.validate(), "ti": FakeTaskInstance(),
+               "run_id": "manual__r1"}  # fmt: skip
     env = emr_dag.get_template_env()
     for step, job in zip(steps, PIPELINE, strict=True):
         assert step["HadoopJarStep"]["Jar"] == "command-runner.jar"
@@ -45,6 +46,7 @@ def test_steps_are_the_local_jobs_with_the_same_arguments(emr_dag):
             assert flags["--allowed-corpus-prefixes"] == "pkg://gensim/test/test_data/"
         if job.stage == "publish":
             assert flags["--allowed-registry-prefixes"] == "s3://bucket/registry"
+            assert flags["--dag-run-id"] == "manual__r1"  # the version links to its run
 
 
 class FakeTaskInstance:
