@@ -81,7 +81,7 @@ def test_train_never_clears_a_stage_folder_it_did_not_create(capsys, tokenized, 
 
 
 def test_a_symlinked_stage_folder_is_refused_and_its_target_kept(capsys, tmp_path, victim):
-    corpus = small_corpus(tmp_path / "corpus", documents=6)
+    corpus = small_corpus(tmp_path / "corpus", documents=20)
     (tmp_path / "run").mkdir()
     (tmp_path / "run" / "preprocess").symlink_to(victim, target_is_directory=True)
     before = tree_checksums(victim)
@@ -139,7 +139,7 @@ def test_publish_refuses_weights_that_disagree_with_their_config(capsys, generat
 
 def test_a_directory_corpus_never_reads_hidden_files(capsys, tmp_path):
     home = tmp_path / "home"
-    small_corpus(home, documents=8)
+    small_corpus(home, documents=20)
     write_text(home / ".aws" / "credentials", "[default]\naws_secret_access_key = AKIAHIDDEN1\n")
     write_text(home / ".ssh" / "id_ed25519", "-----BEGIN OPENSSH PRIVATE KEY----- HIDDEN2\n")
     root = f"file://{tmp_path / 'run'}"
@@ -271,7 +271,7 @@ def test_a_malformed_xml_dump_fails_without_retry(tmp_path, victim):
 def test_a_transient_task_failure_stays_retryable(tmp_path):
     """A task that fails for no reason of its input (here: injected, plain local[2] gives it
     one attempt) exits 1, so Airflow retries it."""
-    corpus = small_corpus(tmp_path / "corpus", documents=6)
+    corpus = small_corpus(tmp_path / "corpus", documents=20)
     done = spark_submit("preprocess.py", "--run-root", f"file://{tmp_path}/run", "--input",
                         corpus, env={"LLM_FAULT": "preprocess:read-task"})  # fmt: skip
     assert done.returncode == 1, done.stdout[-3000:]
