@@ -206,9 +206,11 @@ with DAG(
         return first_task[params["env"]]
 
     @task(trigger_rule=TriggerRule.NONE_FAILED_MIN_ONE_SUCCESS)
-    def review_request(plan: dict) -> dict:
+    def review_request(plan: dict, params: dict) -> dict:
         """With require_approval, what the approver is asked about this run's version;
         otherwise (or when the gate already refused it) the approval is skipped."""
+        if not params["require_approval"]:
+            raise AirflowSkipException("require_approval is off: publish promoted on its own")
         from llm_pipeline.review import review_request as request
 
         found = request(plan["run_root"])
