@@ -30,12 +30,13 @@ from common import (
     fmt,
     fresh_dir,
     load_average,
+    load_note,
     markdown_table,
     read_manifest,
     spark_submit,
     write_results,
 )
-from corpora import FORMATS, WIKITEXT, scaled_corpus, write_formats
+from corpora import FORMATS, require_wikitext, scaled_corpus, write_formats
 
 MASTERS = ("local[1]", "local[2]")
 SPLITTABLE = ("txt", "parquet", "multistream.xml.bz2")
@@ -104,9 +105,7 @@ def main() -> None:
     parser.add_argument("--formats", default=",".join(FORMATS), help="formats to compare")
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "out" / "data")
     args = parser.parse_args()
-    if not (WIKITEXT / "valid.txt").exists():
-        raise SystemExit(f"WikiText-2 raw is missing: put valid.txt and test.txt of "
-                         f"wikitext-2-raw-v1 in {WIKITEXT} (the benchmark corpora copy it)")
+    require_wikitext()
     out = fresh_dir(args.out)
     results = {"load_average_start": load_average(), "sizes": {}, "formats": {}}
     formats = args.formats.split(",")
@@ -165,8 +164,7 @@ def main() -> None:
                   format_tables(results["formats"], formats, format_sizes), "",
                   "MB/s: text MB ÷ the job's own seconds (Spark session to commit); read "
                   "phase: reading, cleaning and counting, before the shuffles."]  # fmt: skip
-    lines.append(f"\nLoad average at start/end: {results['load_average_start']:.2f} / "
-                 f"{results['load_average_end']:.2f} (2 cores).")  # fmt: skip
+    lines.append("\n" + load_note(results))
     markdown = "\n".join(lines)
     print(markdown)
     write_results(out, markdown, results)

@@ -32,10 +32,11 @@ from common import (
     fresh_dir,
     job_env,
     load_average,
+    load_note,
     markdown_table,
     write_results,
 )
-from corpora import WIKITEXT, articles
+from corpora import articles, require_wikitext
 
 MIB = 2**20
 RAISED_RATIO = ["--max-compression-ratio", "100000"]
@@ -161,9 +162,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "out" / "hostile")
     args = parser.parse_args()
-    if not (WIKITEXT / "valid.txt").exists():
-        raise SystemExit(f"WikiText-2 raw is missing: put valid.txt and test.txt of "
-                         f"wikitext-2-raw-v1 in {WIKITEXT} (the ordinary corpora come from it)")
+    require_wikitext()
     out = fresh_dir(args.out)
     results = {"load_average_start": load_average(), "runs": []}
     for name, stage, bomb, flags, compress, as_jsonl in cases(out):
@@ -190,8 +189,7 @@ def main() -> None:
         "", table, "",
         "Ordinary corpora are WikiText-2 articles, at least 16 KB compressed. The job's stage "
         "is preprocess, or preprocess then tokenize (measured) for the pre-token bomb.",
-        f"\nLoad average at start/end: {results['load_average_start']:.2f} / "
-        f"{results['load_average_end']:.2f} (2 cores).",
+        "\n" + load_note(results),
     ])  # fmt: skip
     print(markdown)
     write_results(out, markdown, results)

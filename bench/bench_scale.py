@@ -19,6 +19,7 @@ from common import (
     fmt,
     fresh_dir,
     load_average,
+    load_note,
     markdown_table,
     read_manifest,
     spark_submit,
@@ -81,8 +82,7 @@ def main() -> None:
         "## Wall time per stage (spark-submit, local[2]); × = ratio to the smallest corpus", "",
         time_table, "",
         "## Python driver peak RSS (from each stage's manifest)", "", memory_table, "",
-        f"Load average at start/end: {results['load_average_start']:.2f} / "
-        f"{results['load_average_end']:.2f} (2 cores).",
+        load_note(results),
     ])  # fmt: skip
     print(markdown)
     write_results(out, markdown, results)

@@ -161,6 +161,12 @@ def load_average() -> float:
     return os.getloadavg()[0]
 
 
+def load_note(results: Mapping[str, Any]) -> str:
+    """The line every benchmark's tables end with: the load they were measured under."""
+    return (f"Load average at start/end: {results['load_average_start']:.2f} / "
+            f"{results['load_average_end']:.2f} (2 cores).")  # fmt: skip
+
+
 def markdown_table(
     headers: Sequence[str], rows: Iterable[Sequence[Any]], align: str | None = None
 ) -> str:
