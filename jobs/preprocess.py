@@ -138,9 +138,10 @@ def main(argv: Sequence[str]) -> dict:
     clock = [("start", time.time())]  # phases, for the benchmarks' throughput per phase
     splits, tasks, split_bytes = plan_reading(files, options, args.split_mb,
                                               spark.sparkContext.defaultParallelism)  # fmt: skip
-    # Shuffles as wide as the reading: persisted DataFrames keep their partitioning (adaptive
-    # execution does not coalesce them), and 200 near-empty partitions cost a task each.
-    spark.conf.set("spark.sql.shuffle.partitions",
+    # Shuffles as wide as the reading, whatever was set: persisted DataFrames keep their
+    # partitioning (adaptive execution does not coalesce them), so a fixed width would either
+    # cost a task per near-empty partition or leave read tasks' output in too few.
+    spark.conf.set(sparkjob.SHUFFLE_PARTITIONS,
                    str(max(spark.sparkContext.defaultParallelism, len(tasks))))  # fmt: skip
     lines = read_lines(spark, tasks, options)
     dropped, input_stats, kept = drop_counts(lines)
