@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from xml.etree.ElementTree import ParseError
 
 from sparklm import storage
 from sparklm.errors import PipelineError, raised_in_task
@@ -28,7 +27,6 @@ JVM_OOM = re.compile(r"java\.lang\.OutOfMemoryError[^\n]*")
 TORCH_ALLOCATOR = re.compile(r"DefaultCPUAllocator: can't allocate memory[^\n]*")
 # The last line of a Python worker's traceback: "MemoryError", "MemoryError: …".
 WORKER_MEMORY_ERROR = re.compile(r"^MemoryError\b[^\n]*", re.MULTILINE)
-WORKER_PARSE_ERROR = re.compile(r"^xml\.etree\.ElementTree\.ParseError: ([^\n]*)", re.MULTILINE)
 
 
 @dataclass(frozen=True)
@@ -59,13 +57,6 @@ def classify(exc: BaseException, memory_knobs: str) -> Verdict | None:
     if any(isinstance(e, MemoryError) for e in chain) or WORKER_MEMORY_ERROR.search(text):
         return _memory(f"{where} ran out of memory (MemoryError)",
                        f"{memory_knobs}, or raise {SPARK_MEMORY}")  # fmt: skip
-    parse_error = next((e for e in chain if isinstance(e, ParseError)), None)
-    found = WORKER_PARSE_ERROR.search(text)
-    if parse_error is not None or found:
-        detail = str(parse_error) if parse_error is not None else found.group(1)
-        return Verdict(DETERMINISTIC, (
-            f"malformed XML in the corpus ({detail}): the dump is truncated or not well-formed "
-            "MediaWiki XML. Download it again, or leave it out of --input"))  # fmt: skip
     if (failure := next(filter(None, map(raised_in_task, chain)), None)) is not None:
         return Verdict(DETERMINISTIC, str(failure))
     return None

@@ -1,6 +1,6 @@
-from types import SimpleNamespace
-
 """The DAG refuses, without retrying, runs its jobs would refuse; a Java OOM is not retried."""
+
+from types import SimpleNamespace
 
 import pytest
 

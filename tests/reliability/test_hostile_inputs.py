@@ -263,7 +263,7 @@ def test_a_malformed_xml_dump_fails_without_retry(tmp_path, victim):
     done = spark_submit("preprocess.py", "--run-root", f"file://{tmp_path}/run", "--input", dump)
     assert done.returncode == 2, done.stdout[-3000:]
     [error] = error_lines(done.stdout)
-    assert error.startswith("ERROR: malformed XML in the corpus (")
+    assert error.startswith("ERROR: ") and "dump.xml is not well-formed XML (" in error, error
     assert not (tmp_path / "run" / "preprocess" / "manifest.json").exists()
     assert tree_checksums(victim) == before
 

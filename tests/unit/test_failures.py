@@ -1,7 +1,6 @@
 """Failures are classified: deterministic ones exit 2 with one ERROR line, transient ones 1."""
 
 import re
-import xml.etree.ElementTree as ET
 
 import pytest
 import torch
@@ -52,10 +51,6 @@ def worker(last: str) -> Py4JJavaError:
                        ": java.lang.OutOfMemoryError: Java heap space\n\tat x.y(z)"),
          r"^the Spark JVM ran out of memory \(java.lang.OutOfMemoryError: Java heap space\)\. "
          r".*raise spark.driver.memory"),
-        (raised(lambda: ET.fromstring("<mediawiki><page>")),
-         r"^malformed XML in the corpus \(no element found: line 1, column 17\)"),
-        (worker("xml.etree.ElementTree.ParseError: mismatched tag: line 9, column 2"),
-         r"^malformed XML in the corpus \(mismatched tag: line 9, column 2\)"),
         (worker("sparklm.stage.StageNotCommitted: stage 'preprocess' is not complete"),
          r"^stage 'preprocess' is not complete$"),
     ],
