@@ -39,8 +39,10 @@ def train_tokens(root):
     return tokenize, torch.from_numpy(read_range(shards, dtype, 0, total))
 
 
-# The Qwen3 block: rotary positions, RMSNorm, SwiGLU, QK-norm, no biases.
+# The Qwen3 block (the train job's default): rotary positions, RMSNorm, SwiGLU, QK-norm.
 QWEN3 = {"position": "rope", "norm": "rmsnorm", "mlp": "swiglu", "qk_norm": True}
+# GPT-2's block (GPTConfig's own defaults), which the job trains only when asked to.
+GPT2 = {"position": "learned", "norm": "layernorm", "mlp": "gelu", "qk_norm": False}
 
 
 def block_flags(switches: dict) -> list[str]:
@@ -50,7 +52,7 @@ def block_flags(switches: dict) -> list[str]:
 
 
 @pytest.mark.parametrize(
-    ("optimizer", "block"), [("adamw", {}), ("muon", QWEN3)], ids=["adamw-gpt2", "muon-qwen3"]
+    ("optimizer", "block"), [("adamw", GPT2), ("muon", QWEN3)], ids=["adamw-gpt2", "muon-qwen3"]
 )
 def test_one_partition_averaging_every_step_matches_single_process_torch(
     run_job, wikitext_run, copy_run, optimizer, block
