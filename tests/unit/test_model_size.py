@@ -35,7 +35,7 @@ def test_the_issues_huge_params_are_refused_and_the_defaults_fit():
         check_budget(huge, 8, "the model", "the n_layer or n_embd")
     default = training_memory(Shape(4096, 128, 4, 4, 128), batch_size=16)
     check_budget(default, 8, "the model", "-")
-    assert default.peak_bytes < 1 * GIB
+    assert default.peak_bytes < 2 * GIB
 
 
 MEASURE = """
