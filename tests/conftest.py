@@ -335,8 +335,10 @@ def airflow_stack(aws_api_server, s3_server, tmp_path_factory) -> Iterator[Airfl
     database, the DAG unpaused; EMR goes to moto, S3 to the test server, and EMR watchers
     defer to the triggerer. No runs-base or registry Variable is set: runs nobody gave a
     location to land under the stack's AIRFLOW_HOME. Corpora the tests write under pytest's
-    temporary folder are allowed, as a deployment allows its data folders.
+    temporary folder or in the test bucket are allowed, as a deployment allows its data
+    folders, and so are registries there.
     """
+    allowed = f"file://{tmp_path_factory.getbasetemp()}/,s3://{s3_server.bucket}/"
     inherited = {k: v for k, v in os.environ.items()
                  if not k.startswith(("AIRFLOW_VAR_", "AIRFLOW_CONN_AWS"))}  # fmt: skip
     stack = AirflowStack(
@@ -348,7 +350,8 @@ def airflow_stack(aws_api_server, s3_server, tmp_path_factory) -> Iterator[Airfl
             "LLM_EMR_DEFERRABLE": "true",
             "LLM_EMR_POLL_SECONDS": "2",
             "LLM_RETRY_DELAY_SECONDS": "1",
-            "AIRFLOW_VAR_LLM_CORPUS_ALLOWED_PREFIXES": f"file://{tmp_path_factory.getbasetemp()}",
+            "AIRFLOW_VAR_LLM_CORPUS_ALLOWED_PREFIXES": allowed,
+            "AIRFLOW_VAR_LLM_REGISTRY_ALLOWED_PREFIXES": allowed,
         },
     )
     try:

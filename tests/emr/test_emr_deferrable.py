@@ -34,8 +34,13 @@ def test_a_deferred_watcher_keeps_the_stage_timeout_and_quotes_the_jobs_error(
 
     # moto leaves the step pending until the harness runs it: the watcher hands the wait to
     # the triggerer, with the preprocess stage's 4 h, not EmrStepSensor's 60 polls.
-    ti = stack.wait_until(lambda: (ti := stack.get(watcher))["state"] == "deferred" and ti,
-                          1200, "emr.watch_preprocess deferred", interval=2)  # fmt: skip
+    def deferred():
+        if (ti := stack.get(watcher))["state"] == "deferred":
+            return ti
+        run = stack.get(f"/api/v2/dags/{DAG_ID}/dagRuns/{run_id}")
+        assert run["state"] in ("queued", "running"), f"the run {run['state']} first"
+
+    ti = stack.wait_until(deferred, 1200, "emr.watch_preprocess deferred", interval=2)
     assert ti["trigger"]["classpath"].endswith("EmrStepSensorTrigger")
     started = datetime.fromisoformat(ti["start_date"]).replace(tzinfo=None)
     waits = deferral_timeout(stack, run_id, "emr.watch_preprocess") - started
