@@ -20,6 +20,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from sparklm.model_size import default_intermediate_size
+
 POSITIONS = ("learned", "rope")
 NORMS = ("layernorm", "rmsnorm")
 MLPS = ("gelu", "swiglu")
@@ -130,14 +132,6 @@ class GPTConfig:
                 f"expected a subset of {cls.field_names()}"
             )
         return cls(**d)
-
-
-def default_intermediate_size(mlp: str, n_embd: int) -> int:
-    """GPT-2's 4·n_embd; for SwiGLU 2/3 of that (three matrices instead of two keep the
-    parameter count), rounded up to a multiple of 32 as Llama rounds its own."""
-    if mlp == "swiglu":
-        return 32 * math.ceil(8 * n_embd / 3 / 32)
-    return 4 * n_embd
 
 
 class KVCache:

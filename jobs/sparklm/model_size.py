@@ -11,8 +11,9 @@ Python worker running one replica), in float32, and err on the high side.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import Any
 
 from sparklm.errors import PipelineError
@@ -47,39 +48,75 @@ class ModelTooLarge(PipelineError):
 
 @dataclass(frozen=True)
 class Shape:
-    """The sizes that decide memory: the model's and the training batch's."""
+    """The sizes that decide memory: the model's dimensions and its block's parts.
+
+    The block fields mirror ``GPTConfig``'s and default, as it does, to GPT-2's block.
+    """
 
     vocab_size: int
     context_len: int
     n_layer: int
     n_head: int
     n_embd: int
+    position: str = "learned"
+    norm: str = "layernorm"
+    mlp: str = "gelu"
+    intermediate_size: int | None = None  # None or 0: default_intermediate_size(mlp, n_embd)
+    qk_norm: bool = False
+    bias: bool = False
+    tie_embeddings: bool = True
 
     @classmethod
     def from_config(cls, config: Mapping[str, Any]) -> Shape:
-        return cls(*(int(config[k]) for k in
-                     ("vocab_size", "context_len", "n_layer", "n_head", "n_embd")))  # fmt: skip
+        """From a ``config.json`` or the Params; absent block keys mean GPT-2's block."""
+        return cls(**{f.name: config[f.name] for f in fields(cls) if f.name in config})
+
+    @property
+    def hidden_size(self) -> int:
+        """The MLP's hidden width."""
+        return self.intermediate_size or default_intermediate_size(self.mlp, self.n_embd)
+
+    @property
+    def mlp_input_width(self) -> int:
+        """The MLP's first matmul's width: SwiGLU computes its gate and up rows together."""
+        return 2 * self.hidden_size if self.mlp == "swiglu" else self.hidden_size
+
+
+def default_intermediate_size(mlp: str, n_embd: int) -> int:
+    """GPT-2's 4·n_embd; for SwiGLU 2/3 of that (three matrices instead of two keep the
+    parameter count), rounded up to a multiple of 32 as Llama rounds its own."""
+    if mlp == "swiglu":
+        return 32 * math.ceil(8 * n_embd / 3 / 32)
+    return 4 * n_embd
 
 
 def parameter_count(shape: Shape) -> int:
-    """Distinct parameters (the tied embedding counted once), as ``GPT.num_params(False)``."""
-    c = shape.n_embd
-    per_block = 12 * c * c + 4 * c  # attention 4c², MLP 8c², two LayerNorms
-    return (shape.vocab_size + shape.context_len) * c + shape.n_layer * per_block + 2 * c
+    """Distinct parameters (a tied embedding counted once), as ``GPT.num_params(False)``."""
+    s, c = shape, shape.n_embd
+    norm = 2 * c if s.norm == "layernorm" else c  # LayerNorm keeps its bias either way
+    attention = 4 * c * c + (4 * c if s.bias else 0)
+    attention += 2 * (c // s.n_head) if s.qk_norm else 0
+    mlp = c * s.mlp_input_width + s.hidden_size * c
+    mlp += s.mlp_input_width + c if s.bias else 0
+    embeddings = s.vocab_size * c * (1 if s.tie_embeddings else 2)
+    embeddings += s.context_len * c if s.position == "learned" else 0
+    return embeddings + s.n_layer * (attention + mlp + 2 * norm) + norm
 
 
 def activation_floats(shape: Shape, batch_size: int, *, training: bool) -> int:
     """Floats alive in one forward (and its backward) pass over ``batch_size`` full windows.
 
-    Per token and layer: the block's saved inputs and outputs (about 17·n_embd:
-    LayerNorms, q/k/v, attention output, the 4×-wide MLP twice, residuals) and the
+    Per token and layer: the block's saved inputs and outputs (about 9·n_embd: norms,
+    q/k/v, attention output, residuals; then the MLP's wide activations, before and after
+    its nonlinearity, and SwiGLU's product) and the
     attention weights (2·n_head·context, if the kernel materialises them); then the
     logits, their log-softmax and the gradients of both (5·vocab; 2 without a
     backward pass). Measured against real replicas, the logits term is what
     dominates small models with a large vocabulary.
     """
     s = shape
-    per_token = s.n_layer * (17 * s.n_embd + 2 * s.n_head * s.context_len)
+    mlp = 2 * s.mlp_input_width + (s.hidden_size if s.mlp == "swiglu" else 0)
+    per_token = s.n_layer * (9 * s.n_embd + mlp + 2 * s.n_head * s.context_len)
     per_token += (5 if training else 2) * s.vocab_size + 2 * s.n_embd
     return batch_size * s.context_len * per_token
 

@@ -117,8 +117,7 @@ def make_plan(
         require_s3(plan)
     inputs = params["corpus"].split(",") + [p for p in [params["prompts_uri"]] if p]
     inputs += params["eval_input"].split(",") if params.get("eval_input") else []
-    shape = Shape(params["vocab_size"], params["context_len"], params["n_layer"],
-                  params["n_head"], params["n_embd"])  # fmt: skip
+    shape = Shape.from_config(params)
     try:
         for spec in inputs:
             storage.input_uri(spec)

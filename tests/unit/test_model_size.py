@@ -16,15 +16,37 @@ from sparklm.model_size import (
     training_memory,
 )
 
+BLOCKS = [
+    {},  # GPT-2's
+    {"position": "rope", "norm": "rmsnorm", "mlp": "swiglu", "qk_norm": True},  # Qwen3's
+    {"position": "rope", "norm": "rmsnorm", "mlp": "swiglu", "tie_embeddings": False},
+    {"mlp": "swiglu", "bias": True, "qk_norm": True, "intermediate_size": 200},
+    {"bias": True, "intermediate_size": 72, "tie_embeddings": False},
+]
 
+
+@pytest.mark.parametrize("block", BLOCKS)
 @pytest.mark.parametrize(
     "dims", [(50, 8, 1, 2, 16), (4096, 128, 4, 4, 128), (300, 32, 3, 4, 96), (65536, 64, 2, 8, 64)]
 )
-def test_parameter_count_matches_the_model(dims):
-    shape = Shape(*dims)
+def test_parameter_count_matches_the_model(dims, block):
+    config = GPTConfig(*dims, **block)
     with torch.device("meta"):
-        model = GPT(GPTConfig(*dims))
-    assert parameter_count(shape) == model.num_params(non_embedding=False)
+        model = GPT(config)
+    assert parameter_count(Shape.from_config(config.to_dict())) == model.num_params(
+        non_embedding=False
+    )
+
+
+def test_params_describe_the_same_shape_as_the_config_they_become():
+    """plan_run estimates from the Params (intermediate_size 0: the default), train from the
+    config.json they become."""
+    params = {"vocab_size": 4096, "context_len": 128, "n_layer": 4, "n_head": 4, "n_embd": 128,
+              "mlp": "swiglu", "intermediate_size": 0, "tie_embeddings": False, "lr": 0.1}
+    config = GPTConfig(**{k: v for k, v in params.items() if k not in ("lr", "intermediate_size")})
+    assert parameter_count(Shape.from_config(params)) == parameter_count(
+        Shape.from_config(config.to_dict())
+    )
 
 
 def test_the_issues_huge_params_are_refused_and_the_defaults_fit():
