@@ -57,7 +57,7 @@ def test_a_promotion_waits_for_a_person_who_approves_or_rejects_it(airflow_stack
     stack = airflow_stack
     registry = f"file://{stack.home}/llm_decoder/registry"
     latest = f"{registry}/{MODEL}/latest.json"
-    # The bundled corpus: the stack has no corpus allow-list Variable, so only it is allowed.
+    # The bundled corpus, which every deployment allows.
     conf = {**SMALL_CONF, "model_name": MODEL, "require_approval": True}
 
     # 1. The first version passes the gate, but latest.json waits for the approver.
