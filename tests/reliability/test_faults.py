@@ -153,7 +153,9 @@ def test_killed_train_task_is_retried_by_airflow_and_resumes(airflow_db, monkeyp
             if latest.exists() and json.loads(latest.read_text())["round"] >= 1:
                 for proc in psutil.process_iter(["cmdline"]):
                     cmdline = " ".join(proc.info["cmdline"] or [])
-                    if "SparkSubmit" in cmdline and "train.py" in cmdline:
+                    # This run's train job only: other Spark jobs on the machine are not ours.
+                    ours = f"train.py --run-root file://{run_dir}"
+                    if "SparkSubmit" in cmdline and ours in cmdline:
                         os.kill(proc.pid, signal.SIGKILL)
                         killed.append(proc.pid)
             time.sleep(0.05)
