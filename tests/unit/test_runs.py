@@ -93,6 +93,8 @@ def test_the_plan_carries_the_allow_lists_to_the_jobs():
         ({"context_len": 8192, "n_layer": 96, "n_embd": 8192, "n_head": 64}, {},
          r"77,\d+,\d+,\d+ parameters .* over the memory budget of 8 GB"),
         ({"n_embd": 1024, "memory_budget_gb": 0.5}, {}, "over the memory budget of 0.5 GB"),
+        # Small in n_embd and n_layer; the MLP's width is what does not fit.
+        ({"intermediate_size": 65536, "n_layer": 8}, {}, "over the memory budget of 8 GB"),
     ],
 )  # fmt: skip
 def test_runs_the_jobs_would_refuse_are_refused_in_the_plan(conf, lists, message):
