@@ -48,9 +48,9 @@ $(STAMP): pyproject.toml constraints.txt tools/install_torch.py | preflight
 ## the bundle's requirements.txt + constraints.txt, plus the default EMR release's Spark.
 venv-emr: $(EMR_STAMP)
 
-$(EMR_STAMP): $(STAMP) plugins/llm_pipeline/emr_bootstrap.sh plugins/llm_pipeline/emr.py
+$(EMR_STAMP): $(STAMP) plugins/llm_pipeline/emr/bootstrap.sh plugins/llm_pipeline/emr/bundle.py
 	rm -rf $(EMR_VENV)
-	python tests/emr_harness.py build-node-env $(EMR_VENV)
+	python tools/emr_harness.py build-node-env $(EMR_VENV)
 	touch $@
 
 $(AIRFLOW_HOME)/airflow.db: $(STAMP)
@@ -63,12 +63,12 @@ $(AIRFLOW_HOME)/airflow.db: $(STAMP)
 run: $(AIRFLOW_HOME)/airflow.db
 	$(if $(CORPUS),AIRFLOW_VAR_LLM_CORPUS_ALLOWED_PREFIXES="$${AIRFLOW_VAR_LLM_CORPUS_ALLOWED_PREFIXES:+$$AIRFLOW_VAR_LLM_CORPUS_ALLOWED_PREFIXES$(comma)}$(CORPUS)") \
 	AIRFLOW_VAR_LLM_REGISTRY="$(REGISTRY)" airflow dags test llm_decoder --conf '$(RUN_CONF)'
-	python -m sparklm.summary $(RUN_ROOT)
+	python -m sparklm.runtime.summary $(RUN_ROOT)
 
 ## airflow: a real local Airflow (api-server on 127.0.0.1:$(AIRFLOW_PORT), scheduler,
 ## dag-processor, triggerer; LocalExecutor on .airflow/airflow.db). Ctrl-C stops it all.
 airflow: $(STAMP)
-	python tests/airflow_stack.py --port $(AIRFLOW_PORT) --home $(AIRFLOW_HOME)
+	python tools/airflow_stack.py --port $(AIRFLOW_PORT) --home $(AIRFLOW_HOME)
 
 ## system-deps: Debian's docker-compose, for validating docker-compose.yaml (no engine needed),
 ## and chromium + chromium-driver, for the tests that drive the Airflow UI.
@@ -94,11 +94,13 @@ test: $(STAMP) $(EMR_STAMP) system-deps
 test-fast: $(STAMP)
 	pytest -m "not (spark or s3 or airflow or emr or slow)"
 
-## check: what CI runs before the tests: ruff (lint, imports, complexity) and mypy on the
-## jobs and the Airflow plugin (settings in pyproject.toml).
+## check: what CI runs before the tests: ruff (lint, imports, complexity, formatting), mypy on
+## the jobs and the Airflow plugin, and the library's layer contracts (settings in pyproject.toml).
 check: $(STAMP)
 	ruff check .
+	ruff format --check .
 	mypy
+	lint-imports
 
 lint: $(STAMP)
 	ruff check .

@@ -46,9 +46,9 @@ def baseline_encode_mb_s(run_root: Path) -> float:
     """Single-process HF tokenizers on every preprocessed document, with the stage's vocab."""
     from tokenizers import Tokenizer
 
-    from sparklm.shards import read_doc_texts
-    from sparklm.stage import listed_files
-    from sparklm.stage import read_manifest as read_stage
+    from sparklm.data.document_shards import read_doc_texts
+    from sparklm.runtime.stages import listed_files
+    from sparklm.runtime.stages import read_manifest as read_stage
 
     tokenizer = Tokenizer.from_file(str(run_root / "tokenize" / "tokenizer.json"))
     manifest = read_stage(file_uri(run_root), "preprocess")
@@ -93,15 +93,30 @@ def format_tables(runs: dict, formats: list[str], sizes: list[int]) -> str:
                          fmt(one["read_s"] / two["read_s"], 2),
                          fmt(one["driver_rss_mb"]), fmt(two["driver_rss_mb"])])  # fmt: skip
     return markdown_table(
-        ["format", "corpus", "text MB", "tasks", "MB/s local[1]", "MB/s local[2]",
-         "2 ÷ 1 (job)", "2 ÷ 1 (read phase)", "driver RSS MB [1]", "driver RSS MB [2]"], rows)
+        [
+            "format",
+            "corpus",
+            "text MB",
+            "tasks",
+            "MB/s local[1]",
+            "MB/s local[2]",
+            "2 ÷ 1 (job)",
+            "2 ÷ 1 (read phase)",
+            "driver RSS MB [1]",
+            "driver RSS MB [2]",
+        ],
+        rows,
+    )
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--copies", default="1,8", help="corpus sizes, as WikiText-2 copies")
-    parser.add_argument("--format-copies", default="4,32",
-                        help="corpus sizes of the per-format runs (empty: skip them)")
+    parser.add_argument(
+        "--format-copies",
+        default="4,32",
+        help="corpus sizes of the per-format runs (empty: skip them)",
+    )
     parser.add_argument("--formats", default=",".join(FORMATS), help="formats to compare")
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "out" / "data")
     args = parser.parse_args()

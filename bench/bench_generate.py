@@ -19,8 +19,8 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file
 
-from sparklm.model import GPT, GPTConfig
-from sparklm.sampling import generate
+from sparklm.model.decoding import generate
+from sparklm.model.gpt import GPT, GPTConfig
 
 
 def load(model_dir: str | None) -> GPT:

@@ -174,8 +174,15 @@ def main() -> None:
                          as_jsonl)  # fmt: skip
         for kind, corpus in (("bomb", bomb), ("ordinary", plain)):
             run = measure(out, stage, corpus, flags)
-            results["runs"].append({"case": name, "kind": kind, "stage": stage,
-                                    "compressed_bytes": corpus.stat().st_size, **run})
+            results["runs"].append(
+                {
+                    "case": name,
+                    "kind": kind,
+                    "stage": stage,
+                    "compressed_bytes": corpus.stat().st_size,
+                    **run,
+                }
+            )
     results["load_average_end"] = load_average()
     table = markdown_table(
         ["input", "corpus", "compressed KB", "exit", "wall s", "largest Python RSS MB",

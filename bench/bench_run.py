@@ -29,7 +29,7 @@ from common import (
     write_results,
 )
 
-from llm_pipeline.jobs import PIPELINE
+from llm_pipeline.pipeline import PIPELINE
 
 STAGES = tuple(job.stage for job in PIPELINE)
 

@@ -27,7 +27,7 @@ from common import (
 )
 from corpora import scaled_corpus
 
-from llm_pipeline.jobs import PIPELINE
+from llm_pipeline.pipeline import PIPELINE
 
 STAGES = tuple(job.stage for job in PIPELINE)
 SCRIPTS = {job.stage: job.script for job in PIPELINE}

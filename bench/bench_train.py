@@ -275,9 +275,9 @@ def read_split(run_root: Path, split: str):
     import numpy as np
     import torch
 
-    from sparklm.stage import listed_files
-    from sparklm.stage import read_manifest as read_stage
-    from sparklm.tokens import read_range
+    from sparklm.data.token_shards import read_range
+    from sparklm.runtime.stages import listed_files
+    from sparklm.runtime.stages import read_manifest as read_stage
 
     manifest = read_stage(file_uri(run_root), "tokenize")
     stats = manifest["stats"]
@@ -292,7 +292,12 @@ def bits_per_byte(val_loss: float, stats: dict[str, Any]) -> float:
 
 
 def single_process_loop(
-    data: Path, rounds: int, local_steps: int, batch_size: int, threads: int, seed: int,
+    data: Path,
+    rounds: int,
+    local_steps: int,
+    batch_size: int,
+    threads: int,
+    seed: int,
     recipe_args: Sequence[str],
 ) -> LoopResult:
     """The trainer's inner loop without Spark: same model, optimizer, schedule and clipping.
@@ -305,8 +310,8 @@ def single_process_loop(
     """
     import torch
 
-    from sparklm.model import GPT
-    from sparklm.training import build_optimizer, evaluate, lr_scale, sample_batch
+    from sparklm.model.gpt import GPT
+    from sparklm.model.training import build_optimizer, evaluate, lr_scale, sample_batch
 
     previous_threads = torch.get_num_threads()
     torch.set_num_threads(threads)
@@ -537,8 +542,11 @@ def run_recipe(bench: Bench, data: Path) -> None:
         f"batch 16 ({s.quality_steps * 16 * 128:,} tokens), seed {s.seed}; otherwise the job's "
         "defaults. All validation tokens scored. tokens/s is the training phase of the rounds "
         "(shared machine: indicative only).\n\n"
-        + markdown_table(["recipe", "flags", "parameters", "val bits/byte", "vs GPT-2/AdamW",
-                          "tokens/s"], rows, align="llrrrr")  # fmt: skip
+        + markdown_table(
+            ["recipe", "flags", "parameters", "val bits/byte", "vs GPT-2/AdamW", "tokens/s"],
+            rows,
+            align="llrrrr",
+        )  # fmt: skip
     )
 
 
@@ -684,8 +692,8 @@ def score_full_split(run_root: Path) -> tuple[float, float, int]:
 
     import torch
 
-    from sparklm.training import evaluate
-    from sparklm.weights import load_model
+    from sparklm.model.training import evaluate
+    from sparklm.model.weights import load_model
 
     torch.set_num_threads(2)
     val, stats = read_split(run_root, "val")

@@ -12,8 +12,11 @@ from pathlib import Path
 
 # WikiText-2 (raw) is not in the repository and no test needs it; benchmarks read it from
 # $WIKITEXT2_DIR, else from the development machine's shared data folder.
-WIKITEXT = Path(os.environ.get(
-    "WIKITEXT2_DIR", Path(__file__).resolve().parents[2] / "shared" / "data" / "wikitext-2-raw"))
+WIKITEXT = Path(
+    os.environ.get(
+        "WIKITEXT2_DIR", Path(__file__).resolve().parents[2] / "shared" / "data" / "wikitext-2-raw"
+    )
+)
 BASE_FILES = ("valid.txt", "test.txt")
 WHERE_TO_GET_IT = (
     "download WikiText-2 raw (wikitext-2-raw-v1: https://huggingface.co/datasets/Salesforce/"
@@ -136,4 +139,5 @@ def _write_multistream(folder: Path, records: list[dict], bz2) -> None:
     data += bz2.compress(b"</mediawiki>\n")
     (folder / "bench-pages-articles-multistream.xml.bz2").write_bytes(data)
     (folder / "bench-pages-articles-multistream-index.txt.bz2").write_bytes(
-        bz2.compress(("\n".join(index) + "\n").encode()))
+        bz2.compress(("\n".join(index) + "\n").encode())
+    )

@@ -40,9 +40,9 @@ def train_in_process(run_root: Path, job_argv: Sequence[str], eval_every: int = 
     import train as job  # jobs/train.py: its parser, configs and partitioning
     from bench_train import bits_per_byte, read_split
 
-    from sparklm.averaging import OuterOptimizer, combine, flat
-    from sparklm.model import GPT
-    from sparklm.training import GlobalState, apply_update, evaluate, train_replica
+    from sparklm.model.averaging import OuterOptimizer, combine, flat
+    from sparklm.model.gpt import GPT
+    from sparklm.model.training import GlobalState, apply_update, evaluate, train_replica
 
     torch.set_num_threads(1)
     args = job.parse_args(["--run-root", str(run_root), *job_argv])

@@ -50,11 +50,12 @@ from airflow.sdk import (
 from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 
 from llm_pipeline.approval import PromotionApproval
-from llm_pipeline.emr import emr_steps
-from llm_pipeline.jobs import PIPELINE, SparkJob, xcom
+from llm_pipeline.emr.bundle import emr_steps
 from llm_pipeline.operators import EmrStepWatcher, SparkJobOperator
-from llm_pipeline.params import DEFAULT_CORPUS, UnknownConfKeys, check_conf_keys, pipeline_params
-from llm_pipeline.runs import PlanError, default_base, make_plan
+from llm_pipeline.params import UnknownConfKeys, check_conf_keys, pipeline_params
+from llm_pipeline.pipeline import PIPELINE, SparkJob, spark_conf, xcom
+from llm_pipeline.plan import PlanError, default_base, make_plan
+from sparklm.settings import DEFAULT_CORPUS
 
 PROJECT_DIR = Path(os.environ.get("LLM_PROJECT_DIR", Path(__file__).resolve().parents[1]))
 JOBS_DIR = os.environ.get("LLM_JOBS_DIR", str(PROJECT_DIR / "jobs"))
@@ -66,14 +67,6 @@ EMR_DEFERRABLE = os.environ.get("LLM_EMR_DEFERRABLE", "false").lower() == "true"
 # Corpora always allowed: the bundled dump and the deployment's corpus Asset. Anything else
 # only under the llm_corpus_allowed_prefixes Variable's prefixes (nothing, unset).
 DEFAULT_CORPORA = [DEFAULT_CORPUS, CORPUS_URI]
-SPARK_CONF = {
-    # Small corpora: keep shuffles from spawning hundreds of empty tasks.
-    "spark.sql.shuffle.partitions": "16",
-    "spark.ui.showConsoleProgress": "false",
-    "spark.driver.extraJavaOptions": (
-        f"-Dlog4j2.configurationFile=file:{JOBS_DIR}/conf/log4j2.properties"
-    ),
-}
 AWS_CONN_ID = "aws_default"
 
 PARAMS = pipeline_params()
@@ -134,7 +127,7 @@ with DAG(
                 jobs_dir=JOBS_DIR,
                 plan=xcom(planned),
                 conn_id="spark_local",
-                conf=SPARK_CONF,
+                conf=spark_conf(f"{JOBS_DIR}/conf"),
                 retries=job.retries,
                 outlets=outlets(job),
             )
@@ -148,14 +141,14 @@ with DAG(
         def bundle_code(plan: dict) -> str:
             """Upload the jobs, their pinned requirements and the bootstrap action (once per
             code version) and return the code URI the steps run from."""
-            from llm_pipeline.emr_tasks import upload_bundle
+            from llm_pipeline.emr.tasks import upload_bundle
 
             return upload_bundle(PROJECT_DIR, plan, AWS_CONN_ID)
 
         @task
         def cluster_definition(plan: dict, code_uri: str, params: dict, run_id: str) -> dict:
             """The versioned cluster definition with this run's roles, subnet and log URI."""
-            from llm_pipeline.emr_tasks import cluster_overrides
+            from llm_pipeline.emr.tasks import cluster_overrides
 
             return cluster_overrides(plan, code_uri, params, run_id)
 
@@ -215,8 +208,10 @@ with DAG(
 
         found = request(plan["run_root"])
         if found is None:
-            raise AirflowSkipException("nothing awaits approval: require_approval is off, or "
-                                       "the version did not pass the promotion gate")
+            raise AirflowSkipException(
+                "nothing awaits approval: require_approval is off, or "
+                "the version did not pass the promotion gate"
+            )
         return found
 
     @task
@@ -228,7 +223,8 @@ with DAG(
         approve(request["registry"], request["model_name"], request["version"], responder(answer))
 
     request = review_request(planned)
-    approval = PromotionApproval(task_id="approve_promotion",
-                                 request_task_id=request.operator.task_id, retries=0)
+    approval = PromotionApproval(
+        task_id="approve_promotion", request_task_id=request.operator.task_id, retries=0
+    )
     chain(planned, choose_env(), [local, emr])
     chain([stages[-1], watchers[-1]], request, approval, promote(request, approval.output))

@@ -22,13 +22,13 @@ from collections.abc import Iterable, Sequence
 from dataclasses import asdict
 from functools import partial
 
-from sparklm import sparkjob, storage
-from sparklm.completion import Sampler, Sampling
-from sparklm.errors import PipelineError
-from sparklm.model_size import DEFAULT_MEMORY_BUDGET_GB
-from sparklm.ownership import check_run_root
-from sparklm.registry import read_latest
-from sparklm.stage import (
+from sparklm import settings
+from sparklm.model.completion import Sampler, Sampling
+from sparklm.registry.versions import read_latest
+from sparklm.runtime import entrypoint, storage
+from sparklm.runtime.errors import PipelineError
+from sparklm.runtime.ownership import check_run_root
+from sparklm.runtime.stages import (
     ArtifactFile,
     begin_stage,
     commit_stage,
@@ -55,44 +55,14 @@ def parse_args(argv: Sequence[str]):
         help="no Spark: sample the registry's latest version of --model-name",
     )
     p.add_argument("--model-name", help="with --registry: the registered model")
-    p.add_argument("--prompts", help="URI of a text file, one prompt per line")
     p.add_argument("--prompt", action="append", default=[], help="a prompt (repeatable)")
-    p.add_argument(
-        "--prompts-json",
-        default="[]",
-        help="a JSON list of prompts (how the DAG passes its prompts Param)",
-    )
-    defaults = Sampling()
-    p.add_argument("--max-new-tokens", type=int, default=defaults.max_new_tokens)
-    p.add_argument(
-        "--temperature",
-        type=float,
-        default=defaults.temperature,
-        help="divides the logits; 0 = greedy",
-    )
-    p.add_argument("--top-k", type=int, default=defaults.top_k, help="0 disables")
-    p.add_argument("--top-p", type=float, default=defaults.top_p, help="1 disables")
-    p.add_argument("--seed", type=int, default=defaults.seed)
-    p.add_argument(
-        "--memory-budget-gb",
-        type=float,
-        default=DEFAULT_MEMORY_BUDGET_GB,
-        help="refuse, before building it, a model whose estimated sampling memory exceeds this "
-        f"(default {DEFAULT_MEMORY_BUDGET_GB:g})",
-    )
+    settings.add_arguments(p, STAGE)
     args = p.parse_args(argv)
     if args.registry and not args.model_name:
         p.error("--registry needs --model-name")
     args.sampling = Sampling(args.max_new_tokens, args.temperature, args.top_k, args.top_p,
-                             args.seed)  # fmt: skip
-    args.sampling.check()
-    try:
-        extra = json.loads(args.prompts_json)
-    except json.JSONDecodeError as exc:
-        raise PipelineError(f"--prompts-json is not valid JSON: {exc}") from None
-    if not isinstance(extra, list) or not all(isinstance(x, str) for x in extra):
-        raise PipelineError("--prompts-json must be a JSON list of strings")
-    args.prompt += extra
+                             args.sample_seed)  # fmt: skip
+    args.prompt += args.prompts
     return args
 
 
@@ -141,7 +111,7 @@ def main(argv: Sequence[str]) -> dict | None:
     if args.registry:
         return sample_from_registry(args)
     started = time.time()
-    prompts = load_prompts(args.prompts, args.prompt)
+    prompts = load_prompts(args.prompts_uri, args.prompt)
     train = read_manifest(args.run_root, "train")
     tokenize = read_manifest(args.run_root, "tokenize")
     weights, config = checked_model(listed_files(train, "model.safetensors")[0]["uri"],
@@ -149,7 +119,7 @@ def main(argv: Sequence[str]) -> dict | None:
                                     args.memory_budget_gb)  # fmt: skip
     tokenizer_json = storage.read_bytes(listed_files(tokenize, "tokenizer.json")[0]["uri"])
 
-    spark = sparkjob.spark_session("llm-generate")
+    spark = entrypoint.spark_session("llm-generate")
     sc = spark.sparkContext
     artifacts = sc.broadcast((weights, config, tokenizer_json.decode()))
     slices = max(1, min(len(prompts), sc.defaultParallelism))
@@ -168,7 +138,7 @@ def main(argv: Sequence[str]) -> dict | None:
     new_tokens = sum(r["new_tokens"] for r in records)
     manifest = commit_stage(
         args.run_root, STAGE, files=files, started_at=started,
-        params={"prompts": args.prompts, "inline_prompts": len(args.prompt),
+        params={"prompts": args.prompts_uri, "inline_prompts": len(args.prompt),
                 **asdict(args.sampling)},
         inputs={"train": input_ref(args.run_root, "train"),
                 "tokenize": input_ref(args.run_root, "tokenize")},
@@ -176,14 +146,14 @@ def main(argv: Sequence[str]) -> dict | None:
                "mean_tokens_per_s": sum(r["tokens_per_s"] or 0 for r in records) / len(records)},
     )  # fmt: skip
     for r in records[:3]:
-        sparkjob.log.info("sample %d: %r → %r", r["index"], r["prompt"], r["completion"][:200])
+        entrypoint.log.info("sample %d: %r → %r", r["index"], r["prompt"], r["completion"][:200])
     return manifest
 
 
 def checked_model(weights_uri: str, config_uri: str, budget_gb: float) -> tuple[bytes, dict]:
     """The weights' bytes and config, once the safetensors header (read alone) agrees with the
     config and the model fits ``budget_gb``: nothing is allocated for a model that would not."""
-    from sparklm.weights import check_weights
+    from sparklm.model.weights import check_weights
 
     config = json.loads(storage.read_bytes(config_uri))
     check_weights(weights_uri, config, budget_gb=budget_gb, what=weights_uri)
@@ -202,10 +172,10 @@ def sample_from_registry(args) -> None:
     sampler = Sampler(
         weights, config, storage.read_bytes(storage.join(version, "tokenizer.json")).decode()
     )
-    for index, prompt in enumerate(load_prompts(args.prompts, args.prompt)):
+    for index, prompt in enumerate(load_prompts(args.prompts_uri, args.prompt)):
         record = sampler.complete(prompt, args.sampling, index)
         print(f"{prompt}{record['completion']}\n", flush=True)
 
 
 if __name__ == "__main__":
-    sparkjob.run(main, memory_knobs=MEMORY_KNOBS)
+    entrypoint.run(main, memory_knobs=MEMORY_KNOBS)

@@ -1,9 +1,7 @@
 """Preprocess: raw corpus files → cleaned, de-duplicated documents split into train/val.
 
-    spark-submit jobs/preprocess.py --run-root URI --input URI[,URI…] \
-        [--val-input URI] [--val-fraction 0.1] [--min-chars 8] [--text-field text] \
-        [--max-line-bytes 1048576] [--max-record-bytes 33554432] \
-        [--max-decompressed-gb 50] [--max-compression-ratio 200] [--split-mb 64]
+    spark-submit jobs/preprocess.py --run-root URI --input URI[,URI…] [--val-input URI]
+        [--val-fraction 0.1] [--text-field text] …   (--help lists every setting)
 
 Reads plain text, JSON Lines, Parquet and MediaWiki dumps (plain or .gz/.bz2/.xz/.zst).
 Output under ``{run_root}/preprocess/``: ``train/part-*.parquet`` and
@@ -21,13 +19,13 @@ from dataclasses import asdict, astuple
 from functools import partial
 from itertools import pairwise
 
-from sparklm import allowlist, faults, holdout, sparkjob, storage
-from sparklm.compressed import ReadLimits
-from sparklm.errors import PipelineError
-from sparklm.lines import cut_text
-from sparklm.records import field_path
-from sparklm.shards import write_doc_shard
-from sparklm.sources import (
+from sparklm import settings
+from sparklm.data import holdout
+from sparklm.data.decompression import ReadLimits
+from sparklm.data.document_shards import write_doc_shard
+from sparklm.data.lines import cut_text
+from sparklm.data.records import field_path
+from sparklm.data.sources import (
     LINE_COLUMNS,
     OPEN_COST_BYTES,
     TEXT,
@@ -40,61 +38,24 @@ from sparklm.sources import (
     read_split,
     source_names,
 )
-from sparklm.stage import begin_stage, commit_stage
+from sparklm.runtime import allowlist, entrypoint, fault_injection, storage
+from sparklm.runtime.errors import PipelineError
+from sparklm.runtime.process_memory import peak_rss_mb
+from sparklm.runtime.stages import begin_stage, commit_stage
 
 STAGE = "preprocess"
 SPLITS = ("train", "val")
 TARGET_SHARD_BYTES = 64 * 2**20
 MIN_SPLIT_BYTES = 2**20
-DEFAULTS = ReadLimits()
 
 
 def parse_args(argv: Sequence[str]):
-    p = sparkjob.parser(__doc__.splitlines()[0])
-    p.add_argument("--input", required=True,
-                   help="comma-separated files, directories or globs of plain text, JSON Lines "
-                        "(.jsonl, .json), Parquet and MediaWiki XML dumps, each optionally .gz, "
-                        ".bz2, .xz or .zst; file://, s3:// or pkg://")  # fmt: skip
-    p.add_argument("--val-input",
-                   help="optional held-out corpus (same forms as --input): its documents form the "
-                        "validation split and --val-fraction is ignored")  # fmt: skip
+    p = entrypoint.parser(__doc__.splitlines()[0])
     p.add_argument("--allowed-corpus-prefixes",
                    help="comma-separated URI prefixes every input must lie under, or '*' for "
                         f"anywhere (default: ${allowlist.CORPUS_ENV}, else anywhere)")  # fmt: skip
-    p.add_argument("--val-fraction", type=float, default=0.1,
-                   help="share of documents (or blocks) held out for validation (default 0.1)")
-    p.add_argument("--min-chars", type=int, default=8,
-                   help="drop cleaned lines shorter than this (default 8)")
-    p.add_argument("--text-field", default="text",
-                   help="JSON Lines field / Parquet column holding the text; dotted paths reach "
-                        "nested fields, e.g. meta.content (default text)")  # fmt: skip
-    p.add_argument("--max-line-bytes", type=int, default=DEFAULTS.max_line_bytes,
-                   help="longer lines are cut at whitespace into pieces of at most this many "
-                        "bytes: memory stays flat even for one-line corpora (default 1 MiB)")
-    p.add_argument("--max-record-bytes", type=int, default=DEFAULTS.max_record_bytes,
-                   help="JSON Lines records, Parquet values and wiki pages larger than this are "
-                        "dropped and counted (default 32 MiB)")  # fmt: skip
-    p.add_argument("--max-decompressed-gb", type=float, default=DEFAULTS.max_decompressed_gb,
-                   help="a compressed file may expand to at most this many GB (default 50)")
-    p.add_argument("--max-compression-ratio", type=float,
-                   default=DEFAULTS.max_compression_ratio,
-                   help="a compressed file may expand to at most this many times its size "
-                        "(default 200; text compresses 3-10x, bombs 1000x)")  # fmt: skip
-    p.add_argument("--split-mb", type=float, default=64,
-                   help="largest piece of input one task reads (default 64)")
+    settings.add_arguments(p, STAGE)
     args = p.parse_args(argv)
-    if not 0 < args.val_fraction < 0.5:
-        p.error("--val-fraction must be between 0 and 0.5 (exclusive), e.g. 0.1")
-    if args.min_chars < 1:
-        p.error("--min-chars must be at least 1")
-    if args.split_mb <= 0:
-        p.error("--split-mb must be positive")
-    if not 1024 <= args.max_line_bytes <= 2**30:
-        p.error("--max-line-bytes must be between 1024 and 1073741824")
-    if not 1024 <= args.max_record_bytes <= 2**30:
-        p.error("--max-record-bytes must be between 1024 and 1073741824")
-    if args.max_decompressed_gb <= 0 or args.max_compression_ratio < 1:
-        p.error("--max-decompressed-gb must be positive and --max-compression-ratio at least 1")
     try:
         field_path(args.text_field)
     except ValueError as exc:
@@ -110,7 +71,7 @@ def read_options(args) -> ReadOptions:
 
 def read_partition(tasks, *, options: ReadOptions):
     """Partition function: read every split of this partition's task into row tuples."""
-    faults.fail_first_attempt("preprocess:read-task")
+    fault_injection.fail_first_attempt("preprocess:read-task")
     for task in tasks:
         for split in task:
             for record in read_split(split, options):
@@ -128,20 +89,20 @@ def write_partition(index, rows, *, stage: str, split: str):
 def main(argv: Sequence[str]) -> dict:
     args = parse_args(argv)
     started = time.time()
-    inputs = args.input.split(",") + (args.val_input.split(",") if args.val_input else [])
+    inputs = args.corpus.split(",") + (args.val_input.split(",") if args.val_input else [])
     allowlist.check_corpus(inputs, args.allowed_corpus_prefixes)
     options = read_options(args)
     files = list_inputs(args)
     storage.check_writable(args.run_root)
 
-    spark = sparkjob.spark_session("llm-preprocess")
+    spark = entrypoint.spark_session("llm-preprocess")
     clock = [("start", time.time())]  # phases, for the benchmarks' throughput per phase
     splits, tasks, split_bytes = plan_reading(files, options, args.split_mb,
                                               spark.sparkContext.defaultParallelism)  # fmt: skip
     # Shuffles as wide as the reading, whatever was set: persisted DataFrames keep their
     # partitioning (adaptive execution does not coalesce them), so a fixed width would either
     # cost a task per near-empty partition or leave read tasks' output in too few.
-    spark.conf.set(sparkjob.SHUFFLE_PARTITIONS,
+    spark.conf.set(entrypoint.SHUFFLE_PARTITIONS,
                    str(max(spark.sparkContext.defaultParallelism, len(tasks))))  # fmt: skip
     lines = read_lines(spark, tasks, options)
     dropped, input_stats, kept = drop_counts(lines)
@@ -158,7 +119,7 @@ def main(argv: Sequence[str]) -> dict:
     stage = begin_stage(args.run_root, STAGE)
     files_written = write_splits(docs, split_stats, stage, spark.sparkContext.defaultParallelism)
     clock.append(("write", time.time()))
-    faults.crash_point("preprocess:before-commit")
+    fault_injection.crash_point("preprocess:before-commit")
     unique.unpersist()
     docs.unpersist()
     manifest = commit_stage(
@@ -166,31 +127,41 @@ def main(argv: Sequence[str]) -> dict:
         STAGE,
         files=files_written,
         started_at=started,
-        params={"input": args.input, "val_fraction": args.val_fraction,
-                "min_chars": args.min_chars, "val_input": args.val_input,
-                "text_field": args.text_field, "split_bytes": split_bytes,
-                **asdict(options.limits)},  # fmt: skip
+        params={
+            "input": args.corpus,
+            "val_fraction": args.val_fraction,
+            "min_chars": args.min_chars,
+            "val_input": args.val_input,
+            "text_field": args.text_field,
+            "split_bytes": split_bytes,
+            **asdict(options.limits),
+        },  # fmt: skip
         stats={
-            "input": {"files": len(files), "splits": len(splits), "tasks": len(tasks),
-                      **input_stats},  # fmt: skip
+            "input": {
+                "files": len(files),
+                "splits": len(splits),
+                "tasks": len(tasks),
+                **input_stats,
+            },  # fmt: skip
             "dropped": dropped,
             "split_unit": layout["unit"],
             "block_bytes": layout["block_bytes"],
             "source_documents": layout["documents"],
-            "driver_peak_rss_mb": round(sparkjob.peak_rss_mb(), 1),
-            "seconds": {name: round(t - before, 3)
-                        for (_, before), (name, t) in pairwise(clock)},  # fmt: skip
+            "driver_peak_rss_mb": round(peak_rss_mb(), 1),
+            "seconds": {
+                name: round(t - before, 3) for (_, before), (name, t) in pairwise(clock)
+            },  # fmt: skip
             **split_stats,
         },
     )
-    sparkjob.log.info("preprocess committed: train %s, val %s, dropped %s",
+    entrypoint.log.info("preprocess committed: train %s, val %s, dropped %s",
                       split_stats["train"], split_stats["val"], dropped)  # fmt: skip
     return manifest
 
 
 def list_inputs(args) -> list[SourceFile]:
     """Every input file with its size and the name its documents go by."""
-    specs = args.input.split(",")
+    specs = args.corpus.split(",")
     val_specs = args.val_input.split(",") if args.val_input else []
     val_files = set(corpus_files(storage.expand(val_specs))) if val_specs else set()
     uris = sorted(set(corpus_files(storage.expand(specs))) | val_files)
@@ -207,12 +178,19 @@ def plan_reading(files: list[SourceFile], options: ReadOptions, split_mb: float,
     """
     total_bytes = sum(f.size for f in files)
     work = total_bytes + OPEN_COST_BYTES * len(files)
-    split_bytes = int(min(split_mb * 2**20,
-                          max(MIN_SPLIT_BYTES, math.ceil(work / (2 * parallelism)))))
+    split_bytes = int(
+        min(split_mb * 2**20, max(MIN_SPLIT_BYTES, math.ceil(work / (2 * parallelism))))
+    )
     splits = plan_splits(files, split_bytes, options)
     tasks = group_splits(splits, split_bytes)
-    sparkjob.log.info("preprocess: %d file(s), %.1f MB, %d split(s) of ≤ %.1f MB in %d task(s)",
-                      len(files), total_bytes / 1e6, len(splits), split_bytes / 1e6, len(tasks))
+    entrypoint.log.info(
+        "preprocess: %d file(s), %.1f MB, %d split(s) of ≤ %.1f MB in %d task(s)",
+        len(files),
+        total_bytes / 1e6,
+        len(splits),
+        split_bytes / 1e6,
+        len(tasks),
+    )
     return splits, tasks, split_bytes
 
 
@@ -269,10 +247,13 @@ def resolve_documents(spark, lines, splits):
          in continued.items()],
         "source string, split_start long, continued_id string, continued_start long",
     )  # fmt: skip
-    resolved = {"doc_id": F.coalesce("doc_id", "continued_id").alias("doc_id"),
-                "doc_start": F.coalesce("doc_start", "continued_start").alias("doc_start")}
+    resolved = {
+        "doc_id": F.coalesce("doc_id", "continued_id").alias("doc_id"),
+        "doc_start": F.coalesce("doc_start", "continued_start").alias("doc_start"),
+    }
     return lines.join(F.broadcast(table), ["source", "split_start"], "left").select(
-        *[resolved.get(c, F.col(c)) for c in LINE_COLUMNS])
+        *[resolved.get(c, F.col(c)) for c in LINE_COLUMNS]
+    )
 
 
 def first_occurrences(lines):
@@ -302,7 +283,7 @@ def choose_layout(unique, args, dropped: dict) -> dict:
     if documents == 0:
         reasons = ", ".join(f"{k}: {v['lines']}" for k, v in sorted(dropped.items())) or "none"
         raise PipelineError(
-            f"corpus {args.input!r} produced no usable text (lines dropped by reason: {reasons}). "
+            f"corpus {args.corpus!r} produced no usable text (lines dropped by reason: {reasons}). "
             "Point --input at UTF-8 text, JSON Lines (with --text-field), Parquet or MediaWiki "
             f"dumps, or lower --min-chars ({args.min_chars})"
         )
@@ -314,12 +295,12 @@ def choose_layout(unique, args, dropped: dict) -> dict:
     block = holdout.block_bytes(text_bytes, args.val_fraction)
     if text_bytes < 2 * block:
         raise PipelineError(
-            f"corpus {args.input!r} holds {documents} document(s) with {text_bytes:,} bytes of "
+            f"corpus {args.corpus!r} holds {documents} document(s) with {text_bytes:,} bytes of "
             f"text: too little to hold out a validation split (at least {2 * block:,} bytes, "
             f"or {holdout.min_documents(args.val_fraction)} documents). Add text, or give a "
             "held-out corpus with --val-input"
         )
-    sparkjob.log.warning(
+    entrypoint.log.warning(
         "corpus holds %d document(s), fewer than the %d a split by document needs: holding out "
         "contiguous blocks of ~%d bytes by hash instead", documents,
         holdout.min_documents(args.val_fraction), block)  # fmt: skip
@@ -341,12 +322,19 @@ def to_units(unique, layout: dict):
     return (
         lines.withColumn("unit_id", unit)
         .groupBy("unit_id", "source", "held_out")
-        .agg(F.sort_array(F.collect_list(F.struct("position", "piece", "text"))).alias("lines"),
-             F.sum("raw_bytes").alias("raw_bytes"))  # fmt: skip
-        .select(F.col("unit_id").alias("doc_id"), "source", "held_out",
-                split_key_column(F.col("unit_id")).alias("split_key"), "raw_bytes",
-                F.concat_ws("\n", F.col("lines.text")).alias("text"),
-                F.size("lines").alias("lines"))  # fmt: skip
+        .agg(
+            F.sort_array(F.collect_list(F.struct("position", "piece", "text"))).alias("lines"),
+            F.sum("raw_bytes").alias("raw_bytes"),
+        )  # fmt: skip
+        .select(
+            F.col("unit_id").alias("doc_id"),
+            "source",
+            "held_out",
+            split_key_column(F.col("unit_id")).alias("split_key"),
+            "raw_bytes",
+            F.concat_ws("\n", F.col("lines.text")).alias("text"),
+            F.size("lines").alias("lines"),
+        )  # fmt: skip
     )
 
 
@@ -414,14 +402,14 @@ def ensure_both_splits(docs, split_stats: dict, args):
 
     if sum(s["documents"] for s in split_stats.values()) < 2:
         raise PipelineError(
-            f"corpus {args.input!r} (with --val-input {args.val_input!r}) makes a single document "
+            f"corpus {args.corpus!r} (with --val-input {args.val_input!r}) makes a single document "
             "or block: the training and the validation split need one each; add text"
         )
     for split, order in (("val", F.asc("split_key")), ("train", F.desc("split_key"))):
         if split not in split_stats:
             donor = "train" if split == "val" else "val"
             moved = docs.where(F.col("split") == donor).orderBy(order, "doc_id").first()
-            sparkjob.log.warning(
+            entrypoint.log.warning(
                 "no document hashed into %s; moving document %s there", split, moved["doc_id"]
             )
             docs = docs.withColumn(
@@ -445,8 +433,13 @@ def write_splits(docs, split_stats: dict, stage: str, parallelism: int) -> list:
     files_written = []
     for split in SPLITS:
         counts = split_stats[split]
-        shards = max(1, min(counts["documents"],
-                            max(parallelism, math.ceil(counts["bytes"] / TARGET_SHARD_BYTES))))
+        shards = max(
+            1,
+            min(
+                counts["documents"],
+                max(parallelism, math.ceil(counts["bytes"] / TARGET_SHARD_BYTES)),
+            ),
+        )
         written = (
             docs.where(F.col("split") == split)
             .select("doc_id", "source", "text")
@@ -462,4 +455,4 @@ def write_splits(docs, split_stats: dict, stage: str, parallelism: int) -> list:
 
 
 if __name__ == "__main__":
-    sparkjob.run(main)
+    entrypoint.run(main)

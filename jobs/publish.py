@@ -8,7 +8,7 @@ metrics, plot, generations, ``MODEL_CARD.md``, ``run.json`` with every
 checksum, and ``promotion.json`` last), then moves
 ``{registry}/{model_name}/latest.json`` to it only if the promotion gate
 passes. The gate scores the candidate *and* the current latest on the
-registry's evaluation set (the same bytes for both, see ``sparklm.eval_set``)
+registry's evaluation set (the same bytes for both, see ``sparklm.registry.eval_set``)
 and promotes when the candidate is no worse within ``--tolerance``. A rejected
 version stays published, marked not promoted, with the reason. With
 ``--require-approval`` a version that passes the gate waits for a person (the
@@ -32,14 +32,14 @@ import json
 import time
 from collections.abc import Sequence
 
-from sparklm import allowlist, faults, hf_export, sparkjob, storage
-from sparklm import eval_set as eval_sets
-from sparklm.errors import PipelineError
-from sparklm.eval_set import EvalSet, EvalSetError
-from sparklm.evaluation import Score, score_artifacts
-from sparklm.model_card import render_model_card
-from sparklm.model_size import DEFAULT_MEMORY_BUDGET_GB
-from sparklm.registry import (
+from sparklm import settings
+from sparklm.data.document_shards import read_doc_texts
+from sparklm.model.evaluation import Score, score_artifacts
+from sparklm.registry import eval_set as eval_sets
+from sparklm.registry import hf_export
+from sparklm.registry.eval_set import EvalSet, EvalSetError
+from sparklm.registry.model_card import render_model_card
+from sparklm.registry.versions import (
     ALLOWED_PREFIXES_ENV,
     PROMOTION,
     RegistryError,
@@ -50,8 +50,9 @@ from sparklm.registry import (
     promotion_decision,
     version_uri,
 )
-from sparklm.shards import read_doc_texts
-from sparklm.stage import (
+from sparklm.runtime import allowlist, entrypoint, fault_injection, storage
+from sparklm.runtime.errors import PipelineError
+from sparklm.runtime.stages import (
     ArtifactFile,
     begin_stage,
     code_version,
@@ -79,20 +80,12 @@ GATED_METRICS = ("val_loss", "val_bpb", "val_ppl", "val_acc", "train_loss")
 
 
 def parse_args(argv: Sequence[str]):
-    p = sparkjob.parser(__doc__.splitlines()[0])
+    p = entrypoint.parser(__doc__.splitlines()[0])
     p.add_argument("--registry", required=True, help="s3://bucket/prefix or file:///path")
-    p.add_argument("--model-name", required=True, help="registered model name, e.g. wiki-gpt")
     p.add_argument(
         "--version",
         help="version label (default: from the train stage's time and "
         "checksum, so republishing a run is idempotent)",
-    )
-    p.add_argument(
-        "--tolerance",
-        type=float,
-        default=0.0,
-        help="promote when bits/byte on the registry's evaluation set <= the latest's on "
-        "the same set + tolerance (default 0)",
     )
     p.add_argument(
         "--allowed-registry-prefixes",
@@ -100,55 +93,14 @@ def parse_args(argv: Sequence[str]):
         f"(default: ${ALLOWED_PREFIXES_ENV}, else anywhere)",
     )
     p.add_argument(
-        "--memory-budget-gb",
-        type=float,
-        default=DEFAULT_MEMORY_BUDGET_GB,
-        help="refuse a model whose estimated sampling memory exceeds this "
-        f"(default {DEFAULT_MEMORY_BUDGET_GB:g}): nobody could load it from the registry",
-    )
-    p.add_argument(
-        "--eval-input",
-        default="",
-        help="comma-separated text or JSON Lines files (globs) to score both models on, and "
-        "the registry's evaluation set from then on if the candidate is promoted (default: "
-        "the registry's set in force; for the first version, this run's validation split)",
-    )
-    p.add_argument(
         "--allowed-corpus-prefixes",
         help="comma-separated URI prefixes --eval-input must lie under (it is read as a "
         f"corpus is), or '*' for anywhere (default: ${allowlist.CORPUS_ENV}, else anywhere)",
     )
-    p.add_argument(
-        "--eval-max-bytes",
-        type=int,
-        default=eval_sets.DEFAULT_MAX_BYTES,
-        help="the evaluation set keeps whole documents up to this many bytes of text "
-        f"(default {eval_sets.DEFAULT_MAX_BYTES})",
-    )
-    p.add_argument(
-        "--require-approval",
-        type=flag_value,
-        nargs="?",
-        const=True,
-        default=False,
-        help="publish the version but leave latest.json alone: a person approves the "
-        "promotion (the DAG's approval task), or not",
-    )
     p.add_argument("--dag-id", default="llm_decoder", help="the Airflow DAG that ran this")
     p.add_argument("--dag-run-id", default="", help="the Airflow run, linked from the registry")
-    args = p.parse_args(argv)
-    if args.tolerance < 0:
-        p.error("--tolerance must be >= 0")
-    if args.eval_max_bytes < 1:
-        p.error("--eval-max-bytes must be positive")
-    return args  # fmt: skip
-
-
-def flag_value(text: str) -> bool:
-    """``true``/``false`` as the DAG renders a boolean Param (``True``/``False``)."""
-    if text.lower() not in ("true", "false"):
-        raise ValueError(text)
-    return text.lower() == "true"
+    settings.add_arguments(p, STAGE)
+    return p.parse_args(argv)
 
 
 def default_version(train_manifest: dict) -> str:
@@ -208,16 +160,16 @@ def main(argv: Sequence[str]) -> dict:
                                decision, hf_export, copied)  # fmt: skip
     storage.write_bytes(storage.join(target, PROMOTION),
                         json.dumps(decision, indent=2, sort_keys=True).encode())  # fmt: skip
-    faults.crash_point("publish:before-latest")
+    fault_injection.crash_point("publish:before-latest")
     if decision["promoted"]:
         promote(registry, model_name, decision["pointer"], decision["evaluation"]["set"])
     state = ("promoted" if decision["promoted"] else
              "awaiting approval" if decision["awaiting_approval"] else "NOT promoted")  # fmt: skip
-    sparkjob.log.info("published %s (%s): %s", target, state, decision["reason"])
+    entrypoint.log.info("published %s (%s): %s", target, state, decision["reason"])
     return commit_stage(
         args.run_root, STAGE, files=[], started_at=started,
         params={"registry": registry, "model_name": model_name, "version": version,
-                "tolerance": args.tolerance, "require_approval": args.require_approval,
+                "tolerance": args.promotion_tolerance, "require_approval": args.require_approval,
                 "eval_input": args.eval_input or None},
         inputs=refs,
         stats={"version_uri": target, "artifacts": len(copied),
@@ -282,7 +234,7 @@ def gate(args, registry: str, model_name: str, version: str, contents: dict[str,
             current, problem = score_published(registry, model_name, latest["version"],
                                                evaluation_set)  # fmt: skip
     passed, reason = promotion_decision(
-        metrics, latest, args.tolerance,
+        metrics, latest, args.promotion_tolerance,
         candidate_bpb=candidate.bits_per_byte if candidate else None,
         latest_bpb=current.bits_per_byte if current else None, problem=problem,
     )  # fmt: skip
@@ -292,7 +244,7 @@ def gate(args, registry: str, model_name: str, version: str, contents: dict[str,
         "promoted": passed and not awaiting, "gate_passed": passed, "awaiting_approval": awaiting,
         "reason": reason + ("; awaiting human approval" if awaiting else ""),
         "published_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "tolerance": args.tolerance, "compared_to": latest["version"] if latest else None,
+        "tolerance": args.promotion_tolerance, "compared_to": latest["version"] if latest else None,
         **metrics,
         "evaluation": {"set": set_description,
                        "candidate": candidate.to_dict() if candidate else None,
@@ -323,8 +275,12 @@ def score_published(
                         "artifacts"]}  # fmt: skip
         files = {name: read_verified({"uri": storage.join(folder, name), "sha256": recorded[name]})
                  for name in MODEL_FILES}  # fmt: skip
-        score = score_artifacts(files["model.safetensors"], json.loads(files["config.json"]),
-                                files["tokenizer.json"].decode(), evaluation_set.documents)
+        score = score_artifacts(
+            files["model.safetensors"],
+            json.loads(files["config.json"]),
+            files["tokenizer.json"].decode(),
+            evaluation_set.documents,
+        )
     except (PipelineError, KeyError, ValueError) as exc:
         return None, f"the current latest {version} cannot be scored on the evaluation set: {exc}"
     return score, None
@@ -334,10 +290,13 @@ def export_hf(target: str, contents: dict[str, bytes]) -> tuple[list[ArtifactFil
     """Write ``hf/`` (the transformers layout); a model no stock class represents is
     published without it, with the reason recorded and logged as a warning."""
     try:
-        files = hf_export.export(json.loads(contents["config.json"]),
-                                 contents["model.safetensors"], contents["tokenizer.json"].decode())
+        files = hf_export.export(
+            json.loads(contents["config.json"]),
+            contents["model.safetensors"],
+            contents["tokenizer.json"].decode(),
+        )
     except hf_export.NotExportable as exc:
-        sparkjob.log.warning("no Hugging Face export: %s", exc)
+        entrypoint.log.warning("no Hugging Face export: %s", exc)
         return [], {"exported": False, "reason": str(exc)}
     written = [ArtifactFile.write(target, f"{hf_export.FOLDER}/{name}", data)
                for name, data in files.items()]  # fmt: skip
@@ -368,14 +327,17 @@ def describe_version(args, model_name: str, version: str, target: str, manifests
         "params": {stage: m["params"] for stage, m in manifests.items()},
         "artifacts": [f.to_dict() for f in copied + written],
     }
-    written.append(ArtifactFile.write(
-        target, "run.json", json.dumps(run_record, indent=2, sort_keys=True).encode()))
+    written.append(
+        ArtifactFile.write(
+            target, "run.json", json.dumps(run_record, indent=2, sort_keys=True).encode()
+        )
+    )
     return written
 
 
 def check_model(train_manifest: dict, budget_gb: float) -> None:
     """The weights' header must match ``config.json`` and the model fit the budget."""
-    from sparklm.weights import check_weights
+    from sparklm.model.weights import check_weights
 
     [weights] = listed_files(train_manifest, "model.safetensors")
     [config] = listed_files(train_manifest, "config.json")
@@ -398,4 +360,4 @@ def refuse_overwriting_another_model(target: str, weights_sha: str) -> None:
 
 
 if __name__ == "__main__":
-    sparkjob.run(main)
+    entrypoint.run(main)

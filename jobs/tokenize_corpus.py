@@ -21,11 +21,14 @@ from functools import partial
 
 import numpy as np
 
-from sparklm import faults, sparkjob
-from sparklm import tokenizer as bpe
-from sparklm.errors import PipelineError
-from sparklm.shards import read_doc_texts
-from sparklm.stage import (
+from sparklm import settings
+from sparklm.data import tokenizer as bpe
+from sparklm.data.document_shards import read_doc_texts
+from sparklm.data.token_shards import token_dtype
+from sparklm.runtime import entrypoint, fault_injection
+from sparklm.runtime.errors import PipelineError
+from sparklm.runtime.process_memory import peak_rss_mb
+from sparklm.runtime.stages import (
     ArtifactFile,
     begin_stage,
     commit_stage,
@@ -33,7 +36,6 @@ from sparklm.stage import (
     listed_files,
     read_manifest,
 )
-from sparklm.tokens import token_dtype
 
 STAGE = "tokenize"
 UPSTREAM = "preprocess"
@@ -44,17 +46,9 @@ ROUNDTRIP_CHECKS = 16
 
 
 def parse_args(argv: Sequence[str]):
-    p = sparkjob.parser(__doc__.splitlines()[0])
-    p.add_argument(
-        "--vocab-size",
-        type=int,
-        default=4096,
-        help="BPE vocabulary size including 256 byte symbols and 2 specials (default 4096)",
-    )
-    args = p.parse_args(argv)
-    if not 258 <= args.vocab_size <= 2**20:
-        p.error("--vocab-size must be between 258 (256 bytes + 2 specials) and 1048576")
-    return args
+    p = entrypoint.parser(__doc__.splitlines()[0])
+    settings.add_arguments(p, STAGE)
+    return p.parse_args(argv)
 
 
 def count_partition(shard_uris):
@@ -98,7 +92,7 @@ def main(argv: Sequence[str]) -> dict:
     upstream = read_manifest(args.run_root, UPSTREAM)
     train_shards = [f["uri"] for f in listed_files(upstream, "train/")]
     val_shards = [f["uri"] for f in listed_files(upstream, "val/")]
-    sc = sparkjob.spark_session("llm-tokenize").sparkContext
+    sc = entrypoint.spark_session("llm-tokenize").sparkContext
     counting = time.time()
     counts, distinct = count_pretokens(sc, train_shards)
     counted = time.time()
@@ -113,7 +107,7 @@ def main(argv: Sequence[str]) -> dict:
         "dtype": token_dtype(vocab_size).name,
         **bpe.special_ids(tokenizer),
         "distinct_pretokens": distinct,
-        "driver_peak_rss_mb": round(sparkjob.peak_rss_mb(), 1),
+        "driver_peak_rss_mb": round(peak_rss_mb(), 1),
         "seconds": {
             "count": round(counted - counting, 3),
             "train_vocab": round(trained - counted, 3),
@@ -121,7 +115,7 @@ def main(argv: Sequence[str]) -> dict:
         },
         **{split: split_stats(encoded, split) for split in ("train", "val")},
     }
-    faults.crash_point("tokenize:before-commit")
+    fault_injection.crash_point("tokenize:before-commit")
     manifest = commit_stage(
         args.run_root,
         STAGE,
@@ -131,7 +125,7 @@ def main(argv: Sequence[str]) -> dict:
         inputs={UPSTREAM: input_ref(args.run_root, UPSTREAM)},
         stats=stats,
     )
-    sparkjob.log.info(
+    entrypoint.log.info(
         "tokenize committed: vocab %d, train %s, val %s", vocab_size, stats["train"], stats["val"]
     )
     return manifest
@@ -153,7 +147,7 @@ def count_pretokens(sc, shards: list[str]) -> tuple[dict[str, int], int]:
     else:
         counts = dict(counts_rdd.collect())
     counts_rdd.unpersist()
-    sparkjob.log.info(
+    entrypoint.log.info(
         "tokenize: %d distinct pre-tokens counted in %.1fs; the vocabulary learns from %d of "
         "them (%d occurrences)",
         distinct,
@@ -173,7 +167,7 @@ def learn_vocabulary(counts: dict[str, int], vocab_size: int):
         )
     tokenizer = bpe.train_from_counts(counts, vocab_size)
     if tokenizer.get_vocab_size() < vocab_size:
-        sparkjob.log.warning(
+        entrypoint.log.warning(
             "the corpus supports only %d tokens; vocabulary is smaller than the requested %d",
             tokenizer.get_vocab_size(),
             vocab_size,
@@ -217,4 +211,4 @@ def split_stats(encoded: list[ArtifactFile], split: str) -> dict:
 
 
 if __name__ == "__main__":
-    sparkjob.run(main)
+    entrypoint.run(main)

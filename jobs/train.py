@@ -19,7 +19,6 @@ Output under ``{run_root}/train/``: ``model.safetensors``, ``config.json``,
 
 from __future__ import annotations
 
-import argparse
 import csv
 import hashlib
 import io
@@ -34,27 +33,17 @@ import numpy as np
 import torch
 from torch.nn.utils import vector_to_parameters
 
-from sparklm import faults, sparkjob
-from sparklm.averaging import OUTER_KINDS, OuterOptimizer, combine, flat, split_flat
-from sparklm.errors import PipelineError
-from sparklm.model import GPT, MLPS, NORMS, POSITIONS, GPTConfig
-from sparklm.model_size import DEFAULT_MEMORY_BUDGET_GB, Shape, check_budget, training_memory
-from sparklm.optim import OPTIMIZERS
-from sparklm.plots import plot_training
-from sparklm.stage import (
-    ArtifactFile,
-    clear_stage,
-    code_version,
-    commit_stage,
-    input_ref,
-    invalidate_stage,
-    listed_files,
-    read_manifest,
+from sparklm import settings
+from sparklm.data.token_shards import read_range
+from sparklm.model.averaging import OuterOptimizer, combine, flat, split_flat
+from sparklm.model.gpt import GPT, GPTConfig
+from sparklm.model.memory_estimate import (
+    Shape,
+    check_budget,
+    training_memory,
 )
-from sparklm.tokens import read_range
-from sparklm.training import (
-    OPTIMIZER_STATE_POLICIES,
-    SCHEDULES,
+from sparklm.model.plots import plot_training
+from sparklm.model.training import (
     GlobalState,
     Progress,
     TrainConfig,
@@ -65,17 +54,25 @@ from sparklm.training import (
     lr_at,
     train_replica,
 )
-from sparklm.weights import Checkpoint, load_latest_checkpoint, model_bytes, save_checkpoint
+from sparklm.model.weights import Checkpoint, load_latest_checkpoint, model_bytes, save_checkpoint
+from sparklm.runtime import entrypoint, fault_injection
+from sparklm.runtime.errors import PipelineError
+from sparklm.runtime.process_memory import peak_rss_mb
+from sparklm.runtime.stages import (
+    ArtifactFile,
+    clear_stage,
+    code_version,
+    commit_stage,
+    input_ref,
+    invalidate_stage,
+    listed_files,
+    read_manifest,
+)
 
 STAGE = "train"
 UPSTREAM = "tokenize"
 # The settings that shrink a replica or the driver, named when memory runs short.
 MODEL_SIZE_FLAGS = "--batch-size, --context-len, --n-embd or --n-layer"
-# The block the job trains unless told otherwise: the best measured (README, Training), Qwen3's.
-# GPTConfig's own defaults stay GPT-2's so config.json files from before the switches keep
-# their meaning.
-DEFAULT_MODEL = GPTConfig(vocab_size=1, position="rope", norm="rmsnorm", mlp="swiglu",
-                          qk_norm=True)  # fmt: skip
 METRIC_COLUMNS = (
     "round", "inner_steps", "tokens", "train_loss", "val_loss", "val_ppl", "val_bpb",
     "val_acc", "tokens_per_s", "seconds", "lr", "driver_rss_mb", "executor_rss_mb",
@@ -83,122 +80,15 @@ METRIC_COLUMNS = (
 
 
 def parse_args(argv: Sequence[str]):
-    p = sparkjob.parser(__doc__.splitlines()[0])
-    model = DEFAULT_MODEL
-    train = TrainConfig()
-    g = p.add_argument_group("model")
-    g.add_argument("--context-len", type=int, default=model.context_len)
-    g.add_argument("--n-layer", type=int, default=model.n_layer)
-    g.add_argument("--n-head", type=int, default=model.n_head)
-    g.add_argument("--n-embd", type=int, default=model.n_embd)
-    g.add_argument("--dropout", type=float, default=model.dropout)
-    g.add_argument(
-        "--memory-budget-gb",
-        type=float,
-        default=DEFAULT_MEMORY_BUDGET_GB,
-        help="refuse, before allocating, a model whose estimated training memory (parameters, "
-        "AdamW state, activations of one batch) in one process exceeds this (default "
-        f"{DEFAULT_MEMORY_BUDGET_GB:g})",
-    )
-    add_block_flags(g, model)
-    add_optimisation_flags(p.add_argument_group("optimisation"), train)
+    p = entrypoint.parser(__doc__.splitlines()[0])
+    settings.add_arguments(p, STAGE)
     return p.parse_args(argv)
-
-
-def add_optimisation_flags(g: argparse._ArgumentGroup, train: TrainConfig) -> None:
-    """Replicas, rounds and the inner and outer optimizers, defaulting to ``train``'s."""
-    g.add_argument(
-        "--partitions",
-        type=int,
-        default=train.partitions,
-        help="replicas trained in parallel, one per Spark partition",
-    )
-    g.add_argument(
-        "--rounds",
-        type=int,
-        default=train.rounds,
-        help="averaging rounds (the driver combines replicas after each)",
-    )
-    g.add_argument(
-        "--local-steps",
-        type=int,
-        default=train.local_steps,
-        help="inner steps each replica takes per round",
-    )
-    g.add_argument("--batch-size", type=int, default=train.batch_size)
-    g.add_argument("--lr", type=float, default=train.lr, help="peak AdamW learning rate")
-    add_recipe_flags(g, train)
-    g.add_argument("--min-lr-ratio", type=float, default=train.min_lr_ratio)
-    g.add_argument("--warmup-steps", type=int, default=train.warmup_steps)
-    g.add_argument("--weight-decay", type=float, default=train.weight_decay)
-    g.add_argument("--grad-clip", type=float, default=train.grad_clip)
-    g.add_argument(
-        "--outer",
-        choices=OUTER_KINDS,
-        default=train.outer,
-        help="avg: plain parameter averaging; nesterov: DiLoCo outer step",
-    )
-    g.add_argument("--outer-lr", type=float, default=train.outer_lr)
-    g.add_argument("--outer-momentum", type=float, default=train.outer_momentum)
-    g.add_argument(
-        "--optimizer-state",
-        choices=OPTIMIZER_STATE_POLICIES,
-        default=train.optimizer_state,
-        help="averaged: the inner optimizer's state is averaged and carried across rounds; "
-        "reset: a fresh optimizer every round",
-    )
-    g.add_argument("--seed", type=int, default=train.seed)
-    g.add_argument(
-        "--eval-tokens",
-        type=int,
-        default=train.eval_tokens,
-        help="validation tokens scored after every round",
-    )  # fmt: skip
-
-
-def add_block_flags(g: argparse._ArgumentGroup, model: GPTConfig) -> None:
-    """The block's parts (GPTConfig switches), defaulting to ``model``'s."""
-    g.add_argument("--position", choices=POSITIONS, default=model.position,
-                   help="learned: a position table (GPT-2); rope: rotary q/k (Llama, Qwen3)")
-    g.add_argument("--rope-theta", type=float, default=model.rope_theta)
-    g.add_argument("--norm", choices=NORMS, default=model.norm)
-    g.add_argument("--norm-eps", type=float, default=model.norm_eps)
-    g.add_argument("--mlp", choices=MLPS, default=model.mlp,
-                   help="gelu: GPT-2's MLP; swiglu: down(silu(gate(x)) * up(x))")
-    g.add_argument("--intermediate-size", type=int, default=0,
-                   help="MLP hidden size; 0: 4*n_embd for gelu, ~8/3*n_embd for swiglu")
-    g.add_argument("--qk-norm", type=boolean, default=model.qk_norm,
-                   help="true: RMSNorm on each head's queries and keys (Qwen3)")
-    g.add_argument("--bias", type=boolean, default=model.bias, help="biases in linear layers")
-    g.add_argument("--tie-embeddings", type=boolean, default=model.tie_embeddings,
-                   help="false: a separate output head")  # fmt: skip
-
-
-def add_recipe_flags(g: argparse._ArgumentGroup, train: TrainConfig) -> None:
-    """Inner optimizer, schedule and the early short-interval rounds."""
-    g.add_argument("--optimizer", choices=OPTIMIZERS, default=train.optimizer,
-                   help="adamw; or muon: Muon on the blocks' matrices, AdamW on the rest")
-    g.add_argument("--muon-lr", type=float, default=train.muon_lr,
-                   help="peak Muon learning rate (--optimizer muon)")
-    g.add_argument("--muon-momentum", type=float, default=train.muon_momentum)
-    g.add_argument("--schedule", choices=SCHEDULES, default=train.schedule,
-                   help="after warm-up: cosine decay, or wsd (stable, then a linear decay "
-                        "over the last --decay-fraction of the steps)")
-    g.add_argument("--decay-fraction", type=float, default=train.decay_fraction)
-    g.add_argument("--early-rounds", type=int, default=train.early_rounds,
-                   help="the first N rounds take --early-local-steps steps each instead")
-    g.add_argument("--early-local-steps", type=int, default=train.early_local_steps)  # fmt: skip
-
-
-def boolean(text: str) -> bool:
-    """``true``/``false`` in any case: what Airflow renders a boolean Param as (``True``)."""
-    if text.lower() not in ("true", "false"):
-        raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
-    return text.lower() == "true"
 
 
 def configs(args, vocab_size: int) -> tuple[GPTConfig, TrainConfig]:
     try:
+        # GPTConfig's own defaults stay GPT-2's, so an old config.json keeps its meaning; a
+        # training run takes every field from its settings.
         switches = {n: getattr(args, n) for n in GPTConfig.field_names() if n != "vocab_size"}
         switches["intermediate_size"] = args.intermediate_size or None  # 0: the MLP's default
         model_cfg = GPTConfig(vocab_size=vocab_size, **switches)
@@ -221,7 +111,7 @@ def train_partition(indices, *, state, model_cfg, train_cfg, shards, dtype, rang
     from pyspark import TaskContext
 
     torch.set_num_threads(max(1, TaskContext.get().cpus()))
-    faults.exhaust_memory("train:replica")
+    fault_injection.exhaust_memory("train:replica")
     for p in indices:
         start, stop = ranges[p]
         tokens = torch.from_numpy(read_range(shards, dtype, start, stop))
@@ -253,7 +143,7 @@ def main(argv: Sequence[str]) -> dict:
     run_id = fingerprint(model_cfg, train_cfg, upstream)
     torch.set_num_threads(max(1, min(4, os.cpu_count() or 1)))
     torch.manual_seed(train_cfg.seed)
-    faults.exhaust_memory("train:model")
+    fault_injection.exhaust_memory("train:model")
     model = GPT(model_cfg)
     outer = OuterOptimizer(model, train_cfg.outer, train_cfg.outer_lr, train_cfg.outer_momentum)
     run = Training(model_cfg, train_cfg, data, model, outer, stage, run_id)
@@ -304,7 +194,7 @@ def resume_or_initialise(run: Training) -> Progress:
         clear_stage(run.stage)
         started_at = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
         loss0, _ = evaluate(run.model, run.data.val_tokens)
-        sparkjob.log.info(
+        entrypoint.log.info(
             "train: %s parameters (%s non-embedding; %s); initial val loss %.3f",
             f"{run.model.num_params(False):,}",
             f"{run.model.num_params():,}",
@@ -315,7 +205,7 @@ def resume_or_initialise(run: Training) -> Progress:
     vector_to_parameters(checkpoint.params.clone(), run.model.parameters())
     if checkpoint.outer_momentum is not None:
         run.outer.load_momentum_buffers(split_flat(checkpoint.outer_momentum, run.outer.params))
-    sparkjob.log.info(
+    entrypoint.log.info(
         "train: resuming after round %d of %d from %s/checkpoints",
         checkpoint.round,
         run.train_cfg.rounds,
@@ -326,11 +216,11 @@ def resume_or_initialise(run: Training) -> Progress:
 
 
 def spark_context(train_cfg: TrainConfig):
-    spark = sparkjob.spark_session("llm-train")
-    faults.exhaust_memory("train:session", spark)
+    spark = entrypoint.spark_session("llm-train")
+    fault_injection.exhaust_memory("train:session", spark)
     sc = spark.sparkContext
     if train_cfg.partitions > sc.defaultParallelism:
-        sparkjob.log.warning(
+        entrypoint.log.warning(
             "%d partitions but only %d task slots: replicas will queue",
             train_cfg.partitions,
             sc.defaultParallelism,
@@ -377,7 +267,7 @@ def run_round(sc, run: Training, progress: Progress, round_index: int) -> dict:
         "tokens_per_s": window_tokens * steps / train_seconds,
         "seconds": time.time() - t0,
         "lr": lr_at(state.step - 1, train_cfg),
-        "driver_rss_mb": sparkjob.peak_rss_mb(),
+        "driver_rss_mb": peak_rss_mb(),
         "executor_rss_mb": update.peak_rss_mb,
     }
 
@@ -385,16 +275,14 @@ def run_round(sc, run: Training, progress: Progress, round_index: int) -> dict:
 def record_round(run: Training, progress: Progress, row: dict) -> None:
     """Record the row: append it to the metrics, checkpoint the round (what a retried task
     resumes from) and log it."""
-    progress.metrics.append(
-        {k: round(v, 6) if isinstance(v, float) else v for k, v in row.items()}
-    )
+    progress.metrics.append({k: round(v, 6) if isinstance(v, float) else v for k, v in row.items()})
     state = progress.state
     save_checkpoint(run.stage, Checkpoint(
         round=row["round"], step=state.step, params=state.params,
         optimizer_state=state.optimizer_state, outer_momentum=momentum_vector(run.outer),
         metrics=progress.metrics, fingerprint=run.run_id,
         started_at=progress.started_at))  # fmt: skip
-    sparkjob.log.info(
+    entrypoint.log.info(
         "round %d/%d: train %.3f  val %.3f (%.3f bits/byte, acc %.1f%%)  %.0f tok/s  %.1fs",
         row["round"], run.train_cfg.rounds, row["train_loss"], row["val_loss"], row["val_bpb"],
         100 * row["val_acc"], row["tokens_per_s"], row["seconds"])  # fmt: skip
@@ -422,9 +310,9 @@ def write_outputs(run_root: str, run: Training, metrics: list[dict], started: fl
                "tokens_trained": final["tokens"], "final": final,
                "best_val_bpb": min(m["val_bpb"] for m in metrics),
                "fingerprint": run.run_id, "started_at": started_at,
-               "driver_peak_rss_mb": round(sparkjob.peak_rss_mb(), 1)},
+               "driver_peak_rss_mb": round(peak_rss_mb(), 1)},
     )  # fmt: skip
-    sparkjob.log.info(
+    entrypoint.log.info(
         "train committed: val %.3f nats, %.3f bits/byte after %d tokens",
         final["val_loss"],
         final["val_bpb"],
@@ -458,4 +346,4 @@ def metrics_csv(rows: list[dict]) -> bytes:
 
 
 if __name__ == "__main__":
-    sparkjob.run(main, memory_knobs=f"lower {MODEL_SIZE_FLAGS}")
+    entrypoint.run(main, memory_knobs=f"lower {MODEL_SIZE_FLAGS}")

@@ -266,7 +266,7 @@ def wikitext_run(spark, tmp_path_factory) -> str:
 
     Tests copy it (``copy_run``) before writing later stages into it.
     """
-    from llm_pipeline.params import DEFAULT_CORPUS
+    from sparklm.settings import DEFAULT_CORPUS
 
     root = f"file://{tmp_path_factory.mktemp('wikitext-run')}"
     load_job("preprocess").main(["--run-root", root, "--input", DEFAULT_CORPUS])

@@ -35,8 +35,8 @@ SMALL_CONF = {
 
 def generated_records(manifest: dict) -> list[dict]:
     """The records of a committed generate stage's ``generated.jsonl``."""
-    from sparklm import storage
-    from sparklm.stage import listed_files
+    from sparklm.runtime import storage
+    from sparklm.runtime.stages import listed_files
 
     [entry] = listed_files(manifest, "generated.jsonl")
     return [json.loads(line) for line in storage.read_bytes(entry["uri"]).decode().splitlines()]
@@ -48,10 +48,10 @@ def sample_independently(model_uri: str, config_uri: str, tokenizer_uri: str, re
     import torch
     from tokenizers import Tokenizer
 
-    from sparklm import storage
-    from sparklm.sampling import generate
-    from sparklm.tokenizer import decode, special_ids
-    from sparklm.weights import load_model
+    from sparklm.data.tokenizer import decode, special_ids
+    from sparklm.model.decoding import generate
+    from sparklm.model.weights import load_model
+    from sparklm.runtime import storage
 
     model = load_model(storage.read_bytes(model_uri), json.loads(storage.read_bytes(config_uri)))
     tokenizer = Tokenizer.from_str(storage.read_bytes(tokenizer_uri).decode())
@@ -106,8 +106,12 @@ def load_job(name: str) -> ModuleType:
 
 
 def spark_submit(
-    script: str, *args: str, master: str = "local[2]", env: dict | None = None,
-    timeout: float = 600, options: Sequence[str] = (),
+    script: str,
+    *args: str,
+    master: str = "local[2]",
+    env: dict | None = None,
+    timeout: float = 600,
+    options: Sequence[str] = (),
 ) -> subprocess.CompletedProcess:
     """Run ``spark-submit --master {master} {options…} jobs/{script} args…`` as a user would.
 
@@ -173,8 +177,8 @@ def single_process_training(model_cfg, cfg, tokens, seed: int = 0):
     """
     import torch
 
-    from sparklm.model import GPT
-    from sparklm.training import build_optimizer, derive_seed, lr_scale, sample_batch
+    from sparklm.model.gpt import GPT
+    from sparklm.model.training import build_optimizer, derive_seed, lr_scale, sample_batch
 
     torch.manual_seed(seed)
     model = GPT(model_cfg)

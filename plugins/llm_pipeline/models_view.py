@@ -14,8 +14,8 @@ registers it, with an external view that shows the page inside Airflow's UI):
 
 Every route requires a signed-in user allowed to read ``llm_decoder``'s runs (Airflow's
 auth manager decides; no token, no data). The registry is the ``llm_registry`` Variable,
-as for runs that name none, read through ``sparklm.storage`` (file:// and S3) and
-``sparklm.registry`` — neither imports torch, so the api-server never loads it.
+as for runs that name none, read through ``sparklm.runtime.storage`` (file:// and S3) and
+``sparklm.registry.versions`` — neither imports torch, so the api-server never loads it.
 """
 
 from __future__ import annotations
@@ -29,11 +29,9 @@ from typing import Any
 from fastapi import Depends, FastAPI, HTTPException
 from fastapi.responses import HTMLResponse, Response
 
-from llm_pipeline.runs import default_base, validate_run_root
-from sparklm import eval_set as eval_sets
-from sparklm import storage
-from sparklm.errors import PipelineError
-from sparklm.registry import (
+from llm_pipeline.plan import default_base, validate_run_root
+from sparklm.registry import eval_set as eval_sets
+from sparklm.registry.versions import (
     PROMOTION,
     check_name,
     current_latest,
@@ -41,6 +39,8 @@ from sparklm.registry import (
     list_versions,
     version_uri,
 )
+from sparklm.runtime import storage
+from sparklm.runtime.errors import PipelineError
 
 DAG_ID = "llm_decoder"
 URL_PREFIX = "/llm-models"

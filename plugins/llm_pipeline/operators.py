@@ -12,10 +12,10 @@ from airflow.providers.apache.spark.hooks.spark_submit import SparkSubmitHook
 from airflow.providers.apache.spark.operators.spark_submit import SparkSubmitOperator
 from airflow.sdk.exceptions import AirflowException, AirflowFailException
 
-from llm_pipeline.jobs import SparkJob
+from llm_pipeline.pipeline import SparkJob
 
 # Jobs exit with this status when the input or configuration is wrong, or the job ran out of
-# memory (sparklm.failures): retrying cannot help, so the task fails at once instead of
+# memory (sparklm.runtime.exit_codes): retrying cannot help, so the task fails at once instead of
 # burning its retries.
 BAD_INPUT_EXIT_CODE = 2
 # Spark's SparkExitCode.OOM: the driver JVM died of java.lang.OutOfMemoryError. Just as
@@ -44,7 +44,7 @@ class JobSubmitHook(SparkSubmitHook):
 class SparkJobOperator(SparkSubmitOperator):
     """spark-submit one pipeline job on the ``spark_local`` connection's master.
 
-    ``plan`` is a Jinja expression for the run's plan (``llm_pipeline.jobs.xcom(planned)``).
+    ``plan`` is a Jinja expression for the run's plan (``llm_pipeline.pipeline.xcom(planned)``).
     """
 
     def __init__(self, *, job: SparkJob, jobs_dir: str | Path, plan: str, **kwargs: Any) -> None:

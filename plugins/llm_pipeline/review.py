@@ -23,9 +23,9 @@ import json
 import time
 from typing import Any
 
-from sparklm import storage
-from sparklm.registry import PROMOTION, RegistryError, current_latest, promote, version_uri
-from sparklm.stage import read_manifest
+from sparklm.registry.versions import PROMOTION, RegistryError, current_latest, promote, version_uri
+from sparklm.runtime import storage
+from sparklm.runtime.stages import read_manifest
 
 SAMPLES = 3
 

@@ -11,7 +11,7 @@ import json
 import pytest
 from airflow_stack import DAG_ID, USER
 
-from sparklm import storage
+from sparklm.runtime import storage
 from support import SMALL_CONF
 
 pytestmark = pytest.mark.slow

@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from llm_pipeline.jobs import PIPELINE
+from llm_pipeline.pipeline import PIPELINE
 from support import REPO
 
 
@@ -75,7 +75,7 @@ def form_params(dagbag):
 
 
 def test_every_param_has_a_title_a_description_and_a_section(dagbag):
-    from llm_pipeline.params import SECTIONS
+    from sparklm.settings import SECTIONS
 
     params = form_params(dagbag)
     for name, param in params.items():

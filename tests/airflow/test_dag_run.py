@@ -4,10 +4,10 @@ import json
 
 import pytest
 
-from llm_pipeline.jobs import PIPELINE
-from sparklm import storage
-from sparklm.registry import read_latest
-from sparklm.stage import read_manifest
+from llm_pipeline.pipeline import PIPELINE
+from sparklm.registry.versions import read_latest
+from sparklm.runtime import storage
+from sparklm.runtime.stages import read_manifest
 from support import (
     S3_ACCESS_KEY,
     S3_SECRET_KEY,

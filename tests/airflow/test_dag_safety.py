@@ -42,8 +42,9 @@ def test_plan_run_refuses_what_a_job_would_refuse_with_a_failure_that_is_not_ret
         monkeypatch.delenv(unset)
     params = {**dag.params.validate(), "run_root": f"file://{tmp_path}/run", **conf}
     with pytest.raises(AirflowFailException, match=message):
-        dag.get_task("plan_run").python_callable(params=params, run_id="manual__1",
-                                                 dag_run=SimpleNamespace(conf=conf))
+        dag.get_task("plan_run").python_callable(
+            params=params, run_id="manual__1", dag_run=SimpleNamespace(conf=conf)
+        )
     assert not (tmp_path / "run").exists()
 
 

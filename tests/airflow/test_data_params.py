@@ -5,7 +5,7 @@ import copy
 import jinja2
 import pytest
 
-from llm_pipeline.jobs import PIPELINE
+from llm_pipeline.pipeline import PIPELINE
 from support import load_dag, load_job
 
 

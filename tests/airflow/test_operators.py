@@ -5,7 +5,7 @@ import os
 
 import pytest
 
-from llm_pipeline.jobs import PIPELINE
+from llm_pipeline.pipeline import PIPELINE
 from support import JOBS
 
 

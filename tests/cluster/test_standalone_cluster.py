@@ -13,9 +13,9 @@ import psutil
 import pytest
 from spark_cluster import SparkCluster
 
-from sparklm import storage
-from sparklm.registry import read_latest
-from sparklm.stage import read_manifest
+from sparklm.registry.versions import read_latest
+from sparklm.runtime import storage
+from sparklm.runtime.stages import read_manifest
 from support import JOBS, TINY, small_corpus, spark_submit
 
 pytestmark = pytest.mark.slow

@@ -6,11 +6,11 @@ import boto3
 import pytest
 from emr_harness import EmrStepRunner
 
-from llm_pipeline.emr import build_bundle, bundle_version, emr_steps
-from llm_pipeline.jobs import PIPELINE, xcom
-from sparklm import storage
-from sparklm.registry import read_latest
-from sparklm.stage import read_manifest
+from llm_pipeline.emr.bundle import build_bundle, bundle_version, emr_steps
+from llm_pipeline.pipeline import PIPELINE, xcom
+from sparklm.registry.versions import read_latest
+from sparklm.runtime import storage
+from sparklm.runtime.stages import read_manifest
 from support import JOBS, REPO, SMALL_CONF, load_dag, small_corpus
 
 STAGES = [job.stage for job in PIPELINE]

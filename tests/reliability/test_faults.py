@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from sparklm import storage
-from sparklm.registry import read_latest
-from sparklm.stage import StageNotCommitted, read_manifest
+from sparklm.registry.versions import read_latest
+from sparklm.runtime import storage
+from sparklm.runtime.stages import StageNotCommitted, read_manifest
 from support import JOBS, TINY, copy_stages, load_dag, load_job, small_corpus, spark_submit
 
 TINY_TRAIN = [*TINY, "--partitions", "2"]

@@ -9,12 +9,12 @@ from pathlib import Path
 
 import pytest
 
-from sparklm import sparkjob
-from sparklm import tokenizer as bpe
-from sparklm.model import GPT, GPTConfig
-from sparklm.registry import write_latest
-from sparklm.stage import read_manifest
-from sparklm.weights import model_bytes
+from sparklm.data import tokenizer as bpe
+from sparklm.model.gpt import GPT, GPTConfig
+from sparklm.model.weights import model_bytes
+from sparklm.registry.versions import write_latest
+from sparklm.runtime import entrypoint
+from sparklm.runtime.stages import read_manifest
 from support import (
     REPO,
     TINY,
@@ -61,7 +61,7 @@ def victim(tmp_path) -> Path:
 def run_in_process(capsys, job: str, *argv) -> tuple[int, list[str]]:
     """Run a job's entry point as its ``__main__`` does; its exit status and ERROR lines."""
     with pytest.raises(SystemExit) as exit_info:
-        sparkjob.run(load_job(job).main, [str(a) for a in argv])
+        entrypoint.run(load_job(job).main, [str(a) for a in argv])
     return exit_info.value.code, error_lines(capsys.readouterr().err)
 
 

@@ -2,9 +2,9 @@
 
 import pytest
 
-from sparklm import storage
-from sparklm.errors import PipelineError
-from sparklm.stage import listed_files, read_manifest
+from sparklm.runtime import storage
+from sparklm.runtime.errors import PipelineError
+from sparklm.runtime.stages import listed_files, read_manifest
 from support import generated_records, sample_independently
 
 

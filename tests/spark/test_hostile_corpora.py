@@ -16,7 +16,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from sparklm.stage import read_manifest
+from sparklm.runtime.stages import read_manifest
 from support import JOBS, article_pages, mediawiki_page, write_text
 
 # The Python driver imports pyspark and pyarrow (~150 MB); a worker cleaning 1 MiB lines
@@ -87,8 +87,15 @@ def test_a_gzip_bomb_stops_with_the_flag_to_raise(tmp_path):
 def test_a_64mib_line_preprocesses_with_flat_memory(tmp_path):
     unit = b"anarchism originated as a term of abuse first used against "
     text = gzip_one_line(tmp_path / "in" / "one-line.txt.gz", unit, 64 * 2**20)
-    status, output, peak = submit("preprocess.py", "--run-root", f"file://{tmp_path / 'run'}",
-                                  "--input", text, "--max-compression-ratio", "100000")
+    status, output, peak = submit(
+        "preprocess.py",
+        "--run-root",
+        f"file://{tmp_path / 'run'}",
+        "--input",
+        text,
+        "--max-compression-ratio",
+        "100000",
+    )
     assert status == 0, output[-3000:]
     assert peak < PYTHON_RSS_BOUND_MB
     stats = read_manifest(f"file://{tmp_path / 'run'}", "preprocess")["stats"]
@@ -98,13 +105,22 @@ def test_a_64mib_line_preprocesses_with_flat_memory(tmp_path):
 
 def test_a_bz2_page_bomb_is_dropped_and_counted(tmp_path):
     pages = "".join(mediawiki_page(*page) for page in article_pages(20))
-    xml = (b"<mediawiki>" + pages.encode() + b"<page><title>Bomb</title><ns>0</ns><id>99</id>"
-           b"<revision><text>" + b"a" * (64 * 2**20) + b"</text></revision></page></mediawiki>")
+    xml = (
+        b"<mediawiki>" + pages.encode() + b"<page><title>Bomb</title><ns>0</ns><id>99</id>"
+        b"<revision><text>" + b"a" * (64 * 2**20) + b"</text></revision></page></mediawiki>"
+    )
     dump = write_text(tmp_path / "in" / "dump.xml.bz2", bz2.compress(xml))
     del xml
     assert dump.stat().st_size < 20_000
-    status, output, peak = submit("preprocess.py", "--run-root", f"file://{tmp_path / 'run'}",
-                                  "--input", dump, "--max-compression-ratio", "100000")
+    status, output, peak = submit(
+        "preprocess.py",
+        "--run-root",
+        f"file://{tmp_path / 'run'}",
+        "--input",
+        dump,
+        "--max-compression-ratio",
+        "100000",
+    )
     assert status == 0, output[-3000:]
     assert peak < PYTHON_RSS_BOUND_MB
     stats = read_manifest(f"file://{tmp_path / 'run'}", "preprocess")["stats"]
@@ -122,8 +138,15 @@ def test_a_bz2_page_bomb_is_dropped_and_counted(tmp_path):
 )
 def test_hostile_xml_fails_clearly_without_a_retry(tmp_path, xml, message):
     dump = write_text(tmp_path / "in" / "dump.xml.bz2", bz2.compress(xml))
-    status, output, peak = submit("preprocess.py", "--run-root", f"file://{tmp_path / 'run'}",
-                                  "--input", dump, "--max-compression-ratio", "100000")
+    status, output, peak = submit(
+        "preprocess.py",
+        "--run-root",
+        f"file://{tmp_path / 'run'}",
+        "--input",
+        dump,
+        "--max-compression-ratio",
+        "100000",
+    )
     assert status == 2, output[-3000:]
     assert message in error_line(output) and "dump.xml.bz2" in error_line(output)
     assert peak < PYTHON_RSS_BOUND_MB

@@ -13,9 +13,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from sparklm import holdout, storage
-from sparklm.errors import PipelineError
-from sparklm.stage import listed_files
+from sparklm.data import holdout
+from sparklm.runtime import storage
+from sparklm.runtime.errors import PipelineError
+from sparklm.runtime.stages import listed_files
 from support import article_pages, multistream_dump, small_corpus, write_text
 
 
@@ -90,8 +91,10 @@ def test_rerun_gives_identical_shards(run_job, tmp_path):
         ({"empty.txt": b""}, "produced no usable text"),
         ({"image.png": b"\x89PNG\r\n\x1a\n" + os.urandom(20000)}, r"binary: \d+"),
         ({"tiny.txt": b"a\nb\n\n c \n"}, "too_short: 3"),
-        ({"one.txt": b" = Only = \n a single article with enough text\n"},
-         "1 document.* too little to hold out a validation split"),
+        (
+            {"one.txt": b" = Only = \n a single article with enough text\n"},
+            "1 document.* too little to hold out a validation split",
+        ),
     ],
     ids=["no-match", "empty", "binary", "filtered-out", "one-document"],
 )
@@ -172,8 +175,14 @@ def test_json_lines_and_parquet_datasets_with_bad_records(run_job, tmp_path):
     lines = "\n".join(json.dumps(r) for r in good + bad) + "\n{broken\n"
     write_text(tmp_path / "in" / "part-0.jsonl.zst",
                pa.Codec("zstd").compress(lines.encode(), asbytes=True))  # fmt: skip
-    write_text(tmp_path / "in" / "part-1.json.gz", gzip.compress("\n".join(
-        json.dumps({"text": f"gzipped record {i} of text"}) for i in range(10)).encode()))
+    write_text(
+        tmp_path / "in" / "part-1.json.gz",
+        gzip.compress(
+            "\n".join(
+                json.dumps({"text": f"gzipped record {i} of text"}) for i in range(10)
+            ).encode()
+        ),
+    )
     texts = [f"parquet row {i} of the table" if i % 20 else None for i in range(40)]
     pq.write_table(pa.table({"text": texts}), tmp_path / "in" / "rows.parquet",
                    row_group_size=10)  # fmt: skip
@@ -182,10 +191,15 @@ def test_json_lines_and_parquet_datasets_with_bad_records(run_job, tmp_path):
     stats = manifest["stats"]
     assert stats["input"]["files"] == 3 and stats["input"]["splits"] >= 4 + 2
     assert {k: v["lines"] for k, v in stats["dropped"].items()} == {
-        "missing_text_field": 2 + 2, "non_string_text_field": 2, "invalid_json": 1}
+        "missing_text_field": 2 + 2,
+        "non_string_text_field": 2,
+        "invalid_json": 1,
+    }
     assert stats["train"]["documents"] + stats["val"]["documents"] == 25 + 10 + 38
-    assert {d["text"] for d in all_docs(manifest)} >= {"parquet row 1 of the table",
-                                                         "gzipped record 9 of text"}
+    assert {d["text"] for d in all_docs(manifest)} >= {
+        "parquet row 1 of the table",
+        "gzipped record 9 of text",
+    }
 
 
 def test_ten_thousand_tiny_files_are_read_by_a_few_tasks(run_job, tmp_path):
@@ -230,7 +244,7 @@ def test_package_corpus_split_does_not_depend_on_the_install_location(
 
 
 def test_the_spark_split_key_is_the_documented_one(spark):
-    from sparklm.cleaning import document_id, split_key
+    from sparklm.data.cleaning import document_id, split_key
     from support import load_job
 
     ids = [document_id("file:///c.txt", i) for i in range(2000)]

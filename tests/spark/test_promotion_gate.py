@@ -5,8 +5,8 @@ import json
 
 import pytest
 
-from llm_pipeline.params import DEFAULT_CORPUS
-from sparklm import storage
+from sparklm.runtime import storage
+from sparklm.settings import DEFAULT_CORPUS
 from support import load_job, small_corpus
 
 SMALL_MODEL = ["--context-len", "64", "--n-layer", "1", "--n-head", "2", "--n-embd", "64",
@@ -116,7 +116,7 @@ def test_the_published_hf_folder_is_the_trained_model(runs, tmp_path):
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from sparklm.weights import load_model
+    from sparklm.model.weights import load_model
     from support import REPO
 
     wiki, _, _ = runs
@@ -127,8 +127,16 @@ def test_the_published_hf_folder_is_the_trained_model(runs, tmp_path):
     assert run["hf_export"] == {"exported": True, "folder": "hf",  # the default block
                                 "architecture": "Qwen3ForCausalLM"}  # fmt: skip
     assert {a["path"] for a in run["artifacts"]} >= {
-        f"hf/{n}" for n in ("config.json", "model.safetensors", "generation_config.json",
-                            "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json")}
+        f"hf/{n}"
+        for n in (
+            "config.json",
+            "model.safetensors",
+            "generation_config.json",
+            "tokenizer.json",
+            "tokenizer_config.json",
+            "special_tokens_map.json",
+        )
+    }
     hf = AutoModelForCausalLM.from_pretrained(f"{folder}/hf").eval()
     tok = AutoTokenizer.from_pretrained(f"{folder}/hf")
     ours = load_model(storage.read_bytes(f"{version}/model.safetensors"),

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from sparklm import storage
-from sparklm.registry import RegistryError
+from sparklm.registry.versions import RegistryError
+from sparklm.runtime import storage
 from support import REPO, TINY, copy_stages, sample_independently
 
 TINY_TRAIN = [*TINY, "--rounds", "1", "--local-steps", "2"]
@@ -100,7 +100,7 @@ def test_registry_cli_samples_the_latest_version(run_job, published_run, tmp_pat
     import subprocess
     import sys
 
-    from sparklm.registry import read_latest
+    from sparklm.registry.versions import read_latest
 
     root, registry = published_run
     good = publish(run_job, root, registry)
@@ -124,13 +124,14 @@ def test_registry_cli_samples_the_latest_version(run_job, published_run, tmp_pat
     assert out.stdout == f"The history of{completion}\n\n"
 
 
-@pytest.mark.parametrize(("stage", "name"),
-                         [("train", "model.safetensors"), ("generate", "generated.txt")])
+@pytest.mark.parametrize(
+    ("stage", "name"), [("train", "model.safetensors"), ("generate", "generated.txt")]
+)
 def test_an_artifact_changed_after_its_stage_committed_is_not_published(run_job, published_run,
                                                                          stage, name):  # fmt: skip
     """Publish copies only bytes that match their stage's manifest; latest stays unmoved."""
-    from sparklm.errors import PipelineError
-    from sparklm.stage import listed_files, read_manifest
+    from sparklm.runtime.errors import PipelineError
+    from sparklm.runtime.stages import listed_files, read_manifest
 
     root, registry = published_run
     [entry] = listed_files(read_manifest(root, stage), name)

@@ -5,7 +5,7 @@ import pytest
 from support import spark_submit
 
 PROBE = """
-from sparklm.sparkjob import spark_session
+from sparklm.runtime.entrypoint import spark_session
 
 spark = spark_session("probe")
 print("shuffle partitions:", spark.conf.get("spark.sql.shuffle.partitions"))

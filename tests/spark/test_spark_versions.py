@@ -19,11 +19,11 @@ from pathlib import Path
 import pytest
 from emr_harness import EMR_VENV, node_environment, node_record
 
-from llm_pipeline.emr import EMR_SPARK_VERSION, build_bundle
-from llm_pipeline.jobs import PIPELINE
-from sparklm import storage
-from sparklm.registry import read_latest
-from sparklm.stage import listed_files, read_manifest
+from llm_pipeline.emr.bundle import EMR_SPARK_VERSION, build_bundle
+from llm_pipeline.pipeline import PIPELINE
+from sparklm.registry.versions import read_latest
+from sparklm.runtime import storage
+from sparklm.runtime.stages import listed_files, read_manifest
 from support import REPO, TINY, generated_records, small_corpus
 
 pytestmark = pytest.mark.slow
@@ -65,8 +65,7 @@ def project_runtime(directory: Path) -> SparkRuntime:
     venv.create(directory, with_pip=False)
     site = next((directory / "lib").glob("python3.*/site-packages"))
     (site / "project-packages.pth").write_text(
-        next(p for p in sys.path if p.endswith("site-packages") and p.startswith(sys.prefix))
-        + "\n"
+        next(p for p in sys.path if p.endswith("site-packages") and p.startswith(sys.prefix)) + "\n"
     )
     env = node_environment(directory)
     return SparkRuntime(Path(sys.executable).parent / "spark-submit", env)

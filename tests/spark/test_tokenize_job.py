@@ -4,10 +4,10 @@ import numpy as np
 import pytest
 from tokenizers import Tokenizer
 
-from sparklm import storage
-from sparklm.shards import read_doc_texts
-from sparklm.stage import StageNotCommitted, listed_files
-from sparklm.tokenizer import decode
+from sparklm.data.document_shards import read_doc_texts
+from sparklm.data.tokenizer import decode
+from sparklm.runtime import storage
+from sparklm.runtime.stages import StageNotCommitted, listed_files
 from support import copy_stages, load_job, small_corpus
 
 

@@ -15,13 +15,13 @@ import numpy as np
 import pytest
 import torch
 
-from sparklm import storage
-from sparklm.errors import PipelineError
-from sparklm.model import GPT, GPTConfig
-from sparklm.stage import listed_files, read_manifest
-from sparklm.tokens import read_range
-from sparklm.training import TrainConfig
-from sparklm.weights import load_model, parse_safetensors
+from sparklm.data.token_shards import read_range
+from sparklm.model.gpt import GPT, GPTConfig
+from sparklm.model.training import TrainConfig
+from sparklm.model.weights import load_model, parse_safetensors
+from sparklm.runtime import storage
+from sparklm.runtime.errors import PipelineError
+from sparklm.runtime.stages import listed_files, read_manifest
 from support import JOBS, TINY, TRAINED, load_job, single_process_training
 
 
@@ -47,8 +47,11 @@ GPT2 = {"position": "learned", "norm": "layernorm", "mlp": "gelu", "qk_norm": Fa
 
 def block_flags(switches: dict) -> list[str]:
     """GPTConfig switches as train job flags (booleans as true/false)."""
-    return [a for k, v in switches.items()
-            for a in (f"--{k.replace('_', '-')}", str(v).lower() if isinstance(v, bool) else v)]
+    return [
+        a
+        for k, v in switches.items()
+        for a in (f"--{k.replace('_', '-')}", str(v).lower() if isinstance(v, bool) else v)
+    ]
 
 
 @pytest.mark.parametrize(

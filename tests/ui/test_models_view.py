@@ -74,7 +74,8 @@ def test_the_page_inside_the_airflow_ui_shows_both_versions_the_latest_and_loss_
     browser.switch_to.frame(frame)
     try:
         WebDriverWait(browser, WAIT_SECONDS).until(
-            lambda b: b.find_element(By.TAG_NAME, "body").get_attribute("data-loaded") == "true")
+            lambda b: b.find_element(By.TAG_NAME, "body").get_attribute("data-loaded") == "true"
+        )
         section = browser.find_element(By.CSS_SELECTOR, f"section[data-model='{MODEL}']")
         for manifest in manifests:
             assert manifest["params"]["version"] in section.text

@@ -14,8 +14,9 @@ from selenium.webdriver.common.keys import Keys
 from selenium.webdriver.support import expected_conditions
 from selenium.webdriver.support.wait import WebDriverWait
 
-from llm_pipeline.params import SECTIONS, pipeline_params
-from sparklm import storage
+from llm_pipeline.params import pipeline_params
+from sparklm.runtime import storage
+from sparklm.settings import SECTIONS
 from support import REPO, SMALL_CONF, small_corpus
 
 pytestmark = pytest.mark.slow

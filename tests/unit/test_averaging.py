@@ -4,7 +4,7 @@ import pytest
 import torch
 from torch import nn
 
-from sparklm.averaging import (
+from sparklm.model.averaging import (
     OuterOptimizer,
     ReplicaUpdate,
     combine,

@@ -4,7 +4,7 @@ import unicodedata
 
 import pytest
 
-from sparklm.cleaning import (
+from sparklm.data.cleaning import (
     clean_line,
     decode_utf8,
     document_id,

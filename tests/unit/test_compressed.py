@@ -7,14 +7,14 @@ import lzma
 import pyarrow as pa
 import pytest
 
-from sparklm.compressed import (
+from sparklm.data.decompression import (
     ReadLimits,
     codec_from_magic,
     codec_from_name,
     open_decompressed,
     strip_codec_suffix,
 )
-from sparklm.errors import PipelineError
+from sparklm.runtime.errors import PipelineError
 
 COMPRESS = {"gzip": gzip.compress, "bz2": bz2.compress, "xz": lzma.compress,
             "zstd": lambda data: pa.Codec("zstd").compress(data, asbytes=True)}  # fmt: skip

@@ -5,10 +5,11 @@ import json
 
 import pytest
 
-from sparklm import eval_set, storage
-from sparklm.allowlist import NotAllowed
-from sparklm.eval_set import EvalSetError, capped
-from sparklm.storage import StorageError, SymlinkRefused
+from sparklm.registry import eval_set
+from sparklm.registry.eval_set import EvalSetError, capped
+from sparklm.runtime import storage
+from sparklm.runtime.allowlist import NotAllowed
+from sparklm.runtime.storage import StorageError, SymlinkRefused
 from support import load_job
 
 HOSTILE = ["first line\nsecond line", "emoji 👩\u200d👩\u200d👧, \"quotes\" and \\ slashes",
@@ -95,9 +96,20 @@ def test_publish_reads_an_explicit_set_only_under_the_corpus_allow_list(tmp_path
     registry = f"file://{tmp_path / 'registry'}"
 
     def choose(eval_input):
-        args = publish.parse_args(["--run-root", f"file://{tmp_path / 'run'}", "--registry",
-                                   registry, "--model-name", "m", "--eval-input", eval_input,
-                                   "--allowed-corpus-prefixes", f"file://{tmp_path}/allowed/"])
+        args = publish.parse_args(
+            [
+                "--run-root",
+                f"file://{tmp_path / 'run'}",
+                "--registry",
+                registry,
+                "--model-name",
+                "m",
+                "--eval-input",
+                eval_input,
+                "--allowed-corpus-prefixes",
+                f"file://{tmp_path}/allowed/",
+            ]
+        )
         return publish.choose_evaluation_set(args, registry, "m", {})  # fmt: skip
 
     chosen, problem = choose(str(tmp_path / "allowed" / "eval.txt"))

@@ -6,9 +6,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from sparklm.evaluation import score, surprisal_nats, token_stream
-from sparklm.model import GPT, GPTConfig
-from sparklm.tokenizer import count_pretokens, special_ids, train_from_counts
+from sparklm.data.tokenizer import count_pretokens, special_ids, train_from_counts
+from sparklm.model.evaluation import score, surprisal_nats, token_stream
+from sparklm.model.gpt import GPT, GPTConfig
 
 TEXTS = ["The quick brown fox jumps over the lazy dog. " * 3, "Ünïcödé and 日本語 text.",
          "Short."]  # fmt: skip

@@ -5,8 +5,8 @@ import re
 import pytest
 import torch
 
-from sparklm import failures, sparkjob
-from sparklm.errors import PipelineError
+from sparklm.runtime import entrypoint, exit_codes
+from sparklm.runtime.errors import PipelineError
 
 
 class Py4JJavaError(Exception):
@@ -51,13 +51,13 @@ def worker(last: str) -> Py4JJavaError:
                        ": java.lang.OutOfMemoryError: Java heap space\n\tat x.y(z)"),
          r"^the Spark JVM ran out of memory \(java.lang.OutOfMemoryError: Java heap space\)\. "
          r".*raise spark.driver.memory"),
-        (worker("sparklm.stage.StageNotCommitted: stage 'preprocess' is not complete"),
+        (worker("sparklm.runtime.stages.StageNotCommitted: stage 'preprocess' is not complete"),
          r"^stage 'preprocess' is not complete$"),
     ],
 )  # fmt: skip
 def test_deterministic_failures_exit_2_naming_the_cause_and_the_knob(exc, message):
-    verdict = failures.classify(exc, "KNOBS")
-    assert verdict is not None and verdict.exit_code == failures.DETERMINISTIC
+    verdict = exit_codes.classify(exc, "KNOBS")
+    assert verdict is not None and verdict.exit_code == exit_codes.DETERMINISTIC
     assert re.search(message, verdict.message), verdict
 
 
@@ -70,7 +70,7 @@ def test_deterministic_failures_exit_2_naming_the_cause_and_the_knob(exc, messag
      ConnectionResetError("connection reset by peer")],
 )  # fmt: skip
 def test_transient_failures_are_left_to_the_retry(exc):
-    assert failures.classify(exc, "KNOBS") is None
+    assert exit_codes.classify(exc, "KNOBS") is None
 
 
 def test_run_prints_one_error_line_and_exits_with_the_verdict(capsys):
@@ -78,7 +78,7 @@ def test_run_prints_one_error_line_and_exits_with_the_verdict(capsys):
         bytearray(1 << 60)
 
     with pytest.raises(SystemExit) as exit_info:
-        sparkjob.run(main, [], memory_knobs="lower --batch-size")
+        entrypoint.run(main, [], memory_knobs="lower --batch-size")
     assert exit_info.value.code == 2
     [line] = [ln for ln in capsys.readouterr().err.splitlines() if ln.startswith("ERROR:")]
     assert "MemoryError" in line and "lower --batch-size" in line

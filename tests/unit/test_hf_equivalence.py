@@ -8,7 +8,7 @@ the one an exporter needs: fused q/k/v rows and SwiGLU's gate/up rows are split 
 import pytest
 import torch
 
-from sparklm.model import GPT, GPTConfig
+from sparklm.model.gpt import GPT, GPTConfig
 
 transformers = pytest.importorskip("transformers")
 

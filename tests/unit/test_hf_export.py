@@ -10,11 +10,11 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from sparklm import hf_export
-from sparklm.model import GPT, GPTConfig
-from sparklm.sampling import generate
-from sparklm.tokenizer import count_pretokens, decode, special_ids, train_from_counts
-from sparklm.weights import model_bytes
+from sparklm.data.tokenizer import count_pretokens, decode, special_ids, train_from_counts
+from sparklm.model.decoding import generate
+from sparklm.model.gpt import GPT, GPTConfig
+from sparklm.model.weights import model_bytes
+from sparklm.registry import hf_export
 from support import load_job
 
 HOSTILE = [
@@ -96,9 +96,9 @@ def test_greedy_generate_equals_our_temperature_zero_decoding(family, tokenizer,
         room = SHAPE["context_len"] - len(ours)
         expected = generate(model, ours, room, temperature=0.0, stop_ids=(eod,))
         assert len(expected) >= 5  # a real continuation, not an immediate stop
-        out = hf.generate(**inputs, do_sample=False, max_new_tokens=room)[0, len(ours):].tolist()
+        out = hf.generate(**inputs, do_sample=False, max_new_tokens=room)[0, len(ours) :].tolist()
         assert out[: len(expected)] == expected
-        assert out[len(expected):] in ([], [eod])  # HF keeps the eos token that stopped it
+        assert out[len(expected) :] in ([], [eod])  # HF keeps the eos token that stopped it
 
 
 def test_the_tokenizer_round_trips_hostile_unicode_like_ours(tokenizer, tmp_path):

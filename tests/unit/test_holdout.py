@@ -2,7 +2,7 @@
 
 import random
 
-from sparklm.holdout import (
+from sparklm.data.holdout import (
     MAX_BLOCK_BYTES,
     MIN_BLOCK_BYTES,
     block_bytes,

@@ -27,7 +27,7 @@ from packaging.version import Version
 from support import REPO
 
 TOOLS = REPO / "tools"
-INSTALL_PATHS = ("Makefile", "docker/Dockerfile", "plugins/llm_pipeline/emr_bootstrap.sh",
+INSTALL_PATHS = ("Makefile", "docker/Dockerfile", "plugins/llm_pipeline/emr/bootstrap.sh",
                  "tools/install_torch.py")  # fmt: skip
 
 
@@ -134,7 +134,8 @@ def indexes(tmp_path_factory):
             requested.append(self.path)
 
     server = http.server.ThreadingHTTPServer(
-        ("127.0.0.1", 0), functools.partial(Handler, directory=str(root)))
+        ("127.0.0.1", 0), functools.partial(Handler, directory=str(root))
+    )
     threading.Thread(target=server.serve_forever, daemon=True).start()
     yield f"http://127.0.0.1:{server.server_address[1]}", requested, wheels
     server.shutdown()
@@ -261,8 +262,9 @@ def test_preflight_requires_java_17(tmp_path, java_version, ok):
 def test_preflight_names_a_missing_or_wrong_python(tmp_path):
     missing = preflight(str(tmp_path / "python3.11"))
     assert missing.returncode == 1 and "install Python 3.11" in missing.stderr
-    old = fake_program(tmp_path, "python3.10",
-                       'case "$2" in *platform*) echo 3.10.14 ;; *) exit 1 ;; esac\n')
+    old = fake_program(
+        tmp_path, "python3.10", 'case "$2" in *platform*) echo 3.10.14 ;; *) exit 1 ;; esac\n'
+    )
     wrong = preflight(str(old))
     assert wrong.returncode == 1 and "is Python 3.10.14, the project needs 3.11" in wrong.stderr
 

@@ -4,7 +4,7 @@ import ast
 
 import pytest
 
-from llm_pipeline.jobs import PIPELINE
+from llm_pipeline.pipeline import PIPELINE
 from support import JOBS
 
 

@@ -7,7 +7,7 @@ import random
 
 import pytest
 
-from sparklm.lines import LineCutter, cut_text, iter_records
+from sparklm.data.lines import LineCutter, cut_text, iter_records
 
 
 def records_by_ranges(data: bytes, limit: int, range_bytes: int) -> list[tuple[int, bytes, bool]]:

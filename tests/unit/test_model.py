@@ -5,7 +5,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from sparklm.model import GPT, MLPS, GPTConfig, Rotary
+from sparklm.model.gpt import GPT, MLPS, GPTConfig, Rotary
 
 TINY = GPTConfig(vocab_size=64, context_len=16, n_layer=2, n_head=2, n_embd=32)
 # The blocks a config can build: GPT-2's (the default), the Llama and Qwen3 sets, and GPT-2's

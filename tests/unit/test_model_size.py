@@ -6,8 +6,8 @@ import sys
 import pytest
 import torch
 
-from sparklm.model import GPT, GPTConfig
-from sparklm.model_size import (
+from sparklm.model.gpt import GPT, GPTConfig
+from sparklm.model.memory_estimate import (
     GIB,
     ModelTooLarge,
     Shape,
@@ -41,8 +41,17 @@ def test_parameter_count_matches_the_model(dims, block):
 def test_params_describe_the_same_shape_as_the_config_they_become():
     """plan_run estimates from the Params (intermediate_size 0: the default), train from the
     config.json they become."""
-    params = {"vocab_size": 4096, "context_len": 128, "n_layer": 4, "n_head": 4, "n_embd": 128,
-              "mlp": "swiglu", "intermediate_size": 0, "tie_embeddings": False, "lr": 0.1}
+    params = {
+        "vocab_size": 4096,
+        "context_len": 128,
+        "n_layer": 4,
+        "n_head": 4,
+        "n_embd": 128,
+        "mlp": "swiglu",
+        "intermediate_size": 0,
+        "tie_embeddings": False,
+        "lr": 0.1,
+    }
     config = GPTConfig(**{k: v for k, v in params.items() if k not in ("lr", "intermediate_size")})
     assert parameter_count(Shape.from_config(params)) == parameter_count(
         Shape.from_config(config.to_dict())
@@ -62,9 +71,9 @@ def test_the_issues_huge_params_are_refused_and_the_defaults_fit():
 
 MEASURE = """
 import resource, sys, torch
-from sparklm.averaging import flat
-from sparklm.model import GPT, GPTConfig
-from sparklm.training import GlobalState, TrainConfig, train_replica
+from sparklm.model.averaging import flat
+from sparklm.model.gpt import GPT, GPTConfig
+from sparklm.model.training import GlobalState, TrainConfig, train_replica
 torch.set_num_threads(1)
 cfg = GPTConfig(vocab_size=4096, context_len=128, n_layer=4, n_head=4, n_embd=128)
 state = GlobalState(flat(GPT(cfg).parameters()), {}, 0)

@@ -3,8 +3,8 @@
 import pytest
 import torch
 
-from sparklm.model import GPT, GPTConfig
-from sparklm.optim import InnerOptimizer, Muon, orthogonalize
+from sparklm.model.gpt import GPT, GPTConfig
+from sparklm.model.optimizers import InnerOptimizer, Muon, orthogonalize
 
 MODEL = GPTConfig(vocab_size=64, context_len=16, n_layer=2, n_head=2, n_embd=32,
                   position="rope", norm="rmsnorm", mlp="swiglu", qk_norm=True)  # fmt: skip

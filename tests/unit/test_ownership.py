@@ -6,16 +6,16 @@ from pathlib import Path
 
 import pytest
 
-from sparklm import storage
-from sparklm.ownership import CHECKOUT, MARKER, NotOwned, check_run_root
-from sparklm.stage import (
+from sparklm.runtime import storage
+from sparklm.runtime.ownership import CHECKOUT, MARKER, NotOwned, check_run_root
+from sparklm.runtime.stages import (
     ArtifactFile,
     begin_stage,
     commit_stage,
     invalidate_stage,
     read_manifest,
 )
-from sparklm.storage import SymlinkRefused
+from sparklm.runtime.storage import SymlinkRefused
 from support import tree_checksums, write_text
 
 

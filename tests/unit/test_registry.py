@@ -4,8 +4,7 @@ import math
 
 import pytest
 
-from sparklm import allowlist
-from sparklm.registry import (
+from sparklm.registry.versions import (
     RegistryError,
     check_name,
     check_registry,
@@ -13,7 +12,8 @@ from sparklm.registry import (
     read_latest,
     write_latest,
 )
-from sparklm.storage import SymlinkRefused
+from sparklm.runtime import allowlist
+from sparklm.runtime.storage import SymlinkRefused
 from support import write_text
 
 

@@ -6,8 +6,8 @@ from pathlib import Path
 import pytest
 
 from llm_pipeline.review import approve, reject
-from sparklm import eval_set
-from sparklm.registry import RegistryError, current_latest, version_uri
+from sparklm.registry import eval_set
+from sparklm.registry.versions import RegistryError, current_latest, version_uri
 
 MODEL = "m"
 

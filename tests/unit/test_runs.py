@@ -4,8 +4,8 @@ import os
 
 import pytest
 
-from llm_pipeline.params import DEFAULT_CORPUS, pipeline_params
-from llm_pipeline.runs import (
+from llm_pipeline.params import pipeline_params
+from llm_pipeline.plan import (
     PlanError,
     RunRootError,
     make_plan,
@@ -13,6 +13,7 @@ from llm_pipeline.runs import (
     run_id_segment,
     run_root_for,
 )
+from sparklm.settings import DEFAULT_CORPUS
 from support import REPO
 
 

@@ -1,8 +1,8 @@
 import pytest
 import torch
 
-from sparklm.model import GPT, GPTConfig
-from sparklm.sampling import filter_logits, generate, sample_next_token
+from sparklm.model.decoding import filter_logits, generate, sample_next_token
+from sparklm.model.gpt import GPT, GPTConfig
 
 WINDOW = 16
 

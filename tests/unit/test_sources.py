@@ -12,10 +12,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from sparklm import storage
-from sparklm.compressed import ReadLimits
-from sparklm.errors import PipelineError
-from sparklm.sources import (
+from sparklm.data.decompression import ReadLimits
+from sparklm.data.sources import (
     JSONL,
     MEDIAWIKI,
     PARQUET,
@@ -28,6 +26,8 @@ from sparklm.sources import (
     read_split,
     source_names,
 )
+from sparklm.runtime import storage
+from sparklm.runtime.errors import PipelineError
 from support import mediawiki_page, write_text
 
 OPTIONS = ReadOptions(min_chars=4, limits=ReadLimits())
@@ -93,30 +93,53 @@ def test_compressed_text_counts_decompressed_offsets(tmp_path):
 
 def test_formats_are_detected_by_content_when_the_name_says_nothing(tmp_path):
     jsonl = write_text(tmp_path / "data-00000", b'{"text": "a record of text"}\n')
-    wiki = write_text(tmp_path / "dump", gzip.compress(
-        f"<mediawiki>{mediawiki_page(1, 'T', 'Wiki text here.')}</mediawiki>".encode()))
+    wiki = write_text(
+        tmp_path / "dump",
+        gzip.compress(
+            f"<mediawiki>{mediawiki_page(1, 'T', 'Wiki text here.')}</mediawiki>".encode()
+        ),
+    )
     text = write_text(tmp_path / "notes", gzip.compress(b"just some plain text\n"))
     table = tmp_path / "table"
     pq.write_table(pa.table({"text": ["a parquet row of text"]}), table)
     _, records = read([jsonl, wiki, text, table])
     kept = {r.source.rsplit("/", 1)[1]: r.text for r in records if r.drop_reason is None}
-    assert kept == {"data-00000": "a record of text", "dump": "Wiki text here.",
-                    "notes": "just some plain text", "table": "a parquet row of text"}
+    assert kept == {
+        "data-00000": "a record of text",
+        "dump": "Wiki text here.",
+        "notes": "just some plain text",
+        "table": "a parquet row of text",
+    }
     large = write_text(tmp_path / "large", b'{"text": "x"}\n' * 100)  # planned on the driver
     assert [s.fmt for s in plan_splits([source(large)], 512, OPTIONS)] == [JSONL] * 3
     assert plan_splits([source(table)], 10, OPTIONS)[0].fmt == PARQUET
 
 
 def test_json_lines_records_without_usable_text_are_counted_and_dropped(tmp_path):
-    lines = [{"text": "first record text"}, {"meta": {"content": "nested text"}},
-             {"other": "no text field"}, {"text": 42}, {"text": None}, {"text": ["list"]}]
+    lines = [
+        {"text": "first record text"},
+        {"meta": {"content": "nested text"}},
+        {"other": "no text field"},
+        {"text": 42},
+        {"text": None},
+        {"text": ["list"]},
+    ]
     body = "\n".join(json.dumps(x) for x in lines) + "\n{not json\n\n" + json.dumps(
         {"text": "line one\nline two"}) + "\n"  # fmt: skip
     path = write_text(tmp_path / "data.jsonl", body)
     _, records = read([path])
     assert [r.drop_reason for r in records] == [
-        None, "missing_text_field", "missing_text_field", "non_string_text_field",
-        "missing_text_field", "non_string_text_field", "invalid_json", "empty", None, None]
+        None,
+        "missing_text_field",
+        "missing_text_field",
+        "non_string_text_field",
+        "missing_text_field",
+        "non_string_text_field",
+        "invalid_json",
+        "empty",
+        None,
+        None,
+    ]
     assert [r.text for r in records if r.drop_reason is None] == [
         "first record text", "line one", "line two"]  # fmt: skip
     assert len({r.doc_id for r in records}) == len(lines) + 3  # one document per record

@@ -4,8 +4,8 @@ import json
 
 import pytest
 
-from sparklm import storage
-from sparklm.stage import (
+from sparklm.runtime import storage
+from sparklm.runtime.stages import (
     ArtifactFile,
     StageNotCommitted,
     UnsafeManifest,
@@ -15,7 +15,7 @@ from sparklm.stage import (
     listed_files,
     read_manifest,
 )
-from sparklm.storage import SymlinkRefused
+from sparklm.runtime.storage import SymlinkRefused
 from support import write_text
 
 
@@ -110,7 +110,7 @@ def test_manifest_entries_are_not_read_through_links(tmp_path):
 def test_the_code_version_covers_the_job_script_as_well_as_the_library(tmp_path, monkeypatch):
     """A resumed train run must not mix code versions: editing only the job script changes
     the version its fingerprint and manifests record."""
-    from sparklm.stage import code_version
+    from sparklm.runtime.stages import code_version
 
     script = tmp_path / "train.py"
     script.write_text("print('one')\n")

@@ -2,8 +2,8 @@
 
 import pytest
 
-from sparklm import storage
-from sparklm.storage import StorageError, SymlinkRefused
+from sparklm.runtime import storage
+from sparklm.runtime.storage import StorageError, SymlinkRefused
 from support import write_text
 
 
@@ -19,7 +19,7 @@ def test_unusable_uris_are_refused_with_the_fix(uri):
 
 
 def test_package_uri_resolves_to_an_installed_file():
-    uri = storage.normalize_uri("pkg://sparklm/storage.py")
+    uri = storage.normalize_uri("pkg://sparklm/runtime/storage.py")
     assert uri.startswith("file://") and storage.exists(uri)
     with pytest.raises(StorageError, match="not installed"):
         storage.normalize_uri("pkg://no_such_package_xyz/data.txt")

@@ -1,7 +1,7 @@
-"""``python -m sparklm.summary``: one line per stage of the pipeline, in the DAG's order."""
+"""``python -m sparklm.runtime.summary``: one line per stage of the pipeline, in the DAG's order."""
 
-from llm_pipeline.jobs import PIPELINE
-from sparklm.summary import summarize
+from llm_pipeline.pipeline import PIPELINE
+from sparklm.runtime.summary import summarize
 
 
 def test_the_summary_lists_every_stage_of_the_pipeline_in_order(tmp_path):

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from tokenizers import Tokenizer, models, pre_tokenizers, trainers
 
-from sparklm.tokenizer import (
+from sparklm.data.tokenizer import (
     MAX_PRETOKEN_BYTES,
     SPECIAL_TOKENS,
     count_pretokens,
@@ -33,9 +33,10 @@ HOSTILE = [
 def wikitext_lines():
     """600 lines of real Wikipedia text: the first article pages of the default corpus (a
     dump shipped in the gensim wheel), markup stripped as preprocess strips it."""
-    from llm_pipeline.params import DEFAULT_CORPUS
-    from sparklm import mediawiki, storage
-    from sparklm.compressed import ReadLimits, codec_from_name
+    from sparklm.data import mediawiki
+    from sparklm.data.decompression import ReadLimits, codec_from_name
+    from sparklm.runtime import storage
+    from sparklm.settings import DEFAULT_CORPUS
 
     uri = storage.input_uri(DEFAULT_CORPUS)
     lines: list[str] = []
@@ -117,7 +118,7 @@ def test_long_pretokens_are_counted_in_capped_pieces_and_still_encode_losslessly
 
 
 def test_documents_are_encoded_in_batches_with_the_same_ids(tokenizer, monkeypatch):
-    from sparklm import tokenizer as bpe
+    from sparklm.data import tokenizer as bpe
 
     documents = [f"document {i} has some text" for i in range(50)]
     whole = encode_documents(tokenizer, documents, 0, np.dtype("uint16"), check=50)

@@ -5,9 +5,9 @@ import math
 import pytest
 import torch
 
-from sparklm.averaging import flat
-from sparklm.model import GPT, GPTConfig
-from sparklm.training import (
+from sparklm.model.averaging import flat
+from sparklm.model.gpt import GPT, GPTConfig
+from sparklm.model.training import (
     GlobalState,
     TrainConfig,
     build_optimizer,
@@ -125,7 +125,10 @@ def test_a_muon_replica_returns_its_momentum_buffers_with_the_adam_moments():
     hidden = sum(p.numel() for p in model.hidden_matrices())
     rest = sum(p.numel() for p in model.parameters()) - hidden
     assert {k: v.numel() for k, v in u.state.items()} == {
-        "exp_avg": rest, "exp_avg_sq": rest, "momentum_buffer": hidden}
+        "exp_avg": rest,
+        "exp_avg_sq": rest,
+        "momentum_buffer": hidden,
+    }
     assert u.state["momentum_buffer"].abs().sum() > 0
 
 

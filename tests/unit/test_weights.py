@@ -8,11 +8,9 @@ import shutil
 import pytest
 import torch
 
-from sparklm.errors import PipelineError
-from sparklm.model import GPT, GPTConfig
-from sparklm.model_size import ModelTooLarge
-from sparklm.storage import SymlinkRefused
-from sparklm.weights import (
+from sparklm.model.gpt import GPT, GPTConfig
+from sparklm.model.memory_estimate import ModelTooLarge
+from sparklm.model.weights import (
     Checkpoint,
     UnsafeArtifactError,
     check_weights,
@@ -24,6 +22,8 @@ from sparklm.weights import (
     read_header,
     save_checkpoint,
 )
+from sparklm.runtime.errors import PipelineError
+from sparklm.runtime.storage import SymlinkRefused
 from support import write_text
 
 CONFIG = GPTConfig(vocab_size=50, context_len=8, n_layer=1, n_head=2, n_embd=16)

@@ -1,0 +1,143 @@
+"""Structured corpora: JSON Lines records and Parquet rows with a text field.
+
+This is how datasets are published (Dolma, RedPajama and ``datasets`` exports as
+JSON Lines; FineWeb and the Hugging Face Hub as Parquet). Each record is one
+document. Records without the text field, or whose value is not a string, are
+counted and dropped; they do not fail the job.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+from sparklm.runtime import storage
+from sparklm.runtime.errors import PipelineError
+
+MISSING_FIELD = "missing_text_field"
+NOT_A_STRING = "non_string_text_field"
+INVALID_JSON = "invalid_json"
+TOO_LARGE = "record_too_large"
+PARQUET_BATCH_ROWS = 256
+
+
+@dataclass(frozen=True)
+class RecordText:
+    """The text of one record, or why it has none; ``raw_bytes`` is what the record held."""
+
+    text: str | None
+    drop_reason: str | None
+    raw_bytes: int
+
+
+def field_path(text_field: str) -> tuple[str, ...]:
+    """``"meta.content"`` → ``("meta", "content")``: a dotted path into nested records."""
+    path = tuple(text_field.split("."))
+    if not all(path):
+        raise ValueError(f"--text-field {text_field!r} has an empty path component")
+    return path
+
+
+def jsonl_text(line: bytes, path: tuple[str, ...]) -> RecordText:
+    """The text at ``path`` in one JSON Lines record."""
+    try:
+        value = json.loads(line)
+    except ValueError:
+        return RecordText(None, INVALID_JSON, len(line))
+    for key in path:
+        if not isinstance(value, dict) or key not in value:
+            return RecordText(None, MISSING_FIELD, len(line))
+        value = value[key]
+    if value is None:
+        return RecordText(None, MISSING_FIELD, len(line))
+    if not isinstance(value, str):
+        return RecordText(None, NOT_A_STRING, len(line))
+    return RecordText(value, None, len(line))
+
+
+@dataclass(frozen=True)
+class RowGroup:
+    """One Parquet row group: its first row's index in the file, rows and compressed bytes."""
+
+    index: int
+    first_row: int
+    rows: int
+    compressed_bytes: int
+
+
+def parquet_row_groups(uri: str, path: tuple[str, ...]) -> list[RowGroup]:
+    """The row groups of ``uri`` (from its footer only), after checking the text column.
+
+    Raises PipelineError naming the string columns when ``path`` is not one of them.
+    """
+    import pyarrow.parquet as pq
+
+    with storage.open_binary(uri) as f:
+        parquet = pq.ParquetFile(f)
+        check_text_column(uri, parquet.schema_arrow, path)
+        meta = parquet.metadata
+        groups, first = [], 0
+        for i in range(meta.num_row_groups):
+            group = meta.row_group(i)
+            columns = range(group.num_columns)
+            compressed = sum(group.column(c).total_compressed_size for c in columns)
+            groups.append(RowGroup(i, first, group.num_rows, compressed))
+            first += group.num_rows
+    return groups
+
+
+def check_text_column(uri: str, schema, path: tuple[str, ...]) -> None:
+    import pyarrow as pa
+
+    field_type = schema
+    for key in path:
+        struct = field_type if isinstance(field_type, pa.Schema) else None
+        if struct is None and pa.types.is_struct(field_type):
+            struct = field_type
+        index = struct.get_field_index(key) if struct is not None else -1
+        if index < 0:
+            field_type = None
+            break
+        field_type = struct.field(index).type
+    if field_type is None or not (pa.types.is_string(field_type)
+                                  or pa.types.is_large_string(field_type)):  # fmt: skip
+        strings = [f.name for f in schema if pa.types.is_string(f.type)
+                   or pa.types.is_large_string(f.type)]  # fmt: skip
+        raise PipelineError(
+            f"{uri} has no string column {'.'.join(path)!r} (its string columns: "
+            f"{', '.join(strings) or 'none'}): set --text-field to the column holding the text"
+        )
+
+
+def parquet_texts(
+    uri: str, first_group: int, end_group: int, path: tuple[str, ...], max_record_bytes: int
+) -> Iterator[tuple[int, RecordText]]:
+    """``(row index in the file, text)`` of row groups ``[first_group, end_group)``.
+
+    Read one row group at a time in batches of rows, only the text column: memory
+    follows the row group's text column, never the file.
+    """
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    with storage.open_binary(uri) as f:
+        parquet = pq.ParquetFile(f)
+        row = sum(parquet.metadata.row_group(i).num_rows for i in range(first_group))
+        batches = parquet.iter_batches(batch_size=PARQUET_BATCH_ROWS,
+                                       row_groups=range(first_group, end_group),
+                                       columns=[path[0]])  # fmt: skip
+        for batch in batches:
+            column = batch.column(0)
+            for key in path[1:]:
+                column = pc.struct_field(column, key)
+            sizes = pc.binary_length(column)
+            kept = pc.if_else(pc.greater(sizes, max_record_bytes), None, column)
+            for size, text in zip(sizes.to_pylist(), kept.to_pylist(), strict=True):
+                if size is None:
+                    yield row, RecordText(None, MISSING_FIELD, 0)
+                elif text is None:
+                    yield row, RecordText(None, TOO_LARGE, size)
+                else:
+                    yield row, RecordText(text, None, size)
+                row += 1

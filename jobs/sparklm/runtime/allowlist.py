@@ -1,0 +1,83 @@
+"""Deployment-level allow-lists: where the pipeline may read a corpus and publish a model.
+
+A list is a comma-separated string of URI prefixes (``file:///data/corpora/,
+s3://team-bucket/corpora/, pkg://gensim/test/test_data/``), or ``*`` for
+anywhere. A URI is allowed when it equals a prefix or lies below one, segment by
+segment (``s3://b/corpora-evil`` is not below ``s3://b/corpora``). Airflow
+passes its lists to the jobs as flags; a job run by hand falls back to an
+environment variable, and to no restriction when that is unset too.
+"""
+
+from __future__ import annotations
+
+import os
+import posixpath
+from urllib.parse import urlparse
+
+from sparklm.runtime import storage
+from sparklm.runtime.errors import PipelineError
+
+ANYWHERE = "*"
+CORPUS_ENV = "LLM_CORPUS_ALLOWED_PREFIXES"
+CORPUS_KNOB = f"the llm_corpus_allowed_prefixes Variable (--allowed-corpus-prefixes, {CORPUS_ENV})"
+
+
+class NotAllowed(PipelineError):
+    """A location outside the deployment's allow-list."""
+
+
+def parse(raw: str | None, env: str | None = None) -> list[str] | None:
+    """The prefixes in ``raw`` (else in the environment variable ``env``; empty counts as unset,
+    as it always has for ``LLM_REGISTRY_ALLOWED_PREFIXES``); None means anywhere."""
+    if raw is None and env:
+        raw = os.environ.get(env) or None
+    if raw is None or raw.strip() == ANYWHERE:
+        return None
+    return [comparable(p) for p in raw.split(",") if p.strip()]
+
+
+def comparable(uri: str) -> str:
+    """``uri`` in the form prefixes are compared in: explicit scheme, no trailing slash.
+
+    ``pkg://`` URIs stay symbolic (the package's location differs between machines);
+    everything else is normalized lexically, never through links.
+    """
+    parsed = urlparse(uri.strip())
+    if parsed.scheme == storage.PACKAGE_SCHEME:
+        inside = posixpath.normpath(parsed.path or "/").rstrip("/")
+        return f"{storage.PACKAGE_SCHEME}://{parsed.netloc}{inside}"
+    return storage.normalize_uri(uri).rstrip("/")
+
+
+def widen(raw: str, always: list[str]) -> str:
+    """The list ``raw`` plus locations that are always allowed (``*`` stays anywhere)."""
+    if raw.strip() == ANYWHERE:
+        return ANYWHERE
+    return ",".join(dict.fromkeys([*always, *(p.strip() for p in raw.split(",") if p.strip())]))
+
+
+def is_allowed(uri: str, prefixes: list[str] | None) -> bool:
+    if prefixes is None:
+        return True
+    uri = comparable(uri)
+    return any(uri == p or uri.startswith(p + "/") for p in prefixes)
+
+
+def check(uri: str, prefixes: list[str] | None, *, what: str, knob: str) -> None:
+    """Refuse ``uri`` unless it lies under one of ``prefixes``; the message names the knob."""
+    if not is_allowed(uri, prefixes):
+        raise NotAllowed(
+            f"{what} {uri!r} is outside the allowed locations {prefixes}: use a location under "
+            f"one of them, or have the deployment add it to {knob}"
+        )
+
+
+def check_corpus(specs: list[str], raw_prefixes: str | None) -> None:
+    """Every corpus spec (file, directory or glob) must lie under an allowed prefix.
+
+    A glob matches only below its fixed part, and ``storage.expand`` refuses links
+    that lead elsewhere, so checking the specs bounds every file read.
+    """
+    prefixes = parse(raw_prefixes, CORPUS_ENV)
+    for spec in specs:
+        check(spec, prefixes, what="corpus", knob=CORPUS_KNOB)

@@ -1,0 +1,138 @@
+"""Planning a run: where its artifacts live, and refusing before any job what a job would refuse."""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+SAFE_SEGMENT = re.compile(r"[^A-Za-z0-9._-]+")
+LOCATIONS = ("run_root", "registry")
+
+
+class PlanError(ValueError):
+    """A run that must not start; retrying cannot change that, so the task fails at once."""
+
+
+class RunRootError(PlanError):
+    """A run root URI that would write somewhere it should not."""
+
+
+def run_id_segment(run_id: str) -> str:
+    """Make an Airflow run id (``manual__2026-01-01T00:00:00+00:00``) safe as one path segment."""
+    segment = SAFE_SEGMENT.sub("_", run_id).strip("._")
+    if not segment:
+        raise RunRootError(f"run id {run_id!r} has no usable characters")
+    return segment
+
+
+def validate_run_root(uri: str, what: str = "run root") -> str:
+    """Accept ``file:///abs/path`` or ``s3://bucket/prefix`` without ``..`` or empty segments,
+    and not a location a run must never clear stages in (``sparklm.runtime.ownership``): a
+    filesystem root, a bare bucket, the home directory, the project checkout, a symbolic link.
+
+    ``what`` names the location in the message (the registry is checked the same way).
+    """
+    parsed = urlparse(uri)
+    if parsed.scheme not in ("file", "s3"):
+        raise RunRootError(f"{what} {uri!r} must start with file:/// or s3://")
+    if parsed.scheme == "s3" and not parsed.netloc:
+        raise RunRootError(f"{what} {uri!r} has no bucket: write s3://BUCKET/PREFIX")
+    if parsed.scheme == "file" and (parsed.netloc or not parsed.path.startswith("/")):
+        raise RunRootError(f"{what} {uri!r} must be an absolute file:///path")
+    segments = parsed.path.strip("/").split("/")
+    if any(s in ("..", ".") for s in segments) or "//" in parsed.path.rstrip("/"):
+        raise RunRootError(f"{what} {uri!r} contains '..', '.' or an empty path segment")
+    from sparklm.runtime.errors import (
+        PipelineError,  # lazily: the DAG file must parse without sparklm
+    )
+    from sparklm.runtime.ownership import check_run_root
+
+    try:
+        check_run_root(uri)
+    except PipelineError as exc:
+        raise RunRootError(str(exc)) from None
+    return uri.rstrip("/")
+
+
+def default_base() -> str:
+    """Where runs and the registry go when neither the Params nor the Variables say.
+
+    A run without conf (an Asset event, the cron) must not write into the code's
+    checkout or site-packages, so the fallback is Airflow's own home
+    (``$AIRFLOW_HOME``, else ``~/airflow``, as Airflow resolves it).
+    """
+    home = Path(os.path.expanduser(os.environ.get("AIRFLOW_HOME", "~/airflow"))).resolve()
+    return f"file://{home / 'llm_decoder'}"
+
+
+def run_root_for(requested: str, run_id: str, runs_base: str) -> str:
+    """The run root a DAG run writes to: the requested one, or ``{runs_base}/{run_id}``."""
+    if requested:
+        return validate_run_root(requested)
+    return validate_run_root(f"{runs_base.rstrip('/')}/{run_id_segment(run_id)}")
+
+
+def require_s3(plan: dict[str, str]) -> None:
+    """EMR nodes share no disk with Airflow: every location of an EMR run must be on S3."""
+    for key in LOCATIONS:
+        if not plan[key].startswith("s3://"):
+            raise RunRootError(
+                f"env=emr needs s3:// locations, but {key} is {plan[key]!r}: set the {key} Param "
+                f"(or the llm_runs_base / llm_registry Variables) to an s3:// URI"
+            )
+
+
+def make_plan(
+    params: dict[str, Any],
+    run_id: str,
+    *,
+    runs_base: str,
+    default_registry: str,
+    default_corpora: list[str],
+    corpus_prefixes: str,
+    registry_prefixes: str,
+) -> dict[str, str]:
+    """The locations every task of the run uses, and the allow-lists its jobs enforce again.
+
+    The allow-lists are the deployment's (``corpus_prefixes``, ``registry_prefixes``)
+    plus what it configured as defaults, which is always allowed. Refuses what the
+    jobs would refuse later, once a cluster or a Spark session is paid for: a run
+    root that is not the run's own, a corpus or prompts file outside the allow-list
+    (or under a hidden folder), a registry outside its allow-list, a model whose
+    estimated training memory exceeds the budget, a value no setting allows.
+    """
+    from sparklm.model.memory_estimate import Shape, check_budget, training_memory
+    from sparklm.registry.versions import check_registry
+    from sparklm.runtime import allowlist, storage
+    from sparklm.runtime.errors import PipelineError
+    from sparklm.settings import SettingError, check_values
+
+    try:
+        check_values(params)  # what JSON schema lets through: NaN, infinities
+    except SettingError as exc:
+        raise PlanError(f"{exc}: fix the Param") from None
+    plan = {
+        "run_root": run_root_for(params["run_root"], run_id, runs_base),
+        "registry": validate_run_root(params["registry"] or default_registry, "registry"),
+        "corpus_prefixes": allowlist.widen(corpus_prefixes, default_corpora),
+        "registry_prefixes": allowlist.widen(registry_prefixes, [default_registry]),
+    }
+    if params["env"] == "emr":
+        require_s3(plan)
+    inputs = params["corpus"].split(",") + [p for p in [params["prompts_uri"]] if p]
+    inputs += params["eval_input"].split(",") if params.get("eval_input") else []
+    shape = Shape.from_config(params)
+    try:
+        for spec in inputs:
+            storage.input_uri(spec)
+        allowlist.check_corpus(inputs, plan["corpus_prefixes"])
+        check_registry(plan["registry"], allowlist.parse(plan["registry_prefixes"]))
+        check_budget(training_memory(shape, params["batch_size"]), params["memory_budget_gb"],
+                     "the model these Params describe",
+                     "the n_layer, n_embd, context_len or batch_size Params")  # fmt: skip
+    except PipelineError as exc:
+        raise PlanError(str(exc)) from None
+    return plan
