@@ -15,7 +15,6 @@ Without Spark or Airflow, sample from a published model (the registry's
 
 from __future__ import annotations
 
-import argparse
 import json
 import time
 from collections.abc import Iterable, Sequence
@@ -42,7 +41,7 @@ MEMORY_KNOBS = "lower --max-new-tokens, or sample from a smaller model"
 
 
 def parse_args(argv: Sequence[str]):
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = entrypoint.parser(__doc__.splitlines()[0], run_root=False)
     where = p.add_mutually_exclusive_group(required=True)
     where.add_argument(
         "--run-root",

@@ -39,6 +39,7 @@ from sparklm.registry import eval_set as eval_sets
 from sparklm.registry import hf_export
 from sparklm.registry.eval_set import EvalSet, EvalSetError
 from sparklm.registry.model_card import render_model_card
+from sparklm.registry.publication import Publication
 from sparklm.registry.versions import (
     ALLOWED_PREFIXES_ENV,
     PROMOTION,
@@ -149,15 +150,20 @@ def main(argv: Sequence[str]) -> dict:
 
     begin_stage(args.run_root, STAGE)
     copied, contents = copy_artifacts(manifests, target)
+    publication = Publication(
+        registry=registry, model_name=model_name, version=version, target=target,
+        run_root=args.run_root, tolerance=args.promotion_tolerance,
+        require_approval=args.require_approval,
+        airflow={"dag_id": args.dag_id, "run_id": args.dag_run_id} if args.dag_run_id else None,
+        manifests=manifests, refs=refs, contents=contents,
+    )  # fmt: skip
     latest = current_latest(registry, model_name)
     if latest is not None and latest["version"] == version:
         latest = latest.get("previous")  # republishing: compare with what it replaced
-    decision = gate(args, registry, model_name, version, contents, manifests["train"], latest,
-                    evaluation_set, problem)  # fmt: skip
+    decision = gate(publication, latest, evaluation_set, problem)
     exported, hf_export = export_hf(target, contents)
     copied += exported
-    copied += describe_version(args, model_name, version, target, manifests, refs, contents,
-                               decision, hf_export, copied)  # fmt: skip
+    copied += describe_version(publication, decision, hf_export, copied)
     storage.write_bytes(storage.join(target, PROMOTION),
                         json.dumps(decision, indent=2, sort_keys=True).encode())  # fmt: skip
     fault_injection.crash_point("publish:before-latest")
@@ -213,14 +219,16 @@ def copy_artifacts(manifests: dict, target: str) -> tuple[list[ArtifactFile], di
     return copied, contents
 
 
-def gate(args, registry: str, model_name: str, version: str, contents: dict[str, bytes],
-         train: dict, latest: dict | None, evaluation_set: EvalSet | None,
+def gate(publication: Publication, latest: dict | None, evaluation_set: EvalSet | None,
          problem: str | None) -> dict:  # fmt: skip
     """Score the candidate and the current latest on the evaluation set and decide.
 
     Returns what ``promotion.json`` records, including the ``latest.json`` pointer to
     write if (and once) the version is promoted.
     """
+    p = publication
+    registry, model_name, version, contents = p.registry, p.model_name, p.version, p.contents
+    train = p.manifests["train"]
     final = train["stats"]["final"]
     metrics = {k: float(final[k]) for k in GATED_METRICS}
     candidate = current = None
@@ -234,17 +242,17 @@ def gate(args, registry: str, model_name: str, version: str, contents: dict[str,
             current, problem = score_published(registry, model_name, latest["version"],
                                                evaluation_set)  # fmt: skip
     passed, reason = promotion_decision(
-        metrics, latest, args.promotion_tolerance,
+        metrics, latest, p.tolerance,
         candidate_bpb=candidate.bits_per_byte if candidate else None,
         latest_bpb=current.bits_per_byte if current else None, problem=problem,
     )  # fmt: skip
-    awaiting = passed and args.require_approval
+    awaiting = passed and p.require_approval
     set_description = evaluation_set.describe() if evaluation_set else None
     return {
         "promoted": passed and not awaiting, "gate_passed": passed, "awaiting_approval": awaiting,
         "reason": reason + ("; awaiting human approval" if awaiting else ""),
         "published_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "tolerance": args.promotion_tolerance, "compared_to": latest["version"] if latest else None,
+        "tolerance": p.tolerance, "compared_to": latest["version"] if latest else None,
         **metrics,
         "evaluation": {"set": set_description,
                        "candidate": candidate.to_dict() if candidate else None,
@@ -305,31 +313,31 @@ def export_hf(target: str, contents: dict[str, bytes]) -> tuple[list[ArtifactFil
                      "architecture": config["architectures"][0]}  # fmt: skip
 
 
-def describe_version(args, model_name: str, version: str, target: str, manifests: dict,
-                     refs: dict, contents: dict[str, bytes], decision: dict, hf: dict,
+def describe_version(publication: Publication, decision: dict, hf: dict,
                      copied: list[ArtifactFile]) -> list[ArtifactFile]:  # fmt: skip
     """Write ``MODEL_CARD.md`` and ``run.json`` (every input, parameter and checksum)."""
+    p = publication
     card = render_model_card(
-        model_name=model_name, version=version, manifests=manifests,
-        metrics_csv=contents["metrics.csv"].decode(),
-        generated_jsonl=contents["generated.jsonl"].decode(),
+        model_name=p.model_name, version=p.version, manifests=p.manifests,
+        metrics_csv=p.contents["metrics.csv"].decode(),
+        generated_jsonl=p.contents["generated.jsonl"].decode(),
         decision=decision, hf_export=hf,
     )  # fmt: skip
-    written = [ArtifactFile.write(target, "MODEL_CARD.md", card.encode())]
+    written = [ArtifactFile.write(p.target, "MODEL_CARD.md", card.encode())]
     run_record = {
-        "model_name": model_name,
-        "version": version,
-        "run_root": args.run_root,
-        "airflow": {"dag_id": args.dag_id, "run_id": args.dag_run_id} if args.dag_run_id else None,
+        "model_name": p.model_name,
+        "version": p.version,
+        "run_root": p.run_root,
+        "airflow": p.airflow,
         "code_version": code_version(),
         "hf_export": hf,
-        "inputs": refs,
-        "params": {stage: m["params"] for stage, m in manifests.items()},
+        "inputs": p.refs,
+        "params": {stage: m["params"] for stage, m in p.manifests.items()},
         "artifacts": [f.to_dict() for f in copied + written],
     }
     written.append(
         ArtifactFile.write(
-            target, "run.json", json.dumps(run_record, indent=2, sort_keys=True).encode()
+            p.target, "run.json", json.dumps(run_record, indent=2, sort_keys=True).encode()
         )
     )
     return written

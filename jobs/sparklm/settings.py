@@ -484,12 +484,25 @@ def add_arguments(parser: argparse.ArgumentParser, stage: str,
         group.add_argument(
             s.cli_flag,
             dest=s.name,
-            type=s.parse,
+            type=_argparse_type(s),
             default=s.default,
             metavar=s.kind.upper(),
             help=s.help_text(),
             **extra,
         )
+
+
+def _argparse_type(setting: Setting) -> Any:
+    """``setting.parse`` as an argparse type: its message reaches the user word for word."""
+
+    def parse(text: str) -> Any:
+        try:
+            return setting.parse(text)
+        except SettingError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+
+    parse.__name__ = setting.kind
+    return parse
 
 
 def check_values(values: dict[str, Any]) -> None:

@@ -79,8 +79,8 @@ def test_greedy_decoding_is_deterministic_and_independent_of_the_seed(run_job, t
     [
         (["--prompts", "/no/such/prompts.txt"], "prompts file .* does not exist"),
         (["--prompts", "EMPTY"], "no prompts"),
-        (["--prompts-json", "{not json"], "not valid JSON"),
-        (["--prompt", "x", "--top-p", "0"], "--top-p must be in"),
+        (["--prompts-json", "{not json"], "--prompts-json must be a JSON list of strings"),
+        (["--prompt", "x", "--top-p", "0"], "--top-p must be > 0 and <= 1, got 0"),
     ],
 )
 def test_bad_prompt_input_is_refused(run_job, trained_run, tmp_path, extra, message):

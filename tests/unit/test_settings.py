@@ -15,6 +15,7 @@ import pytest
 from llm_pipeline.params import pipeline_params
 from llm_pipeline.pipeline import CODE_ROOT, PIPELINE, SparkJob
 from sparklm import settings
+from sparklm.runtime.errors import PipelineError
 from sparklm.settings import SETTINGS, Setting, SettingError
 from support import load_job
 
@@ -112,7 +113,7 @@ def test_a_job_accepts_what_the_form_accepts_and_refuses_the_rest(jobs, setting)
             )
             assert getattr(args, setting.name) == pytest.approx(value)
         for value in [*outside, math.nan, math.inf]:
-            with pytest.raises((SystemExit, SettingError)):
+            with pytest.raises((PipelineError, SettingError)):
                 parse(jobs[stage], job, {setting.name: value})
 
 

@@ -6,8 +6,10 @@ import argparse
 import logging
 import sys
 from collections.abc import Callable, Sequence
+from typing import NoReturn
 
 from sparklm.runtime import exit_codes
+from sparklm.runtime.errors import PipelineError
 from sparklm.runtime.ownership import check_run_root
 from sparklm.runtime.stages import stage_uri
 
@@ -51,9 +53,20 @@ def run(
         )
 
 
-def parser(description: str) -> argparse.ArgumentParser:
-    """An argument parser with the option every job takes: where the run's artifacts live."""
-    p = argparse.ArgumentParser(description=description)
+class JobArgumentParser(argparse.ArgumentParser):
+    """Bad flags end a job like any other bad input (``run``): one ``ERROR:`` line naming the
+    flag and the rule, exit 2, instead of argparse's usage text."""
+
+    def error(self, message: str) -> NoReturn:
+        raise PipelineError(f"{message} (see --help)")
+
+
+def parser(description: str, run_root: bool = True) -> JobArgumentParser:
+    """A job's argument parser, with (``run_root``) the option most jobs take: where the run's
+    artifacts live."""
+    p = JobArgumentParser(description=description)
+    if not run_root:
+        return p
     p.add_argument(
         "--run-root",
         required=True,
