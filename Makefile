@@ -117,7 +117,7 @@ lock: | preflight
 	  | sed -E 's/^(torch==[^+]+)\+.*$$/\1/I' > constraints.txt
 	rm -rf $(CURDIR)/.lock-venv
 
-## bench-*: measured performance, printed as Markdown tables (not tests; see README).
+## bench-*: measured performance, printed as Markdown tables (not tests; docs/performance.md).
 BENCH_ARGS ?=
 bench-data bench-train bench-generate bench-scale bench-run bench-hostile: bench-%: $(AIRFLOW_HOME)/airflow.db
 	python bench/bench_$*.py $(BENCH_ARGS)

@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file
 
-from sparklm.model.decoding import generate
+from sparklm.model.decoding import Decoding, generate
 from sparklm.model.gpt import GPT, GPTConfig
 
 
@@ -37,7 +37,7 @@ def load(model_dir: str | None) -> GPT:
 def seconds_for(model: GPT, prompts: list[list[int]], new_tokens: int, use_cache: bool) -> float:
     start = time.perf_counter()
     for prompt in prompts:
-        out = generate(model, prompt, new_tokens, seed=0, use_cache=use_cache)
+        out = generate(model, prompt, new_tokens, Decoding(seed=0), use_cache=use_cache)
         assert len(out) == new_tokens
     return time.perf_counter() - start
 

@@ -43,7 +43,6 @@ from airflow.sdk import (
     CronTriggerTimetable,
     TaskGroup,
     TriggerRule,
-    Variable,
     chain,
     task,
 )
@@ -54,7 +53,7 @@ from llm_pipeline.emr.bundle import emr_steps
 from llm_pipeline.operators import EmrStepWatcher, SparkJobOperator
 from llm_pipeline.params import UnknownConfKeys, check_conf_keys, pipeline_params
 from llm_pipeline.pipeline import PIPELINE, SparkJob, spark_conf, xcom
-from llm_pipeline.plan import PlanError, default_base, make_plan
+from llm_pipeline.plan import Deployment, PlanError, make_plan
 from sparklm.settings import DEFAULT_CORPUS
 
 PROJECT_DIR = Path(os.environ.get("LLM_PROJECT_DIR", Path(__file__).resolve().parents[1]))
@@ -66,7 +65,7 @@ EMR_POLL_SECONDS = float(os.environ.get("LLM_EMR_POLL_SECONDS", "60"))
 EMR_DEFERRABLE = os.environ.get("LLM_EMR_DEFERRABLE", "false").lower() == "true"
 # Corpora always allowed: the bundled dump and the deployment's corpus Asset. Anything else
 # only under the llm_corpus_allowed_prefixes Variable's prefixes (nothing, unset).
-DEFAULT_CORPORA = [DEFAULT_CORPUS, CORPUS_URI]
+DEFAULT_CORPORA = (DEFAULT_CORPUS, CORPUS_URI)
 AWS_CONN_ID = "aws_default"
 
 PARAMS = pipeline_params()
@@ -104,17 +103,9 @@ with DAG(
         """Check the run's conf, then fix the run root, registry and allow-lists every later
         task uses (through XCom); a run its jobs would refuse fails here, at once and without
         retrying."""
-        base = default_base()
         try:
             check_conf_keys(dag_run.conf or {}, PARAMS)
-            return make_plan(
-                params, run_id,
-                runs_base=Variable.get("llm_runs_base", default=f"{base}/runs"),
-                default_registry=Variable.get("llm_registry", default=f"{base}/registry"),
-                default_corpora=DEFAULT_CORPORA,
-                corpus_prefixes=Variable.get("llm_corpus_allowed_prefixes", default=""),
-                registry_prefixes=Variable.get("llm_registry_allowed_prefixes", default=""),
-            )  # fmt: skip
+            return make_plan(params, run_id, Deployment.from_variables(DEFAULT_CORPORA))
         except (UnknownConfKeys, PlanError) as exc:
             raise AirflowFailException(f"ERROR: {exc}") from None
 

@@ -108,7 +108,8 @@ def render_text(records: list[dict]) -> str:
 def main(argv: Sequence[str]) -> dict | None:
     args = parse_args(argv)
     if args.registry:
-        return sample_from_registry(args)
+        sample_from_registry(args)
+        return None
     started = time.time()
     prompts = load_prompts(args.prompts_uri, args.prompt)
     train = read_manifest(args.run_root, "train")

@@ -89,74 +89,79 @@ def write_partition(index, rows, *, stage: str, split: str):
 def main(argv: Sequence[str]) -> dict:
     args = parse_args(argv)
     started = time.time()
+    files, options = check_inputs(args)
+    spark = entrypoint.spark_session("llm-preprocess")
+    clock = [("start", time.time())]  # phases, for the benchmarks' throughput per phase
+    read = read_corpus(spark, files, options, args.split_mb)
+    clock.append(("read", time.time()))
+    docs, layout, split_stats = deduplicate_and_split(spark, read, args)
+    clock.append(("deduplicate_and_split", time.time()))
+    stage = begin_stage(args.run_root, STAGE)
+    files_written = write_splits(docs, split_stats, stage, spark.sparkContext.defaultParallelism)
+    clock.append(("write", time.time()))
+    fault_injection.crash_point("preprocess:before-commit")
+    read["unique"].unpersist()
+    docs.unpersist()
+    stats = {
+        "input": {"files": len(files), "splits": len(read["splits"]), "tasks": len(read["tasks"]),
+                  **read["input_stats"]},
+        "dropped": read["dropped"], "split_unit": layout["unit"],
+        "block_bytes": layout["block_bytes"], "source_documents": layout["documents"],
+        "driver_peak_rss_mb": round(peak_rss_mb(), 1),
+        "seconds": {name: round(t - before, 3) for (_, before), (name, t) in pairwise(clock)},
+        **split_stats,
+    }  # fmt: skip
+    manifest = commit_stage(args.run_root, STAGE, files=files_written, started_at=started,
+                            params=recorded_params(args, options, read["split_bytes"]),
+                            stats=stats)  # fmt: skip
+    entrypoint.log.info("preprocess committed: train %s, val %s, dropped %s",
+                        split_stats["train"], split_stats["val"], read["dropped"])  # fmt: skip
+    return manifest
+
+
+def check_inputs(args) -> tuple[list[SourceFile], ReadOptions]:
+    """Every input under the corpus allow-list and readable, the run root writable: refused
+    before a Spark session is paid for."""
     inputs = args.corpus.split(",") + (args.val_input.split(",") if args.val_input else [])
     allowlist.check_corpus(inputs, args.allowed_corpus_prefixes)
     options = read_options(args)
     files = list_inputs(args)
     storage.check_writable(args.run_root)
+    return files, options
 
-    spark = entrypoint.spark_session("llm-preprocess")
-    clock = [("start", time.time())]  # phases, for the benchmarks' throughput per phase
-    splits, tasks, split_bytes = plan_reading(files, options, args.split_mb,
-                                              spark.sparkContext.defaultParallelism)  # fmt: skip
-    # Shuffles as wide as the reading, whatever was set: persisted DataFrames keep their
-    # partitioning (adaptive execution does not coalesce them), so a fixed width would either
-    # cost a task per near-empty partition or leave read tasks' output in too few.
-    spark.conf.set(entrypoint.SHUFFLE_PARTITIONS,
-                   str(max(spark.sparkContext.defaultParallelism, len(tasks))))  # fmt: skip
+
+def read_corpus(spark, files: list[SourceFile], options: ReadOptions, split_mb: float) -> dict:
+    """Read every file into cleaned lines (persisted), with what was dropped and why."""
+    parallelism = spark.sparkContext.defaultParallelism
+    splits, tasks, split_bytes = plan_reading(files, options, split_mb, parallelism)
+    entrypoint.widen_shuffles(spark, len(tasks))
     lines = read_lines(spark, tasks, options)
     dropped, input_stats, kept = drop_counts(lines)
-    clock.append(("read", time.time()))
-    unique = first_occurrences(resolve_documents(spark, lines, splits))
-    layout = choose_layout(unique, args, dropped)
-    lines.unpersist()
-    if kept["lines"] > layout["lines"]:
-        dropped["duplicate"] = {"lines": kept["lines"] - layout["lines"],
-                                "bytes": kept["bytes"] - layout["raw_bytes"]}  # fmt: skip
-    docs, split_stats = assign_splits(to_units(unique, layout), layout, args)
-    clock.append(("deduplicate_and_split", time.time()))
+    return {"splits": splits, "tasks": tasks, "split_bytes": split_bytes, "lines": lines,
+            "dropped": dropped, "input_stats": input_stats, "kept": kept}  # fmt: skip
 
-    stage = begin_stage(args.run_root, STAGE)
-    files_written = write_splits(docs, split_stats, stage, spark.sparkContext.defaultParallelism)
-    clock.append(("write", time.time()))
-    fault_injection.crash_point("preprocess:before-commit")
-    unique.unpersist()
-    docs.unpersist()
-    manifest = commit_stage(
-        args.run_root,
-        STAGE,
-        files=files_written,
-        started_at=started,
-        params={
-            "input": args.corpus,
-            "val_fraction": args.val_fraction,
-            "min_chars": args.min_chars,
-            "val_input": args.val_input,
-            "text_field": args.text_field,
-            "split_bytes": split_bytes,
-            **asdict(options.limits),
-        },  # fmt: skip
-        stats={
-            "input": {
-                "files": len(files),
-                "splits": len(splits),
-                "tasks": len(tasks),
-                **input_stats,
-            },  # fmt: skip
-            "dropped": dropped,
-            "split_unit": layout["unit"],
-            "block_bytes": layout["block_bytes"],
-            "source_documents": layout["documents"],
-            "driver_peak_rss_mb": round(peak_rss_mb(), 1),
-            "seconds": {
-                name: round(t - before, 3) for (_, before), (name, t) in pairwise(clock)
-            },  # fmt: skip
-            **split_stats,
-        },
-    )
-    entrypoint.log.info("preprocess committed: train %s, val %s, dropped %s",
-                      split_stats["train"], split_stats["val"], dropped)  # fmt: skip
-    return manifest
+
+def deduplicate_and_split(spark, read: dict, args):
+    """Documents from the lines, duplicates dropped (and counted in ``read['dropped']``), each
+    assigned to train or validation. The lines are released; the documents stay persisted
+    (``read['unique']``) until the splits are written."""
+    unique = first_occurrences(resolve_documents(spark, read["lines"], read["splits"]))
+    layout = choose_layout(unique, args, read["dropped"])
+    read["lines"].unpersist()
+    kept = read["kept"]
+    if kept["lines"] > layout["lines"]:
+        read["dropped"]["duplicate"] = {"lines": kept["lines"] - layout["lines"],
+                                        "bytes": kept["bytes"] - layout["raw_bytes"]}  # fmt: skip
+    docs, split_stats = assign_splits(to_units(unique, layout), layout, args)
+    read["unique"] = unique  # released once the splits are written
+    return docs, layout, split_stats
+
+
+def recorded_params(args, options: ReadOptions, split_bytes: int) -> dict:
+    """The settings the manifest records (what a rerun must match)."""
+    return {"input": args.corpus, "val_fraction": args.val_fraction, "min_chars": args.min_chars,
+            "val_input": args.val_input, "text_field": args.text_field,
+            "split_bytes": split_bytes, **asdict(options.limits)}  # fmt: skip
 
 
 def list_inputs(args) -> list[SourceFile]:

@@ -317,12 +317,7 @@ def describe_version(publication: Publication, decision: dict, hf: dict,
                      copied: list[ArtifactFile]) -> list[ArtifactFile]:  # fmt: skip
     """Write ``MODEL_CARD.md`` and ``run.json`` (every input, parameter and checksum)."""
     p = publication
-    card = render_model_card(
-        model_name=p.model_name, version=p.version, manifests=p.manifests,
-        metrics_csv=p.contents["metrics.csv"].decode(),
-        generated_jsonl=p.contents["generated.jsonl"].decode(),
-        decision=decision, hf_export=hf,
-    )  # fmt: skip
+    card = render_model_card(publication, decision, hf)
     written = [ArtifactFile.write(p.target, "MODEL_CARD.md", card.encode())]
     run_record = {
         "model_name": p.model_name,

@@ -34,7 +34,7 @@ import torch
 from torch.nn.utils import vector_to_parameters
 
 from sparklm import settings
-from sparklm.data.token_shards import read_range
+from sparklm.data.token_shards import TokenSlices, read_range
 from sparklm.model.averaging import OuterOptimizer, combine, flat, split_flat
 from sparklm.model.gpt import GPT, GPTConfig
 from sparklm.model.memory_estimate import (
@@ -106,15 +106,14 @@ def partition_ranges(total: int, partitions: int) -> list[tuple[int, int]]:
     return list(zip(bounds[:-1], bounds[1:], strict=True))
 
 
-def train_partition(indices, *, state, model_cfg, train_cfg, shards, dtype, ranges, round_index):
+def train_partition(indices, *, state, model_cfg, train_cfg, slices: TokenSlices, round_index):
     """Partition function: train replica ``p`` on its token range, yield its update."""
     from pyspark import TaskContext
 
     torch.set_num_threads(max(1, TaskContext.get().cpus()))
     fault_injection.exhaust_memory("train:replica")
     for p in indices:
-        start, stop = ranges[p]
-        tokens = torch.from_numpy(read_range(shards, dtype, start, stop))
+        tokens = torch.from_numpy(slices.read(p))
         yield train_replica(model_cfg, train_cfg, state.value, tokens, round_index, p)
 
 
@@ -178,9 +177,7 @@ def read_training_data(upstream: dict, model_cfg: GPTConfig,
     dtype = np.dtype(stats["dtype"])
     val_shards = listed_files(upstream, "val/")
     return TrainingData(
-        shards=listed_files(upstream, "train/"),
-        dtype=dtype,
-        ranges=ranges,
+        slices=TokenSlices(listed_files(upstream, "train/"), dtype, ranges),
         val_tokens=torch.from_numpy(read_range(val_shards, dtype, 0, val_count)),
         tokens_per_byte=stats["val"]["tokens"] / stats["val"]["bytes"],
     )
@@ -239,12 +236,13 @@ def run_round(sc, run: Training, progress: Progress, round_index: int) -> dict:
         sc.parallelize(range(train_cfg.partitions), train_cfg.partitions)
         .mapPartitions(partial(
             train_partition, state=broadcast, model_cfg=run.model_cfg, train_cfg=train_cfg,
-            shards=run.data.shards, dtype=run.data.dtype, ranges=run.data.ranges,
+            slices=run.data.slices,
             round_index=round_index))
         .treeAggregate(None, combine, combine, depth=2)
     )  # fmt: skip
     broadcast.destroy()
-    if not update.finite or not math.isfinite(update.mean_loss):
+    mean_loss = fault_injection.diverge(f"train:loss:round-{round_index + 1}", update.mean_loss)
+    if not update.finite or not math.isfinite(mean_loss):
         raise diverged(round_index, train_cfg, "the training loss")
     steps = train_cfg.steps_in_round(round_index)
     progress.state = state = apply_update(run.model, run.outer, update, progress.state, steps)

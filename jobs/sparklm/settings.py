@@ -231,229 +231,231 @@ def _choice(name: str, default: str, choices: tuple[str, ...], title: str, help:
     return Setting(name, default, title, help, choices=choices, **more)
 
 
-def _data() -> list[Setting]:
-    pre: dict[str, Any] = {"section": "Data", "stages": ("preprocess",)}
-    return [
-        _choice("env", "local", ("local", "emr"), "Where Spark runs",
-                "local: spark-submit on the spark_local connection's master. emr: a transient "
-                "EMR cluster (needs s3:// run root and registry, and the aws_default "
-                "connection).", section="Data"),
-        Setting("corpus", DEFAULT_CORPUS, "Corpus URI",
-                "Comma-separated files, directories or globs of plain text, JSON Lines, Parquet "
-                "or MediaWiki XML dumps (multistream dumps with their index), plain or "
-                ".gz/.bz2/.xz/.zst, on s3://, file:// or pkg://. The default is a 206-page "
-                "English Wikipedia dump shipped in the gensim wheel.",
-                min_length=1, max_length=4096, pattern=URI_LIST_PATTERN, flag="--input", **pre),
-        Setting("run_root", None, "Run root URI",
-                "Where this run's artifacts go: s3://bucket/prefix or file:///absolute/path. "
-                "Empty: {llm_runs_base Variable}/{run_id}.", section="Data", kind="string",
-                optional=True, pattern=WRITE_URI_PATTERN, max_length=1024),
-        Setting("val_fraction", 0.1, "Validation share of documents",
-                "Share of documents held out for validation (split by a hash of the document "
-                "id).", minimum=0, exclusive_minimum=True, maximum=0.5, exclusive_maximum=True,
-                **pre),
-        Setting("val_input", None, "Validation corpus URI",
-                "A held-out corpus (same forms as the corpus): its documents form the "
-                "validation split and val_fraction is ignored.", kind="string", optional=True,
-                pattern=URI_LIST_PATTERN, max_length=4096, stages=("preprocess",)),
-        _integer("min_chars", 8, 1, 10000, "Minimum line length",
-                 "Cleaned lines shorter than this many characters are dropped.", **pre),
-        Setting("text_field", "text", "Text field",
-                "JSON Lines field / Parquet column holding the text; dotted paths reach nested "
-                "fields, e.g. meta.content. Records without it are counted and dropped.",
-                pattern=r"^[^.\s]+(\.[^.\s]+)*$", max_length=256, **pre),
-        _integer("max_line_bytes", 2**20, 1024, 2**30, "Longest line kept whole (bytes)",
-                 "Longer lines (a one-line corpus such as text8) are cut at whitespace into "
-                 "pieces of at most this size: memory stays flat.", **pre),
-        _integer("max_record_bytes", 32 * 2**20, 1024, 2**30, "Largest record (bytes)",
-                 "JSON Lines records, Parquet values and wiki pages larger than this are "
-                 "dropped and counted in the preprocess manifest.", **pre),
-        _positive("max_decompressed_gb", 50.0, 100_000, "Largest decompressed file (GB)",
-                  "A compressed file expanding beyond this stops preprocess with an error "
-                  "naming this knob (decompression bombs).", **pre),
-        Setting("max_compression_ratio", 200.0, "Largest compression ratio",
-                "Decompressed ÷ compressed size of one file. Text compresses 3-10×; a "
-                "decompression bomb expands 1000× or more and stops preprocess with an error.",
-                minimum=1, maximum=1_000_000, **pre),
-        _positive("split_mb", 64.0, 1_000_000, "Largest read task (MB)",
-                  "The largest piece of input one preprocess task reads.",
-                  stages=("preprocess",)),
-        _integer("vocab_size", 4096, 258, 65536, "BPE vocabulary size",
-                 "Byte-level BPE tokens, including the 256 bytes and 2 specials; shrinks with a "
-                 "warning if the corpus supports fewer.", section="Data", stages=("tokenize",)),
-    ]  # fmt: skip
+_DATA: dict[str, Any] = {"section": "Data", "stages": ("preprocess",)}
+DATA_SETTINGS = (
+    _choice("env", "local", ("local", "emr"), "Where Spark runs",
+            "local: spark-submit on the spark_local connection's master. emr: a transient "
+            "EMR cluster (needs s3:// run root and registry, and the aws_default "
+            "connection).", section="Data"),
+    Setting("corpus", DEFAULT_CORPUS, "Corpus URI",
+            "Comma-separated files, directories or globs of plain text, JSON Lines, Parquet "
+            "or MediaWiki XML dumps (multistream dumps with their index), plain or "
+            ".gz/.bz2/.xz/.zst, on s3://, file:// or pkg://. The default is a 206-page "
+            "English Wikipedia dump shipped in the gensim wheel.",
+            min_length=1, max_length=4096, pattern=URI_LIST_PATTERN, flag="--input", **_DATA),
+    Setting("run_root", None, "Run root URI",
+            "Where this run's artifacts go: s3://bucket/prefix or file:///absolute/path. "
+            "Empty: {llm_runs_base Variable}/{run_id}.", section="Data", kind="string",
+            optional=True, pattern=WRITE_URI_PATTERN, max_length=1024),
+    Setting("val_fraction", 0.1, "Validation share of documents",
+            "Share of documents held out for validation (split by a hash of the document "
+            "id).", minimum=0, exclusive_minimum=True, maximum=0.5, exclusive_maximum=True,
+            **_DATA),
+    Setting("val_input", None, "Validation corpus URI",
+            "A held-out corpus (same forms as the corpus): its documents form the "
+            "validation split and val_fraction is ignored.", kind="string", optional=True,
+            pattern=URI_LIST_PATTERN, max_length=4096, stages=("preprocess",)),
+    _integer("min_chars", 8, 1, 10000, "Minimum line length",
+             "Cleaned lines shorter than this many characters are dropped.", **_DATA),
+    Setting("text_field", "text", "Text field",
+            "JSON Lines field / Parquet column holding the text; dotted paths reach nested "
+            "fields, e.g. meta.content. Records without it are counted and dropped.",
+            pattern=r"^[^.\s]+(\.[^.\s]+)*$", max_length=256, **_DATA),
+    _integer("max_line_bytes", 2**20, 1024, 2**30, "Longest line kept whole (bytes)",
+             "Longer lines (a one-line corpus such as text8) are cut at whitespace into "
+             "pieces of at most this size: memory stays flat.", **_DATA),
+    _integer("max_record_bytes", 32 * 2**20, 1024, 2**30, "Largest record (bytes)",
+             "JSON Lines records, Parquet values and wiki pages larger than this are "
+             "dropped and counted in the preprocess manifest.", **_DATA),
+    _positive("max_decompressed_gb", 50.0, 100_000, "Largest decompressed file (GB)",
+              "A compressed file expanding beyond this stops preprocess with an error "
+              "naming this knob (decompression bombs).", **_DATA),
+    Setting("max_compression_ratio", 200.0, "Largest compression ratio",
+            "Decompressed ÷ compressed size of one file. Text compresses 3-10×; a "
+            "decompression bomb expands 1000× or more and stops preprocess with an error.",
+            minimum=1, maximum=1_000_000, **_DATA),
+    _positive("split_mb", 64.0, 1_000_000, "Largest read task (MB)",
+              "The largest piece of input one preprocess task reads.",
+              stages=("preprocess",)),
+    _integer("vocab_size", 4096, 258, 65536, "BPE vocabulary size",
+             "Byte-level BPE tokens, including the 256 bytes and 2 specials; shrinks with a "
+             "warning if the corpus supports fewer.", section="Data", stages=("tokenize",)),
+)  # fmt: skip
 
 
-def _model() -> list[Setting]:
-    """The GPT's shape and block (defaults: Qwen3's block, the best measured)."""
-    m: dict[str, Any] = {"section": "Model", "stages": ("train",)}
-    return [
-        _integer("context_len", 128, 8, 8192, "Context length",
-                 "Tokens the model sees at once (training windows and the generation window).",
-                 **m),
-        _integer("n_layer", 4, 1, 96, "Transformer blocks", "Number of decoder blocks.", **m),
-        _integer("n_head", 4, 1, 64, "Attention heads", "Heads per attention layer.", **m),
-        _integer("n_embd", 128, 8, 8192, "Model width",
-                 "Embedding size; must be a multiple of the attention heads.", **m),
-        _fraction("dropout", 0.0, "Dropout", "Dropout probability during training (0 = off).",
-                  **m),
-        _choice("position", "rope", ("learned", "rope"), "Position encoding",
-                "learned: a position table (GPT-2); rope: rotary embeddings on queries and keys "
-                "(Llama, Qwen3).", **m),
-        _positive("rope_theta", 10000.0, 1e9, "RoPE base θ", "Base of the rotary frequencies.",
-                  **m),
-        _choice("norm", "rmsnorm", ("layernorm", "rmsnorm"), "Normalisation",
-                "layernorm (GPT-2) or weight-only rmsnorm (Llama, Qwen3).", **m),
-        _positive("norm_eps", 1e-5, 0.1, "Norm epsilon", "Epsilon of the normalisation layers.",
-                  **m),
-        _choice("mlp", "swiglu", ("gelu", "swiglu"), "MLP",
-                "gelu (GPT-2) or swiglu: down(silu(gate(x)) · up(x)) (Llama, Qwen3).", **m),
-        _integer("intermediate_size", 0, 0, 65536, "MLP hidden size",
-                 "0: 4·width for gelu, about 8/3·width for swiglu.", **m),
-        Setting("qk_norm", True, "QK-norm", "RMSNorm on each head's queries and keys (Qwen3).",
-                **m),
-        Setting("bias", False, "Biases in linear layers", "GPT-2 has them; Llama and Qwen3 not.",
-                **m),
-        Setting("tie_embeddings", True, "Tied output head",
-                "The output head shares the token embedding's weights.", **m),
-    ]  # fmt: skip
+# The GPT's shape and block (defaults: Qwen3's block, the best measured).
+_MODEL: dict[str, Any] = {"section": "Model", "stages": ("train",)}
+MODEL_SETTINGS = (
+    _integer("context_len", 128, 8, 8192, "Context length",
+             "Tokens the model sees at once (training windows and the generation window).",
+             **_MODEL),
+    _integer("n_layer", 4, 1, 96, "Transformer blocks", "Number of decoder blocks.", **_MODEL),
+    _integer("n_head", 4, 1, 64, "Attention heads", "Heads per attention layer.", **_MODEL),
+    _integer("n_embd", 128, 8, 8192, "Model width",
+             "Embedding size; must be a multiple of the attention heads.", **_MODEL),
+    _fraction("dropout", 0.0, "Dropout", "Dropout probability during training (0 = off).",
+              **_MODEL),
+    _choice("position", "rope", ("learned", "rope"), "Position encoding",
+            "learned: a position table (GPT-2); rope: rotary embeddings on queries and keys "
+            "(Llama, Qwen3).", **_MODEL),
+    _positive("rope_theta", 10000.0, 1e9, "RoPE base θ", "Base of the rotary frequencies.",
+              **_MODEL),
+    _choice("norm", "rmsnorm", ("layernorm", "rmsnorm"), "Normalisation",
+            "layernorm (GPT-2) or weight-only rmsnorm (Llama, Qwen3).", **_MODEL),
+    _positive("norm_eps", 1e-5, 0.1, "Norm epsilon", "Epsilon of the normalisation layers.",
+              **_MODEL),
+    _choice("mlp", "swiglu", ("gelu", "swiglu"), "MLP",
+            "gelu (GPT-2) or swiglu: down(silu(gate(x)) · up(x)) (Llama, Qwen3).", **_MODEL),
+    _integer("intermediate_size", 0, 0, 65536, "MLP hidden size",
+             "0: 4·width for gelu, about 8/3·width for swiglu.", **_MODEL),
+    Setting("qk_norm", True, "QK-norm", "RMSNorm on each head's queries and keys (Qwen3).",
+            **_MODEL),
+    Setting("bias", False, "Biases in linear layers", "GPT-2 has them; Llama and Qwen3 not.",
+            **_MODEL),
+    Setting("tie_embeddings", True, "Tied output head",
+            "The output head shares the token embedding's weights.", **_MODEL),
+)  # fmt: skip
 
 
-def _training() -> list[Setting]:
-    """The distributed optimisation: replicas, rounds, the inner optimizer and the outer step."""
-    t: dict[str, Any] = {"section": "Training", "stages": ("train",)}
-    return [
-        _integer("partitions", 2, 1, 1024, "Replicas",
-                 "Spark partitions, each training its own replica in parallel.", **t),
-        _integer("rounds", 12, 1, 100_000, "Averaging rounds",
-                 "How many times the replicas' weights are averaged.", **t),
-        _integer("local_steps", 25, 1, 100_000, "Local steps per round",
-                 "Optimizer steps per replica between averagings. DL4J advises 5–10 for plain "
-                 "averaging; DiLoCo uses hundreds with the nesterov outer optimizer.", **t),
-        _integer("batch_size", 16, 1, 4096, "Batch size", "Windows per step per replica.", **t),
-        _integer("early_rounds", 0, 0, 100_000, "Early rounds",
-                 "Post-local SGD: the first early_rounds rounds average every early_local_steps "
-                 "steps, before the usual interval.", **t),
-        _integer("early_local_steps", 1, 1, 100_000, "Inner steps per early round",
-                 "Local steps between averagings during the early rounds.", **t),
-        _choice("optimizer", "muon", ("adamw", "muon"), "Inner optimizer",
-                "adamw; or muon: Muon on the blocks' weight matrices and AdamW on embeddings, "
-                "head, gains and biases.", **t),
-        _positive("lr", 3e-3, 1, "Learning rate (AdamW)",
-                  "Peak inner AdamW learning rate, after warm-up.", **t),
-        _positive("muon_lr", 0.02, 10, "Learning rate (Muon)",
-                  "Peak Muon learning rate (optimizer muon only).", **t),
-        _fraction("muon_momentum", 0.95, "Muon momentum",
-                  "Momentum of Muon (optimizer muon only).", **t),
-        _choice("schedule", "cosine", ("cosine", "wsd"), "Learning-rate schedule",
-                "After warm-up: cosine decay, or wsd (warm-up, stable, then a linear decay over "
-                "the last decay_fraction of the steps).", **t),
-        _positive("decay_fraction", 0.2, 1, "WSD decay share",
-                  "Share of the steps in the final linear decay (wsd only).", **t),
-        Setting("min_lr_ratio", 0.1, "Final learning rate ÷ peak",
-                "Where the decay ends, relative to the peak.", minimum=0, maximum=1, **t),
-        _integer("warmup_steps", 30, 0, 1_000_000, "Warm-up steps",
-                 "Linear warm-up steps before the decay.", **t),
-        Setting("weight_decay", 0.1, "Weight decay", "AdamW weight decay.", minimum=0,
-                maximum=1, **t),
-        _positive("grad_clip", 1.0, 1000, "Gradient clip",
-                  "Clip gradients to this global norm.", **t),
-        _choice("outer", "avg", ("avg", "nesterov"), "Outer optimizer",
-                "avg: plain parameter averaging every round; nesterov: DiLoCo's outer Nesterov "
-                "step on the averaged delta.", **t),
-        _positive("outer_lr", 0.7, 10, "Outer learning rate",
-                  "Step size of the nesterov outer optimizer (ignored by avg).", **t),
-        _fraction("outer_momentum", 0.9, "Outer momentum",
-                  "Momentum of the nesterov outer optimizer (ignored by avg).", **t),
-        _choice("optimizer_state", "averaged", ("averaged", "reset"),
-                "Inner optimizer state across rounds",
-                "averaged: AdamW moments and Muon momentum averaged like the weights and "
-                "carried on; reset: a fresh optimizer every round.", **t),
-        _integer("seed", 1337, 0, 2**31 - 1, "Training seed",
-                 "Seeds initialisation and batch sampling: same seed, same model.", **t),
-        _integer("eval_tokens", 32768, 64, 100_000_000, "Validation tokens",
-                 "Validation tokens scored after each round.", **t),
-        _positive("memory_budget_gb", 8.0, 4096, "Memory budget per process (GB)",
-                  "Runs whose model would need more (estimated from its size: weights, AdamW "
-                  "state, activations of a batch) in the driver or one replica are refused "
-                  "before anything is allocated.",
-                  section="Training", stages=("train", "generate", "publish")),
-    ]  # fmt: skip
+# The distributed optimisation: replicas, rounds, the inner optimizer and the outer step.
+_TRAINING: dict[str, Any] = {"section": "Training", "stages": ("train",)}
+TRAINING_SETTINGS = (
+    _integer("partitions", 2, 1, 1024, "Replicas",
+             "Spark partitions, each training its own replica in parallel.", **_TRAINING),
+    _integer("rounds", 12, 1, 100_000, "Averaging rounds",
+             "How many times the replicas' weights are averaged.", **_TRAINING),
+    _integer("local_steps", 25, 1, 100_000, "Local steps per round",
+             "Optimizer steps per replica between averagings. DL4J advises 5–10 for plain "
+             "averaging; DiLoCo uses hundreds with the nesterov outer optimizer.", **_TRAINING),
+    _integer("batch_size", 16, 1, 4096, "Batch size", "Windows per step per replica.", **_TRAINING),
+    _integer("early_rounds", 0, 0, 100_000, "Early rounds",
+             "Post-local SGD: the first early_rounds rounds average every early_local_steps "
+             "steps, before the usual interval.", **_TRAINING),
+    _integer("early_local_steps", 1, 1, 100_000, "Inner steps per early round",
+             "Local steps between averagings during the early rounds.", **_TRAINING),
+    _choice("optimizer", "muon", ("adamw", "muon"), "Inner optimizer",
+            "adamw; or muon: Muon on the blocks' weight matrices and AdamW on embeddings, "
+            "head, gains and biases.", **_TRAINING),
+    _positive("lr", 3e-3, 1, "Learning rate (AdamW)",
+              "Peak inner AdamW learning rate, after warm-up.", **_TRAINING),
+    _positive("muon_lr", 0.02, 10, "Learning rate (Muon)",
+              "Peak Muon learning rate (optimizer muon only).", **_TRAINING),
+    _fraction("muon_momentum", 0.95, "Muon momentum",
+              "Momentum of Muon (optimizer muon only).", **_TRAINING),
+    _choice("schedule", "cosine", ("cosine", "wsd"), "Learning-rate schedule",
+            "After warm-up: cosine decay, or wsd (warm-up, stable, then a linear decay over "
+            "the last decay_fraction of the steps).", **_TRAINING),
+    _positive("decay_fraction", 0.2, 1, "WSD decay share",
+              "Share of the steps in the final linear decay (wsd only).", **_TRAINING),
+    Setting("min_lr_ratio", 0.1, "Final learning rate ÷ peak",
+            "Where the decay ends, relative to the peak.", minimum=0, maximum=1, **_TRAINING),
+    _integer("warmup_steps", 30, 0, 1_000_000, "Warm-up steps",
+             "Linear warm-up steps before the decay.", **_TRAINING),
+    Setting("weight_decay", 0.1, "Weight decay", "AdamW weight decay.", minimum=0,
+            maximum=1, **_TRAINING),
+    _positive("grad_clip", 1.0, 1000, "Gradient clip",
+              "Clip gradients to this global norm.", **_TRAINING),
+    _choice("outer", "avg", ("avg", "nesterov"), "Outer optimizer",
+            "avg: plain parameter averaging every round; nesterov: DiLoCo's outer Nesterov "
+            "step on the averaged delta.", **_TRAINING),
+    _positive("outer_lr", 0.7, 10, "Outer learning rate",
+              "Step size of the nesterov outer optimizer (ignored by avg).", **_TRAINING),
+    _fraction("outer_momentum", 0.9, "Outer momentum",
+              "Momentum of the nesterov outer optimizer (ignored by avg).", **_TRAINING),
+    _choice("optimizer_state", "averaged", ("averaged", "reset"),
+            "Inner optimizer state across rounds",
+            "averaged: AdamW moments and Muon momentum averaged like the weights and "
+            "carried on; reset: a fresh optimizer every round.", **_TRAINING),
+    _integer("seed", 1337, 0, 2**31 - 1, "Training seed",
+             "Seeds initialisation and batch sampling: same seed, same model.", **_TRAINING),
+    _integer("eval_tokens", 32768, 64, 100_000_000, "Validation tokens",
+             "Validation tokens scored after each round.", **_TRAINING),
+    _positive("memory_budget_gb", 8.0, 4096, "Memory budget per process (GB)",
+              "Runs whose model would need more (estimated from its size: weights, AdamW "
+              "state, activations of a batch) in the driver or one replica are refused "
+              "before anything is allocated.",
+              section="Training", stages=("train", "generate", "publish")),
+)  # fmt: skip
 
 
-def _generation() -> list[Setting]:
-    """Sampling after training: prompts and decoding settings."""
-    g: dict[str, Any] = {"section": "Generation", "stages": ("generate",)}
-    return [
-        Setting("prompts_uri", None, "Prompts file URI",
-                "A text file with one prompt per line (s3://, file://, pkg:// or an absolute "
-                "path). Empty: the seed prompts shipped with the jobs (jobs/conf/prompts.txt).",
-                kind="string", optional=True, pattern=READ_URI_PATTERN, max_length=1024,
-                flag="--prompts", **g),
-        Setting("prompts", [], "Extra inline prompts", "Prompts sampled in addition to the "
-                "file's.", max_items=1000, flag="--prompts-json", **g),
-        _integer("max_new_tokens", 64, 1, 4096, "New tokens per prompt",
-                 "Generation stops here or at the end-of-document token.", **g),
-        Setting("temperature", 0.8, "Temperature", "Divides the logits; 0 is greedy decoding.",
-                minimum=0, maximum=10, **g),
-        _integer("top_k", 50, 0, 65536, "Top-k",
-                 "Sample among the k likeliest tokens (0 = off).", **g),
-        _positive("top_p", 0.95, 1, "Top-p",
-                  "Nucleus sampling: the smallest set with mass ≥ p (1 = off).", **g),
-        _integer("sample_seed", 0, 0, 2**31 - 1, "Sampling seed",
-                 "Prompt i samples with seed + i: same seed, same text.", flag="--seed", **g),
-    ]  # fmt: skip
+# Sampling after training: prompts and decoding settings.
+_GENERATION: dict[str, Any] = {"section": "Generation", "stages": ("generate",)}
+GENERATION_SETTINGS = (
+    Setting("prompts_uri", None, "Prompts file URI",
+            "A text file with one prompt per line (s3://, file://, pkg:// or an absolute "
+            "path). Empty: the seed prompts shipped with the jobs (jobs/conf/prompts.txt).",
+            kind="string", optional=True, pattern=READ_URI_PATTERN, max_length=1024,
+            flag="--prompts", **_GENERATION),
+    Setting("prompts", [], "Extra inline prompts", "Prompts sampled in addition to the "
+            "file's.", max_items=1000, flag="--prompts-json", **_GENERATION),
+    _integer("max_new_tokens", 64, 1, 4096, "New tokens per prompt",
+             "Generation stops here or at the end-of-document token.", **_GENERATION),
+    Setting("temperature", 0.8, "Temperature", "Divides the logits; 0 is greedy decoding.",
+            minimum=0, maximum=10, **_GENERATION),
+    _integer("top_k", 50, 0, 65536, "Top-k",
+             "Sample among the k likeliest tokens (0 = off).", **_GENERATION),
+    _positive("top_p", 0.95, 1, "Top-p",
+              "Nucleus sampling: the smallest set with mass ≥ p (1 = off).", **_GENERATION),
+    _integer("sample_seed", 0, 0, 2**31 - 1, "Sampling seed",
+             "Prompt i samples with seed + i: same seed, same text.", flag="--seed", **_GENERATION),
+)  # fmt: skip
 
 
-def _publish() -> list[Setting]:
-    """Where the model is registered and when it becomes the latest."""
-    p: dict[str, Any] = {"section": "Publish", "stages": ("publish",)}
-    return [
-        Setting("registry", None, "Model registry URI",
-                "Where publish writes versions: s3://bucket/prefix or file:///absolute/path. "
-                "Empty: the llm_registry Variable.", section="Publish", kind="string",
-                optional=True, pattern=WRITE_URI_PATTERN, max_length=1024),
-        Setting("model_name", "wiki-gpt", "Registered model name",
-                "One path segment: letters, digits, '.', '_' and '-'.", pattern=NAME_PATTERN,
-                **p),
-        Setting("promotion_tolerance", 0.0, "Promotion tolerance (bits/byte)",
-                "latest.json moves to the new version when its bits/byte on the registry's "
-                "evaluation set is at most this much worse than the current latest's on the "
-                "same set.", minimum=0, maximum=10, flag="--tolerance", **p),
-        Setting("eval_input", None, "Evaluation set URI",
-                "Text or JSON Lines files (comma-separated, globs) both the new and the current "
-                "model are scored on; becomes the registry's evaluation set if the new model is "
-                "promoted. Empty: the registry's set in force (the first version's validation "
-                "split).", kind="string", optional=True, pattern=URI_LIST_PATTERN,
-                max_length=4096, **p),
-        _integer("eval_max_bytes", 2**20, 1, 2**30, "Largest evaluation set (bytes)",
-                 "The evaluation set keeps whole documents up to this many bytes of text.",
-                 stages=("publish",)),
-        Setting("require_approval", False, "Require human approval",
-                "Publish the version but move latest.json only after a person approves it in "
-                "the approve_promotion task (both models' bits/byte and sample generations are "
-                "shown).", **p),
-    ]  # fmt: skip
+# Where the model is registered and when it becomes the latest.
+_PUBLISH: dict[str, Any] = {"section": "Publish", "stages": ("publish",)}
+PUBLISH_SETTINGS = (
+    Setting("registry", None, "Model registry URI",
+            "Where publish writes versions: s3://bucket/prefix or file:///absolute/path. "
+            "Empty: the llm_registry Variable.", section="Publish", kind="string",
+            optional=True, pattern=WRITE_URI_PATTERN, max_length=1024),
+    Setting("model_name", "wiki-gpt", "Registered model name",
+            "One path segment: letters, digits, '.', '_' and '-'.", pattern=NAME_PATTERN,
+            **_PUBLISH),
+    Setting("promotion_tolerance", 0.0, "Promotion tolerance (bits/byte)",
+            "latest.json moves to the new version when its bits/byte on the registry's "
+            "evaluation set is at most this much worse than the current latest's on the "
+            "same set.", minimum=0, maximum=10, flag="--tolerance", **_PUBLISH),
+    Setting("eval_input", None, "Evaluation set URI",
+            "Text or JSON Lines files (comma-separated, globs) both the new and the current "
+            "model are scored on; becomes the registry's evaluation set if the new model is "
+            "promoted. Empty: the registry's set in force (the first version's validation "
+            "split).", kind="string", optional=True, pattern=URI_LIST_PATTERN,
+            max_length=4096, **_PUBLISH),
+    _integer("eval_max_bytes", 2**20, 1, 2**30, "Largest evaluation set (bytes)",
+             "The evaluation set keeps whole documents up to this many bytes of text.",
+             stages=("publish",)),
+    Setting("require_approval", False, "Require human approval",
+            "Publish the version but move latest.json only after a person approves it in "
+            "the approve_promotion task (both models' bits/byte and sample generations are "
+            "shown).", **_PUBLISH),
+)  # fmt: skip
 
 
-def _emr() -> list[Setting]:
-    """Cluster settings for env=emr; account-specific values stay out of the code."""
-    e: dict[str, Any] = {"section": "EMR"}
-    return [
-        Setting("emr_release_label", DEFAULT_EMR_RELEASE, "EMR release",
-                "An EMR 7.x release (Spark 3.5).", pattern=r"^emr-7\.\d+\.\d+$", **e),
-        Setting("emr_job_flow_role", "EMR_EC2_DefaultRole", "EC2 instance profile",
-                "The instance profile of the cluster nodes.", min_length=1, **e),
-        Setting("emr_service_role", "EMR_DefaultRole", "EMR service role",
-                "The role EMR assumes to manage the cluster.", min_length=1, **e),
-        Setting("emr_subnet_id", None, "Subnet",
-                "The cluster's subnet (subnet-…). Empty: the account's default VPC.",
-                kind="string", optional=True, pattern=r"^subnet-[0-9a-f]+$", **e),
-    ]  # fmt: skip
+# Cluster settings for env=emr; account-specific values stay out of the code.
+_EMR: dict[str, Any] = {"section": "EMR"}
+EMR_SETTINGS = (
+    Setting("emr_release_label", DEFAULT_EMR_RELEASE, "EMR release",
+            "An EMR 7.x release (Spark 3.5).", pattern=r"^emr-7\.\d+\.\d+$", **_EMR),
+    Setting("emr_job_flow_role", "EMR_EC2_DefaultRole", "EC2 instance profile",
+            "The instance profile of the cluster nodes.", min_length=1, **_EMR),
+    Setting("emr_service_role", "EMR_DefaultRole", "EMR service role",
+            "The role EMR assumes to manage the cluster.", min_length=1, **_EMR),
+    Setting("emr_subnet_id", None, "Subnet",
+            "The cluster's subnet (subnet-…). Empty: the account's default VPC.",
+            kind="string", optional=True, pattern=r"^subnet-[0-9a-f]+$", **_EMR),
+)  # fmt: skip
 
 
 SETTINGS: dict[str, Setting] = {
-    s.name: s for s in (*_data(), *_model(), *_training(), *_generation(), *_publish(), *_emr())
+    s.name: s
+    for s in (
+        *DATA_SETTINGS,
+        *MODEL_SETTINGS,
+        *TRAINING_SETTINGS,
+        *GENERATION_SETTINGS,
+        *PUBLISH_SETTINGS,
+        *EMR_SETTINGS,
+    )
 }
 
 

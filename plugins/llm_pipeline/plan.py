@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
@@ -18,6 +19,32 @@ class PlanError(ValueError):
 
 class RunRootError(PlanError):
     """A run root URI that would write somewhere it should not."""
+
+
+@dataclass(frozen=True)
+class Deployment:
+    """Where this deployment keeps runs and models, and what its runs may read and publish to
+    besides its defaults (the ``llm_*`` Variables; runs and models fall back to folders under
+    Airflow's home)."""
+
+    runs_base: str
+    registry: str
+    default_corpora: tuple[str, ...]
+    corpus_prefixes: str = ""
+    registry_prefixes: str = ""
+
+    @classmethod
+    def from_variables(cls, default_corpora: tuple[str, ...]) -> Deployment:
+        from airflow.sdk import Variable
+
+        base = default_base()
+        return cls(
+            runs_base=Variable.get("llm_runs_base", default=f"{base}/runs"),
+            registry=Variable.get("llm_registry", default=f"{base}/registry"),
+            default_corpora=default_corpora,
+            corpus_prefixes=Variable.get("llm_corpus_allowed_prefixes", default=""),
+            registry_prefixes=Variable.get("llm_registry_allowed_prefixes", default=""),
+        )
 
 
 def run_id_segment(run_id: str) -> str:
@@ -85,20 +112,11 @@ def require_s3(plan: dict[str, str]) -> None:
             )
 
 
-def make_plan(
-    params: dict[str, Any],
-    run_id: str,
-    *,
-    runs_base: str,
-    default_registry: str,
-    default_corpora: list[str],
-    corpus_prefixes: str,
-    registry_prefixes: str,
-) -> dict[str, str]:
+def make_plan(params: dict[str, Any], run_id: str, deployment: Deployment) -> dict[str, str]:
     """The locations every task of the run uses, and the allow-lists its jobs enforce again.
 
-    The allow-lists are the deployment's (``corpus_prefixes``, ``registry_prefixes``)
-    plus what it configured as defaults, which is always allowed. Refuses what the
+    The allow-lists are the deployment's prefixes plus what it configured as defaults, which
+    is always allowed. Refuses what the
     jobs would refuse later, once a cluster or a Spark session is paid for: a run
     root that is not the run's own, a corpus or prompts file outside the allow-list
     (or under a hidden folder), a registry outside its allow-list, a model whose
@@ -115,10 +133,12 @@ def make_plan(
     except SettingError as exc:
         raise PlanError(f"{exc}: fix the Param") from None
     plan = {
-        "run_root": run_root_for(params["run_root"], run_id, runs_base),
-        "registry": validate_run_root(params["registry"] or default_registry, "registry"),
-        "corpus_prefixes": allowlist.widen(corpus_prefixes, default_corpora),
-        "registry_prefixes": allowlist.widen(registry_prefixes, [default_registry]),
+        "run_root": run_root_for(params["run_root"], run_id, deployment.runs_base),
+        "registry": validate_run_root(params["registry"] or deployment.registry, "registry"),
+        "corpus_prefixes": allowlist.widen(
+            deployment.corpus_prefixes, list(deployment.default_corpora)
+        ),
+        "registry_prefixes": allowlist.widen(deployment.registry_prefixes, [deployment.registry]),
     }
     if params["env"] == "emr":
         require_s3(plan)

@@ -9,10 +9,10 @@ ApprovalOperator) waits for an answer given with ``PATCH …/hitlDetails``, as t
 import json
 
 import pytest
-from airflow_stack import DAG_ID, USER
 
+from airflow_stack import DAG_ID, USER
+from helpers.jobs import SMALL_CONF
 from sparklm.runtime import storage
-from support import SMALL_CONF
 
 pytestmark = pytest.mark.slow
 

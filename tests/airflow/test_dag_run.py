@@ -4,18 +4,14 @@ import json
 
 import pytest
 
+from helpers.corpora import small_corpus
+from helpers.jobs import SMALL_CONF, load_dag
+from helpers.oracles import generated_records
+from helpers.paths import S3_ACCESS_KEY, S3_SECRET_KEY
 from llm_pipeline.pipeline import PIPELINE
 from sparklm.registry.versions import read_latest
 from sparklm.runtime import storage
 from sparklm.runtime.stages import read_manifest
-from support import (
-    S3_ACCESS_KEY,
-    S3_SECRET_KEY,
-    SMALL_CONF,
-    generated_records,
-    load_dag,
-    small_corpus,
-)
 
 STAGES = [job.stage for job in PIPELINE]
 

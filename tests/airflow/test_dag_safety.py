@@ -4,7 +4,8 @@ from types import SimpleNamespace
 
 import pytest
 
-from support import copy_stages, load_dag, load_job, small_corpus
+from helpers.corpora import small_corpus
+from helpers.jobs import copy_stages, load_dag, load_job
 
 REFUSED = {"context_len": 8192, "n_layer": 96, "n_embd": 8192, "n_head": 64}
 

@@ -5,8 +5,8 @@ import copy
 import jinja2
 import pytest
 
+from helpers.jobs import load_dag, load_job
 from llm_pipeline.pipeline import PIPELINE
-from support import load_dag, load_job
 
 
 @pytest.fixture(scope="module")

@@ -5,8 +5,8 @@ import os
 
 import pytest
 
+from helpers.paths import JOBS
 from llm_pipeline.pipeline import PIPELINE
-from support import JOBS
 
 
 @pytest.mark.parametrize(("exit_code", "final"), [(0, None), (1, False), (2, True), (52, True)])

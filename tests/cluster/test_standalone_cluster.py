@@ -11,12 +11,14 @@ from pathlib import Path
 
 import psutil
 import pytest
-from spark_cluster import SparkCluster
 
+from helpers.corpora import small_corpus
+from helpers.jobs import TINY, spark_submit
+from helpers.paths import JOBS
+from helpers.spark_cluster import SparkCluster
 from sparklm.registry.versions import read_latest
 from sparklm.runtime import storage
 from sparklm.runtime.stages import read_manifest
-from support import JOBS, TINY, small_corpus, spark_submit
 
 pytestmark = pytest.mark.slow
 

@@ -5,10 +5,10 @@ import sqlite3
 from datetime import datetime, timedelta
 
 import pytest
+
 from airflow_stack import DAG_ID
 from emr_harness import EmrStepRunner
-
-from support import SMALL_CONF
+from helpers.jobs import SMALL_CONF
 
 pytestmark = pytest.mark.slow
 

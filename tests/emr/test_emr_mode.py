@@ -4,14 +4,16 @@ import os
 
 import boto3
 import pytest
-from emr_harness import EmrStepRunner
 
+from emr_harness import EmrStepRunner
+from helpers.corpora import small_corpus
+from helpers.jobs import SMALL_CONF, load_dag
+from helpers.paths import JOBS, REPO
 from llm_pipeline.emr.bundle import build_bundle, bundle_version, emr_steps
 from llm_pipeline.pipeline import PIPELINE, xcom
 from sparklm.registry.versions import read_latest
 from sparklm.runtime import storage
 from sparklm.runtime.stages import read_manifest
-from support import JOBS, REPO, SMALL_CONF, load_dag, small_corpus
 
 STAGES = [job.stage for job in PIPELINE]
 SMALL = {**SMALL_CONF, "max_new_tokens": 12, "prompts": ["Paragraph 2 of"]}

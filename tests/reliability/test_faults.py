@@ -10,10 +10,12 @@ from pathlib import Path
 
 import pytest
 
+from helpers.corpora import small_corpus
+from helpers.jobs import TINY, copy_stages, load_dag, load_job, spark_submit
+from helpers.paths import JOBS
 from sparklm.registry.versions import read_latest
 from sparklm.runtime import storage
 from sparklm.runtime.stages import StageNotCommitted, read_manifest
-from support import JOBS, TINY, copy_stages, load_dag, load_job, small_corpus, spark_submit
 
 TINY_TRAIN = [*TINY, "--partitions", "2"]
 

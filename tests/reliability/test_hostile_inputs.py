@@ -9,22 +9,16 @@ from pathlib import Path
 
 import pytest
 
+from helpers.corpora import small_corpus, write_text
+from helpers.jobs import TINY, copy_stages, load_job, spark_submit
+from helpers.oracles import tree_checksums
+from helpers.paths import REPO
 from sparklm.data import tokenizer as bpe
 from sparklm.model.gpt import GPT, GPTConfig
 from sparklm.model.weights import model_bytes
 from sparklm.registry.versions import write_latest
 from sparklm.runtime import entrypoint
 from sparklm.runtime.stages import read_manifest
-from support import (
-    REPO,
-    TINY,
-    copy_stages,
-    load_job,
-    small_corpus,
-    spark_submit,
-    tree_checksums,
-    write_text,
-)
 
 TINY_TRAIN = [*TINY, "--partitions", "2", "--rounds", "1", "--local-steps", "2"]
 

@@ -2,10 +2,10 @@
 
 import pytest
 
+from helpers.oracles import generated_records, sample_independently
 from sparklm.runtime import storage
 from sparklm.runtime.errors import PipelineError
 from sparklm.runtime.stages import listed_files, read_manifest
-from support import generated_records, sample_independently
 
 
 def test_prompts_file_and_inline_prompts_are_all_completed(run_job, trained_run, copy_run,

@@ -16,8 +16,9 @@ from pathlib import Path
 import psutil
 import pytest
 
+from helpers.corpora import article_pages, mediawiki_page, write_text
+from helpers.paths import JOBS
 from sparklm.runtime.stages import read_manifest
-from support import JOBS, article_pages, mediawiki_page, write_text
 
 # The Python driver imports pyspark and pyarrow (~150 MB); a worker cleaning 1 MiB lines
 # needs tens of MB more. Holding a 64 MiB line (let alone 256 MiB) costs far above this.

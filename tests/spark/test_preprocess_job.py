@@ -13,11 +13,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from helpers.corpora import article_pages, multistream_dump, small_corpus, write_text
 from sparklm.data import holdout
 from sparklm.runtime import storage
 from sparklm.runtime.errors import PipelineError
 from sparklm.runtime.stages import listed_files
-from support import article_pages, multistream_dump, small_corpus, write_text
 
 
 def read_docs(manifest, split):
@@ -244,8 +244,8 @@ def test_package_corpus_split_does_not_depend_on_the_install_location(
 
 
 def test_the_spark_split_key_is_the_documented_one(spark):
+    from helpers.jobs import load_job
     from sparklm.data.cleaning import document_id, split_key
-    from support import load_job
 
     ids = [document_id("file:///c.txt", i) for i in range(2000)]
     column = load_job("preprocess").split_key_column

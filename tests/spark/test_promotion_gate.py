@@ -5,9 +5,10 @@ import json
 
 import pytest
 
+from helpers.corpora import small_corpus
+from helpers.jobs import load_job
 from sparklm.runtime import storage
 from sparklm.settings import DEFAULT_CORPUS
-from support import load_job, small_corpus
 
 SMALL_MODEL = ["--context-len", "64", "--n-layer", "1", "--n-head", "2", "--n-embd", "64",
                "--batch-size", "16", "--lr", "3e-3", "--warmup-steps", "5", "--partitions", "2",
@@ -116,8 +117,8 @@ def test_the_published_hf_folder_is_the_trained_model(runs, tmp_path):
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    from helpers.paths import REPO
     from sparklm.model.weights import load_model
-    from support import REPO
 
     wiki, _, _ = runs
     registry = f"file://{tmp_path / 'registry'}"

@@ -2,13 +2,17 @@
 
 import hashlib
 import json
+import re
 from pathlib import Path
 
 import pytest
 
+from helpers.jobs import TINY, copy_stages
+from helpers.oracles import sample_independently
+from helpers.paths import REPO
 from sparklm.registry.versions import RegistryError
 from sparklm.runtime import storage
-from support import REPO, TINY, copy_stages, sample_independently
+from sparklm.runtime.errors import PipelineError
 
 TINY_TRAIN = [*TINY, "--rounds", "1", "--local-steps", "2"]
 VERSION_FILES = {"model.safetensors", "config.json", "tokenizer.json", "metrics.csv", "loss.png",
@@ -82,7 +86,7 @@ def test_a_worse_model_is_published_but_not_promoted(run_job, published_run, cop
 @pytest.mark.parametrize("name", ["../escape", "a/b", "s3:x", ".."])
 def test_bad_model_names_are_refused_and_nothing_is_written(run_job, published_run, name):
     root, registry = published_run
-    with pytest.raises(RegistryError, match="invalid model name"):
+    with pytest.raises(PipelineError, match=f"--model-name '{re.escape(name)}' does not match"):
         run_job("publish", ["--run-root", root, "--registry", registry, "--model-name", name])
     assert not Path(registry.removeprefix("file://")).exists()
 

@@ -2,7 +2,7 @@
 
 import pytest
 
-from support import spark_submit
+from helpers.jobs import spark_submit
 
 PROBE = """
 from sparklm.runtime.entrypoint import spark_session

@@ -17,14 +17,17 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from emr_harness import EMR_VENV, node_environment, node_record
 
+from emr_harness import EMR_VENV, node_environment, node_record
+from helpers.corpora import small_corpus
+from helpers.jobs import TINY
+from helpers.oracles import generated_records
+from helpers.paths import REPO
 from llm_pipeline.emr.bundle import EMR_SPARK_VERSION, build_bundle
 from llm_pipeline.pipeline import PIPELINE
 from sparklm.registry.versions import read_latest
 from sparklm.runtime import storage
 from sparklm.runtime.stages import listed_files, read_manifest
-from support import REPO, TINY, generated_records, small_corpus
 
 pytestmark = pytest.mark.slow
 

@@ -4,11 +4,12 @@ import numpy as np
 import pytest
 from tokenizers import Tokenizer
 
+from helpers.corpora import small_corpus
+from helpers.jobs import copy_stages, load_job
 from sparklm.data.document_shards import read_doc_texts
 from sparklm.data.tokenizer import decode
 from sparklm.runtime import storage
 from sparklm.runtime.stages import StageNotCommitted, listed_files
-from support import copy_stages, load_job, small_corpus
 
 
 @pytest.fixture(scope="module")

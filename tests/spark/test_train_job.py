@@ -15,6 +15,9 @@ import numpy as np
 import pytest
 import torch
 
+from helpers.jobs import TINY, TRAINED, load_job
+from helpers.oracles import single_process_training
+from helpers.paths import JOBS
 from sparklm.data.token_shards import read_range
 from sparklm.model.gpt import GPT, GPTConfig
 from sparklm.model.training import TrainConfig
@@ -22,7 +25,6 @@ from sparklm.model.weights import load_model, parse_safetensors
 from sparklm.runtime import storage
 from sparklm.runtime.errors import PipelineError
 from sparklm.runtime.stages import listed_files, read_manifest
-from support import JOBS, TINY, TRAINED, load_job, single_process_training
 
 
 def final_weights(root):
@@ -143,16 +145,18 @@ def test_rerun_with_the_same_settings_is_idempotent(run_job, wikitext_run, copy_
     assert [f for f in again if f["path"] in model] == [f for f in before if f["path"] in model]
 
 
-def test_nan_loss_fails_clearly_and_checkpoints_nothing(run_job, wikitext_run, copy_run):
+def test_nan_loss_fails_clearly_and_checkpoints_nothing(run_job, wikitext_run, copy_run,
+                                                        monkeypatch):  # fmt: skip
     root = copy_run(wikitext_run)
+    monkeypatch.setenv("LLM_FAULT", "train:loss:round-2")  # the second round's loss is NaN
     with pytest.raises(PipelineError, match=r"diverged in round (\d+): .* Lower --lr") as error:
-        run_job("train", ["--run-root", root, *TINY, "--rounds", "3", "--local-steps", "2",
-                          "--lr", "1e20", "--warmup-steps", "0"])  # fmt: skip
+        run_job("train", ["--run-root", root, *TINY, "--rounds", "3", "--local-steps", "2"])
     bad_round = int(re.search(r"round (\d+)", str(error.value)).group(1))
     checkpoints = root.removeprefix("file://") + "/train/checkpoints"
     saved = [n for n in os.listdir(checkpoints) if n.startswith("round-")] if os.path.isdir(
         checkpoints) else []  # fmt: skip
-    assert all(int(name.removeprefix("round-")) < bad_round for name in saved)
+    assert bad_round == 2
+    assert saved and all(int(name.removeprefix("round-")) < bad_round for name in saved)
     assert not os.path.exists(root.removeprefix("file://") + "/train/manifest.json")
 
 

@@ -7,11 +7,12 @@ without a token, and the page is opened in headless Chromium inside Airflow's UI
 
 import httpx
 import pytest
-from browser import WAIT_SECONDS
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support.wait import WebDriverWait
 
-from support import TINY, load_job, small_corpus
+from helpers.browser import WAIT_SECONDS
+from helpers.corpora import small_corpus
+from helpers.jobs import TINY, load_job
 
 pytestmark = pytest.mark.slow
 

@@ -7,17 +7,19 @@ The ``airflow_stack`` fixture runs api-server, scheduler, dag-processor and trig
 from __future__ import annotations
 
 import pytest
-from airflow_stack import DAG_ID
-from browser import WAIT_SECONDS
 from selenium.webdriver.common.by import By
 from selenium.webdriver.common.keys import Keys
 from selenium.webdriver.support import expected_conditions
 from selenium.webdriver.support.wait import WebDriverWait
 
+from airflow_stack import DAG_ID
+from helpers.browser import WAIT_SECONDS
+from helpers.corpora import small_corpus
+from helpers.jobs import SMALL_CONF
+from helpers.paths import REPO
 from llm_pipeline.params import pipeline_params
 from sparklm.runtime import storage
 from sparklm.settings import SECTIONS
-from support import REPO, SMALL_CONF, small_corpus
 
 pytestmark = pytest.mark.slow
 

@@ -5,12 +5,12 @@ import json
 
 import pytest
 
+from helpers.jobs import load_job
 from sparklm.registry import eval_set
 from sparklm.registry.eval_set import EvalSetError, capped
 from sparklm.runtime import storage
 from sparklm.runtime.allowlist import NotAllowed
 from sparklm.runtime.storage import StorageError, SymlinkRefused
-from support import load_job
 
 HOSTILE = ["first line\nsecond line", "emoji 👩\u200d👩\u200d👧, \"quotes\" and \\ slashes",
            "combining e\u0301 and \u0915\u094d\u0937", "trailing newline\n",

@@ -10,12 +10,12 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
+from helpers.jobs import load_job
 from sparklm.data.tokenizer import count_pretokens, decode, special_ids, train_from_counts
-from sparklm.model.decoding import generate
+from sparklm.model.decoding import Decoding, generate
 from sparklm.model.gpt import GPT, GPTConfig
 from sparklm.model.weights import model_bytes
 from sparklm.registry import hf_export
-from support import load_job
 
 HOSTILE = [
     "plain ASCII, with punctuation! And \"quotes\", it's n't .",
@@ -94,7 +94,7 @@ def test_greedy_generate_equals_our_temperature_zero_decoding(family, tokenizer,
         ours = [eod, *tokenizer.encode(prompt, add_special_tokens=False).ids]
         assert inputs["input_ids"][0].tolist() == ours  # the eod start, as our sampler adds it
         room = SHAPE["context_len"] - len(ours)
-        expected = generate(model, ours, room, temperature=0.0, stop_ids=(eod,))
+        expected = generate(model, ours, room, Decoding(temperature=0.0), stop_ids=(eod,))
         assert len(expected) >= 5  # a real continuation, not an immediate stop
         out = hf.generate(**inputs, do_sample=False, max_new_tokens=room)[0, len(ours) :].tolist()
         assert out[: len(expected)] == expected

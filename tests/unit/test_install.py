@@ -24,7 +24,7 @@ from packaging.requirements import Requirement
 from packaging.specifiers import SpecifierSet
 from packaging.version import Version
 
-from support import REPO
+from helpers.paths import REPO
 
 TOOLS = REPO / "tools"
 INSTALL_PATHS = ("Makefile", "docker/Dockerfile", "plugins/llm_pipeline/emr/bootstrap.sh",

@@ -4,8 +4,8 @@ import ast
 
 import pytest
 
+from helpers.paths import JOBS
 from llm_pipeline.pipeline import PIPELINE
-from support import JOBS
 
 
 @pytest.mark.parametrize("script", [job.script for job in PIPELINE])

@@ -7,7 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from support import REPO
+from helpers.paths import REPO
 
 
 def test_no_module_imports_up_a_layer_or_the_airflow_side():

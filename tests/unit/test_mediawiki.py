@@ -6,11 +6,11 @@ import tracemalloc
 
 import pytest
 
+from helpers.corpora import article_pages, mediawiki_page, multistream_dump, write_text
 from sparklm.data import mediawiki
 from sparklm.data.decompression import ReadLimits
 from sparklm.data.sources import ReadOptions, SourceFile, corpus_files, plan_splits, read_split
 from sparklm.runtime.errors import PipelineError
-from support import article_pages, mediawiki_page, multistream_dump, write_text
 
 OPTIONS = ReadOptions(min_chars=4, limits=ReadLimits())
 

@@ -3,7 +3,7 @@
 import subprocess
 import sys
 
-from support import REPO
+from helpers.paths import REPO
 
 
 def test_the_view_never_loads_torch_or_spark():

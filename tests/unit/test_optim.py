@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from sparklm.model.gpt import GPT, GPTConfig
-from sparklm.model.optimizers import InnerOptimizer, Muon, orthogonalize
+from sparklm.model.optimizers import InnerOptimizer, Muon, OptimizerSettings, orthogonalize
 
 MODEL = GPTConfig(vocab_size=64, context_len=16, n_layer=2, n_head=2, n_embd=32,
                   position="rope", norm="rmsnorm", mlp="swiglu", qk_norm=True)  # fmt: skip
@@ -56,8 +56,9 @@ def test_exported_state_continues_exactly_where_the_optimizer_was(kind):
     """state_vectors → load_state_vectors into a fresh optimizer → the same next step."""
 
     def build(model):
-        return InnerOptimizer(model, kind=kind, lr=1e-2, betas=(0.9, 0.95), weight_decay=0.1,
-                              muon_lr=0.02, muon_momentum=0.95)  # fmt: skip
+        return InnerOptimizer(model, OptimizerSettings(
+            kind=kind, lr=1e-2, betas=(0.9, 0.95), weight_decay=0.1, muon_lr=0.02,
+            muon_momentum=0.95))  # fmt: skip
 
     def step(model, optimizer, x):
         optimizer.zero_grad()

@@ -6,6 +6,8 @@ from pathlib import Path
 
 import pytest
 
+from helpers.corpora import write_text
+from helpers.oracles import tree_checksums
 from sparklm.runtime import storage
 from sparklm.runtime.ownership import CHECKOUT, MARKER, NotOwned, check_run_root
 from sparklm.runtime.stages import (
@@ -16,7 +18,6 @@ from sparklm.runtime.stages import (
     read_manifest,
 )
 from sparklm.runtime.storage import SymlinkRefused
-from support import tree_checksums, write_text
 
 
 @pytest.fixture

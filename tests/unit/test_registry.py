@@ -4,6 +4,7 @@ import math
 
 import pytest
 
+from helpers.corpora import write_text
 from sparklm.registry.versions import (
     RegistryError,
     check_name,
@@ -14,7 +15,6 @@ from sparklm.registry.versions import (
 )
 from sparklm.runtime import allowlist
 from sparklm.runtime.storage import SymlinkRefused
-from support import write_text
 
 
 @pytest.mark.parametrize("name", ["wiki-gpt", "model_1.2", "A"])

@@ -4,8 +4,10 @@ import os
 
 import pytest
 
+from helpers.paths import REPO
 from llm_pipeline.params import pipeline_params
 from llm_pipeline.plan import (
+    Deployment,
     PlanError,
     RunRootError,
     make_plan,
@@ -14,7 +16,6 @@ from llm_pipeline.plan import (
     run_root_for,
 )
 from sparklm.settings import DEFAULT_CORPUS
-from support import REPO
 
 
 def test_run_ids_become_one_safe_path_segment():
@@ -64,9 +65,10 @@ def params(**overrides):
 
 
 def plan(conf, corpus_prefixes="*", registry_prefixes="*"):
-    return make_plan(conf, "manual__1", runs_base="s3://b/runs", default_registry="s3://b/reg",
-                     default_corpora=[DEFAULT_CORPUS], corpus_prefixes=corpus_prefixes,
-                     registry_prefixes=registry_prefixes)  # fmt: skip
+    deployment = Deployment(runs_base="s3://b/runs", registry="s3://b/reg",
+                            default_corpora=(DEFAULT_CORPUS,), corpus_prefixes=corpus_prefixes,
+                            registry_prefixes=registry_prefixes)  # fmt: skip
+    return make_plan(conf, "manual__1", deployment)
 
 
 def test_the_plan_carries_the_allow_lists_to_the_jobs():

@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from sparklm.model.decoding import filter_logits, generate, sample_next_token
+from sparklm.model.decoding import Decoding, filter_logits, generate, sample_next_token
 from sparklm.model.gpt import GPT, GPTConfig
 
 WINDOW = 16
@@ -108,10 +108,10 @@ def test_top_k_and_top_p_combine():
 
 def test_generate_is_reproducible(model):
     prompt = [1, 2, 3]
-    a = generate(model, prompt, 12, seed=0)
+    a = generate(model, prompt, 12, Decoding(seed=0))
     assert len(a) == 12
-    assert generate(model, prompt, 12, seed=0) == a
-    assert generate(model, prompt, 12, seed=1) != a
+    assert generate(model, prompt, 12, Decoding(seed=0)) == a
+    assert generate(model, prompt, 12, Decoding(seed=1)) != a
 
 
 def test_generate_leaves_global_rng_and_mode_alone(model):
@@ -128,8 +128,9 @@ def test_generate_leaves_global_rng_and_mode_alone(model):
 )
 def test_cache_and_full_recompute_agree_within_window(model, sampling):
     prompt = [5, 9, 2, 7]
-    cached = generate(model, prompt, WINDOW - len(prompt), use_cache=True, seed=3, **sampling)
-    full = generate(model, prompt, WINDOW - len(prompt), use_cache=False, seed=3, **sampling)
+    decoding = Decoding(seed=3, **sampling)
+    cached = generate(model, prompt, WINDOW - len(prompt), decoding, use_cache=True)
+    full = generate(model, prompt, WINDOW - len(prompt), decoding, use_cache=False)
     assert cached == full
     assert len(cached) == WINDOW - len(prompt)
 
@@ -146,14 +147,16 @@ def test_cache_slides_by_re_prefilling_half_the_window(model):
             expected.append(token)
             context.append(token)
             visible = visible + 1 if visible < WINDOW else WINDOW // 2
-    assert generate(model, prompt, 3 * WINDOW, temperature=0.0) == expected
+    assert generate(model, prompt, 3 * WINDOW, Decoding(temperature=0.0)) == expected
 
 
 @pytest.mark.parametrize("use_cache", [True, False])
 def test_prompt_longer_than_window_is_truncated(model, use_cache):
     long_prompt = list(range(3 * WINDOW))
-    out = generate(model, long_prompt, 5, temperature=0.0, use_cache=use_cache)
-    assert out == generate(model, long_prompt[-WINDOW:], 5, temperature=0.0, use_cache=use_cache)
+    out = generate(model, long_prompt, 5, Decoding(temperature=0.0), use_cache=use_cache)
+    assert out == generate(
+        model, long_prompt[-WINDOW:], 5, Decoding(temperature=0.0), use_cache=use_cache
+    )
     assert len(out) == 5
 
 
@@ -165,16 +168,18 @@ def test_tiny_windows_slide_without_error(context_len):
 
 
 def test_stop_id_ends_generation_and_is_not_returned(model):
-    free = generate(model, [1, 2], 10, seed=4)
+    free = generate(model, [1, 2], 10, Decoding(seed=4))
     stop = free[3]
-    assert generate(model, [1, 2], 10, seed=4, stop_ids={stop}) == free[: free.index(stop)]
+    assert (
+        generate(model, [1, 2], 10, Decoding(seed=4), stop_ids={stop}) == free[: free.index(stop)]
+    )
 
 
 def test_generate_rejects_bad_arguments(model):
     with pytest.raises(ValueError, match="empty"):
         generate(model, [], 5)
     with pytest.raises(ValueError, match="temperature"):
-        generate(model, [1], 5, temperature=-0.5)
+        generate(model, [1], 5, Decoding(temperature=-0.5))
     assert generate(model, [1], 0) == []
 
 

@@ -4,7 +4,7 @@ its installed dependencies (the development machine's ``../shared/data`` is not 
 import ast
 import re
 
-from support import REPO
+from helpers.paths import REPO
 
 SHARED_DATA = re.compile(r"(^|/)shared(/|$)")
 

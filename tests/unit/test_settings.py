@@ -12,12 +12,12 @@ from pathlib import Path
 import jinja2
 import pytest
 
+from helpers.jobs import load_job
 from llm_pipeline.params import pipeline_params
 from llm_pipeline.pipeline import CODE_ROOT, PIPELINE, SparkJob
 from sparklm import settings
 from sparklm.runtime.errors import PipelineError
 from sparklm.settings import SETTINGS, Setting, SettingError
-from support import load_job
 
 # What each job needs besides its settings to parse its command line.
 REQUIRED = {"publish": ["--registry", "file:///unused/registry"]}

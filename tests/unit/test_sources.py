@@ -12,6 +12,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from helpers.corpora import mediawiki_page, write_text
 from sparklm.data.decompression import ReadLimits
 from sparklm.data.sources import (
     JSONL,
@@ -28,7 +29,6 @@ from sparklm.data.sources import (
 )
 from sparklm.runtime import storage
 from sparklm.runtime.errors import PipelineError
-from support import mediawiki_page, write_text
 
 OPTIONS = ReadOptions(min_chars=4, limits=ReadLimits())
 

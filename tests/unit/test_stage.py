@@ -4,6 +4,7 @@ import json
 
 import pytest
 
+from helpers.corpora import write_text
 from sparklm.runtime import storage
 from sparklm.runtime.stages import (
     ArtifactFile,
@@ -16,7 +17,6 @@ from sparklm.runtime.stages import (
     read_manifest,
 )
 from sparklm.runtime.storage import SymlinkRefused
-from support import write_text
 
 
 def commit(root, stage="preprocess", payload=b"data"):

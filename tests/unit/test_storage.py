@@ -2,9 +2,9 @@
 
 import pytest
 
+from helpers.corpora import write_text
 from sparklm.runtime import storage
 from sparklm.runtime.storage import StorageError, SymlinkRefused
-from support import write_text
 
 
 def test_bare_paths_become_absolute_file_uris(tmp_path, monkeypatch):

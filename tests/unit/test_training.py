@@ -5,6 +5,7 @@ import math
 import pytest
 import torch
 
+from helpers.oracles import single_process_training
 from sparklm.model.averaging import flat
 from sparklm.model.gpt import GPT, GPTConfig
 from sparklm.model.training import (
@@ -17,7 +18,6 @@ from sparklm.model.training import (
     sample_batch,
     train_replica,
 )
-from support import single_process_training
 
 MODEL = GPTConfig(vocab_size=64, context_len=16, n_layer=1, n_head=2, n_embd=32)
 

@@ -8,6 +8,7 @@ import shutil
 import pytest
 import torch
 
+from helpers.corpora import write_text
 from sparklm.model.gpt import GPT, GPTConfig
 from sparklm.model.memory_estimate import ModelTooLarge
 from sparklm.model.weights import (
@@ -24,7 +25,6 @@ from sparklm.model.weights import (
 )
 from sparklm.runtime.errors import PipelineError
 from sparklm.runtime.storage import SymlinkRefused
-from support import write_text
 
 CONFIG = GPTConfig(vocab_size=50, context_len=8, n_layer=1, n_head=2, n_embd=16)
 

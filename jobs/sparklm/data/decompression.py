@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import BinaryIO
 
 from sparklm import settings
+from sparklm.data.lines import ByteReader
 from sparklm.runtime import storage
 from sparklm.runtime.errors import PipelineError
 
@@ -73,7 +74,7 @@ def strip_codec_suffix(name: str) -> str:
 class CappedReader:
     """A read-only stream that fails once more than ``cap`` bytes came out of it."""
 
-    def __init__(self, stream: BinaryIO, cap: int, describe: str) -> None:
+    def __init__(self, stream: BinaryIO | ByteReader, cap: int, describe: str) -> None:
         self._stream, self._cap, self._describe = stream, cap, describe
         self.bytes_read = 0
 

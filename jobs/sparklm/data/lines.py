@@ -25,7 +25,7 @@ from __future__ import annotations
 import io
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import BinaryIO
+from typing import BinaryIO, Protocol, cast
 
 READ_CHUNK_BYTES = 1 << 20
 LOOKBACK_BYTES = 1 << 16
@@ -74,8 +74,14 @@ class LineCutter:
         return g
 
 
+class ByteReader(Protocol):
+    """What the readers need of a byte stream: a file, a decompressor, a capped reader."""
+
+    def read(self, size: int = -1, /) -> bytes: ...
+
+
 def iter_records(
-    f: BinaryIO, max_line_bytes: int, start: int = 0, end: int | None = None
+    f: BinaryIO | ByteReader, max_line_bytes: int, start: int = 0, end: int | None = None
 ) -> Iterator[tuple[int, bytes, bool]]:
     """Yield ``(offset, record, whole)`` for every record whose first byte lies in
     ``[start, end)``; ``whole`` is False for the pieces of a cut line.
@@ -86,8 +92,9 @@ def iter_records(
     cutter = LineCutter(max_line_bytes)
     origin = 0
     if start > 0:
-        origin = _scan_origin(f, start, cutter)
-        f.seek(origin)
+        seekable = cast(BinaryIO, f)  # documented: seekable when start > 0
+        origin = _scan_origin(seekable, start, cutter)
+        seekable.seek(origin)
     for offset, record, whole in _scan(f, origin, cutter):
         if end is not None and offset >= end:
             return
@@ -114,7 +121,9 @@ def _scan_origin(f: BinaryIO, start: int, cutter: LineCutter) -> int:
     return back_from
 
 
-def _scan(f: BinaryIO, origin: int, cutter: LineCutter) -> Iterator[tuple[int, bytes, bool]]:
+def _scan(
+    f: BinaryIO | ByteReader, origin: int, cutter: LineCutter
+) -> Iterator[tuple[int, bytes, bool]]:
     """Records from ``origin`` (where a line starts, or ``max_line_bytes`` into a long
     line) to the end of ``f``.
 

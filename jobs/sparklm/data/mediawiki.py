@@ -114,7 +114,7 @@ class PageParser:
 
     def _characters(self, data: str) -> None:
         field = self._field
-        if field is None:
+        if field is None or self._page is None:
             return
         if field == "text":
             self._page["text_bytes"] += len(data.encode())

@@ -96,7 +96,7 @@ def check_text_column(uri: str, schema, path: tuple[str, ...]) -> None:
         if struct is None and pa.types.is_struct(field_type):
             struct = field_type
         index = struct.get_field_index(key) if struct is not None else -1
-        if index < 0:
+        if struct is None or index < 0:
             field_type = None
             break
         field_type = struct.field(index).type

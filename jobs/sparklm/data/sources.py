@@ -124,8 +124,9 @@ def source_names(specs: Iterable[str], uris: Iterable[str]) -> dict[str, str]:
     roots = {}
     for spec in specs:
         parsed = urlparse(spec.strip())
-        if parsed.scheme == storage.PACKAGE_SCHEME:
-            roots[storage.package_root(spec).rstrip("/") + "/"] = f"pkg://{parsed.netloc}/"
+        root = storage.package_root(spec) if parsed.scheme == storage.PACKAGE_SCHEME else None
+        if root is not None:
+            roots[root.rstrip("/") + "/"] = f"pkg://{parsed.netloc}/"
     return {
         uri: next(
             (name + uri[len(root) :] for root, name in roots.items() if uri.startswith(root)), uri
@@ -249,7 +250,8 @@ def read_split(split: InputSplit, options: ReadOptions) -> Iterator[LineRecord]:
     if split.fmt == PARQUET:
         yield from _parquet_records(split, options)
     elif split.multistream:
-        pages = mediawiki.multistream_pages(split.uri, split.start, split.end, split.size, limits)
+        end = split.size if split.end is None else split.end  # None: to the end of the file
+        pages = mediawiki.multistream_pages(split.uri, split.start, end, split.size, limits)
         yield from _page_records(split, pages, options)
     elif split.end is not None:
         with storage.open_binary(split.uri) as f:

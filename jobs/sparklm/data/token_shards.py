@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -33,3 +34,17 @@ def read_range(
     if not pieces:
         return np.zeros(0, dtype=np.int64)
     return np.concatenate(pieces).astype(np.int64)
+
+
+@dataclass(frozen=True)
+class TokenSlices:
+    """Training tokens cut into one contiguous range per replica: all a Spark task needs to
+    read its replica's tokens (the shards' manifest entries, their dtype, the ranges)."""
+
+    shards: Sequence[Mapping[str, Any]]
+    dtype: np.dtype
+    ranges: Sequence[tuple[int, int]]
+
+    def read(self, partition: int) -> np.ndarray:
+        start, stop = self.ranges[partition]
+        return read_range(self.shards, self.dtype, start, stop)

@@ -46,14 +46,15 @@ class Sampler:
     def complete(self, prompt: str, sampling: Sampling, index: int) -> dict:
         """Sample one completion; the seed depends on the prompt's index, not on where it runs."""
         from sparklm.data.tokenizer import decode
-        from sparklm.model.decoding import generate
+        from sparklm.model.decoding import Decoding, generate
 
         # A document starts after an end-of-document token, as in the training stream.
         prompt_ids = [self.eod, *self.tokenizer.encode(prompt, add_special_tokens=False).ids]
         started = time.perf_counter()
         new_ids = generate(
-            self.model, prompt_ids, sampling.max_new_tokens, temperature=sampling.temperature,
-            top_k=sampling.top_k or None, top_p=sampling.top_p, seed=sampling.seed + index,
+            self.model, prompt_ids, sampling.max_new_tokens,
+            Decoding(sampling.temperature, sampling.top_k or None, sampling.top_p,
+                     sampling.seed + index),
             stop_ids=(self.eod,),
         )  # fmt: skip
         seconds = time.perf_counter() - started

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Collection
+from dataclasses import dataclass
 
 import torch
 from torch import Tensor
@@ -54,7 +55,7 @@ def sample_next_token(
     """Draw one token id from ``logits`` of shape ``[V]``.
 
     The temperature divides the logits, i.e. samples from softmax(logits / T). Applying it to
-    the probabilities instead (the old project's bug) does not give that distribution: divided
+    the probabilities instead does not give that distribution: divided
     probabilities, for one, renormalise straight back to T=1. ``temperature == 0`` is the
     T -> 0 limit, greedy argmax. Temperature is applied before the filters, so top-p sees the
     distribution that is actually sampled.
@@ -74,16 +75,24 @@ def sample_next_token(
     return int(torch.searchsorted(cdf, u, right=True))
 
 
+@dataclass(frozen=True)
+class Decoding:
+    """How each next token is chosen: ``temperature`` divides the logits (0: greedy), ``top_k``
+    and ``top_p`` filter them (None: off), ``seed`` seeds a private generator."""
+
+    temperature: float = 1.0
+    top_k: int | None = None
+    top_p: float | None = None
+    seed: int = 0
+
+
 @torch.inference_mode()
 def generate(
     model: GPT,
     prompt_ids: list[int],
     max_new_tokens: int,
+    decoding: Decoding = Decoding(),
     *,
-    temperature: float = 1.0,
-    top_k: int | None = None,
-    top_p: float | None = None,
-    seed: int = 0,
     stop_ids: Collection[int] = (),
     use_cache: bool = True,
 ) -> list[int]:
@@ -93,30 +102,21 @@ def generate(
     included, so callers can decode the result as-is (it is usually end-of-document, which
     would otherwise have to be stripped by every caller).
 
-    Sampling uses a private ``torch.Generator`` seeded with ``seed``: the same arguments give
-    the same tokens, and the global RNG (e.g. a trainer's dropout stream) is left untouched.
+    Sampling uses a private ``torch.Generator`` seeded with ``decoding.seed``: the same
+    arguments give the same tokens, and the global RNG (a trainer's dropout stream) is left
+    untouched.
     A prompt longer than the window is truncated to its last ``context_len`` tokens. The model
     runs in eval mode; its previous mode is restored afterwards.
 
-    ``use_cache=True`` prefills the prompt into a KV cache and then feeds one token per step.
-    When the cache is full, the window slides by re-prefilling the last ``context_len // 2``
-    tokens. That re-prefill is one batched forward, costing at most ``context_len // 2`` single
-    steps, and it buys ``context_len // 2`` cheap steps; keeping ``context_len - 1`` tokens
-    instead would mean a re-prefill on every step once the window is full. The price is that
-    after a slide the model conditions on between ``context_len // 2`` and ``context_len``
-    tokens, whereas ``use_cache=False`` always sees the last ``context_len``. With learned
-    positions the cache cannot simply drop its oldest entry: every cached key was computed at a
-    position that would then be wrong. Rotary positions would allow it, but the positions would
-    then run past the ``context_len`` the model was trained on; re-prefilling serves both.
-
-    ``use_cache=False`` runs a full forward over the last ``context_len`` tokens at every
-    step: the slow reference. Both paths give the same tokens for the same seed as long as
-    prompt plus generated tokens fit in ``context_len``.
+    ``use_cache=True`` prefills the prompt into a KV cache and then feeds one token per step
+    (``tokens_to_feed`` says how the window slides); ``use_cache=False`` runs a full forward
+    over the last ``context_len`` tokens at every step: the slow reference. Both give the same
+    tokens for the same seed while prompt plus generated tokens fit in ``context_len``.
     """
-    check_request(prompt_ids, max_new_tokens, temperature)
+    check_request(prompt_ids, max_new_tokens, decoding.temperature)
     window = model.config.context_len
     device = model.lm_head.weight.device
-    generator = torch.Generator(device=device).manual_seed(seed)
+    generator = torch.Generator(device=device).manual_seed(decoding.seed)
     stops = frozenset(stop_ids)
     context = list(prompt_ids[-window:])
     cache = model.new_cache(1) if use_cache else None
@@ -130,7 +130,8 @@ def generate(
             feed = tokens_to_feed(context, pending, cache, window)
             idx = torch.tensor([feed], dtype=torch.long, device=device)
             logits, _ = model(idx, cache=cache, last_only=True)
-            token = sample_next_token(logits[0, -1], temperature, top_k, top_p, generator)
+            token = sample_next_token(logits[0, -1], decoding.temperature, decoding.top_k,
+                                      decoding.top_p, generator)  # fmt: skip
             if token in stops:
                 break
             new_ids.append(token)
@@ -152,7 +153,18 @@ def check_request(prompt_ids: list[int], max_new_tokens: int, temperature: float
 
 def tokens_to_feed(context: list[int], pending: list[int], cache, window: int) -> list[int]:
     """This step's input: the last ``window`` tokens without a cache; with one, the tokens it
-    has not seen, after sliding the window (reset, re-prefill the last half) when it is full."""
+    has not seen, after sliding the window when it is full.
+
+    When the cache is full, the window slides by re-prefilling the last ``window // 2``
+    tokens. That re-prefill is one batched forward, costing at most ``context_len // 2`` single
+    steps, and it buys ``context_len // 2`` cheap steps; keeping ``context_len - 1`` tokens
+    instead would mean a re-prefill on every step once the window is full. The price is that
+    after a slide the model conditions on between ``context_len // 2`` and ``context_len``
+    tokens, whereas ``use_cache=False`` always sees the last ``context_len``. With learned
+    positions the cache cannot simply drop its oldest entry: every cached key was computed at a
+    position that would then be wrong. Rotary positions would allow it, but the positions would
+    then run past the ``context_len`` the model was trained on; re-prefilling serves both.
+    """
     if cache is None:
         return context[-window:]
     if cache.length + len(pending) > window:

@@ -216,7 +216,7 @@ class CausalSelfAttention(nn.Module):
         B, T, C = x.shape
         q, k, v = self.c_attn(x).split(self.n_embd, dim=2)
         q, k, v = (t.view(B, T, self.n_head, C // self.n_head).transpose(1, 2) for t in (q, k, v))
-        if self.q_norm is not None:
+        if self.q_norm is not None and self.k_norm is not None:
             q, k = self.q_norm(q), self.k_norm(k)
         if self.rotary is not None:
             # The cache stores rotated keys, so a cached key keeps the position it was made at.
@@ -254,6 +254,7 @@ class MLP(nn.Module):
     def __init__(self, config: GPTConfig):
         super().__init__()
         hidden = config.intermediate_size
+        assert hidden is not None  # GPTConfig fills it in
         self.swiglu = config.mlp == "swiglu"
         width = 2 * hidden if self.swiglu else hidden
         self.c_fc = nn.Linear(config.n_embd, width, bias=config.bias)

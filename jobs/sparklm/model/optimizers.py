@@ -15,6 +15,7 @@ the driver tracks anyway.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
 from torch import Tensor
@@ -94,20 +95,26 @@ def adjusted_lr(lr: float, adjust_lr_fn: str | None, shape: torch.Size) -> float
     return lr * math.sqrt(max(1, rows / cols))
 
 
+@dataclass(frozen=True)
+class OptimizerSettings:
+    """The inner optimizer of a replica: ``kind`` (adamw, or muon on the hidden matrices with
+    AdamW on the rest) and each one's learning rate, momentum and weight decay."""
+
+    kind: str
+    lr: float
+    betas: tuple[float, float]
+    weight_decay: float
+    muon_lr: float
+    muon_momentum: float
+
+
 class InnerOptimizer:
     """The optimizers of one replica behind one step/zero_grad/lr interface."""
 
-    def __init__(
-        self,
-        model: GPT,
-        *,
-        kind: str,
-        lr: float,
-        betas: tuple[float, float],
-        weight_decay: float,
-        muon_lr: float,
-        muon_momentum: float,
-    ) -> None:
+    def __init__(self, model: GPT, settings: OptimizerSettings) -> None:
+        kind, lr, betas = settings.kind, settings.lr, settings.betas
+        weight_decay, muon_lr = settings.weight_decay, settings.muon_lr
+        muon_momentum = settings.muon_momentum
         if kind not in OPTIMIZERS:
             raise ValueError(f"optimizer must be one of {OPTIMIZERS}, not {kind!r}")
         hidden = model.hidden_matrices() if kind == "muon" else []

@@ -11,17 +11,17 @@ import hashlib
 import math
 from dataclasses import asdict, dataclass, fields
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 from torch.nn.utils import vector_to_parameters
 
 from sparklm import settings
+from sparklm.data.token_shards import TokenSlices
 from sparklm.model.averaging import OuterOptimizer, ReplicaUpdate, flat
 from sparklm.model.gpt import GPT, GPTConfig
 from sparklm.model.memory_estimate import EVAL_BATCH
-from sparklm.model.optimizers import InnerOptimizer
+from sparklm.model.optimizers import InnerOptimizer, OptimizerSettings
 from sparklm.runtime.process_memory import peak_rss_mb
 
 OPTIMIZER_STATE_POLICIES = settings.SETTINGS["optimizer_state"].choices
@@ -145,10 +145,10 @@ class GlobalState:
 
 
 def build_optimizer(model: GPT, cfg: TrainConfig) -> InnerOptimizer:
-    return InnerOptimizer(
-        model, kind=cfg.optimizer, lr=cfg.lr, betas=(cfg.beta1, cfg.beta2),
+    return InnerOptimizer(model, OptimizerSettings(
+        kind=cfg.optimizer, lr=cfg.lr, betas=(cfg.beta1, cfg.beta2),
         weight_decay=cfg.weight_decay, muon_lr=cfg.muon_lr, muon_momentum=cfg.muon_momentum,
-    )  # fmt: skip
+    ))  # fmt: skip
 
 
 def train_replica(
@@ -235,9 +235,7 @@ class TrainingData:
     """What tokenize produced, checked to fit the model: each replica's token range of the
     training shards, and the validation tokens every round is scored on."""
 
-    shards: list
-    dtype: np.dtype
-    ranges: list[tuple[int, int]]
+    slices: TokenSlices
     val_tokens: torch.Tensor
     tokens_per_byte: float
 

@@ -26,8 +26,8 @@ import torch
 from safetensors.torch import save as save_tensors
 from torch import Tensor
 
-from sparklm.model.gpt import GPTConfig
 from sparklm.data.tokenizer import END_OF_DOCUMENT, PADDING
+from sparklm.model.gpt import GPTConfig
 from sparklm.model.weights import parse_safetensors
 
 FOLDER = "hf"
@@ -57,10 +57,13 @@ def export(config: dict[str, Any], weights: bytes, tokenizer_json: str) -> dict[
         "model.safetensors": save_tensors(
             {k: v.contiguous() for k, v in tensors.items()}, metadata={"format": "pt"}
         ),
-        "generation_config.json": as_json({
-            "bos_token_id": ids[END_OF_DOCUMENT], "eos_token_id": ids[END_OF_DOCUMENT],
-            "pad_token_id": ids[PADDING],
-        }),  # fmt: skip
+        "generation_config.json": as_json(
+            {
+                "bos_token_id": ids[END_OF_DOCUMENT],
+                "eos_token_id": ids[END_OF_DOCUMENT],
+                "pad_token_id": ids[PADDING],
+            }
+        ),  # fmt: skip
         **tokenizer_files(tokenizer, ids, cfg.context_len),
     }
 
@@ -198,13 +201,17 @@ def tokenizer_files(tokenizer: dict[str, Any], ids: dict[str, int],
     special = {"bos_token": eod, "eos_token": eod, "pad_token": PADDING}
     return {
         "tokenizer.json": as_json(tokenizer),
-        "tokenizer_config.json": as_json({
-            "tokenizer_class": "PreTrainedTokenizerFast", **special,
-            "model_max_length": context_len, "clean_up_tokenization_spaces": False,
-            "add_prefix_space": False,
-            # No token_type_ids: GPT-2 would add them to the input as token embeddings.
-            "model_input_names": ["input_ids", "attention_mask"],
-        }),  # fmt: skip
+        "tokenizer_config.json": as_json(
+            {
+                "tokenizer_class": "PreTrainedTokenizerFast",
+                **special,
+                "model_max_length": context_len,
+                "clean_up_tokenization_spaces": False,
+                "add_prefix_space": False,
+                # No token_type_ids: GPT-2 would add them to the input as token embeddings.
+                "model_input_names": ["input_ids", "attention_mask"],
+            }
+        ),  # fmt: skip
         "special_tokens_map.json": as_json(special),
     }
 

@@ -9,38 +9,49 @@ from collections.abc import Mapping
 from typing import Any
 
 from sparklm.model.gpt import GPTConfig
+from sparklm.registry.publication import Publication
 
 
-def render_model_card(
-    *,
-    model_name: str,
-    version: str,
-    manifests: Mapping[str, Mapping[str, Any]],
-    metrics_csv: str,
-    generated_jsonl: str,
-    decision: Mapping[str, Any],
-    hf_export: Mapping[str, Any],
-    samples: int = 5,
-) -> str:
-    pre, tok = manifests["preprocess"]["stats"], manifests["tokenize"]["stats"]
-    train = manifests["train"]
-    model, opt = train["params"]["model"], train["params"]["train"]
-    final = train["stats"]["final"]
-    rows = list(csv.DictReader(io.StringIO(metrics_csv)))
-    records = [json.loads(line) for line in generated_jsonl.splitlines() if line.strip()]
+def render_model_card(publication: Publication, decision: Mapping[str, Any],
+                      hf_export: Mapping[str, Any], samples: int = 5) -> str:  # fmt: skip
+    """The card, section by section: data, model, training, validation curve, the promotion
+    gate's numbers, sample generations, how to load it, and its limits."""
+    p = publication
     status = "**promoted** to latest" if decision["promoted"] else "**not promoted**"
     lines = [
-        f"# {model_name} — version {version}",
+        f"# {p.model_name} — version {p.version}",
         "",
         f"A decoder-only transformer language model trained by the `llm_decoder` pipeline. "
         f"Promotion: {status} ({decision['reason']}).",
         "",
+        *data_section(p.manifests),
+        *model_section(p.manifests["train"]),
+        *training_section(p.manifests["train"]),
+        *validation_section(p.manifests["train"], p.contents["metrics.csv"].decode()),
+        *evaluation_section(decision),
+        *samples_section(p.contents["generated.jsonl"].decode(), samples),
+        "## Use",
+        "",
+        *usage_section(p.model_name, hf_export),
+        "## Limitations",
+        "",
+        "A small research model trained on a small corpus: it imitates the style of its "
+        "training text and states falsehoods fluently. Not for any decision-making use.",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def data_section(manifests: Mapping[str, Mapping[str, Any]]) -> list[str]:
+    """The corpus, the split and the tokenizer."""
+    pre, tok = manifests["preprocess"]["stats"], manifests["tokenize"]["stats"]
+    params = manifests["preprocess"]["params"]
+    return [
         "## Data",
         "",
-        f"- Corpus: `{manifests['preprocess']['params']['input']}`",
+        f"- Corpus: `{params['input']}`",
         f"- Documents: {pre['train']['documents']:,} train / {pre['val']['documents']:,} "
-        f"validation (split by document, {manifests['preprocess']['params']['val_fraction']:.0%} "
-        "held out)",
+        f"validation (split by document, {params['val_fraction']:.0%} held out)",
         f"- Text: {pre['train']['bytes']:,} train bytes / {pre['val']['bytes']:,} validation bytes",
         "- Dropped lines: "
         + (", ".join(f"{k} {v['lines']:,}" for k, v in sorted(pre["dropped"].items())) or "none"),
@@ -49,6 +60,12 @@ def render_model_card(
         f"{tok['train']['tokens']:,} train tokens, {tok['val']['tokens']:,} validation tokens "
         f"({tok['val']['bytes_per_token']:.2f} bytes/token)",
         "",
+    ]  # fmt: skip
+
+
+def model_section(train: Mapping[str, Any]) -> list[str]:
+    model = train["params"]["model"]
+    return [
         "## Model",
         "",
         f"- {train['stats']['parameters']:,} parameters: {model['n_layer']} layers × "
@@ -56,6 +73,13 @@ def render_model_card(
         f"dropout {model['dropout']}",
         f"- {GPTConfig.from_dict(model).describe()}",
         "",
+    ]
+
+
+def training_section(train: Mapping[str, Any]) -> list[str]:
+    """Replicas, rounds, the inner and outer optimizers."""
+    opt = train["params"]["train"]
+    return [
         "## Training",
         "",
         f"- {opt['partitions']} Spark replicas × {rounds(opt)} (batch {opt['batch_size']}; "
@@ -68,6 +92,14 @@ def render_model_card(
         + f"; inner optimizer state {opt['optimizer_state']} across rounds",
         f"- Tokens trained: {train['stats']['tokens_trained']:,}; seed {opt['seed']}",
         "",
+    ]  # fmt: skip
+
+
+def validation_section(train: Mapping[str, Any], metrics_csv: str) -> list[str]:
+    """The final validation numbers and every round's."""
+    final = train["stats"]["final"]
+    rows = list(csv.DictReader(io.StringIO(metrics_csv)))
+    return [
         "## Evaluation (validation split)",
         "",
         f"Final: loss {final['val_loss']:.4f} nats/token, perplexity {final['val_ppl']:.2f}, "
@@ -84,10 +116,13 @@ def render_model_card(
         "",
         "![training curves](loss.png)",
         "",
-        *evaluation_section(decision),
-        "## Sample generations",
-        "",
     ]  # fmt: skip
+
+
+def samples_section(generated_jsonl: str, samples: int) -> list[str]:
+    """The first ``samples`` generations, each with its prompt and sampling settings."""
+    records = [json.loads(line) for line in generated_jsonl.splitlines() if line.strip()]
+    lines = ["## Sample generations", ""]
     for r in records[:samples]:
         lines += [
             f"Prompt: `{r['prompt']}` (temperature {r['temperature']}, top-k {r['top_k']}, "
@@ -96,17 +131,7 @@ def render_model_card(
             "> " + (r["prompt"] + r["completion"]).replace("\n", "\n> "),
             "",
         ]
-    lines += [
-        "## Use",
-        "",
-        *usage_section(model_name, hf_export),
-        "## Limitations",
-        "",
-        "A small research model trained on a small corpus: it imitates the style of its "
-        "training text and states falsehoods fluently. Not for any decision-making use.",
-        "",
-    ]
-    return "\n".join(lines)
+    return lines
 
 
 def evaluation_section(decision: Mapping[str, Any]) -> list[str]:
@@ -172,15 +197,19 @@ def usage_section(model_name: str, hf_export: Mapping[str, Any]) -> list[str]:
 def inner_optimizer(opt: Mapping[str, Any]) -> str:
     """The inner optimizer in words; training settings from before Muon existed mean AdamW."""
     if opt.get("optimizer", "adamw") == "muon":
-        return (f"Muon on the blocks' matrices (peak lr {opt['muon_lr']}, momentum "
-                f"{opt['muon_momentum']}) and AdamW on the rest (peak lr {opt['lr']})")
+        return (
+            f"Muon on the blocks' matrices (peak lr {opt['muon_lr']}, momentum "
+            f"{opt['muon_momentum']}) and AdamW on the rest (peak lr {opt['lr']})"
+        )
     return f"AdamW, peak lr {opt['lr']}"
 
 
 def schedule(opt: Mapping[str, Any]) -> str:
     if opt.get("schedule", "cosine") == "wsd":
-        return (f"stable, then a linear decay over the last {opt['decay_fraction']:.0%} of the "
-                f"steps to {opt['min_lr_ratio']} × peak (WSD)")
+        return (
+            f"stable, then a linear decay over the last {opt['decay_fraction']:.0%} of the "
+            f"steps to {opt['min_lr_ratio']} × peak (WSD)"
+        )
     return f"cosine decay to {opt.get('min_lr_ratio', 0.1)} × peak"
 
 

@@ -17,9 +17,8 @@ from collections.abc import Mapping
 from typing import Any
 from urllib.parse import urlparse
 
-from sparklm.runtime import allowlist
-from sparklm.runtime import storage
 from sparklm.registry import eval_set as eval_sets
+from sparklm.runtime import allowlist, storage
 from sparklm.runtime.errors import PipelineError
 
 ALLOWED_PREFIXES_ENV = "LLM_REGISTRY_ALLOWED_PREFIXES"

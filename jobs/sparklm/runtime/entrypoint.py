@@ -94,3 +94,12 @@ def spark_session(app_name: str):
     if not context.getConf().contains(SHUFFLE_PARTITIONS):
         spark.conf.set(SHUFFLE_PARTITIONS, str(context.defaultParallelism))
     return spark
+
+
+def widen_shuffles(spark, tasks: int) -> None:
+    """Make shuffles as wide as the job's read tasks (at least its task slots), whatever was
+    set: persisted DataFrames keep their partitioning (adaptive execution does not coalesce
+    them), so a fixed width would either cost a task per near-empty partition or leave the
+    read tasks' output in too few. The one exception to ``spark_session``'s rule, for jobs
+    that read many files."""
+    spark.conf.set(SHUFFLE_PARTITIONS, str(max(spark.sparkContext.defaultParallelism, tasks)))

@@ -8,6 +8,7 @@ tests — every call here does nothing.
 
 from __future__ import annotations
 
+import math
 import os
 import signal
 
@@ -29,6 +30,12 @@ def fail_first_attempt(name: str) -> None:
     context = TaskContext.get()
     if context is not None and context.partitionId() == 0 and context.attemptNumber() == 0:
         raise RuntimeError(f"injected task failure at {name} (first attempt)")
+
+
+def diverge(name: str, value: float) -> float:
+    """NaN instead of ``value`` when ``LLM_FAULT`` names this point: training that diverges,
+    whatever its settings (the settings' bounds keep a real divergence hard to provoke)."""
+    return math.nan if os.environ.get(ENV) == name else value
 
 
 # More than any machine has (and more than a 64-bit process can address): the allocation

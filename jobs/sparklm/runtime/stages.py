@@ -94,7 +94,7 @@ class ArtifactFile:
         return {"path": self.path, "bytes": self.bytes, "sha256": self.sha256, **self.extra}
 
 
-def commit_stage(
+def commit_stage(  # noqa: PLR0913 (a manifest's fields, each passed by keyword)
     run_root: str,
     stage: str,
     *,

@@ -360,11 +360,14 @@ def _refuse_escaping_links(spec: str, uri: str, base: str, files: list[str]) -> 
     file's parent. Hidden segments count below the package root for ``pkg://``.
     """
     path = local_path(uri)
+    if path is None:
+        return  # not a local file: there is no link to follow
     folder = os.path.realpath(path if os.path.isdir(path) else os.path.dirname(path))
     if _has_magic(path):
         folder = os.path.realpath(base)
     package = package_root(spec)
-    visible_from = os.path.realpath(local_path(package)) if package else "/"
+    package_path = local_path(package) if package else None
+    visible_from = os.path.realpath(package_path) if package_path else "/"
     for f in files:
         real = os.path.realpath(f)
         if os.path.commonpath([folder, real]) != folder:

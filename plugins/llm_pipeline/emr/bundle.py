@@ -11,6 +11,7 @@ import io
 import json
 import tomllib
 import zipfile
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -111,25 +112,18 @@ def emr_steps(code_uri: str, plan: str) -> list[dict[str, Any]]:
 
 
 def job_flow_overrides(
-    *,
-    name: str,
-    code_uri: str,
-    log_uri: str,
-    release_label: str,
-    job_flow_role: str,
-    service_role: str,
-    subnet_id: str,
-    tags: dict[str, str],
+    name: str, code_uri: str, log_uri: str, params: Mapping[str, Any], tags: dict[str, str]
 ) -> dict[str, Any]:
-    """The versioned cluster definition (``job_flow.json``) with this run's values filled in."""
+    """The versioned cluster definition (``job_flow.json``) with this run's values filled in:
+    its name, log folder, tags and the ``emr_*`` Params (release, roles, subnet)."""
     overrides = json.loads(JOB_FLOW_FILE.read_text())
     overrides["Name"] = name
     overrides["LogUri"] = log_uri
-    overrides["ReleaseLabel"] = release_label
-    overrides["JobFlowRole"] = job_flow_role
-    overrides["ServiceRole"] = service_role
-    if subnet_id:
-        overrides["Instances"]["Ec2SubnetId"] = subnet_id
+    overrides["ReleaseLabel"] = params["emr_release_label"]
+    overrides["JobFlowRole"] = params["emr_job_flow_role"]
+    overrides["ServiceRole"] = params["emr_service_role"]
+    if params["emr_subnet_id"]:
+        overrides["Instances"]["Ec2SubnetId"] = params["emr_subnet_id"]
     for action in overrides["BootstrapActions"]:
         action["ScriptBootstrapAction"] = {"Path": f"{code_uri}/bootstrap.sh", "Args": [code_uri]}
     overrides["Tags"] = overrides["Tags"] + [{"Key": k, "Value": v} for k, v in tags.items()]

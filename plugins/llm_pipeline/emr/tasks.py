@@ -68,9 +68,6 @@ def cluster_overrides(
         name=f"llm-decoder {run_id}"[:256],
         code_uri=code_uri,
         log_uri=f"{plan['run_root']}/emr-logs/",
-        release_label=params["emr_release_label"],
-        job_flow_role=params["emr_job_flow_role"],
-        service_role=params["emr_service_role"],
-        subnet_id=params["emr_subnet_id"],
+        params=params,
         tags={"run_id": run_id[:256], "code_version": code_uri.rsplit("/", 1)[-1]},
     )

@@ -18,7 +18,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import psutil
-from conftest import free_port, stop_process_group, wait_for_port
+from fixtures.servers import stop_process_group, wait_for_port
+from fixtures.session import free_port
 
 EXECUTOR_CLASS = "org.apache.spark.executor.CoarseGrainedExecutorBackend"
 # A port taken between free_port() and the bind (other test runs share the machine) makes

@@ -1,0 +1,86 @@
+"""Running the jobs and the DAG from a test: in-process, by spark-submit, with small settings."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from types import ModuleType
+
+from helpers.paths import JOBS, REPO
+
+# A small model that learns real Wikipedia text (the default corpus, vocab 512) in about a
+# minute on local[2]: validation 4.51 nats/token against a unigram entropy of 5.31.
+TRAINED = ["--context-len", "64", "--n-layer", "2", "--n-head", "2", "--n-embd", "64",
+           "--batch-size", "16", "--lr", "1e-2", "--warmup-steps", "10", "--partitions", "2",
+           "--rounds", "16", "--local-steps", "40", "--eval-tokens", "8192"]  # fmt: skip
+# A one-block model for tests about plumbing, not learning.
+TINY = ["--context-len", "32", "--n-layer", "1", "--n-head", "2", "--n-embd", "32",
+        "--batch-size", "4", "--eval-tokens", "512"]  # fmt: skip
+# DAG Params for a whole pipeline run that is small enough for a test, still every stage for real.
+SMALL_CONF = {
+    "vocab_size": 300, "partitions": 2, "rounds": 2, "local_steps": 3, "batch_size": 4,
+    "context_len": 32, "n_layer": 1, "n_head": 2, "n_embd": 32, "eval_tokens": 512,
+    "max_new_tokens": 16, "prompts": ["Paragraph 1 of"],
+}  # fmt: skip
+
+
+def load_dag():
+    """Parse ``dags/`` as the scheduler does; parse per test, after its env is set."""
+    from airflow.dag_processing.dagbag import DagBag
+
+    return DagBag(dag_folder=str(REPO / "dags")).dags["llm_decoder"]
+
+
+def copy_stages(source: str, target: Path, stages: Sequence[str]) -> str:
+    """Copy committed stages of the local run root ``source`` into ``target``; its URI.
+
+    Manifests list paths relative to their stage, so the copy is a valid run root.
+    """
+    for stage in stages:
+        shutil.copytree(source.removeprefix("file://") + f"/{stage}", target / stage)
+    return f"file://{target}"
+
+
+def load_job(name: str) -> ModuleType:
+    """Import ``jobs/{name}.py`` as a module, as spark-submit runs it: shipped by value.
+
+    Spark pickles the job's partition functions for the workers; spark-submit runs
+    the script as ``__main__``, which cloudpickle sends by value. Registering the
+    module for by-value pickling does the same for an in-process run.
+    """
+    from pyspark import cloudpickle
+
+    module_name = f"llm_job_{name}"
+    spec = importlib.util.spec_from_file_location(module_name, JOBS / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[module_name] = module  # dataclasses resolve annotations through sys.modules
+    spec.loader.exec_module(module)
+    cloudpickle.register_pickle_by_value(module)
+    return module
+
+
+def spark_submit(
+    script: str,
+    *args: str,
+    master: str = "local[2]",
+    env: dict | None = None,
+    timeout: float = 600,
+    options: Sequence[str] = (),
+) -> subprocess.CompletedProcess:
+    """Run ``spark-submit --master {master} {options…} jobs/{script} args…`` as a user would.
+
+    The driver's stderr reaches spark-submit's stdout; both come back in ``stdout``.
+    """
+    return subprocess.run(
+        ["spark-submit", "--master", master, *options, str(JOBS / script), *map(str, args)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, **(env or {})},
+    )
