@@ -29,7 +29,7 @@ def test_run_ids_become_one_safe_path_segment():
 def test_default_run_root_is_the_base_plus_the_run_id():
     root = run_root_for("", "scheduled__2026-01-01T00:00:00+00:00", "s3://bucket/runs/")
     assert root == "s3://bucket/runs/scheduled__2026-01-01T00_00_00_00_00"
-    assert run_root_for("s3://b/explicit/", "ignored", "s3://b/runs") == "s3://b/explicit"
+    assert run_root_for("s3://bkt/explicit/", "ignored", "s3://bkt/runs") == "s3://bkt/explicit"
 
 
 @pytest.mark.parametrize(
@@ -43,9 +43,9 @@ def test_run_roots_that_could_escape_are_refused(uri):
 
 
 def test_emr_needs_every_location_on_s3():
-    require_s3({"run_root": "s3://b/r", "registry": "s3://b/m"})
+    require_s3({"run_root": "s3://bkt/r", "registry": "s3://bkt/m"})
     with pytest.raises(RunRootError, match="registry is 'file:///tmp/m'"):
-        require_s3({"run_root": "s3://b/r", "registry": "file:///tmp/m"})
+        require_s3({"run_root": "s3://bkt/r", "registry": "file:///tmp/m"})
 
 
 @pytest.mark.parametrize(
@@ -65,18 +65,18 @@ def params(**overrides):
 
 
 def plan(conf, corpus_prefixes="*", registry_prefixes="*"):
-    deployment = Deployment(runs_base="s3://b/runs", registry="s3://b/reg",
+    deployment = Deployment(runs_base="s3://bkt/runs", registry="s3://bkt/reg",
                             default_corpora=(DEFAULT_CORPUS,), corpus_prefixes=corpus_prefixes,
                             registry_prefixes=registry_prefixes)  # fmt: skip
     return make_plan(conf, "manual__1", deployment)
 
 
 def test_the_plan_carries_the_allow_lists_to_the_jobs():
-    got = plan(params(), corpus_prefixes="", registry_prefixes="s3://b/other/")
-    assert got == {"run_root": "s3://b/runs/manual__1", "registry": "s3://b/reg",
+    got = plan(params(), corpus_prefixes="", registry_prefixes="s3://bkt/other/")
+    assert got == {"run_root": "s3://bkt/runs/manual__1", "registry": "s3://bkt/reg",
                    "corpus_prefixes": DEFAULT_CORPUS,
-                   "registry_prefixes": "s3://b/reg,s3://b/other/"}  # fmt: skip
-    assert plan(params(registry="s3://b/other/x"), registry_prefixes="s3://b/other/")
+                   "registry_prefixes": "s3://bkt/reg,s3://bkt/other/"}  # fmt: skip
+    assert plan(params(registry="s3://bkt/other/x"), registry_prefixes="s3://bkt/other/")
     assert plan(params())["corpus_prefixes"] == "*"
 
 
@@ -87,12 +87,12 @@ def test_the_plan_carries_the_allow_lists_to_the_jobs():
          "corpus 's3://other/corpus/\\*.txt' is outside the allowed locations"),
         ({"corpus": "/home/u/.aws/credentials"}, {}, "hidden folder or file '.aws'"),
         ({"corpus": "pkg://gensim/../../.."}, {}, "inside its package"),
-        ({"prompts_uri": "file:///etc/shadow"}, {"corpus_prefixes": "s3://b/"},
+        ({"prompts_uri": "file:///etc/shadow"}, {"corpus_prefixes": "s3://bkt/"},
          "prompts|outside the allowed"),
-        ({"eval_input": "file:///etc/passwd"}, {"corpus_prefixes": "s3://b/"},
+        ({"eval_input": "file:///etc/passwd"}, {"corpus_prefixes": "s3://bkt/"},
          "corpus 'file:///etc/passwd' is outside the allowed locations"),
-        ({"registry": "s3://b/elsewhere"}, {"registry_prefixes": ""},
-         "registry 's3://b/elsewhere' is outside the allowed locations"),
+        ({"registry": "s3://bkt/elsewhere"}, {"registry_prefixes": ""},
+         "registry 's3://bkt/elsewhere' is outside the allowed locations"),
         ({"context_len": 8192, "n_layer": 96, "n_embd": 8192, "n_head": 64}, {},
          r"77,\d+,\d+,\d+ parameters .* over the memory budget of 8 GB"),
         ({"n_embd": 1024, "memory_budget_gb": 0.5}, {}, "over the memory budget of 0.5 GB"),
