@@ -107,10 +107,20 @@ def test_empty_or_half_claimed_folders_are_adopted(tmp_path):
     root = tmp_path / "run"
     (root / "tokenize").mkdir(parents=True)
     (root / "train").mkdir()
-    (root / "train" / f"{MARKER}.tmp-0123").write_bytes(b"")  # killed while claiming
+    (root / "train" / f"{MARKER}.tmp-{'0123abcd' * 4}").write_bytes(b"")  # killed while claiming
     for stage in ("tokenize", "train"):
         begin_stage(f"file://{root}", stage)
         assert os.listdir(root / stage) == [MARKER]
+
+
+@pytest.mark.parametrize("name", [f"{MARKER}-notes.txt", f"{MARKER}.d/readme", f"{MARKER}.tmp-x"])
+def test_a_name_that_only_starts_like_the_marker_is_someone_elses(tmp_path, name):
+    root = tmp_path / "run"
+    write_text(root / "train" / name, "mine")
+    before = tree_checksums(root)
+    with pytest.raises(NotOwned, match="holds files the pipeline did not write"):
+        begin_stage(f"file://{root}", "train")
+    assert tree_checksums(root) == before
 
 
 def test_claiming_works_on_s3_and_refuses_foreign_prefixes(s3_server):

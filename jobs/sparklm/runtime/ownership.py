@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import time
 from pathlib import Path
 from urllib.parse import urlparse
@@ -20,6 +21,7 @@ from sparklm.runtime import storage
 from sparklm.runtime.errors import PipelineError
 
 MARKER = "_llm_owned.json"
+MARKER_TEMPORARY = re.compile(re.escape(MARKER) + r"\.tmp-[0-9a-f]{32}")
 # The checkout this code runs from (on EMR: the folder holding the code bundle's zip).
 CHECKOUT = Path(__file__).resolve().parents[2]
 
@@ -86,8 +88,9 @@ def claim_stage(run_root: str, stage_uri: str) -> None:
     if MARKER in names:
         storage.refuse_symlinks(stage_uri, storage.join(stage_uri, MARKER))
         return
-    # An interrupted claim leaves at most the marker's temporary file: still unclaimed.
-    foreign = [name for name in names if not name.startswith(MARKER)]
+    # An interrupted claim leaves at most the marker's temporary file (storage.write_bytes
+    # names it "<name>.tmp-<32 hex digits>"): still unclaimed. Any other name is someone's.
+    foreign = [name for name in names if not MARKER_TEMPORARY.fullmatch(name)]
     if foreign:
         raise NotOwned(
             f"{stage_uri} already exists and holds files the pipeline did not write "
