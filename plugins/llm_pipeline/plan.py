@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 from dataclasses import dataclass
@@ -10,6 +11,9 @@ from typing import Any
 from urllib.parse import urlparse
 
 SAFE_SEGMENT = re.compile(r"[^A-Za-z0-9._-]+")
+# A run root's folder: up to this much of the run id, then this much of its sha256.
+READABLE_CHARS = 200
+RUN_ID_DIGEST_CHARS = 12
 LOCATIONS = ("run_root", "registry")
 
 
@@ -48,11 +52,12 @@ class Deployment:
 
 
 def run_id_segment(run_id: str) -> str:
-    """Make an Airflow run id (``manual__2026-01-01T00:00:00+00:00``) safe as one path segment."""
-    segment = SAFE_SEGMENT.sub("_", run_id).strip("._")
-    if not segment:
-        raise RunRootError(f"run id {run_id!r} has no usable characters")
-    return segment
+    """An Airflow run id as one path segment, a different one for every run id: its safe
+    characters, for people (``manual__2026-01-01T00_00_00_00_00``), then a hash of the whole id,
+    since replacing the unsafe characters alone maps several run ids to one folder."""
+    readable = SAFE_SEGMENT.sub("_", run_id).strip("._")[:READABLE_CHARS]
+    digest = hashlib.sha256(run_id.encode()).hexdigest()[:RUN_ID_DIGEST_CHARS]
+    return f"{readable}-{digest}" if readable else digest
 
 
 def validate_run_root(uri: str, what: str = "run root") -> str:

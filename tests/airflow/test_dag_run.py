@@ -9,6 +9,7 @@ from helpers.jobs import SMALL_CONF, load_dag
 from helpers.oracles import generated_records
 from helpers.paths import S3_ACCESS_KEY, S3_SECRET_KEY
 from llm_pipeline.pipeline import PIPELINE
+from llm_pipeline.plan import run_id_segment
 from sparklm.registry.versions import read_latest
 from sparklm.runtime import storage
 from sparklm.runtime.stages import read_manifest
@@ -132,6 +133,6 @@ def test_a_run_without_conf_or_variables_writes_under_airflow_home(dag, tmp_path
     run_id = "asset_triggered__2026-11-28T10:00:00+00:00"
     plan = plan_run(params=dag.params.validate(), run_id=run_id, dag_run=SimpleNamespace(conf={}))
     base = f"file://{tmp_path / 'home'}/llm_decoder"
-    assert plan["run_root"] == f"{base}/runs/asset_triggered__2026-11-28T10_00_00_00_00"
+    assert plan["run_root"] == f"{base}/runs/{run_id_segment(run_id)}"
     assert plan["registry"] == f"{base}/registry"
     assert plan["registry"] in plan["registry_prefixes"].split(",")

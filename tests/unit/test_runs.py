@@ -1,6 +1,9 @@
 """Run roots: named from run ids, validated so no run writes outside its own prefix."""
 
 import os
+import re
+import string
+from random import Random
 
 import pytest
 
@@ -17,19 +20,37 @@ from llm_pipeline.plan import (
 )
 from sparklm.settings import DEFAULT_CORPUS
 
+SAFE = re.compile(r"[A-Za-z0-9._-]+")
+
 
 def test_run_ids_become_one_safe_path_segment():
     segment = run_id_segment("manual__2026-11-27T20:00:00.123+00:00")
-    assert segment == "manual__2026-11-27T20_00_00.123_00_00"
-    assert "/" not in run_id_segment("a/../../b") and ".." not in run_id_segment("../..x")
-    with pytest.raises(RunRootError):
-        run_id_segment("///")
+    assert segment.startswith("manual__2026-11-27T20_00_00.123_00_00-")
+    for hostile in ("a/../../b", "../..x", "///", "..", "."):
+        segment = run_id_segment(hostile)
+        assert "/" not in segment and ".." not in segment and segment.strip(".")
+
+
+def test_different_run_ids_always_get_different_run_roots():
+    """Over Airflow's whole run-id alphabet (its default allowed_run_id_pattern) and ids that
+    differ only where the readable part replaces characters."""
+    alphabet = string.ascii_letters + string.digits + "_.~:+-"
+    random = Random(0)
+    ids = {"manual__2026-01-01T00:00:00+00:00", "manual__2026-01-01T00_00_00_00_00",
+           "manual__2026-01-01T00~00~00+00~00", *alphabet}  # fmt: skip
+    ids |= {"".join(random.choices(alphabet, k=random.randint(1, 40))) for _ in range(5000)}
+    ids |= {f"run{c}{d}" for c in alphabet for d in alphabet}
+    segments = {run_id_segment(run_id) for run_id in ids}
+    assert len(segments) == len(ids)
+    assert all(SAFE.fullmatch(s) and s.strip(".") == s for s in segments)
 
 
 def test_default_run_root_is_the_base_plus_the_run_id():
-    root = run_root_for("", "scheduled__2026-01-01T00:00:00+00:00", "s3://bucket/runs/")
-    assert root == "s3://bucket/runs/scheduled__2026-01-01T00_00_00_00_00"
-    assert run_root_for("s3://bkt/explicit/", "ignored", "s3://bkt/runs") == "s3://bkt/explicit"
+    run_id = "scheduled__2026-01-01T00:00:00+00:00"
+    root = run_root_for("", run_id, "s3://bucket/runs/")
+    assert root == f"s3://bucket/runs/{run_id_segment(run_id)}"
+    assert root.startswith("s3://bucket/runs/scheduled__2026-01-01T00_00_00_00_00-")
+    assert run_root_for("s3://b/explicit/", "ignored", "s3://b/runs") == "s3://b/explicit"
 
 
 @pytest.mark.parametrize(
@@ -73,7 +94,8 @@ def plan(conf, corpus_prefixes="*", registry_prefixes="*"):
 
 def test_the_plan_carries_the_allow_lists_to_the_jobs():
     got = plan(params(), corpus_prefixes="", registry_prefixes="s3://bkt/other/")
-    assert got == {"run_root": "s3://bkt/runs/manual__1", "registry": "s3://bkt/reg",
+    assert got == {"run_root": f"s3://bkt/runs/{run_id_segment('manual__1')}",
+                   "registry": "s3://bkt/reg",
                    "corpus_prefixes": DEFAULT_CORPUS,
                    "registry_prefixes": "s3://bkt/reg,s3://bkt/other/"}  # fmt: skip
     assert plan(params(registry="s3://bkt/other/x"), registry_prefixes="s3://bkt/other/")
