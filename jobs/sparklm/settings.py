@@ -38,7 +38,8 @@ READ_URI_PATTERN = rf"^({S3_URI}|file:///.+|pkg://[A-Za-z_][\w.]*/.+|/.+)$"
 # package folder; no "." or ".." segment (plan_run checks the rest).
 WRITE_URI_PATTERN = rf"^(?!.*/\.\.?(/|$))({S3_URI}|file:///.+)$"
 URI_LIST_PATTERN = r"^[^,\s]+(,[^,\s]+)*$"
-NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
+# One path segment: a model name or a version (never "..", never a slash).
+NAME_PATTERN = r"^(?!.*\.\.)[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
 
 KINDS = {bool: "boolean", int: "integer", float: "number", str: "string", list: "array"}
 
@@ -409,7 +410,7 @@ PUBLISH_SETTINGS = (
             "Empty: the llm_registry Variable.", section="Publish", kind="string",
             optional=True, pattern=WRITE_URI_PATTERN, max_length=1024),
     Setting("model_name", "wiki-gpt", "Registered model name",
-            "One path segment: letters, digits, '.', '_' and '-'.", pattern=NAME_PATTERN,
+            "One path segment: letters, digits, '.', '_' and '-' (no '..').", pattern=NAME_PATTERN,
             **_PUBLISH),
     Setting("promotion_tolerance", 0.0, "Promotion tolerance (bits/byte)",
             "latest.json moves to the new version when its bits/byte on the registry's "

@@ -1,5 +1,6 @@
 """The DAG refuses, without retrying, runs its jobs would refuse; a Java OOM is not retried."""
 
+import math
 from types import SimpleNamespace
 
 import pytest
@@ -28,6 +29,13 @@ REFUSALS = [
      r"corpus '/tmp/somewhere/corpus.txt' is outside the allowed locations"),
     ({"corpus": "/tmp/home/.ssh/id_ed25519"}, None, "hidden folder or file '.ssh'"),
     ({"run_root": "file:////"}, None, "filesystem root"),
+    # What JSON schema lets through: NaN passes every minimum and maximum.
+    ({"memory_budget_gb": math.nan}, None, "the memory_budget_gb Param must be a finite number"),
+    ({"lr": math.nan}, None, "the lr Param must be a finite number"),
+    ({"temperature": math.inf}, None, "the temperature Param must be a finite number"),
+    # The registry would refuse these names only at publish, after four stages of work.
+    ({"model_name": "wiki..gpt"}, None, "the model_name Param 'wiki..gpt' does not match"),
+    ({"model_name": "wiki-gpt\n"}, None, "the model_name Param 'wiki-gpt\\n' does not match"),
 ]  # fmt: skip
 
 
@@ -49,7 +57,7 @@ def test_plan_run_refuses_what_a_job_would_refuse_with_a_failure_that_is_not_ret
     assert not (tmp_path / "run").exists()
 
 
-@pytest.mark.parametrize(("conf", "unset", "message"), [REFUSALS[0], REFUSALS[1]])
+@pytest.mark.parametrize(("conf", "unset", "message"), [REFUSALS[0], REFUSALS[1], REFUSALS[6]])
 def test_a_refused_plan_fails_the_run_at_once(dag, monkeypatch, tmp_path, conf, unset, message):
     if unset:
         monkeypatch.delenv(unset)

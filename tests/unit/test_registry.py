@@ -15,6 +15,7 @@ from sparklm.registry.versions import (
 )
 from sparklm.runtime import allowlist
 from sparklm.runtime.storage import SymlinkRefused
+from sparklm.settings import SETTINGS, SettingError
 
 
 @pytest.mark.parametrize("name", ["wiki-gpt", "model_1.2", "A"])
@@ -22,10 +23,27 @@ def test_good_names(name):
     assert check_name("model name", name) == name
 
 
-@pytest.mark.parametrize("name", ["", "../x", "a/b", "..", ".hidden", "s3://x", "a" * 65, "a..b"])
+@pytest.mark.parametrize(
+    "name", ["", "../x", "a/b", "..", ".hidden", "s3://x", "a" * 65, "a..b", "wiki-gpt\n"]
+)
 def test_bad_names_are_refused(name):
     with pytest.raises(RegistryError, match="invalid model name"):
         check_name("model name", name)
+
+
+@pytest.mark.parametrize("name", ["a..b", "wiki-gpt\n", "../x"])
+def test_the_form_and_the_registry_refuse_the_same_names(name):
+    """The model-name setting (form, plan_run, --model-name) and the registry share one
+    pattern: a name the registry would refuse at publish is refused before any stage runs."""
+    with pytest.raises(SettingError):
+        SETTINGS["model_name"].check(name)
+
+
+@pytest.mark.parametrize("version", ["latest.json", "evaluation"])
+def test_a_version_cannot_take_the_name_of_the_model_folders_own_entries(version):
+    assert check_name("model name", version) == version  # a model may be called so
+    with pytest.raises(RegistryError, match="model folder's own entries"):
+        check_name("version", version)
 
 
 def test_registry_must_stay_under_the_allowed_prefixes():

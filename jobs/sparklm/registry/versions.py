@@ -17,6 +17,7 @@ from collections.abc import Mapping
 from typing import Any
 from urllib.parse import urlparse
 
+from sparklm import settings
 from sparklm.registry import eval_set as eval_sets
 from sparklm.runtime import allowlist, storage
 from sparklm.runtime.errors import PipelineError
@@ -25,7 +26,9 @@ ALLOWED_PREFIXES_ENV = "LLM_REGISTRY_ALLOWED_PREFIXES"
 
 LATEST = "latest.json"
 PROMOTION = "promotion.json"
-NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+NAME_PATTERN = re.compile(settings.NAME_PATTERN)
+# Names a version folder cannot take: they are the model folder's own entries.
+RESERVED_VERSIONS = (LATEST, eval_sets.FOLDER)
 
 
 class RegistryError(PipelineError):
@@ -33,8 +36,13 @@ class RegistryError(PipelineError):
 
 
 def check_name(kind: str, value: str) -> str:
-    """Model names and versions are single path segments: no slashes, no ``..``, no schemes."""
-    if not NAME_PATTERN.match(value) or ".." in value:
+    """Model names and versions are single path segments: no slashes, no ``..``, no schemes;
+    a version is never one of the model folder's own entries (``latest.json``, the evaluation
+    set's folder)."""
+    if kind == "version" and value in RESERVED_VERSIONS:
+        raise RegistryError(f"invalid version {value!r}: {', '.join(RESERVED_VERSIONS)} are the "
+                            "model folder's own entries; choose another --version")  # fmt: skip
+    if not NAME_PATTERN.fullmatch(value):
         raise RegistryError(
             f"invalid {kind} {value!r}: use 1-64 letters, digits, '.', '_' or '-', starting with "
             "a letter or digit (no '/', no '..')"
@@ -175,7 +183,7 @@ def list_versions(registry: str, model: str) -> list[str]:
     folder = storage.join(registry, check_name("model name", model))
     return [
         v for v in _folders(folder)
-        if v != eval_sets.FOLDER and NAME_PATTERN.match(v) and ".." not in v
+        if v not in RESERVED_VERSIONS and NAME_PATTERN.fullmatch(v)
         and storage.exists(storage.join(folder, v, PROMOTION))
     ]  # fmt: skip
 
