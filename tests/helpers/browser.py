@@ -57,3 +57,47 @@ def log_in(browser, url: str, user: str, password: str) -> None:
     WebDriverWait(browser, WAIT_SECONDS).until(
         expected_conditions.none_of(expected_conditions.url_contains("/auth/login"))
     )
+
+
+def settled(browser, element, timeout: float = WAIT_SECONDS):
+    """``element`` scrolled to the centre of the window, visible, enabled and no longer moving
+    (an accordion or a dialog that is still opening moves what it holds): what a user could
+    click. Polls the element's box until two reads 100 ms apart agree."""
+    from selenium.webdriver.support import expected_conditions
+    from selenium.webdriver.support.wait import WebDriverWait
+
+    last: list[dict] = []
+
+    def still(_):
+        browser.execute_script("arguments[0].scrollIntoView({block: 'center'})", element)
+        box = element.rect
+        moved = not last or last[-1] != box
+        last.append(box)
+        return not moved and element.is_displayed() and element.is_enabled()
+
+    wait = WebDriverWait(browser, timeout, poll_frequency=0.1)
+    wait.until(still)
+    return wait.until(expected_conditions.element_to_be_clickable(element))
+
+
+def click(browser, element, attempts: int = 5) -> None:
+    """Click ``element`` once it has settled; a click another element intercepted (the layout
+    moved between the check and the click) is retried after it settles again."""
+    from selenium.common.exceptions import ElementClickInterceptedException
+
+    for attempt in range(1, attempts + 1):
+        try:
+            settled(browser, element).click()
+            return
+        except ElementClickInterceptedException:
+            if attempt == attempts:
+                raise
+
+
+def save_artifacts(browser, folder: Path, name: str) -> list[Path]:
+    """A screenshot and the page source of what the browser shows, kept for a failed test."""
+    folder.mkdir(parents=True, exist_ok=True)
+    screenshot, source = folder / f"{name}.png", folder / f"{name}.html"
+    browser.save_screenshot(str(screenshot))
+    source.write_text(browser.page_source, encoding="utf-8")
+    return [screenshot, source]

@@ -6,19 +6,21 @@ The ``airflow_stack`` fixture runs api-server, scheduler, dag-processor and trig
 
 from __future__ import annotations
 
+import json
+
 import pytest
 from selenium.webdriver.common.by import By
 from selenium.webdriver.common.keys import Keys
-from selenium.webdriver.support import expected_conditions
 from selenium.webdriver.support.wait import WebDriverWait
 
 from airflow_stack import DAG_ID
-from helpers.browser import WAIT_SECONDS
+from helpers.browser import WAIT_SECONDS, click, settled
 from helpers.corpora import small_corpus
 from helpers.jobs import SMALL_CONF
 from helpers.paths import REPO
 from llm_pipeline.params import pipeline_params
 from sparklm.runtime import storage
+from sparklm.runtime.stages import read_manifest
 from sparklm.settings import SECTIONS
 
 pytestmark = pytest.mark.slow
@@ -41,24 +43,26 @@ def run_state(stack, run_id: str) -> str:
     return stack.get(f"/api/v2/dags/{DAG_ID}/dagRuns/{run_id}")["state"]
 
 
+def version_of(stack, run: dict) -> str:
+    """The registry version a run published (its publish stage's manifest)."""
+    plan = plan_of(stack, run["dag_run_id"])
+    return read_manifest(plan["run_root"], "publish")["stats"]["version_uri"]
+
+
 def plan_of(stack, run_id: str) -> dict:
     """What plan_run decided (its XCom): the run root and the registry."""
     return stack.get(f"/api/v2/dags/{DAG_ID}/dagRuns/{run_id}/taskInstances/plan_run/"
                      "xcomEntries/return_value", deserialize=True)["value"]  # fmt: skip
 
 
-def ready(browser, element):
-    """``element`` scrolled into view, once a user could click it."""
-    browser.execute_script("arguments[0].scrollIntoView({block: 'center'})", element)
-    wait = WebDriverWait(browser, WAIT_SECONDS)
-    return wait.until(expected_conditions.element_to_be_clickable(element))
-
-
 def expand(browser, section: str) -> None:
     """Open one section of the form (opening one closes the others)."""
     header = browser.find_element(By.XPATH, f"//button[normalize-space(.)='{section}']")
     if header.get_attribute("aria-expanded") != "true":
-        ready(browser, header).click()
+        click(browser, header)
+    WebDriverWait(browser, WAIT_SECONDS).until(
+        lambda _: header.get_attribute("aria-expanded") == "true"
+    )
 
 
 def show_section(browser, section: str) -> None:
@@ -75,12 +79,12 @@ def show_section(browser, section: str) -> None:
 
 
 def field(browser, name: str):
-    """The form field of Param ``name``, its section opened."""
+    """The form field of Param ``name``, its section opened and the field settled."""
     expand(browser, SECTION_OF[name])
-    return ready(browser, browser.find_element(By.NAME, f"element_{name}"))
+    return settled(browser, browser.find_element(By.NAME, f"element_{name}"))
 
 
-def type_into(element, value) -> None:
+def type_into(browser, element, value) -> None:
     """Replace a field's text as a user does: select all, type, check it, leave the field.
 
     Text goes one key at a time: sent as one burst, a long text lost a keystroke in this
@@ -88,7 +92,7 @@ def type_into(element, value) -> None:
     the number field turns a lone "-" into "NaN".
     """
     text = str(value)
-    element.click()
+    click(browser, element)
     element.send_keys(Keys.CONTROL, "a")
     for keys in [text] if element.get_attribute("role") == "spinbutton" else text:
         element.send_keys(keys)
@@ -104,11 +108,11 @@ def trigger_button(browser):
 
 def open_trigger_form(browser, stack) -> None:
     browser.get(f"{stack.url}/dags/{DAG_ID}")
-    browser.find_element(By.CSS_SELECTOR, "button[aria-label='Trigger Dag']").click()
-    ready(browser, trigger_button(browser))
+    click(browser, browser.find_element(By.CSS_SELECTOR, "button[aria-label='Trigger Dag']"))
+    settled(browser, trigger_button(browser))
 
 
-def test_a_short_run_triggered_from_the_form_succeeds(airflow_stack, browser, tmp_path):
+def test_a_short_run_triggered_from_the_form_succeeds(airflow_stack, browser, made_run, tmp_path):
     stack = airflow_stack
     corpus = small_corpus(tmp_path / "corpus", documents=30)
     before = runs(stack)
@@ -120,18 +124,18 @@ def test_a_short_run_triggered_from_the_form_succeeds(airflow_stack, browser, tm
     assert field(browser, "run_root").get_attribute("value") == ""
 
     # The form keeps numbers within their minimum/maximum as you type: no negative rate.
-    type_into(field(browser, "lr"), -1)
+    type_into(browser, field(browser, "lr"), -1)
     assert field(browser, "lr").get_attribute("value") == "0"
-    type_into(field(browser, "lr"), 0.003)
+    type_into(browser, field(browser, "lr"), 0.003)
 
-    type_into(field(browser, "corpus"), corpus)
+    type_into(browser, field(browser, "corpus"), corpus)
     for name, value in SMALL_CONF.items():  # the prompts field takes one per line
-        type_into(field(browser, name), "\n".join(value) if name == "prompts" else value)
+        type_into(browser, field(browser, name), "\n".join(value) if name == "prompts" else value)
     assert trigger_button(browser).is_enabled()
     show_section(browser, "Training")
     screenshot = tmp_path / "trigger-form.png"  # kept with pytest's tmp dirs as an artifact
     browser.save_screenshot(str(screenshot))
-    trigger_button(browser).click()
+    click(browser, trigger_button(browser))
 
     run = new_run(stack, before)
     assert run["run_type"] == "manual"
@@ -140,11 +144,13 @@ def test_a_short_run_triggered_from_the_form_succeeds(airflow_stack, browser, tm
     state = stack.wait_until(lambda: (s := run_state(stack, run["dag_run_id"])) in (
         "success", "failed") and s, RUN_TIMEOUT, "the run finished", interval=5)  # fmt: skip
     assert state == "success"
-    # No location in the form: the run and the registry land under Airflow's home.
+    # No location in the form: the run and the model go where `make run` put its own, and
+    # the gate compared the candidate with the model `make run` promoted.
     plan = plan_of(stack, run["dag_run_id"])
-    assert plan["run_root"].startswith(f"file://{stack.home}/llm_decoder/runs/")
-    assert plan["registry"] == f"file://{stack.home}/llm_decoder/registry"
-    assert storage.exists(f"{plan['registry']}/wiki-gpt/latest.json")
+    assert plan["run_root"].startswith(f"{stack.runs_base}/")
+    assert plan["registry"] == stack.registry == made_run["registry"]
+    promotion = json.loads(storage.read_bytes(f"{version_of(stack, run)}/promotion.json"))
+    assert promotion["compared_to"] == made_run["version"]
 
 
 def test_an_asset_event_queues_a_run_that_writes_outside_the_checkout(airflow_stack):
@@ -160,8 +166,8 @@ def test_an_asset_event_queues_a_run_that_writes_outside_the_checkout(airflow_st
                                            "taskInstances/plan_run")["state"] == "success",
                          900, "plan_run succeeded")  # fmt: skip
         plan = plan_of(stack, run["dag_run_id"])
-        assert plan["run_root"].startswith(f"file://{stack.home}/llm_decoder/runs/")
-        assert plan["registry"] == f"file://{stack.home}/llm_decoder/registry"
+        assert plan["run_root"].startswith(f"{stack.runs_base}/")
+        assert plan["registry"] == stack.registry
         assert str(REPO) not in plan["run_root"] + plan["registry"]
     finally:  # the default-sized pipeline is not this test's business
         stack.request("PATCH", f"/api/v2/dags/{DAG_ID}/dagRuns/{run['dag_run_id']}",
