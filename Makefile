@@ -10,10 +10,14 @@ STAMP := $(VENV)/.installed
 EMR_VENV := $(CURDIR)/.venv-emr
 EMR_STAMP := $(EMR_VENV)/.installed
 
+# The local deployment `make run` and `make airflow` share (tools/local_deployment.py keeps it
+# in .airflow's Variables): runs under runs/, models in registry/, whichever way a run starts.
+LOCAL_RUNS := file://$(CURDIR)/runs
+LOCAL_REGISTRY := file://$(CURDIR)/registry
 RUN_ID := local-$(shell date -u +%Y%m%dT%H%M%SZ)
-RUN_ROOT ?= file://$(CURDIR)/runs/$(RUN_ID)
-REGISTRY ?= file://$(CURDIR)/registry
-RUN_CONF = {"run_root": "$(RUN_ROOT)", "registry": "$(REGISTRY)"$(if $(CORPUS),$(comma) "corpus": "$(CORPUS)")}
+RUN_ROOT ?= $(LOCAL_RUNS)/$(RUN_ID)
+REGISTRY ?=
+RUN_CONF = {"run_root": "$(RUN_ROOT)"$(if $(REGISTRY),$(comma) "registry": "$(REGISTRY)")$(if $(CORPUS),$(comma) "corpus": "$(CORPUS)")}
 AIRFLOW_PORT ?= 8080
 CORPUS ?=
 SPARK_MASTER ?= local[2]
@@ -28,7 +32,7 @@ export SPARK_LOCAL_IP := 127.0.0.1
 export PYSPARK_PYTHON := $(BIN)/python
 export PATH := $(BIN):$(PATH)
 
-.PHONY: setup preflight venv-emr system-deps run airflow test test-fast check lint lock bench-data bench-train bench-generate bench-scale bench-run bench-hostile clean
+.PHONY: setup preflight venv-emr system-deps local-deployment run airflow test test-fast check lint lock bench-data bench-train bench-generate bench-scale bench-run bench-hostile clean
 
 setup: $(STAMP)
 
@@ -57,17 +61,23 @@ $(AIRFLOW_HOME)/airflow.db: $(STAMP)
 	mkdir -p $(AIRFLOW_HOME)
 	airflow db migrate > $(AIRFLOW_HOME)/migrate.log 2>&1 || (cat $(AIRFLOW_HOME)/migrate.log; exit 1)
 
+## local-deployment: the Variables make run and make airflow share (runs/, registry/, and the
+## corpora make run was given, which later runs may read too).
+local-deployment: $(AIRFLOW_HOME)/airflow.db
+	python tools/local_deployment.py --runs-base "$(LOCAL_RUNS)" --registry "$(LOCAL_REGISTRY)" \
+	  $(if $(CORPUS),--allow-corpus "$(CORPUS)")
+
 ## run: the whole pipeline on local Spark; CORPUS=<uri or glob>, RUN_ROOT=<uri> and
-## REGISTRY=<uri> override. A CORPUS given here is added to the corpus allow-list
-## (llm_corpus_allowed_prefixes) for this run; REGISTRY becomes the llm_registry Variable.
-run: $(AIRFLOW_HOME)/airflow.db
-	$(if $(CORPUS),AIRFLOW_VAR_LLM_CORPUS_ALLOWED_PREFIXES="$${AIRFLOW_VAR_LLM_CORPUS_ALLOWED_PREFIXES:+$$AIRFLOW_VAR_LLM_CORPUS_ALLOWED_PREFIXES$(comma)}$(CORPUS)") \
-	AIRFLOW_VAR_LLM_REGISTRY="$(REGISTRY)" airflow dags test llm_decoder --conf '$(RUN_CONF)'
+## REGISTRY=<uri> override (a REGISTRY given here is this run's alone; the UI keeps registry/).
+run: local-deployment
+	$(if $(REGISTRY),AIRFLOW_VAR_LLM_REGISTRY_ALLOWED_PREFIXES="$${AIRFLOW_VAR_LLM_REGISTRY_ALLOWED_PREFIXES:+$$AIRFLOW_VAR_LLM_REGISTRY_ALLOWED_PREFIXES$(comma)}$(REGISTRY)") \
+	airflow dags test llm_decoder --conf '$(RUN_CONF)'
 	python -m sparklm.runtime.summary $(RUN_ROOT)
 
 ## airflow: a real local Airflow (api-server on 127.0.0.1:$(AIRFLOW_PORT), scheduler,
 ## dag-processor, triggerer; LocalExecutor on .airflow/airflow.db). Ctrl-C stops it all.
-airflow: $(STAMP)
+## Its runs and its Models view use the local deployment make run uses.
+airflow: local-deployment
 	python tools/airflow_stack.py --port $(AIRFLOW_PORT) --home $(AIRFLOW_HOME)
 
 ## system-deps: Debian's docker-compose, for validating docker-compose.yaml (no engine needed),

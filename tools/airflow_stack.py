@@ -51,6 +51,9 @@ class AirflowStack:
     env: dict[str, str] = field(default_factory=dict)
     inherited: dict[str, str] = field(default_factory=lambda: dict(os.environ))
     processes: dict[str, subprocess.Popen] = field(default_factory=dict)
+    # The local deployment's runs folder and registry, once ``use_local_deployment`` set them.
+    runs_base: str | None = None
+    registry: str | None = None
     _token: str | None = field(default=None, repr=False)
 
     @property
@@ -104,6 +107,23 @@ class AirflowStack:
                     start_new_session=True,  # Ctrl-C and stop() reach its children too
                 )  # fmt: skip
         self.wait_until(lambda: self.get(f"/api/v2/dags/{DAG_ID}"), timeout, "the DAG is served")
+
+    def use_local_deployment(self, runs_base: str, registry: str) -> None:
+        """Keep runs and models where ``make run`` keeps them: the Variables it sets
+        (``tools/local_deployment.py``), in this stack's database."""
+        self.command(sys.executable, str(REPO / "tools" / "local_deployment.py"),
+                     "--runs-base", runs_base, "--registry", registry)  # fmt: skip
+        self.runs_base, self.registry = runs_base, registry
+
+    def command(self, *args: str, timeout: float = 1800) -> str:
+        """Run a command in the stack's environment (its home, database and Variables), as a
+        user's shell with that ``AIRFLOW_HOME`` would; its output, or an error with it."""
+        done = subprocess.run(args, env=self.environment(), capture_output=True, text=True,
+                              timeout=timeout)  # fmt: skip
+        if done.returncode:
+            raise RuntimeError(f"{' '.join(args[:3])}… exited with {done.returncode}:\n"
+                               f"{(done.stdout + done.stderr)[-5000:]}")  # fmt: skip
+        return done.stdout
 
     def wait_until(self, ready, timeout: float, what: str, interval: float = 1.0) -> Any:
         """Poll ``ready()`` until it returns something truthy; fail early if a process died."""

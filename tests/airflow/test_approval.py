@@ -7,6 +7,7 @@ ApprovalOperator) waits for an answer given with ``PATCH …/hitlDetails``, as t
 """
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -55,7 +56,7 @@ def read_json(uri: str) -> dict:
 
 def test_a_promotion_waits_for_a_person_who_approves_or_rejects_it(airflow_stack):
     stack = airflow_stack
-    registry = f"file://{stack.home}/llm_decoder/registry"
+    registry = stack.registry
     latest = f"{registry}/{MODEL}/latest.json"
     # The bundled corpus, which every deployment allows.
     conf = {**SMALL_CONF, "model_name": MODEL, "require_approval": True}
@@ -68,7 +69,7 @@ def test_a_promotion_waits_for_a_person_who_approves_or_rejects_it(airflow_stack
                        "-1/hitlDetails")  # fmt: skip
     assert detail["options"] == ["Approve", "Reject"]
     assert "bits/byte on the evaluation set" in detail["body"]
-    [folder] = [p for p in (stack.home / "llm_decoder" / "registry" / MODEL).iterdir()
+    [folder] = [p for p in (Path(registry.removeprefix("file://")) / MODEL).iterdir()
                 if p.is_dir() and p.name != "evaluation"]  # fmt: skip
     sample = json.loads((folder / "generated.jsonl").read_text().splitlines()[0])
     assert "Sample generations" in detail["body"]
@@ -92,7 +93,7 @@ def test_a_promotion_waits_for_a_person_who_approves_or_rejects_it(airflow_stack
     stack.wait_until(lambda: stack.get(f"/api/v2/dags/{DAG_ID}/dagRuns/{second}")["state"]
                      == "success", 300, "the run succeeded")  # fmt: skip
     assert read_json(latest)["version"] == pointer["version"]
-    versions = sorted(p.name for p in (stack.home / "llm_decoder" / "registry" / MODEL).iterdir()
+    versions = sorted(p.name for p in (Path(registry.removeprefix("file://")) / MODEL).iterdir()
                       if p.is_dir() and p.name != "evaluation")  # fmt: skip
     [rejected] = [v for v in versions if v != pointer["version"]]
     promotion = read_json(f"{registry}/{MODEL}/{rejected}/promotion.json")

@@ -23,7 +23,7 @@ MODEL = "view-gpt"
 def published(airflow_stack, spark, tmp_path_factory):
     """Two versions of ``MODEL`` in the stack's default registry; their publish manifests."""
     base = tmp_path_factory.mktemp("models-view")
-    registry = f"file://{airflow_stack.home}/llm_decoder/registry"
+    registry = airflow_stack.registry
     root = f"file://{base / 'run'}"
     load_job("preprocess").main(["--run-root", root, "--input",
                                  str(small_corpus(base / "corpus", documents=30))])  # fmt: skip
