@@ -38,6 +38,8 @@ from sparklm.runtime.stages import (
 
 STAGE = "generate"
 MEMORY_KNOBS = "lower --max-new-tokens, or sample from a smaller model"
+# A prompts file is read whole on the driver: at most this much of it.
+MAX_PROMPTS_BYTES = 2**20
 
 
 def parse_args(argv: Sequence[str]):
@@ -72,7 +74,9 @@ def load_prompts(prompts_uri: str | None, inline: Iterable[str]) -> list[str]:
         if not storage.exists(prompts_uri):
             raise PipelineError(f"prompts file {prompts_uri} does not exist: fix --prompts "
                                 "or pass prompts inline with --prompt")  # fmt: skip
-        text = storage.read_bytes(prompts_uri).decode("utf-8", errors="replace")
+        text = storage.read_user_file(prompts_uri, MAX_PROMPTS_BYTES, "prompts file").decode(
+            "utf-8", errors="replace"
+        )
         prompts = [line.strip() for line in text.splitlines() if line.strip()]
     prompts += [p.strip() for p in inline if p.strip()]
     if not prompts:

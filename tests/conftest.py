@@ -118,9 +118,7 @@ FIXTURE_MARKERS = {
 # Fixtures that are expensive to build and shared across test files: with ``pytest -n``
 # (make test), every test that uses one runs on the same worker, so each is built once, as in
 # a serial run. Every other test runs on the worker of its file, with its module fixtures.
-# The fixture → the group of tests that run together.
-SHARED_ON_ONE_WORKER = {"airflow_stack": "airflow_stack", "cluster": "cluster",
-                        "trained_run": "wikitext", "wikitext_run": "wikitext"}  # fmt: skip
+SHARED_ON_ONE_WORKER = ("airflow_stack", "cluster")
 
 
 def pytest_collection_modifyitems(config, items) -> None:
@@ -130,10 +128,10 @@ def pytest_collection_modifyitems(config, items) -> None:
                      if fixture in item.fixturenames)  # fmt: skip
         for name in sorted(names):
             item.add_marker(getattr(pytest.mark, name))
-        shared = next((g for f, g in SHARED_ON_ONE_WORKER.items() if f in item.fixturenames),
-                      None)  # fmt: skip
+        shared = next((f for f in SHARED_ON_ONE_WORKER if f in item.fixturenames), None)
         item.add_marker(pytest.mark.xdist_group(shared or str(item.path)))
-    # The real Airflow stack is one session fixture: its four processes keep polling once
-    # started, so the tests that need it run last and share it, instead of slowing every
-    # test collected after the first of them.
-    items.sort(key=lambda item: "airflow_stack" in item.fixturenames)
+    # The real Airflow stack is one session fixture whose four processes keep polling once
+    # started. Run alone, its tests go last, so it does not slow every test after the first of
+    # them; on workers they go first, so its long group overlaps the other worker's tests.
+    on_a_worker = hasattr(config, "workerinput")
+    items.sort(key=lambda item: ("airflow_stack" in item.fixturenames) != on_a_worker)

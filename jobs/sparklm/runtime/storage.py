@@ -14,6 +14,7 @@ import os
 import posixpath
 import re
 import shutil
+import stat
 import uuid
 from collections.abc import Iterable
 from importlib import resources
@@ -295,6 +296,7 @@ def expand(specs: Iterable[str]) -> list[str]:
         files = [f for f in files if _visible_below(base, f)]
         if _is_local(fs):
             _refuse_escaping_links(spec, uri, base, files)
+            _refuse_special_files(spec, files)
         if not files:
             missing.append(spec)
         found.update(to_uri(fs, f) for f in files)
@@ -381,6 +383,32 @@ def _refuse_escaping_links(spec: str, uri: str, base: str, files: list[str]) -> 
             "corpus files that really lie, visibly, where the corpus URI points. Copy the file "
             "there instead of linking it"
         )
+
+
+def _refuse_special_files(spec: str, files: list[str]) -> None:
+    """Only regular files are read: a FIFO, a device or a socket would block a reader for ever
+    or never end."""
+    for f in files:
+        if not stat.S_ISREG(os.stat(f).st_mode):
+            raise StorageError(
+                f"{f} (matched by {spec!r}) is not a regular file (a FIFO, a device or a "
+                "socket): name the files to read, or copy the data into a regular file"
+            )
+
+
+def read_user_file(spec: str, max_bytes: int, what: str) -> bytes:
+    """The bytes of one file a user named (a prompts file), found and checked as corpus files
+    are (``expand``: no hidden path, no link out of its folder, a regular file) and read only
+    up to ``max_bytes``: a larger or endless one is refused, naming ``what``."""
+    uris = expand([spec])
+    if len(uris) != 1:
+        raise StorageError(f"the {what} {spec!r} matches {len(uris)} files: name one file")
+    fs, path = filesystem(uris[0])
+    with fs.open(path, "rb") as f:
+        data = f.read(max_bytes + 1)
+    if len(data) > max_bytes:
+        raise StorageError(f"the {what} {spec} is larger than {max_bytes:,} bytes: shorten it")
+    return data
 
 
 def unreachable_message(exc: BaseException) -> str | None:
