@@ -1,5 +1,7 @@
 """URIs and the fsspec storage path, on local disk and on the real S3 server."""
 
+import os
+
 import pytest
 
 from helpers.corpora import write_text
@@ -156,9 +158,9 @@ def test_a_fifo_or_a_device_is_never_read_as_a_corpus_file(tmp_path):
     corpus = tmp_path / "corpus"
     write_text(corpus / "a.txt", "text\n")
     os.mkfifo(corpus / "pipe.txt")  # a reader would block on it for ever
-    with pytest.raises(storage.StorageError, match="pipe.txt.* is not a regular file"):
+    with pytest.raises(StorageError, match="pipe.txt.* is not a regular file"):
         storage.expand([str(corpus)])
-    with pytest.raises(storage.StorageError, match="not a regular file"):
+    with pytest.raises(StorageError, match="not a regular file"):
         storage.expand(["/dev/zero"])
 
 
@@ -167,14 +169,14 @@ def test_a_prompts_file_linked_to_a_secret_is_refused_and_nothing_is_read(tmp_pa
     prompts = tmp_path / "prompts" / "prompts.txt"
     prompts.parent.mkdir()
     prompts.symlink_to(secret)
-    with pytest.raises(storage.SymlinkRefused, match="is a link to"):
+    with pytest.raises(SymlinkRefused, match="is a link to"):
         storage.read_user_file(str(prompts), 1024, "prompts file")
 
 
 def test_a_prompts_file_is_read_only_up_to_its_limit(tmp_path):
     prompts = write_text(tmp_path / "prompts.txt", "one prompt\n" * 200)
     assert storage.read_user_file(str(prompts), 4096, "prompts file").count(b"\n") == 200
-    with pytest.raises(storage.StorageError, match="prompts file .* is larger than 1,024 bytes"):
+    with pytest.raises(StorageError, match="prompts file .* is larger than 1,024 bytes"):
         storage.read_user_file(str(prompts), 1024, "prompts file")
-    with pytest.raises(storage.StorageError, match="not a regular file"):
+    with pytest.raises(StorageError, match="not a regular file"):
         storage.read_user_file("/dev/zero", 1024, "prompts file")
