@@ -64,3 +64,25 @@ def test_a_small_file_may_expand_past_the_ratio_up_to_16_mib(tmp_path):
     text = b"GET /index.html 200\n" * 500_000  # 10 MB from ~20 KB: ratio ~500
     path.write_bytes(gzip.compress(text))
     assert read_all(path, "gzip", ReadLimits()) == text
+
+
+def huge_window(codec: str, data: bytes) -> bytes:
+    """``data`` compressed so that its header asks the decoder for 1.5-2 GiB of memory."""
+    if codec == "xz":
+        filters = [{"id": lzma.FILTER_LZMA2, "dict_size": 1536 * 2**20}]
+        return lzma.compress(data, format=lzma.FORMAT_XZ, filters=filters)
+    import zstandard
+
+    params = zstandard.ZstdCompressionParameters.from_level(3, window_log=31, enable_ldm=True)
+    stream = zstandard.ZstdCompressor(compression_params=params).compressobj()
+    return stream.compress(data) + stream.flush()  # streamed: the header keeps the window
+
+
+@pytest.mark.parametrize("codec", ["xz", "zstd"])
+def test_a_stream_asking_for_too_much_decoder_memory_is_bad_input(tmp_path, codec):
+    """Refused before the decoder allocates, as bad input (exit 2), naming the file and the fix
+    — not a retried traceback."""
+    path = tmp_path / f"wide{SUFFIX[codec]}"
+    path.write_bytes(huge_window(codec, b"ordinary text\n" * 10_000))
+    with pytest.raises(PipelineError, match=r"wide\..* asks for more memory .* recompress it"):
+        read_all(path, codec, ReadLimits())

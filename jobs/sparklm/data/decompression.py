@@ -8,10 +8,13 @@ instead of exhausting memory or disk.
 
 from __future__ import annotations
 
+import _compression
 import bz2
 import gzip
+import io
 import lzma
 import posixpath
+import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -31,6 +34,11 @@ MIB = 2**20
 # A small file may expand further than the ratio allows (headers dominate, logs repeat):
 # up to this much is always accepted.
 MIN_CAP_BYTES = 16 * MIB
+# What an xz or zstd decoder may allocate: a stream whose header asks for more (a bigger
+# dictionary or window) is refused. xz -9 needs 65 MiB, zstd's own default limit is 128 MiB.
+DECODER_MEMORY_BYTES = 256 * MIB
+# How lzma and Arrow's zstd say a stream needs more than that.
+DECODER_OUT_OF_MEMORY = re.compile(r"Memory usage limit|requires too much memory", re.IGNORECASE)
 
 
 @dataclass(frozen=True)
@@ -74,12 +82,22 @@ def strip_codec_suffix(name: str) -> str:
 class CappedReader:
     """A read-only stream that fails once more than ``cap`` bytes came out of it."""
 
-    def __init__(self, stream: BinaryIO | ByteReader, cap: int, describe: str) -> None:
-        self._stream, self._cap, self._describe = stream, cap, describe
+    def __init__(self, stream: BinaryIO | ByteReader, cap: int, describe: str,
+                 source: str = "") -> None:  # fmt: skip
+        self._stream, self._cap, self._describe, self._source = stream, cap, describe, source
         self.bytes_read = 0
 
     def read(self, size: int = -1) -> bytes:
-        data = self._stream.read(size)
+        try:
+            data = self._stream.read(size)
+        except (lzma.LZMAError, OSError) as exc:
+            if not DECODER_OUT_OF_MEMORY.search(str(exc)):
+                raise
+            raise PipelineError(
+                f"{self._source or 'a compressed input'} asks for more memory to decompress than "
+                f"the readers allow ({DECODER_MEMORY_BYTES // MIB} MiB; {exc}): recompress it "
+                "with a smaller window or dictionary (xz -6, zstd without --long)"
+            ) from None
         self.bytes_read += len(data)
         if self.bytes_read > self._cap:
             raise PipelineError(self._describe)
@@ -100,7 +118,7 @@ def open_decompressed(uri: str, codec: str, limits: ReadLimits) -> Iterator[Capp
     compressed_bytes = storage.size(uri)
     cap, _ = limits.decompressed_cap(compressed_bytes)
     with storage.open_binary(uri) as raw, _decompressor(raw, codec) as stream:
-        yield CappedReader(stream, cap, bomb_message(uri, compressed_bytes, limits))
+        yield CappedReader(stream, cap, bomb_message(uri, compressed_bytes, limits), uri)
 
 
 def _decompressor(raw: BinaryIO, codec: str):
@@ -109,7 +127,11 @@ def _decompressor(raw: BinaryIO, codec: str):
     if codec == "bz2":
         return bz2.BZ2File(raw, mode="rb")
     if codec == "xz":
-        return lzma.LZMAFile(raw, mode="rb")
+        # LZMAFile takes no memory limit; its reader does (a header can ask for 4 GiB).
+        reader = _compression.DecompressReader(raw, lzma.LZMADecompressor,
+                                               trailing_error=lzma.LZMAError,
+                                               memlimit=DECODER_MEMORY_BYTES)  # fmt: skip
+        return io.BufferedReader(reader)
     if codec == "zstd":
         import pyarrow as pa  # Arrow's zstd codec: no extra dependency on every node
 
