@@ -41,6 +41,9 @@ URI_LIST_PATTERN = r"^[^,\s]+(,[^,\s]+)*$"
 # One path segment: a model name or a version (never "..", never a slash).
 NAME_PATTERN = r"^(?!.*\.\.)[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
 
+# A list setting travels to its job as one JSON argument; Linux refuses an argument over
+# 128 KiB (spark-submit would fail with "Argument list too long"), so lists stay well below.
+MAX_ARGUMENT_BYTES = 64 * 2**10
 KINDS = {bool: "boolean", int: "integer", float: "number", str: "string", list: "array"}
 
 
@@ -137,6 +140,13 @@ class Setting:
         if self.max_items is not None and len(value) > self.max_items:
             raise SettingError(
                 f"{label} holds {len(value)} items, at most {self.max_items} allowed"
+            )
+        text = json.dumps(value)  # as the DAG's tojson renders it: ASCII, <>&' as \u00XX
+        encoded = len(text) + 5 * sum(text.count(c) for c in "<>&'")
+        if encoded > MAX_ARGUMENT_BYTES:
+            raise SettingError(
+                f"{label} is {encoded:,} bytes as JSON, more than one command-line argument may "
+                f"hold here ({MAX_ARGUMENT_BYTES:,}): put them in a file (prompts_uri) instead"
             )
 
     def kind_text(self) -> str:

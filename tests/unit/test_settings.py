@@ -173,3 +173,14 @@ def test_the_pipeline_runs_the_stages_the_spec_lists_in_its_order():
 def test_a_bad_value_is_named_with_its_flag_and_the_rule(name, text, message):
     with pytest.raises(SettingError, match=f"^{SETTINGS[name].cli_flag} .*{message}"):
         SETTINGS[name].parse(text)
+
+
+def test_a_list_that_would_not_fit_in_one_command_line_argument_is_refused():
+    """The prompts reach generate as one argument; Linux refuses one over 128 KiB."""
+    setting = SETTINGS["prompts"]
+    setting.check(["x" * 600] * 100)  # 60 KB
+    with pytest.raises(SettingError, match="put them in a file"):
+        setting.check(["<" * 600] * 100)  # 60 KB of text, 360 KB as the DAG renders it
+    with pytest.raises(SettingError, match="put them in a file"):
+        setting.check(["x" * 200_000])
+
