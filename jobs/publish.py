@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import time
 from collections.abc import Sequence
 
@@ -238,6 +239,12 @@ def gate(publication: Publication, latest: dict | None, evaluation_set: EvalSet 
                                     json.loads(contents["config.json"]),
                                     contents["tokenizer.json"].decode(),
                                     evaluation_set.documents)  # fmt: skip
+        if not math.isfinite(candidate.bits_per_byte):
+            raise PipelineError(
+                f"the model scores {candidate.bits_per_byte} bits/byte on the evaluation set: "
+                "its weights are not finite numbers. Nothing was promoted; train it again "
+                "(lower --lr, or raise --warmup-steps)"
+            )
         if latest is not None:
             current, problem = score_published(registry, model_name, latest["version"],
                                                evaluation_set)  # fmt: skip

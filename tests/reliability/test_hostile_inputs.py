@@ -131,6 +131,32 @@ def test_publish_refuses_weights_that_disagree_with_their_config(capsys, generat
     assert not registry.exists()
 
 
+def test_publish_refuses_a_model_whose_weights_are_not_finite(capsys, generated, tmp_path):
+    """One ERROR line and exit 2 (not a JSON error with a traceback, retried), nothing promoted."""
+    import torch
+
+    root = copy_stages(generated, tmp_path / "run", ("preprocess", "tokenize", "train", "generate"))
+    train = tmp_path / "run" / "train"
+    model = GPT(GPTConfig.from_dict(json.loads((train / "config.json").read_text())))
+    with torch.no_grad():
+        for parameter in model.parameters():
+            parameter.fill_(float("nan"))
+    weights = model_bytes(model)
+    (train / "model.safetensors").write_bytes(weights)
+    manifest = json.loads((train / "manifest.json").read_text())
+    for entry in manifest["files"]:
+        if entry["path"] == "model.safetensors":
+            entry.update(bytes=len(weights), sha256=hashlib.sha256(weights).hexdigest())
+    (train / "manifest.json").write_text(json.dumps(manifest))
+    registry = tmp_path / "registry"
+    code, errors = run_in_process(capsys, "publish", "--run-root", root, "--registry",
+                                  f"file://{registry}", "--model-name", "m")  # fmt: skip
+    assert code == 2 and len(errors) == 1
+    assert "its weights are not finite numbers" in errors[0]
+    assert not (registry / "m" / "latest.json").exists()
+    assert not list(registry.glob("m/*/promotion.json"))  # no version is complete
+
+
 def test_a_directory_corpus_never_reads_hidden_files(capsys, tmp_path):
     home = tmp_path / "home"
     small_corpus(home, documents=20)

@@ -183,4 +183,3 @@ def test_a_list_that_would_not_fit_in_one_command_line_argument_is_refused():
         setting.check(["<" * 600] * 100)  # 60 KB of text, 360 KB as the DAG renders it
     with pytest.raises(SettingError, match="put them in a file"):
         setting.check(["x" * 200_000])
-
