@@ -46,6 +46,13 @@ DAG_ID = "llm_decoder"
 URL_PREFIX = "/llm-models"
 SAMPLES = 3
 METRIC_COLUMNS = ("round", "tokens", "train_loss", "val_loss", "val_bpb")
+# The largest registry file the view reads (a version's loss plot, metrics, generations).
+MAX_FILE_BYTES = 16 * 2**20
+# What the page gets for each version (a version that cannot be read gets them empty).
+SUMMARY_FIELDS = ("version", "published_at", "is_latest", "promoted", "awaiting_approval",
+                  "review", "reason", "val_bpb", "eval_bpb", "eval_latest_bpb", "eval_sha256",
+                  "compared_to", "tokens_trained", "airflow", "run_root", "hf_export", "metrics",
+                  "samples")  # fmt: skip
 
 
 def reader_of_runs() -> Any:
@@ -57,7 +64,9 @@ def reader_of_runs() -> Any:
 
 
 def create_app() -> FastAPI:
-    app = FastAPI(title="LLM model registry", dependencies=[reader_of_runs()])
+    # No /docs, /redoc or /openapi.json: every route of the view needs a signed-in reader.
+    app = FastAPI(title="LLM model registry", dependencies=[reader_of_runs()], docs_url=None,
+                  redoc_url=None, openapi_url=None)  # fmt: skip
     app.get("/", response_class=HTMLResponse)(page)
     app.get("/api/models")(models)
     app.get("/api/models/{name}")(model)
@@ -94,7 +103,7 @@ def model(name: str) -> dict[str, Any]:
     if not versions:
         raise HTTPException(404, f"no published version of {name!r} in {registry}")
     latest, problem = pointer_of(registry, name)
-    summaries = [version_summary(registry, name, v, latest) for v in versions]
+    summaries = [isolated_summary(registry, name, v, latest) for v in versions]
     summaries.sort(key=lambda v: (v["published_at"] or "", v["version"]), reverse=True)
     return {"registry": registry, "name": name, "dag_id": DAG_ID,
             "latest": latest, "latest_problem": problem,
@@ -104,10 +113,13 @@ def model(name: str) -> dict[str, Any]:
 def loss_png(name: str, version: str) -> Response:
     folder = version_uri(configured_registry(), checked("model name", name),
                          checked("version", version))  # fmt: skip
-    uri = storage.join(folder, "loss.png")
-    if not storage.exists(uri):
-        raise HTTPException(404, f"{uri} does not exist")
-    return Response(storage.read_bytes(uri), media_type="image/png")
+    try:
+        data = version_file(folder, "loss.png")
+    except PipelineError as exc:
+        raise HTTPException(404, str(exc)) from None
+    if data is None:
+        raise HTTPException(404, f"{folder}/loss.png does not exist")
+    return Response(data, media_type="image/png")
 
 
 def checked(kind: str, value: str) -> str:
@@ -126,12 +138,24 @@ def pointer_of(registry: str, name: str) -> tuple[dict | None, str | None]:
         return None, str(exc)
 
 
+def isolated_summary(registry: str, name: str, version: str, latest: dict | None) -> dict:
+    """``version_summary``, or, for a version whose files cannot be read (malformed, linked
+    out of its folder, too large), the same fields empty and the problem: one broken version
+    never hides the others."""
+    try:
+        return version_summary(registry, name, version, latest)
+    except (PipelineError, ValueError, KeyError, TypeError, UnicodeDecodeError) as exc:
+        return {**dict.fromkeys(SUMMARY_FIELDS), "version": version, "metrics": [],
+                "samples": [], "is_latest": bool(latest and latest.get("version") == version),
+                "reason": f"cannot be shown: {type(exc).__name__}: {exc}"[:500]}  # fmt: skip
+
+
 def version_summary(registry: str, name: str, version: str, latest: dict | None) -> dict:
     """Everything the page shows about one version, from its files in the registry."""
     folder = version_uri(registry, name, version)
-    promotion = read_json(storage.join(folder, PROMOTION)) or {}
-    run = read_json(storage.join(folder, "run.json")) or {}
-    metrics = metric_rows(storage.join(folder, "metrics.csv"))
+    promotion = read_json(folder, PROMOTION) or {}
+    run = read_json(folder, "run.json") or {}
+    metrics = metric_rows(folder)
     evaluation = promotion.get("evaluation") or {}
     return {
         "version": version,
@@ -151,26 +175,38 @@ def version_summary(registry: str, name: str, version: str, latest: dict | None)
         "run_root": run.get("run_root"),
         "hf_export": run.get("hf_export"),
         "metrics": metrics,
-        "samples": samples(storage.join(folder, "generated.jsonl")),
+        "samples": samples(folder),
     }
 
 
-def read_json(uri: str) -> dict | None:
-    return json.loads(storage.read_bytes(uri)) if storage.exists(uri) else None
-
-
-def metric_rows(uri: str) -> list[dict[str, float]]:
+def version_file(folder: str, name: str) -> bytes | None:
+    """A file of a version folder, read the way the jobs read what users name: never through a
+    link, only a regular file, at most ``MAX_FILE_BYTES``; None when it does not exist."""
+    uri = storage.join(folder, name)
+    storage.refuse_symlinks(folder, uri)
     if not storage.exists(uri):
+        return None
+    return storage.read_bounded(uri, MAX_FILE_BYTES, f"registry file {name}")
+
+
+def read_json(folder: str, name: str) -> dict | None:
+    data = version_file(folder, name)
+    return json.loads(data) if data is not None else None
+
+
+def metric_rows(folder: str) -> list[dict[str, float]]:
+    data = version_file(folder, "metrics.csv")
+    if data is None:
         return []
-    rows = csv.DictReader(io.StringIO(storage.read_bytes(uri).decode()))
+    rows = csv.DictReader(io.StringIO(data.decode()))
     return [{k: float(row[k]) for k in METRIC_COLUMNS} for row in rows]
 
 
-def samples(uri: str) -> list[dict[str, str]]:
-    if not storage.exists(uri):
+def samples(folder: str) -> list[dict[str, str]]:
+    data = version_file(folder, "generated.jsonl")
+    if data is None:
         return []
-    records = [json.loads(line) for line in storage.read_bytes(uri).decode().split("\n")[:SAMPLES]
-               if line.strip()]  # fmt: skip
+    records = [json.loads(line) for line in data.decode().split("\n")[:SAMPLES] if line.strip()]
     return [{"prompt": r["prompt"], "completion": r["completion"]} for r in records]
 
 

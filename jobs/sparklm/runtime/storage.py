@@ -403,11 +403,19 @@ def read_user_file(spec: str, max_bytes: int, what: str) -> bytes:
     uris = expand([spec])
     if len(uris) != 1:
         raise StorageError(f"the {what} {spec!r} matches {len(uris)} files: name one file")
-    fs, path = filesystem(uris[0])
+    return read_bounded(uris[0], max_bytes, what)
+
+
+def read_bounded(uri: str, max_bytes: int, what: str) -> bytes:
+    """The bytes of the regular file ``uri``, refused (naming ``what``) beyond ``max_bytes``:
+    memory stays bounded whatever the file."""
+    fs, path = filesystem(uri)
+    if _is_local(fs):
+        _refuse_special_files(uri, [path])
     with fs.open(path, "rb") as f:
         data = f.read(max_bytes + 1)
     if len(data) > max_bytes:
-        raise StorageError(f"the {what} {spec} is larger than {max_bytes:,} bytes: shorten it")
+        raise StorageError(f"the {what} {uri} is larger than {max_bytes:,} bytes: shorten it")
     return data
 
 
