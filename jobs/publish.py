@@ -65,7 +65,8 @@ from sparklm.runtime.stages import (
 )
 
 STAGE = "publish"
-UPSTREAM = ("preprocess", "tokenize", "train", "generate")
+# Every stage before this one: publish records them all.
+UPSTREAM = settings.STAGES[: settings.STAGES.index(STAGE)]
 # (stage, file) pairs copied into the version folder.
 ARTIFACTS = (
     ("train", "model.safetensors"),
