@@ -3,6 +3,7 @@
 import hashlib
 import json
 import re
+import shutil
 from pathlib import Path
 
 import pytest
@@ -146,3 +147,23 @@ def test_an_artifact_changed_after_its_stage_committed_is_not_published(run_job,
     with pytest.raises(PipelineError, match=f"{name} no longer matches the checksum"):
         publish(run_job, root, registry)
     assert not Path(registry.removeprefix("file://"), "wiki-gpt", "latest.json").exists()
+
+
+def test_a_new_version_is_gated_against_a_version_older_code_published(run_job, published_run,
+                                                                       tmp_path):  # fmt: skip
+    """The gate scores the latest published by commit 43cd560 on its evaluation set, read by
+    the checksums its run.json recorded, and compares: registries outlive the code."""
+    root, _ = published_run
+    registry = tmp_path / "old-registry"
+    shutil.copytree(REPO / "tests" / "data" / "written-by-43cd560" / "registry", registry)
+    pointer = registry / "old-gpt" / "latest.json"
+    old = json.loads(pointer.read_text())
+    pointer.write_text(json.dumps({**old, "uri": f"file://{registry}/old-gpt/{old['version']}"}))
+    manifest = run_job("publish", ["--run-root", root, "--registry", f"file://{registry}",
+                                   "--model-name", "old-gpt"])  # fmt: skip
+    decision = read_json(f"{manifest['stats']['version_uri']}/promotion.json")
+    assert decision["compared_to"] == old["version"]
+    assert decision["evaluation"]["latest"]["bits_per_byte"] == pytest.approx(
+        old["eval_bpb"], rel=1e-4
+    )
+    assert decision["evaluation"]["set"]["sha256"] == old["eval_sha256"]
