@@ -59,6 +59,17 @@ def run_in_process(capsys, job: str, *argv) -> tuple[int, list[str]]:
     return exit_info.value.code, error_lines(capsys.readouterr().err)
 
 
+def replace_committed_file(stage: Path, name: str, data: bytes) -> None:
+    """Replace a committed file and its checksum in the stage's manifest, as someone who
+    tampers with a stage consistently would."""
+    (stage / name).write_bytes(data)
+    manifest = json.loads((stage / "manifest.json").read_text())
+    for entry in manifest["files"]:
+        if entry["path"] == name:
+            entry.update(bytes=len(data), sha256=hashlib.sha256(data).hexdigest())
+    (stage / "manifest.json").write_text(json.dumps(manifest))
+
+
 def error_lines(output: str) -> list[str]:
     return [line for line in output.splitlines() if line.startswith("ERROR:")]
 
@@ -118,12 +129,7 @@ def test_publish_refuses_weights_that_disagree_with_their_config(capsys, generat
     train = tmp_path / "run" / "train"
     config = json.loads((train / "config.json").read_text())
     wider = json.dumps({**config, "n_embd": config["n_embd"] * 2}).encode()
-    (train / "config.json").write_bytes(wider)
-    manifest = json.loads((train / "manifest.json").read_text())
-    for entry in manifest["files"]:
-        if entry["path"] == "config.json":
-            entry.update(bytes=len(wider), sha256=hashlib.sha256(wider).hexdigest())
-    (train / "manifest.json").write_text(json.dumps(manifest))
+    replace_committed_file(train, "config.json", wider)
     registry = tmp_path / "registry"
     code, errors = run_in_process(capsys, "publish", "--run-root", root, "--registry",
                                   f"file://{registry}", "--model-name", "m")  # fmt: skip
@@ -141,13 +147,7 @@ def test_publish_refuses_a_model_whose_weights_are_not_finite(capsys, generated,
     with torch.no_grad():
         for parameter in model.parameters():
             parameter.fill_(float("nan"))
-    weights = model_bytes(model)
-    (train / "model.safetensors").write_bytes(weights)
-    manifest = json.loads((train / "manifest.json").read_text())
-    for entry in manifest["files"]:
-        if entry["path"] == "model.safetensors":
-            entry.update(bytes=len(weights), sha256=hashlib.sha256(weights).hexdigest())
-    (train / "manifest.json").write_text(json.dumps(manifest))
+    replace_committed_file(train, "model.safetensors", model_bytes(model))
     registry = tmp_path / "registry"
     code, errors = run_in_process(capsys, "publish", "--run-root", root, "--registry",
                                   f"file://{registry}", "--model-name", "m")  # fmt: skip
