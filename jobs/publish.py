@@ -229,25 +229,14 @@ def gate(publication: Publication, latest: dict | None, evaluation_set: EvalSet 
     write if (and once) the version is promoted.
     """
     p = publication
-    registry, model_name, version, contents = p.registry, p.model_name, p.version, p.contents
-    train = p.manifests["train"]
-    final = train["stats"]["final"]
+    final = p.manifests["train"]["stats"]["final"]
     metrics = {k: float(final[k]) for k in GATED_METRICS}
     candidate = current = None
     if evaluation_set is not None:
-        eval_sets.store(registry, model_name, evaluation_set)
-        candidate = score_artifacts(contents["model.safetensors"],
-                                    json.loads(contents["config.json"]),
-                                    contents["tokenizer.json"].decode(),
-                                    evaluation_set.documents)  # fmt: skip
-        if not math.isfinite(candidate.bits_per_byte):
-            raise PipelineError(
-                f"the model scores {candidate.bits_per_byte} bits/byte on the evaluation set: "
-                "its weights are not finite numbers. Nothing was promoted; train it again "
-                "(lower --lr, or raise --warmup-steps)"
-            )
+        eval_sets.store(p.registry, p.model_name, evaluation_set)
+        candidate = score_candidate(p.contents, evaluation_set)
         if latest is not None:
-            current, problem = score_published(registry, model_name, latest["version"],
+            current, problem = score_published(p.registry, p.model_name, latest["version"],
                                                evaluation_set)  # fmt: skip
     passed, reason = promotion_decision(
         metrics, latest, p.tolerance,
@@ -265,16 +254,37 @@ def gate(publication: Publication, latest: dict | None, evaluation_set: EvalSet 
         "evaluation": {"set": set_description,
                        "candidate": candidate.to_dict() if candidate else None,
                        "latest": current.to_dict() if current else None},
-        "pointer": {
-            "version": version, "uri": version_uri(registry, model_name, version),
-            "val_bpb": metrics["val_bpb"], "val_loss": metrics["val_loss"],
-            "eval_bpb": candidate.bits_per_byte if candidate else None,
-            "eval_sha256": set_description["sha256"] if set_description else None,
-            "run_root": train["run_root"],
-            "promoted_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-            "previous": {k: latest.get(k) for k in ("version", "uri", "val_bpb", "eval_bpb")}
-            if latest else None,
-        },
+        "pointer": latest_pointer(p, metrics, candidate, set_description, latest),
+    }  # fmt: skip
+
+
+def score_candidate(contents: dict[str, bytes], evaluation_set: EvalSet) -> Score:
+    """The candidate's score on the evaluation set; a model whose weights are not finite
+    numbers is bad input (it scores NaN), refused before any version is complete."""
+    score = score_artifacts(contents["model.safetensors"], json.loads(contents["config.json"]),
+                            contents["tokenizer.json"].decode(),
+                            evaluation_set.documents)  # fmt: skip
+    if not math.isfinite(score.bits_per_byte):
+        raise PipelineError(
+            f"the model scores {score.bits_per_byte} bits/byte on the evaluation set: its "
+            "weights are not finite numbers. Nothing was promoted; train it again (lower --lr, "
+            "or raise --warmup-steps)"
+        )
+    return score
+
+
+def latest_pointer(p: Publication, metrics: dict, candidate: Score | None,
+                   set_description: dict | None, latest: dict | None) -> dict:  # fmt: skip
+    """What ``latest.json`` will say if this version is promoted."""
+    return {
+        "version": p.version, "uri": version_uri(p.registry, p.model_name, p.version),
+        "val_bpb": metrics["val_bpb"], "val_loss": metrics["val_loss"],
+        "eval_bpb": candidate.bits_per_byte if candidate else None,
+        "eval_sha256": set_description["sha256"] if set_description else None,
+        "run_root": p.manifests["train"]["run_root"],
+        "promoted_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "previous": {k: latest.get(k) for k in ("version", "uri", "val_bpb", "eval_bpb")}
+        if latest else None,
     }  # fmt: skip
 
 
