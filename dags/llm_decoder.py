@@ -120,6 +120,7 @@ with DAG(
                 conn_id="spark_local",
                 conf=spark_conf(f"{JOBS_DIR}/conf"),
                 retries=job.retries,
+                execution_timeout=job.timeout(os.environ),
                 outlets=outlets(job),
             )
             for job in PIPELINE
@@ -168,7 +169,7 @@ with DAG(
                 job_flow_id=f"{{{{ {xcom(create_cluster)} }}}}",
                 step_id=f"{{{{ {xcom(add_steps)}[{i}] }}}}",
                 poke_interval=EMR_POLL_SECONDS,
-                timeout=timedelta(hours=job.emr_timeout_hours).total_seconds(),
+                timeout=job.timeout(os.environ).total_seconds(),
                 deferrable=EMR_DEFERRABLE,
                 retries=0,  # a step's outcome is final; re-watching it cannot change it
                 outlets=outlets(job),

@@ -40,6 +40,8 @@ STAGE = "generate"
 MEMORY_KNOBS = "lower --max-new-tokens, or sample from a smaller model"
 # A prompts file is read whole on the driver: at most this much of it.
 MAX_PROMPTS_BYTES = 2**20
+# Prompts one run samples (each up to --max-new-tokens): a bound on the stage's work.
+MAX_PROMPTS = 10_000
 
 
 def parse_args(argv: Sequence[str]):
@@ -79,6 +81,11 @@ def load_prompts(prompts_uri: str | None, inline: Iterable[str]) -> list[str]:
         )
         prompts = [line.strip() for line in text.splitlines() if line.strip()]
     prompts += [p.strip() for p in inline if p.strip()]
+    if len(prompts) > MAX_PROMPTS:
+        raise PipelineError(
+            f"{len(prompts):,} prompts, more than the {MAX_PROMPTS:,} one generate stage samples: "
+            "split the prompts file and run generate on each part"
+        )
     if not prompts:
         raise PipelineError(
             f"no prompts: {prompts_uri or 'no --prompts file'} holds none and no --prompt was "

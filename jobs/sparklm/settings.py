@@ -16,7 +16,7 @@ import argparse
 import json
 import math
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -518,9 +518,29 @@ def _argparse_type(setting: Setting) -> Any:
     return parse
 
 
+# Optimizer steps one replica may be asked for: each of rounds and local_steps may be 100,000,
+# and together they would never end.
+MAX_TOTAL_STEPS = 10_000_000
+
+
+def check_training_length(values: Mapping[str, Any]) -> None:
+    """Refuse a training run longer than ``MAX_TOTAL_STEPS`` optimizer steps per replica (the
+    early rounds at their own interval, then the rest)."""
+    early = min(values["early_rounds"], values["rounds"])
+    total = early * values["early_local_steps"] + (values["rounds"] - early) * values["local_steps"]
+    if total > MAX_TOTAL_STEPS:
+        raise SettingError(
+            f"rounds × local_steps ask each replica for {total:,} optimizer steps, more than "
+            f"{MAX_TOTAL_STEPS:,} (weeks on any machine, past the train stage's time limit): "
+            "lower rounds or local_steps"
+        )
+
+
 def check_values(values: dict[str, Any]) -> None:
     """Check every known setting in ``values`` (a run's Params): what JSON schema lets through
     (NaN and infinities, a trailing newline after a pattern) is refused here."""
     for name, value in values.items():
         if name in SETTINGS:
             SETTINGS[name].check(value, label=f"the {name} Param")
+    if {"rounds", "local_steps", "early_rounds", "early_local_steps"} <= set(values):
+        check_training_length(values)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 
 from sparklm import settings
@@ -83,10 +84,19 @@ class SparkJob:
     flags: tuple[Flag, ...] = ()
     # Local-mode task retries (transient faults; a job's bad-input exit is never retried).
     retries: int = 1
-    # How long the EMR step watcher waits for the step.
-    emr_timeout_hours: float = 4
+    # How long the stage may run, in either mode: the local task's execution_timeout and the
+    # EMR step watcher's timeout (LLM_TIMEOUT_HOURS_<STAGE> overrides it; see ``timeout``).
+    timeout_hours: float = 4
     # Whether a successful run of this stage updates the model Asset (either mode).
     publishes_model: bool = False
+
+    def timeout(self, environ: Mapping[str, str]) -> timedelta:
+        """How long the stage may run: ``timeout_hours``, or the deployment's
+        ``LLM_TIMEOUT_HOURS_<STAGE>`` (e.g. ``LLM_TIMEOUT_HOURS_TRAIN=96`` for a long run). A task
+        that hangs (a stuck read, a job far larger than planned) then fails instead of holding
+        the DAG, whose runs go one at a time, for ever."""
+        hours = environ.get(f"LLM_TIMEOUT_HOURS_{self.stage.upper()}", "")
+        return timedelta(hours=float(hours) if hours else self.timeout_hours)
 
     def arguments(self, code_root: str, plan: str) -> list[str]:
         """The job's arguments after the script path, ``--run-root`` first.
@@ -110,16 +120,16 @@ PIPELINE: tuple[SparkJob, ...] = (
     SparkJob("tokenize", "tokenize_corpus.py", setting_flags("tokenize")),
     # A killed train task resumes from its last checkpointed round when retried; on EMR
     # training is the long stage.
-    SparkJob("train", "train.py", setting_flags("train"), retries=3, emr_timeout_hours=48),
+    SparkJob("train", "train.py", setting_flags("train"), retries=3, timeout_hours=48),
     SparkJob("generate", "generate.py", setting_flags("generate", {
         "prompts_uri": f"{{{{ params.prompts_uri or {CODE_ROOT} ~ '/conf/prompts.txt' }}}}",
-    }), emr_timeout_hours=2),
+    }), timeout_hours=2),
     SparkJob("publish", "publish.py", (
         ("--registry", REGISTRY),
         ("--allowed-registry-prefixes", REGISTRY_PREFIXES),
         ("--allowed-corpus-prefixes", CORPUS_PREFIXES),
         ("--dag-run-id", "{{ run_id }}"),
         *setting_flags("publish"),
-    ), emr_timeout_hours=1, publishes_model=True),
+    ), timeout_hours=1, publishes_model=True),
 )  # fmt: skip
 assert tuple(job.stage for job in PIPELINE) == settings.STAGES

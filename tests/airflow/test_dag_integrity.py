@@ -2,6 +2,7 @@
 
 import copy
 import json
+import os
 import subprocess
 import sys
 
@@ -254,3 +255,19 @@ def test_every_xcom_a_template_pulls_comes_from_an_upstream_task(dagbag):
             seen.add(task_id)
             assert task_id in t.get_flat_relative_ids(upstream=True), (t.task_id, task_id)
     assert {"plan_run", "emr.bundle_code", "emr.create_cluster", "emr.add_steps"} <= seen
+
+
+def test_every_stage_has_a_time_limit_in_both_modes(dagbag, monkeypatch):
+    """A hung stage fails at its limit instead of holding the DAG (one run at a time) for ever;
+    the deployment can lengthen one stage's limit without editing the DAG."""
+    from datetime import timedelta
+
+    dag = dagbag.dags["llm_decoder"]
+    for job in PIPELINE:
+        assert dag.get_task(f"local.{job.stage}").execution_timeout == timedelta(
+            hours=job.timeout_hours
+        )
+        assert dag.get_task(f"emr.watch_{job.stage}").timeout == job.timeout_hours * 3600
+    monkeypatch.setenv("LLM_TIMEOUT_HOURS_TRAIN", "96")
+    [train] = [job for job in PIPELINE if job.stage == "train"]
+    assert train.timeout(os.environ) == timedelta(hours=96)

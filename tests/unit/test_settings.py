@@ -183,3 +183,17 @@ def test_a_list_that_would_not_fit_in_one_command_line_argument_is_refused():
         setting.check(["<" * 600] * 100)  # 60 KB of text, 360 KB as the DAG renders it
     with pytest.raises(SettingError, match="put them in a file"):
         setting.check(["x" * 200_000])
+
+
+def test_a_training_run_that_would_never_end_is_refused_in_the_form_and_the_job():
+    """Each of rounds and local_steps may be 100,000; together they are refused at plan_run
+    (check_values) and by the job's TrainConfig alike."""
+    from sparklm.model.training import TrainConfig
+
+    endless = {"rounds": 100_000, "local_steps": 100_000, "early_rounds": 0,
+               "early_local_steps": 1}  # fmt: skip
+    with pytest.raises(SettingError, match="10,000,000,000 optimizer steps"):
+        settings.check_values(endless)
+    with pytest.raises(SettingError, match="optimizer steps"):
+        TrainConfig(rounds=100_000, local_steps=100_000)
+    settings.check_values({**endless, "local_steps": 100})  # ten million: allowed
