@@ -94,15 +94,20 @@ system-deps:
 	      apt-get install -y -qq --no-install-recommends chromium chromium-driver >/dev/null; \
 	  else echo "chromium missing and not root: the browser tests will be skipped"; fi; }
 
+# Two pytest workers (pytest-xdist): one core each; tests that share an expensive fixture (the
+# Airflow stack, the standalone cluster) stay on one worker (tests/conftest.py).
+# PYTEST_WORKERS= runs them in one process.
+PYTEST_WORKERS ?= -n 2 --dist loadgroup
+
 ## test: every test (unit, Spark 4.2 and the EMR release's 3.5, a standalone cluster, Airflow,
 ## S3 and AWS API servers started by the tests).
 test: $(STAMP) $(EMR_STAMP) system-deps
-	pytest
+	pytest $(PYTEST_WORKERS)
 
 ## test-fast: the unit tests only (no Spark, S3, Airflow, EMR or slow test; markers are set
 ## by folder and fixture in tests/conftest.py), for the edit-test loop.
 test-fast: $(STAMP)
-	pytest -m "not (spark or s3 or airflow or emr or slow)"
+	pytest $(PYTEST_WORKERS) -m "not (spark or s3 or airflow or emr or slow)"
 
 ## check: what CI runs before the tests: ruff (lint, imports, complexity, formatting), mypy on
 ## the jobs and the Airflow plugin, and the library's layer contracts (settings in pyproject.toml).
