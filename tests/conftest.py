@@ -121,6 +121,8 @@ FIXTURE_MARKERS = {
 SHARED_ON_ONE_WORKER = ("airflow_stack", "cluster")
 
 
+# First, so that xdist's own hook (which reads the groups into the test ids) sees them.
+@pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(config, items) -> None:
     for item in items:
         names = set(FOLDER_MARKERS.get(item.path.parent.name, ()))
