@@ -115,14 +115,32 @@ FIXTURE_MARKERS = {
 }
 
 
-# Fixtures that are expensive to build and shared across test files: with ``pytest -n``
-# (make test), every test that uses one runs on the same worker, so each is built once, as in
-# a serial run. Every other test runs on the worker of its file, with its module fixtures.
-SHARED_ON_ONE_WORKER = ("airflow_stack", "cluster")
+# With ``pytest -n`` (make test), the tests that share an expensive session fixture run on one
+# worker, which builds it once, as a serial run does: here, by the files that use it (the
+# scheduler sees test ids only). Every other file runs whole on one worker, with its module
+# fixtures. A test that uses such a fixture from a file not listed here fails to collect.
+SHARED_ON_ONE_WORKER = {
+    "airflow_stack": ("tests/airflow/test_approval.py", "tests/airflow/test_local_deployment.py",
+                      "tests/emr/test_emr_deferrable.py", "tests/ui/test_models_view.py",
+                      "tests/ui/test_trigger_form.py"),
+    "cluster": ("tests/cluster/test_standalone_cluster.py",),
+}  # fmt: skip
+WORKER_GROUP = {path: fixture for fixture, paths in SHARED_ON_ONE_WORKER.items()
+                for path in paths}  # fmt: skip
 
 
-# First, so that xdist's own hook (which reads the groups into the test ids) sees them.
-@pytest.hookimpl(tryfirst=True)
+def pytest_xdist_make_scheduler(config, log):
+    """xdist's file-by-file scheduling, with the files of each shared fixture as one unit."""
+    from xdist.scheduler import LoadScopeScheduling
+
+    class SharedFixtureScheduling(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            path = nodeid.split("::", 1)[0]
+            return WORKER_GROUP.get(path, path)
+
+    return SharedFixtureScheduling(config, log)
+
+
 def pytest_collection_modifyitems(config, items) -> None:
     for item in items:
         names = set(FOLDER_MARKERS.get(item.path.parent.name, ()))
@@ -130,8 +148,11 @@ def pytest_collection_modifyitems(config, items) -> None:
                      if fixture in item.fixturenames)  # fmt: skip
         for name in sorted(names):
             item.add_marker(getattr(pytest.mark, name))
-        shared = next((f for f in SHARED_ON_ONE_WORKER if f in item.fixturenames), None)
-        item.add_marker(pytest.mark.xdist_group(shared or str(item.path)))
+        path = item.nodeid.split("::", 1)[0]
+        for fixture, paths in SHARED_ON_ONE_WORKER.items():
+            if fixture in item.fixturenames and path not in paths:
+                raise pytest.UsageError(f"{item.nodeid} uses {fixture}: add {path} to "
+                                        "SHARED_ON_ONE_WORKER in tests/conftest.py")  # fmt: skip
     # The real Airflow stack is one session fixture whose four processes keep polling once
     # started. Run alone, its tests go last, so it does not slow every test after the first of
     # them; on workers they go first, so its long group overlaps the other worker's tests.
