@@ -38,7 +38,10 @@ def test_a_deferred_watcher_keeps_the_stage_timeout_and_quotes_the_jobs_error(
         if (ti := stack.get(watcher))["state"] == "deferred":
             return ti
         run = stack.get(f"/api/v2/dags/{DAG_ID}/dagRuns/{run_id}")
-        assert run["state"] in ("queued", "running"), f"the run {run['state']} first"
+        if run["state"] not in ("queued", "running"):
+            tasks = stack.get(f"/api/v2/dags/{DAG_ID}/dagRuns/{run_id}/taskInstances")
+            states = {t["task_id"]: t["state"] for t in tasks["task_instances"]}
+            raise AssertionError(f"the run {run['state']} before the watcher deferred: {states}")
 
     ti = stack.wait_until(deferred, 1200, "emr.watch_preprocess deferred", interval=2)
     assert ti["trigger"]["classpath"].endswith("EmrStepSensorTrigger")
