@@ -29,7 +29,7 @@ from typing import Any
 from fastapi import Depends, FastAPI, HTTPException
 from fastapi.responses import HTMLResponse, Response
 
-from llm_pipeline.plan import default_base, validate_run_root
+from llm_pipeline.plan import default_registry, validate_run_root
 from sparklm.registry import eval_set as eval_sets
 from sparklm.registry.versions import (
     PROMOTION,
@@ -78,7 +78,7 @@ def configured_registry() -> str:
     """The ``llm_registry`` Variable, else the default every run without one publishes to."""
     from airflow.models.variable import Variable
 
-    uri = Variable.get("llm_registry", default_var=None) or f"{default_base()}/registry"
+    uri = Variable.get("llm_registry", default_var=None) or default_registry()
     return validate_run_root(uri, "registry")
 
 

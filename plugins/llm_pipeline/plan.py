@@ -41,10 +41,9 @@ class Deployment:
     def from_variables(cls, default_corpora: tuple[str, ...]) -> Deployment:
         from airflow.sdk import Variable
 
-        base = default_base()
         return cls(
-            runs_base=Variable.get("llm_runs_base", default=f"{base}/runs"),
-            registry=Variable.get("llm_registry", default=f"{base}/registry"),
+            runs_base=Variable.get("llm_runs_base", default=f"{default_base()}/runs"),
+            registry=Variable.get("llm_registry", default=default_registry()),
             default_corpora=default_corpora,
             corpus_prefixes=Variable.get("llm_corpus_allowed_prefixes", default=""),
             registry_prefixes=Variable.get("llm_registry_allowed_prefixes", default=""),
@@ -87,6 +86,12 @@ def validate_run_root(uri: str, what: str = "run root") -> str:
     except PipelineError as exc:
         raise RunRootError(str(exc)) from None
     return uri.rstrip("/")
+
+
+def default_registry() -> str:
+    """Where models go when no ``llm_registry`` Variable says: what runs publish to and what
+    the Models view shows."""
+    return f"{default_base()}/registry"
 
 
 def default_base() -> str:
