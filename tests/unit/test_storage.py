@@ -164,6 +164,21 @@ def test_a_fifo_or_a_device_is_never_read_as_a_corpus_file(tmp_path):
         storage.expand(["/dev/zero"])
 
 
+def test_a_folder_link_inside_a_corpus_folder_is_refused_naming_the_folder(tmp_path):
+    corpus = tmp_path / "corpus"
+    write_text(corpus / "a.txt", "text\n")
+    write_text(corpus / "real" / "b.txt", "more text\n")
+    (corpus / "inner").symlink_to("real")  # inside the corpus: still not followed
+    with pytest.raises(StorageError, match=r"inner .* is a link to the folder .*/corpus/real: "
+                       "links to folders are not followed; name that folder"):  # fmt: skip
+        storage.expand([str(corpus)])
+    (corpus / "inner").unlink()
+    write_text(tmp_path / "elsewhere" / "c.txt", "secret\n")
+    (corpus / "outer").symlink_to(tmp_path / "elsewhere")
+    with pytest.raises(SymlinkRefused, match="outer .* is a link to .*elsewhere, outside"):
+        storage.expand([str(corpus)])
+
+
 def test_a_prompts_file_linked_to_a_secret_is_refused_and_nothing_is_read(tmp_path):
     secret = write_text(tmp_path / "home" / ".aws" / "credentials", "aws_secret_access_key=x\n")
     prompts = tmp_path / "prompts" / "prompts.txt"

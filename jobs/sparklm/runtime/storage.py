@@ -389,7 +389,13 @@ def _refuse_special_files(spec: str, files: list[str]) -> None:
     """Only regular files are read: a FIFO, a device or a socket would block a reader for ever
     or never end."""
     for f in files:
-        if not stat.S_ISREG(os.stat(f).st_mode):
+        mode = os.stat(f).st_mode
+        if stat.S_ISDIR(mode):  # listed as an entry: a link to a folder, which is not followed
+            raise StorageError(
+                f"{f} (matched by {spec!r}) is a link to the folder {os.path.realpath(f)}: "
+                "links to folders are not followed; name that folder in the corpus URI instead"
+            )
+        if not stat.S_ISREG(mode):
             raise StorageError(
                 f"{f} (matched by {spec!r}) is not a regular file (a FIFO, a device or a "
                 "socket): name the files to read, or copy the data into a regular file"
