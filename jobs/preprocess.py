@@ -146,7 +146,7 @@ def deduplicate_and_split(spark, read: dict, args):
     assigned to train or validation. The lines are released; the documents stay persisted
     (``read['unique']``) until the splits are written."""
     unique = first_occurrences(resolve_documents(spark, read["lines"], read["splits"]))
-    layout = choose_layout(unique, args, read["dropped"])
+    layout = choose_layout(unique, args, read["input_stats"], read["dropped"])
     read["lines"].unpersist()
     kept = read["kept"]
     if kept["lines"] > layout["lines"]:
@@ -277,7 +277,7 @@ def first_occurrences(lines):
     )
 
 
-def choose_layout(unique, args, dropped: dict) -> dict:
+def choose_layout(unique, args, input_stats: dict, dropped: dict) -> dict:
     """Split by document, or — with too few documents — by blocks of contiguous text."""
     from pyspark.sql import functions as F
 
@@ -285,12 +285,13 @@ def choose_layout(unique, args, dropped: dict) -> dict:
                         F.sum(F.octet_length("text")).alias("text_bytes"),
                         F.sum("raw_bytes").alias("raw_bytes")).first()  # fmt: skip
     documents, text_bytes = totals["documents"], totals["text_bytes"] or 0
-    if documents == 0:
+    not_text = not_a_text_corpus(args.corpus, input_stats, dropped)
+    if documents == 0 or not_text:
         reasons = ", ".join(f"{k}: {v['lines']}" for k, v in sorted(dropped.items())) or "none"
         raise PipelineError(
-            f"corpus {args.corpus!r} produced no usable text (lines dropped by reason: {reasons}). "
-            "Point --input at UTF-8 text, JSON Lines (with --text-field), Parquet or MediaWiki "
-            f"dumps, or lower --min-chars ({args.min_chars})"
+            f"{not_text or f'corpus {args.corpus!r} produced no usable text'} (lines dropped by "
+            f"reason: {reasons}). Point --input at UTF-8 text, JSON Lines (with --text-field), "
+            f"Parquet or MediaWiki dumps, or lower --min-chars ({args.min_chars})"
         )
     layout = {"documents": documents, "lines": totals["lines"], "text_bytes": text_bytes,
               "raw_bytes": totals["raw_bytes"] or 0, "unit": "document", "block_bytes": None,
@@ -310,6 +311,19 @@ def choose_layout(unique, args, dropped: dict) -> dict:
         "contiguous blocks of ~%d bytes by hash instead", documents,
         holdout.min_documents(args.val_fraction), block)  # fmt: skip
     return {**layout, "unit": "block", "block_bytes": block, "unit_bytes": block}
+
+
+def not_a_text_corpus(corpus: str, input_stats: dict, dropped: dict) -> str | None:
+    """What the user gave, when it is not text at all: empty files, or mostly binary data
+    (a picture, an archive the readers do not know). None for a corpus of text."""
+    total = input_stats["bytes"] or 0
+    binary = (dropped.get("binary") or {}).get("bytes") or 0
+    if total == 0:
+        return f"corpus {corpus!r} is empty: its files hold no bytes"
+    if 2 * binary >= total:
+        return (f"corpus {corpus!r} is binary data, not text: {binary:,} of its {total:,} bytes "
+                "are in lines of NUL bytes, invalid UTF-8 or control characters")  # fmt: skip
+    return None
 
 
 def to_units(unique, layout: dict):

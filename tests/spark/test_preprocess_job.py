@@ -88,15 +88,25 @@ def test_rerun_gives_identical_shards(run_job, tmp_path):
     ("files", "message"),
     [
         ({}, "no input file matches"),
-        ({"empty.txt": b""}, "produced no usable text"),
-        ({"image.png": b"\x89PNG\r\n\x1a\n" + os.urandom(20000)}, r"binary: \d+"),
+        ({"empty.txt": b""}, "is empty: its files hold no bytes"),
+        (
+            {"image.png": b"\x89PNG\r\n\x1a\n" + os.urandom(20000)},
+            r"is binary data, not text: [\d,]+ of its [\d,]+ bytes .* binary: \d+",
+        ),
+        (
+            {
+                "image.png": b"\x89PNG\r\n\x1a\n" + os.urandom(20000) + b"\n = A title = \n"
+                b"a readable line of text that passes every filter\n"
+            },
+            r"is binary data, not text",
+        ),
         ({"tiny.txt": b"a\nb\n\n c \n"}, "too_short: 3"),
         (
             {"one.txt": b" = Only = \n a single article with enough text\n"},
             "1 document.* too little to hold out a validation split",
         ),
     ],
-    ids=["no-match", "empty", "binary", "filtered-out", "one-document"],
+    ids=["no-match", "empty", "binary", "binary-with-a-text-line", "filtered-out", "one-document"],
 )
 def test_bad_corpora_fail_clearly_without_a_manifest(run_job, tmp_path, files, message):
     for name, data in files.items():
