@@ -239,8 +239,7 @@ def gate(publication: Publication, latest: dict | None, evaluation_set: EvalSet 
             current, problem = score_published(p.registry, p.model_name, latest["version"],
                                                evaluation_set)  # fmt: skip
     passed, reason = promotion_decision(
-        metrics, latest, p.tolerance,
-        candidate_bpb=candidate.bits_per_byte if candidate else None,
+        metrics, latest, p.tolerance, candidate=candidate,
         latest_bpb=current.bits_per_byte if current else None, problem=problem,
     )  # fmt: skip
     awaiting = passed and p.require_approval

@@ -425,7 +425,8 @@ PUBLISH_SETTINGS = (
     Setting("promotion_tolerance", 0.0, "Promotion tolerance (bits/byte)",
             "latest.json moves to the new version when its bits/byte on the registry's "
             "evaluation set is at most this much worse than the current latest's on the "
-            "same set.", minimum=0, maximum=10, flag="--tolerance", **_PUBLISH),
+            "same set (for a first version: than the set's unigram baseline).", minimum=0,
+            maximum=10, flag="--tolerance", **_PUBLISH),
     Setting("eval_input", None, "Evaluation set URI",
             "Text or JSON Lines files (comma-separated, globs) both the new and the current "
             "model are scored on; becomes the registry's evaluation set if the new model is "

@@ -13,7 +13,7 @@ import psutil
 import pytest
 
 from helpers.corpora import small_corpus
-from helpers.jobs import TINY, spark_submit
+from helpers.jobs import TINY, TINY_TOLERANCE, spark_submit
 from helpers.paths import JOBS
 from helpers.spark_cluster import SparkCluster
 from sparklm.registry.versions import read_latest
@@ -29,7 +29,14 @@ STAGES = {
     "tokenize_corpus.py": ["--vocab-size", "300"],
     "train.py": TRAIN,
     "generate.py": ["--prompt", "Paragraph 1 of", "--max-new-tokens", "8"],
-    "publish.py": ["--registry", "{registry}", "--model-name", "cluster-gpt"],
+    "publish.py": [
+        "--registry",
+        "{registry}",
+        "--model-name",
+        "cluster-gpt",
+        "--tolerance",
+        str(TINY_TOLERANCE),
+    ],
 }
 # An executor's log line when it starts or finishes a task (Spark's Executor class, INFO).
 TASK_EVENT = re.compile(r"Executor: (Running|Finished) task \S+ in stage \S+ \(TID (\d+)\)")

@@ -21,11 +21,15 @@ TRAINED = ["--context-len", "64", "--n-layer", "2", "--n-head", "2", "--n-embd",
 # A one-block model for tests about plumbing, not learning.
 TINY = ["--context-len", "32", "--n-layer", "1", "--n-head", "2", "--n-embd", "32",
         "--batch-size", "4", "--eval-tokens", "512"]  # fmt: skip
+# Trained for a few steps, such a model scores worse than its evaluation set's unigram
+# baseline (3.5 against 2.2 bits/byte), which a first version must be within the promotion
+# tolerance of. Tests about plumbing that expect it promoted give this tolerance.
+TINY_TOLERANCE = 4
 # DAG Params for a whole pipeline run that is small enough for a test, still every stage for real.
 SMALL_CONF = {
     "vocab_size": 300, "partitions": 2, "rounds": 2, "local_steps": 3, "batch_size": 4,
     "context_len": 32, "n_layer": 1, "n_head": 2, "n_embd": 32, "eval_tokens": 512,
-    "max_new_tokens": 16, "prompts": ["Paragraph 1 of"],
+    "max_new_tokens": 16, "prompts": ["Paragraph 1 of"], "promotion_tolerance": TINY_TOLERANCE,
 }  # fmt: skip
 
 

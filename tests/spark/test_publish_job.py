@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers.jobs import TINY, copy_stages
+from helpers.jobs import TINY, TINY_TOLERANCE, copy_stages
 from helpers.oracles import sample_independently
 from helpers.paths import REPO
 from sparklm.registry.versions import RegistryError
@@ -82,6 +82,31 @@ def test_a_worse_model_is_published_but_not_promoted(run_job, published_run, cop
 
     with pytest.raises(RegistryError, match="already holds a different model"):
         publish(run_job, worse, registry, "--version", good["params"]["version"])
+
+
+def test_a_first_version_that_learned_nothing_is_published_but_not_promoted(
+    run_job, published_run, copy_run, tmp_path
+):
+    """With nothing to compare with, a first version must be within the tolerance of its
+    evaluation set's unigram baseline; a model trained for two steps is not."""
+    root, registry = published_run
+    untrained = copy_stages(root, tmp_path / "untrained", ("preprocess", "tokenize"))
+    run_job("train", ["--run-root", untrained, *TINY_TRAIN])
+    run_job("generate", ["--run-root", untrained, "--prompt", "x", "--max-new-tokens", "4"])
+    refused = publish(run_job, untrained, registry)["stats"]
+    assert refused["promoted"] is False
+    assert "worse than the set's unigram baseline" in refused["reason"]
+    promotion = read_json(f"{refused['version_uri']}/promotion.json")
+    candidate = promotion["evaluation"]["candidate"]
+    assert candidate["bits_per_byte"] > candidate["unigram_bits_per_byte"] > 0
+    assert not storage.exists(f"{registry}/wiki-gpt/latest.json")
+
+    widened = publish(run_job, untrained, f"{registry}-2", "--tolerance", str(TINY_TOLERANCE))
+    assert widened["stats"]["promoted"] is True
+    assert "<= its unigram baseline" in widened["stats"]["reason"]
+    # The model that learned passes on its own (the trained run: 16 rounds of 40 steps).
+    trained = publish(run_job, root, f"{registry}-3")["stats"]
+    assert trained["promoted"] is True, trained["reason"]
 
 
 @pytest.mark.parametrize("name", ["../escape", "a/b", "s3:x", ".."])

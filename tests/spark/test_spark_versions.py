@@ -20,7 +20,7 @@ import pytest
 
 from emr_harness import EMR_VENV, node_environment, node_record
 from helpers.corpora import small_corpus
-from helpers.jobs import TINY
+from helpers.jobs import TINY, TINY_TOLERANCE
 from helpers.oracles import generated_records
 from helpers.paths import REPO
 from llm_pipeline.emr.bundle import EMR_SPARK_VERSION, build_bundle
@@ -38,7 +38,8 @@ STAGE_ARGS = {
     "train": [*TINY, "--partitions", "2", "--rounds", "2", "--local-steps", "3"],
     "generate": ["--prompts", "{bundle}/jobs/conf/prompts.txt", "--prompt", "Paragraph 2 of",
                  "--max-new-tokens", "8"],
-    "publish": ["--registry", "{registry}", "--model-name", "matrix"],
+    "publish": ["--registry", "{registry}", "--model-name", "matrix", "--tolerance",
+                str(TINY_TOLERANCE)],
 }  # fmt: skip
 
 

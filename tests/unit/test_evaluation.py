@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 
 from sparklm.data.tokenizer import count_pretokens, special_ids, train_from_counts
-from sparklm.model.evaluation import score, surprisal_nats, token_stream
+from sparklm.model.evaluation import score, surprisal_nats, token_stream, unigram_surprisal_bits
 from sparklm.model.gpt import GPT, GPTConfig
 
 TEXTS = ["The quick brown fox jumps over the lazy dog. " * 3, "Ünïcödé and 日本語 text.",
@@ -54,3 +54,15 @@ def test_bits_per_byte_divides_by_the_texts_bytes_whatever_the_tokenizer():
         assert s.bits_per_byte == pytest.approx(expected, rel=1e-6)
         results.append(s)
     assert results[1].tokens < results[0].tokens  # the same bytes, cut differently
+
+
+def test_the_unigram_baseline_is_the_entropy_of_the_tokens_after_the_first():
+    eod = 9
+    stream = torch.tensor([eod, 1, 1, 2, 2, 2, 2, 3, 3])  # p = 2/8, 4/8, 2/8 after the first
+    assert unigram_surprisal_bits(stream) == pytest.approx(2 * 2 + 4 * 1 + 2 * 2)
+    assert unigram_surprisal_bits(torch.tensor([eod, 5, 5, 5])) == 0  # one token: no surprise
+    tokenizer = train_from_counts(count_pretokens(TEXTS), 300)
+    eod = special_ids(tokenizer)["eod"]
+    s = score(uniform_model(tokenizer.get_vocab_size()), tokenizer, TEXTS, eod)
+    assert 0 < s.unigram_bits_per_byte < s.bits_per_byte  # a uniform guess is worse
+    assert s.to_dict()["unigram_bits_per_byte"] == round(s.unigram_bits_per_byte, 6)

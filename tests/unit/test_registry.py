@@ -5,6 +5,7 @@ import math
 import pytest
 
 from helpers.corpora import write_text
+from sparklm.model.evaluation import Score
 from sparklm.registry.versions import (
     RegistryError,
     check_name,
@@ -62,13 +63,23 @@ METRICS = {"val_bpb": 2.0, "val_loss": 4.0}
 LATEST = {"version": "v1", "val_bpb": 9.0}  # its own split's number: never compared
 
 
-def decide(candidate, latest_bpb, latest=LATEST, tolerance=0.0, metrics=METRICS, problem=None):
-    return promotion_decision(metrics, latest, tolerance, candidate_bpb=candidate,
-                              latest_bpb=latest_bpb, problem=problem)  # fmt: skip
+def decide(candidate, latest_bpb, latest=LATEST, tolerance=0.0, metrics=METRICS, problem=None,
+           baseline=3.0):  # fmt: skip
+    score = None if candidate is None else Score(candidate, 0.0, 0, 0, baseline)
+    return promotion_decision(metrics, latest, tolerance, candidate=score, latest_bpb=latest_bpb,
+                              problem=problem)  # fmt: skip
 
 
-def test_first_version_promotes():
-    assert decide(2.5, None, latest=None)[0]
+def test_a_first_version_must_be_within_the_tolerance_of_the_unigram_baseline():
+    promoted, reason = decide(2.5, None, latest=None)
+    assert promoted and "2.5000 bits/byte on the evaluation set <= its unigram baseline" in reason
+    promoted, reason = decide(32.0, None, latest=None)  # lr = 50: it learned nothing
+    assert not promoted and "worse than the set's unigram baseline (3.0000" in reason
+    assert "Published, not promoted" in reason
+    assert decide(3.4, None, latest=None, tolerance=0.5)[0]
+    assert not decide(2.5, None, latest=None, baseline=math.nan)[0]
+    # Once there is a latest, the baseline plays no part: the latest is the bar.
+    assert decide(3.5, 3.6, baseline=1.0)[0]
 
 
 def test_the_gate_compares_scores_on_the_evaluation_set_only():

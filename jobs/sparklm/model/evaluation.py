@@ -6,6 +6,10 @@ the next document… Every token after the first is predicted (the end-of-docume
 tokens too: both models must say where each document ends), and the total surprisal in
 bits is divided by the UTF-8 bytes of the documents. Two tokenizers cut the same bytes
 differently, but the bytes, and so the denominator, are the same: the numbers compare.
+
+Each score comes with a baseline on the same tokens: a unigram model, which knows only how
+often each token occurs in them. A model that does no better has learned nothing about
+order; the promotion gate holds a first version to it.
 """
 
 from __future__ import annotations
@@ -29,11 +33,13 @@ class Score:
     nats_per_token: float
     tokens: int
     bytes: int
+    unigram_bits_per_byte: float
 
     def to_dict(self) -> dict[str, float | int]:
         return {"bits_per_byte": round(self.bits_per_byte, 6),
                 "nats_per_token": round(self.nats_per_token, 6),
-                "tokens": self.tokens, "bytes": self.bytes}  # fmt: skip
+                "tokens": self.tokens, "bytes": self.bytes,
+                "unigram_bits_per_byte": round(self.unigram_bits_per_byte, 6)}  # fmt: skip
 
 
 def token_stream(tokenizer, documents: Sequence[str], eod: int) -> Tensor:
@@ -76,6 +82,15 @@ def _loss_sum(model: GPT, x: Tensor, y: Tensor) -> float:
     return F.cross_entropy(logits.flatten(0, 1).float(), y.flatten(), reduction="sum").item()
 
 
+def unigram_surprisal_bits(stream: Tensor) -> float:
+    """Total surprisal (bits) of every token of ``stream`` after the first under the unigram
+    model fitted to those same tokens: the entropy of their frequencies, times their count.
+    Fitted on the set itself, it is the best any order-blind model can do there."""
+    counts = torch.bincount(stream[1:]).double()
+    counts = counts[counts > 0]
+    return float(-(counts * torch.log2(counts / counts.sum())).sum())
+
+
 def score(model: GPT, tokenizer, documents: Sequence[str], eod: int) -> Score:
     """Bits per byte of ``model`` (with its ``tokenizer``) on ``documents``."""
     stream = token_stream(tokenizer, documents, eod)
@@ -86,6 +101,7 @@ def score(model: GPT, tokenizer, documents: Sequence[str], eod: int) -> Score:
         nats_per_token=nats / (len(stream) - 1),
         tokens=len(stream) - 1,
         bytes=text_bytes,
+        unigram_bits_per_byte=unigram_surprisal_bits(stream) / text_bytes,
     )
 
 

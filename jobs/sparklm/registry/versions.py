@@ -14,13 +14,16 @@ import math
 import posixpath
 import re
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlparse
 
 from sparklm import settings
 from sparklm.registry import eval_set as eval_sets
 from sparklm.runtime import allowlist, storage
 from sparklm.runtime.errors import PipelineError
+
+if TYPE_CHECKING:  # the Models view reads versions without loading torch
+    from sparklm.model.evaluation import Score
 
 ALLOWED_PREFIXES_ENV = "LLM_REGISTRY_ALLOWED_PREFIXES"
 
@@ -120,28 +123,32 @@ def promotion_decision(
     latest: Mapping[str, Any] | None,
     tolerance: float,
     *,
-    candidate_bpb: float | None,
+    candidate: Score | None,
     latest_bpb: float | None,
     problem: str | None = None,
 ) -> tuple[bool, str]:
     """The promotion gate, on the registry's evaluation set.
 
     Finite training metrics are required, and a candidate that could not be scored on
-    the evaluation set (``problem`` says why) is never promoted. The first version
-    promotes; after that the candidate's bits/byte on the evaluation set may be at most
-    ``tolerance`` worse than the current latest's *on the same bytes*. Each model's own
-    validation split is not used: two runs on different corpora have different splits,
-    and their numbers do not compare.
+    the evaluation set (``problem`` says why) is never promoted. A first version must
+    score at most ``tolerance`` worse than the set's unigram baseline (a model that
+    knows token frequencies only, scored with the candidate): with nothing to compare
+    with, a model that learned nothing must not become the latest. After that the
+    candidate's bits/byte on the evaluation set may be at most ``tolerance`` worse than
+    the current latest's *on the same bytes*. Each model's own validation split is not
+    used: two runs on different corpora have different splits, and their numbers do not
+    compare.
     """
     bad = sorted(k for k, v in metrics.items() if not math.isfinite(v))
     if bad:
         return False, f"non-finite metrics: {', '.join(bad)}"
     if problem:
         return False, problem
-    if candidate_bpb is None or not math.isfinite(candidate_bpb):
+    candidate_bpb = candidate.bits_per_byte if candidate else None
+    if candidate is None or candidate_bpb is None or not math.isfinite(candidate_bpb):
         return False, f"bits/byte on the evaluation set is {candidate_bpb}"
     if latest is None:
-        return True, f"first version ({candidate_bpb:.4f} bits/byte on the evaluation set)"
+        return first_version_decision(candidate_bpb, candidate.unigram_bits_per_byte, tolerance)
     if latest_bpb is None or not math.isfinite(latest_bpb):
         return False, f"the current latest {latest['version']} has no score to compare with"
     if candidate_bpb <= latest_bpb + tolerance:
@@ -153,6 +160,24 @@ def promotion_decision(
         f"{candidate_bpb:.4f} bits/byte on the evaluation set is worse than latest version "
         f"{latest['version']} ({latest_bpb:.4f} on the same bytes) by more than the tolerance "
         f"{tolerance}"
+    )
+
+
+def first_version_decision(candidate_bpb: float, baseline_bpb: float,
+                           tolerance: float) -> tuple[bool, str]:  # fmt: skip
+    """A first version is promoted when it does about as well as knowing token frequencies."""
+    if not math.isfinite(baseline_bpb):
+        return False, f"the evaluation set's unigram baseline is {baseline_bpb}"
+    if candidate_bpb <= baseline_bpb + tolerance:
+        return True, (
+            f"first version: {candidate_bpb:.4f} bits/byte on the evaluation set <= its "
+            f"unigram baseline {baseline_bpb:.4f} + tolerance {tolerance}"
+        )
+    return False, (
+        f"first version: {candidate_bpb:.4f} bits/byte on the evaluation set is worse than "
+        f"the set's unigram baseline ({baseline_bpb:.4f}: a model that knows only how often "
+        f"each token occurs) by more than the tolerance {tolerance}. Published, not promoted: "
+        "train longer, or on more text"
     )
 
 
