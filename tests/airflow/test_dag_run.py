@@ -6,7 +6,7 @@ import pytest
 
 from helpers.corpora import small_corpus
 from helpers.jobs import SMALL_CONF, load_dag
-from helpers.oracles import generated_records
+from helpers.oracles import chained_manifests, generated_records
 from helpers.paths import S3_ACCESS_KEY, S3_SECRET_KEY
 from llm_pipeline.pipeline import PIPELINE
 from llm_pipeline.plan import run_id_segment
@@ -28,29 +28,22 @@ def run_dag(dag, **conf):
     return run, states
 
 
-@pytest.mark.parametrize("store", ["file", "s3"])
-def test_all_five_stages_end_to_end(dag, store, tmp_path, request, capfd):
+def test_all_five_stages_end_to_end_on_s3_and_again(dag, s3_server, tmp_path, capfd):
+    """The whole DAG against the S3 server, then the same run again. (file:// through
+    ``airflow dags test`` is the ``made_run`` fixture: tests/airflow/test_local_deployment.py.)"""
     corpus = small_corpus(tmp_path / "corpus", documents=30)
-    if store == "s3":
-        s3 = request.getfixturevalue("s3_server")
-        root, registry = s3.uri("runs", "dag-test"), s3.uri("registry")
-        storage.write_bytes(s3.uri("corpus", "corpus.txt"), corpus.read_bytes())
-        corpus_uri = s3.uri("corpus", "*.txt")
-    else:
-        root, registry = f"file://{tmp_path / 'run'}", f"file://{tmp_path / 'registry'}"
-        corpus_uri = str(corpus)
+    root, registry = s3_server.uri("runs", "dag-test"), s3_server.uri("registry")
+    storage.write_bytes(s3_server.uri("corpus", "corpus.txt"), corpus.read_bytes())
+    corpus_uri = s3_server.uri("corpus", "*.txt")
 
     conf = {"corpus": corpus_uri, "run_root": root, "registry": registry, **SMALL_CONF}
     run, states = run_dag(dag, **conf)
 
     assert run.state == "success", states
-    manifests = {stage: read_manifest(root, stage) for stage in STAGES}
+    manifests = chained_manifests(root, STAGES)
     assert manifests["tokenize"]["stats"]["vocab_size"] == 300
     assert manifests["train"]["stats"]["final"]["round"] == 2
     assert manifests["generate"]["stats"]["prompts"] == 6  # 5 seed prompts + 1 inline
-    for upstream, downstream in zip(STAGES, STAGES[1:], strict=False):
-        ref = manifests[downstream]["inputs"][upstream]["manifest"]
-        assert ref == f"{root}/{upstream}/manifest.json"
     latest = read_latest(registry, "wiki-gpt")
     assert latest["uri"] == manifests["publish"]["stats"]["version_uri"]
     assert storage.exists(f"{latest['uri']}/MODEL_CARD.md")
@@ -59,8 +52,7 @@ def test_all_five_stages_end_to_end(dag, store, tmp_path, request, capfd):
     for text in (json.dumps(manifests), logs.out, logs.err):
         assert S3_SECRET_KEY not in text and S3_ACCESS_KEY not in text
     assert asset_events(run) == ["llm_decoder_model"]
-    if store == "file":
-        assert_rerun_is_idempotent(dag, manifests, **conf)
+    assert_rerun_is_idempotent(dag, manifests, **conf)
 
 
 def assert_rerun_is_idempotent(dag, first, **conf):

@@ -16,6 +16,17 @@ def generated_records(manifest: dict) -> list[dict]:
     return [json.loads(line) for line in storage.read_bytes(entry["uri"]).decode().splitlines()]
 
 
+def chained_manifests(root: str, stages: list[str]) -> dict[str, dict]:
+    """Every stage's manifest, each checked to name its upstream's as its input."""
+    from sparklm.runtime.stages import read_manifest
+
+    manifests = {stage: read_manifest(root, stage) for stage in stages}
+    for upstream, downstream in zip(stages, stages[1:], strict=False):
+        ref = manifests[downstream]["inputs"][upstream]["manifest"]
+        assert ref == f"{root}/{upstream}/manifest.json"
+    return manifests
+
+
 def sample_independently(model_uri: str, config_uri: str, tokenizer_uri: str, record: dict) -> str:
     """``record["prompt"]``'s completion sampled in this process, with the sampling settings and
     seed the record names: checks that a job used what it recorded, not just that it wrote it."""

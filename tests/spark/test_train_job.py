@@ -145,6 +145,19 @@ def test_rerun_with_the_same_settings_is_idempotent(run_job, wikitext_run, copy_
     assert [f for f in again if f["path"] in model] == [f for f in before if f["path"] in model]
 
 
+def test_a_rerun_on_s3_resumes_too(run_job, wikitext_run, s3_server, caplog):
+    """The same on the S3 server: the committed stage's checkpoints are found, not retrained."""
+    args = [*TINY, "--partitions", "2", "--rounds", "2", "--local-steps", "3"]
+    root = s3_server.uri("runs", "train-rerun")
+    for stage in ("preprocess", "tokenize"):
+        for uri in storage.list_files(f"{wikitext_run}/{stage}"):
+            storage.write_bytes(root + uri[len(wikitext_run) :], storage.read_bytes(uri))
+    before = run_job("train", ["--run-root", root, *args])["files"]
+    with caplog.at_level(logging.INFO, logger="sparklm"):
+        assert run_job("train", ["--run-root", root, *args])["files"] == before
+    assert "train: resuming after round 2 of 2" in caplog.text
+
+
 def test_nan_loss_fails_clearly_and_checkpoints_nothing(run_job, wikitext_run, copy_run,
                                                         monkeypatch):  # fmt: skip
     root = copy_run(wikitext_run)
