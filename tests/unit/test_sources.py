@@ -172,6 +172,16 @@ def test_parquet_row_groups_are_splits_and_every_row_is_read_once(tmp_path):
         plan_splits([source(path)], 1, ReadOptions(4, ReadLimits(), ("body",)))
 
 
+def test_a_parquet_value_over_the_cap_is_dropped_and_its_neighbours_kept(tmp_path):
+    path = tmp_path / "data.parquet"
+    texts = ["first row", "x" * 10_000, None, "last row"]
+    pq.write_table(pa.table({"text": texts}), path)
+    _, records = read([path], options=ReadOptions(4, ReadLimits(max_record_bytes=4096)))
+    assert [r.text for r in records if r.drop_reason is None] == ["first row", "last row"]
+    assert [(r.drop_reason, r.raw_bytes) for r in records if r.drop_reason] == [
+        ("record_too_large", 10_000), ("missing_text_field", 0)]  # fmt: skip
+
+
 def test_many_small_files_are_grouped_into_few_tasks(tmp_path):
     files = [write_text(tmp_path / f"f{i:05d}.txt", f"file {i} says hello\n") for i in range(2000)]
     splits = plan_splits([source(f) for f in files], 2**20, OPTIONS)

@@ -20,6 +20,7 @@ NOT_A_STRING = "non_string_text_field"
 INVALID_JSON = "invalid_json"
 TOO_LARGE = "record_too_large"
 PARQUET_BATCH_ROWS = 256
+PARQUET_READ_BUFFER = 1 << 20
 
 
 @dataclass(frozen=True)
@@ -122,7 +123,9 @@ def parquet_texts(
     import pyarrow.parquet as pq
 
     with storage.open_binary(uri) as f:
-        parquet = pq.ParquetFile(f)
+        # Buffered reads: a column chunk is read page by page, not whole, so one huge value
+        # costs its page, not its row group's column.
+        parquet = pq.ParquetFile(f, buffer_size=PARQUET_READ_BUFFER)
         row = sum(parquet.metadata.row_group(i).num_rows for i in range(first_group))
         batches = parquet.iter_batches(batch_size=PARQUET_BATCH_ROWS,
                                        row_groups=range(first_group, end_group),
@@ -131,12 +134,18 @@ def parquet_texts(
             column = batch.column(0)
             for key in path[1:]:
                 column = pc.struct_field(column, key)
-            sizes = pc.binary_length(column)
-            kept = pc.if_else(pc.greater(sizes, max_record_bytes), None, column)
-            for size, text in zip(sizes.to_pylist(), kept.to_pylist(), strict=True):
+            sizes = pc.binary_length(column).to_pylist()
+            # Past an oversized value, values become Python strings one by one, the oversized
+            # one never; otherwise the whole batch at once.
+            if any(size is not None and size > max_record_bytes for size in sizes):
+                texts = [None if size is None or size > max_record_bytes else column[i].as_py()
+                         for i, size in enumerate(sizes)]  # fmt: skip
+            else:
+                texts = column.to_pylist()
+            for size, text in zip(sizes, texts, strict=True):
                 if size is None:
                     yield row, RecordText(None, MISSING_FIELD, 0)
-                elif text is None:
+                elif size > max_record_bytes:
                     yield row, RecordText(None, TOO_LARGE, size)
                 else:
                     yield row, RecordText(text, None, size)
