@@ -109,6 +109,39 @@ def pretoken_bomb(path: Path) -> Path:
     return path
 
 
+def one_value_jsonl_gz(path: Path, total: int) -> Path:
+    """JSON Lines: ordinary records around one record whose text is ``total`` bytes."""
+    small = [json.dumps({"text": "\n".join(p)}) for _, p in articles(1)[:20]]
+    with gzip.open(path, "wb", compresslevel=9) as f:
+        f.write(("\n".join(small[:10]) + '\n{"text": "').encode())
+        for _ in range(total // MIB):
+            f.write(b"a" * MIB)
+        f.write(('"}\n' + "\n".join(small[10:]) + "\n").encode())
+    return path
+
+
+def parquet_bytes(jsonl: bytes) -> bytes:
+    """The ``text`` of each JSON Lines record as a Parquet file (zstd), one row each."""
+    import io
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    texts = [json.loads(line)["text"] for line in jsonl.decode().splitlines() if line.strip()]
+    sink = io.BytesIO()
+    pq.write_table(pa.table({"text": pa.array(texts, pa.large_string())}), sink,
+                   compression="zstd")  # fmt: skip
+    return sink.getvalue()
+
+
+def one_value_parquet(path: Path, total: int) -> Path:
+    """Parquet: ordinary rows around one row whose text is ``total`` bytes."""
+    small = [json.dumps({"text": "\n".join(p)}) for _, p in articles(1)[:20]]
+    big = json.dumps({"text": "a" * total})
+    path.write_bytes(parquet_bytes("\n".join([*small[:10], big, *small[10:]]).encode()))
+    return path
+
+
 def ordinary(path: Path, compressed_bytes: int, compress: Callable[[bytes], bytes],
              as_jsonl: bool = False) -> Path:  # fmt: skip
     """WikiText articles, as text (or JSON Lines), compressed to about ``compressed_bytes``."""
@@ -145,6 +178,11 @@ def cases(out: Path) -> list[tuple[str, str, Path, list[str], Callable, bool]]:
          nested_bomb(out / "nested.xml.bz2"), RAISED_RATIO, bz2.compress, False),
         ("tokenize: a 16 KB pre-token × 4096", "tokenize", pretoken_bomb(out / "words.jsonl.gz"),
          RAISED_RATIO, gzip.compress, True),
+        ("JSON Lines gz: one 200 MiB record, ratio raised", "preprocess",
+         one_value_jsonl_gz(out / "record.jsonl.gz", 200 * MIB), RAISED_RATIO, gzip.compress,
+         True),
+        ("Parquet (zstd): one 200 MiB value", "preprocess",
+         one_value_parquet(out / "value.parquet", 200 * MIB), [], parquet_bytes, True),
     ]  # fmt: skip
 
 
@@ -161,11 +199,14 @@ def measure(out: Path, stage: str, corpus: Path, flags: list[str]) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "out" / "hostile")
+    parser.add_argument("--only", default="", help="run only the cases whose name holds this")
     args = parser.parse_args()
     require_wikitext()
     out = fresh_dir(args.out)
     results = {"load_average_start": load_average(), "runs": []}
     for name, stage, bomb, flags, compress, as_jsonl in cases(out):
+        if args.only not in name:
+            continue
         size = bomb.stat().st_size
         # Ordinary text of the same codec (plain text or JSON Lines, never XML: a dump's
         # size depends on its markup, and the question is what a bomb costs against text).
