@@ -17,9 +17,12 @@ LOCAL_REGISTRY := file://$(CURDIR)/registry
 RUN_ID := local-$(shell date -u +%Y%m%dT%H%M%SZ)
 RUN_ROOT ?= $(LOCAL_RUNS)/$(RUN_ID)
 REGISTRY ?=
-RUN_CONF = {"run_root": "$(RUN_ROOT)"$(if $(REGISTRY),$(comma) "registry": "$(REGISTRY)")$(if $(CORPUS),$(comma) "corpus": "$(CORPUS)")}
+RUN_CONF = {"run_root": "$(RUN_ROOT)"$(if $(REGISTRY),$(comma) "registry": "$(REGISTRY)")$(if $(CORPUS),$(comma) "corpus": "$(CORPUS)")$(if $(INIT_FROM),$(comma) "init_from": "$(INIT_FROM)")}
 AIRFLOW_PORT ?= 8080
 CORPUS ?=
+# Continue from a registry version instead of training from scratch: latest, a version id or
+# a version folder's URI (the init_from Param).
+INIT_FROM ?=
 SPARK_MASTER ?= local[2]
 
 export AIRFLOW_HOME := $(CURDIR)/.airflow
@@ -68,7 +71,8 @@ local-deployment: $(AIRFLOW_HOME)/airflow.db
 	  $(if $(CORPUS),--allow-corpus "$(CORPUS)")
 
 ## run: the whole pipeline on local Spark; CORPUS=<uri or glob>, RUN_ROOT=<uri> and
-## REGISTRY=<uri> override (a REGISTRY given here is this run's alone; the UI keeps registry/).
+## REGISTRY=<uri> override (a REGISTRY given here is this run's alone; the UI keeps registry/);
+## INIT_FROM=latest (or a version id) continues from a published version.
 run: local-deployment
 	$(if $(REGISTRY),AIRFLOW_VAR_LLM_REGISTRY_ALLOWED_PREFIXES="$${AIRFLOW_VAR_LLM_REGISTRY_ALLOWED_PREFIXES:+$$AIRFLOW_VAR_LLM_REGISTRY_ALLOWED_PREFIXES$(comma)}$(REGISTRY)") \
 	airflow dags test llm_decoder --conf '$(RUN_CONF)'

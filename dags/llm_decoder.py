@@ -105,7 +105,12 @@ with DAG(
         retrying."""
         try:
             check_conf_keys(dag_run.conf or {}, PARAMS)
-            return make_plan(params, run_id, Deployment.from_variables(DEFAULT_CORPORA))
+            return make_plan(
+                params,
+                run_id,
+                Deployment.from_variables(DEFAULT_CORPORA),
+                run_type=dag_run.run_type,
+            )
         except (UnknownConfKeys, PlanError) as exc:
             raise AirflowFailException(f"ERROR: {exc}") from None
 

@@ -345,6 +345,7 @@ def describe_version(publication: Publication, decision: dict, hf: dict,
         "hf_export": hf,
         "inputs": p.refs,
         "params": {stage: m["params"] for stage, m in p.manifests.items()},
+        "lineage": lineage_record(p.manifests["train"]["stats"]),
         "artifacts": [f.to_dict() for f in copied + written],
     }
     written.append(
@@ -353,6 +354,17 @@ def describe_version(publication: Publication, decision: dict, hf: dict,
         )
     )
     return written
+
+
+def lineage_record(train_stats: dict) -> dict:
+    """The parent version (None: trained from scratch) and the tokens in the weights: this
+    run's and, with every ancestor's, in all (a continued run's children add to it)."""
+    return {
+        "parent": train_stats.get("init_from"),
+        "tokens_trained": train_stats["tokens_trained"],
+        "tokens_trained_total": train_stats.get("tokens_trained_total",
+                                                train_stats["tokens_trained"]),
+    }  # fmt: skip
 
 
 def check_model(train_manifest: dict, budget_gb: float) -> None:

@@ -1,6 +1,10 @@
 """Tokenize: train a byte-level BPE vocabulary on Spark-counted pre-tokens, encode every shard.
 
     spark-submit jobs/tokenize_corpus.py --run-root URI [--vocab-size 4096]
+        [--init-from VERSION_URI]
+
+With ``--init-from`` (a registry version's folder) no vocabulary is learned: the corpus is
+encoded with that version's tokenizer, so a continued model reads the ids it was trained on.
 
 (Not named ``tokenize.py``: spark-submit puts this folder first on sys.path,
 where that name would shadow the standard library module.)
@@ -20,12 +24,14 @@ from collections.abc import Sequence
 from functools import partial
 
 import numpy as np
+from tokenizers import Tokenizer
 
 from sparklm import settings
 from sparklm.data import tokenizer as bpe
 from sparklm.data.document_shards import read_doc_texts
 from sparklm.data.token_shards import token_dtype
-from sparklm.runtime import entrypoint, fault_injection
+from sparklm.registry import lineage
+from sparklm.runtime import entrypoint, fault_injection, storage
 from sparklm.runtime.errors import PipelineError
 from sparklm.runtime.process_memory import peak_rss_mb
 from sparklm.runtime.stages import (
@@ -92,11 +98,11 @@ def main(argv: Sequence[str]) -> dict:
     upstream = read_manifest(args.run_root, UPSTREAM)
     train_shards = [f["uri"] for f in listed_files(upstream, "train/")]
     val_shards = [f["uri"] for f in listed_files(upstream, "val/")]
+    parent = lineage.for_job(args.init_from)
+    if parent is not None:
+        parent.check_settings(vars(args), lambda name: settings.SETTINGS[name].cli_flag)
     sc = entrypoint.spark_session("llm-tokenize").sparkContext
-    counting = time.time()
-    counts, distinct = count_pretokens(sc, train_shards)
-    counted = time.time()
-    tokenizer = learn_vocabulary(counts, args.vocab_size)
+    tokenizer, origin, seconds = vocabulary(sc, train_shards, args.vocab_size, parent)
     trained = time.time()
     stage = begin_stage(args.run_root, STAGE)
     files, encoded = encode_shards(sc, tokenizer, stage, train_shards, val_shards)
@@ -106,13 +112,9 @@ def main(argv: Sequence[str]) -> dict:
         "requested_vocab_size": args.vocab_size,
         "dtype": token_dtype(vocab_size).name,
         **bpe.special_ids(tokenizer),
-        "distinct_pretokens": distinct,
+        **origin,
         "driver_peak_rss_mb": round(peak_rss_mb(), 1),
-        "seconds": {
-            "count": round(counted - counting, 3),
-            "train_vocab": round(trained - counted, 3),
-            "encode": round(time.time() - trained, 3),
-        },
+        "seconds": {**seconds, "encode": round(time.time() - trained, 3)},
         **{split: split_stats(encoded, split) for split in ("train", "val")},
     }
     fault_injection.crash_point("tokenize:before-commit")
@@ -121,7 +123,7 @@ def main(argv: Sequence[str]) -> dict:
         STAGE,
         files=files,
         started_at=started,
-        params={"vocab_size": args.vocab_size},
+        params={"vocab_size": args.vocab_size, "init_from": args.init_from},
         inputs={UPSTREAM: input_ref(args.run_root, UPSTREAM)},
         stats=stats,
     )
@@ -129,6 +131,31 @@ def main(argv: Sequence[str]) -> dict:
         "tokenize committed: vocab %d, train %s, val %s", vocab_size, stats["train"], stats["val"]
     )
     return manifest
+
+
+def vocabulary(sc, train_shards: list[str], vocab_size: int,
+               parent: lineage.Parent | None) -> tuple[Tokenizer, dict, dict]:  # fmt: skip
+    """The tokenizer to encode with, where it came from (for the manifest) and the seconds
+    spent: the parent version's, or one learned from the training split's pre-tokens."""
+    if parent is not None:
+        tokenizer = Tokenizer.from_str(parent.read("tokenizer.json").decode())
+        entrypoint.log.info("tokenize: the tokenizer of version %s (%d tokens), not learned",
+                            parent.version, tokenizer.get_vocab_size())  # fmt: skip
+        return tokenizer, {
+            "tokenizer_from": {"uri": storage.join(parent.uri, "tokenizer.json"),
+                               "version": parent.version,
+                               "sha256": parent.sha256("tokenizer.json")},
+            "distinct_pretokens": None,
+        }, {"count": 0.0, "train_vocab": 0.0}  # fmt: skip
+    counting = time.time()
+    counts, distinct = count_pretokens(sc, train_shards)
+    counted = time.time()
+    tokenizer = learn_vocabulary(counts, vocab_size)
+    return (
+        tokenizer,
+        {"tokenizer_from": None, "distinct_pretokens": distinct},
+        {"count": round(counted - counting, 3), "train_vocab": round(time.time() - counted, 3)},
+    )
 
 
 def count_pretokens(sc, shards: list[str]) -> tuple[dict[str, int], int]:

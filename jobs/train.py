@@ -3,6 +3,7 @@
     spark-submit jobs/train.py --run-root URI [--partitions 2] [--rounds 12]
         [--local-steps 25] [--optimizer adamw|muon] [--outer avg|nesterov]
         [--position rope] [--norm rmsnorm] [--mlp swiglu] [--qk-norm true] …
+        [--init-from VERSION_URI]
 
 Each round the driver broadcasts the global weights and the averaged inner
 optimizer state (AdamW moments; Muon momentum buffers); every partition runs
@@ -12,6 +13,10 @@ tokens it trained on (the same for every replica); a tree aggregation sums them
 and the outer optimizer applies the mean delta.
 The driver then scores the validation tokens and checkpoints the round, so a
 killed or retried task resumes from the last complete round.
+
+With ``--init-from`` (a registry version's folder, whose tokenizer tokenize used) training
+continues from that version's weights and shape; the optimizer starts afresh, warm-up
+included (``--warmup-steps``), and the manifest records the lineage.
 
 Output under ``{run_root}/train/``: ``model.safetensors``, ``config.json``,
 ``metrics.csv``, ``loss.png``, ``checkpoints/`` and ``manifest.json``.
@@ -54,8 +59,16 @@ from sparklm.model.training import (
     lr_at,
     train_replica,
 )
-from sparklm.model.weights import Checkpoint, load_latest_checkpoint, model_bytes, save_checkpoint
-from sparklm.runtime import entrypoint, fault_injection
+from sparklm.model.weights import (
+    Checkpoint,
+    check_weights,
+    load_latest_checkpoint,
+    model_bytes,
+    parse_safetensors,
+    save_checkpoint,
+)
+from sparklm.registry import lineage
+from sparklm.runtime import entrypoint, fault_injection, storage
 from sparklm.runtime.errors import PipelineError
 from sparklm.runtime.process_memory import peak_rss_mb
 from sparklm.runtime.stages import (
@@ -85,13 +98,19 @@ def parse_args(argv: Sequence[str]):
     return p.parse_args(argv)
 
 
-def configs(args, vocab_size: int) -> tuple[GPTConfig, TrainConfig]:
+def configs(args, vocab_size: int,
+            parent: lineage.Parent | None = None) -> tuple[GPTConfig, TrainConfig]:  # fmt: skip
+    """The model's and the training's configuration: the model's from the settings, or, when
+    continuing, the parent version's shape (with this run's dropout)."""
     try:
-        # GPTConfig's own defaults stay GPT-2's, so an old config.json keeps its meaning; a
-        # training run takes every field from its settings.
-        switches = {n: getattr(args, n) for n in GPTConfig.field_names() if n != "vocab_size"}
-        switches["intermediate_size"] = args.intermediate_size or None  # 0: the MLP's default
-        model_cfg = GPTConfig(vocab_size=vocab_size, **switches)
+        if parent is not None:
+            model_cfg = GPTConfig.from_dict({**parent.config, "dropout": args.dropout})
+        else:
+            # GPTConfig's own defaults stay GPT-2's, so an old config.json keeps its meaning;
+            # a training run takes every field from its settings.
+            switches = {n: getattr(args, n) for n in GPTConfig.field_names() if n != "vocab_size"}
+            switches["intermediate_size"] = args.intermediate_size or None  # 0: the default
+            model_cfg = GPTConfig(vocab_size=vocab_size, **switches)
         train_cfg = TrainConfig(
             **{k: getattr(args, k) for k in TrainConfig.field_names() if hasattr(args, k)}
         )
@@ -117,14 +136,23 @@ def train_partition(indices, *, state, model_cfg, train_cfg, slices: TokenSlices
         yield train_replica(model_cfg, train_cfg, state.value, tokens, round_index, p)
 
 
-def fingerprint(model_cfg: GPTConfig, train_cfg: TrainConfig, upstream: dict) -> str:
+def fingerprint(model_cfg: GPTConfig, train_cfg: TrainConfig, upstream: dict,
+                parent: lineage.Parent | None) -> str:  # fmt: skip
     """Identify a training run: resuming is only allowed when this matches exactly.
 
     The data enters through its content (the upstream files' checksums), not the
-    manifest's timestamps, so re-tokenizing the same corpus keeps checkpoints valid.
+    manifest's timestamps, so re-tokenizing the same corpus keeps checkpoints valid; a
+    continued run's starting weights through their checksum.
     """
+    start = parent.sha256("model.safetensors") if parent else None
     blob = json.dumps(
-        [model_cfg.to_dict(), train_cfg.to_dict(), upstream["files"], code_version(__file__)],
+        [
+            model_cfg.to_dict(),
+            train_cfg.to_dict(),
+            upstream["files"],
+            code_version(__file__),
+            *([start] if start else []),
+        ],
         sort_keys=True,
     )
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
@@ -134,16 +162,17 @@ def main(argv: Sequence[str]) -> dict:
     args = parse_args(argv)
     started = time.time()
     upstream = read_manifest(args.run_root, UPSTREAM)
-    model_cfg, train_cfg = configs(args, upstream["stats"]["vocab_size"])
+    parent = parent_version(args, upstream)
+    model_cfg, train_cfg = configs(args, upstream["stats"]["vocab_size"], parent)
     check_budget(training_memory(Shape.from_config(model_cfg.to_dict()), train_cfg.batch_size),
                  args.memory_budget_gb, "the model", MODEL_SIZE_FLAGS)  # fmt: skip
     data = read_training_data(upstream, model_cfg, train_cfg)
     stage = invalidate_stage(args.run_root, STAGE)
-    run_id = fingerprint(model_cfg, train_cfg, upstream)
+    run_id = fingerprint(model_cfg, train_cfg, upstream, parent)
     torch.set_num_threads(max(1, min(4, os.cpu_count() or 1)))
     torch.manual_seed(train_cfg.seed)
     fault_injection.exhaust_memory("train:model")
-    model = GPT(model_cfg)
+    model = initial_model(model_cfg, parent, args.memory_budget_gb)
     outer = OuterOptimizer(model, train_cfg.outer, train_cfg.outer_lr, train_cfg.outer_momentum)
     run = Training(model_cfg, train_cfg, data, model, outer, stage, run_id)
     progress = resume_or_initialise(run)
@@ -151,7 +180,37 @@ def main(argv: Sequence[str]) -> dict:
     for round_index in range(len(progress.metrics), train_cfg.rounds):
         row = run_round(sc, run, progress, round_index)
         record_round(run, progress, row)
-    return write_outputs(args.run_root, run, progress.metrics, started, progress.started_at)
+    return write_outputs(args.run_root, run, progress, started, parent)
+
+
+def parent_version(args, upstream: dict) -> lineage.Parent | None:
+    """The version this run continues from (``--init-from``), which must be the one whose
+    tokenizer encoded the tokens: the weights only mean something for those ids."""
+    parent = lineage.for_job(args.init_from)
+    if parent is None:
+        return None
+    parent.check_settings(vars(args), lambda name: settings.SETTINGS[name].cli_flag)
+    used = (upstream["stats"].get("tokenizer_from") or {}).get("sha256")
+    if used != parent.sha256("tokenizer.json"):
+        raise lineage.LineageError(
+            f"--init-from {parent.uri}: the tokens in {upstream['run_root']} were not encoded "
+            "with that version's tokenizer, so its weights would read the wrong ids. Run "
+            "tokenize with the same --init-from first"
+        )
+    return parent
+
+
+def initial_model(model_cfg: GPTConfig, parent: lineage.Parent | None,
+                  budget_gb: float) -> GPT:  # fmt: skip
+    """A freshly initialised model, or the parent version's weights (their header checked
+    against its config and the memory budget before they are read)."""
+    model = GPT(model_cfg)
+    if parent is not None:
+        weights = storage.join(parent.uri, "model.safetensors")
+        check_weights(weights, parent.config, budget_gb=budget_gb, what=weights)
+        model.load_state_dict(parse_safetensors(parent.read("model.safetensors"), weights))
+        entrypoint.log.info("train: continuing from version %s (%s)", parent.version, parent.uri)
+    return model
 
 
 def read_training_data(upstream: dict, model_cfg: GPTConfig,
@@ -286,10 +345,12 @@ def record_round(run: Training, progress: Progress, row: dict) -> None:
         100 * row["val_acc"], row["tokens_per_s"], row["seconds"])  # fmt: skip
 
 
-def write_outputs(run_root: str, run: Training, metrics: list[dict], started: float,
-                  started_at: str) -> dict:  # fmt: skip
-    """Write the outputs: weights, config, metrics and plot, then the manifest (last)."""
-    model, model_cfg = run.model, run.model_cfg
+def write_outputs(run_root: str, run: Training, progress: Progress, started: float,
+                  parent: lineage.Parent | None) -> dict:  # fmt: skip
+    """Write the outputs: weights, config, metrics and plot, then the manifest (last), which
+    records the lineage: the parent version and the tokens trained into the weights in all."""
+    model, model_cfg, metrics = run.model, run.model_cfg, progress.metrics
+    origin = parent.describe() if parent else None
     files = [
         ArtifactFile.write(run.stage, "model.safetensors", model_bytes(model)),
         ArtifactFile.write(run.stage, "config.json",
@@ -300,14 +361,18 @@ def write_outputs(run_root: str, run: Training, metrics: list[dict], started: fl
     final = metrics[-1]
     manifest = commit_stage(
         run_root, STAGE, files=files, started_at=started,
-        params={"model": model_cfg.to_dict(), "train": run.train_cfg.to_dict()},
+        params={"model": model_cfg.to_dict(), "train": run.train_cfg.to_dict(),
+                "init_from": origin["uri"] if origin else None},
         inputs={UPSTREAM: input_ref(run_root, UPSTREAM)},
         stats={"parameters": model.num_params(False),
                "non_embedding_parameters": model.num_params(),
                "flops_per_token": model.flops_per_token(),
                "tokens_trained": final["tokens"], "final": final,
+               "init_from": origin,
+               "tokens_trained_total": final["tokens"] + (origin["tokens_trained_total"]
+                                                          if origin else 0),
                "best_val_bpb": min(m["val_bpb"] for m in metrics),
-               "fingerprint": run.run_id, "started_at": started_at,
+               "fingerprint": run.run_id, "started_at": progress.started_at,
                "driver_peak_rss_mb": round(peak_rss_mb(), 1)},
     )  # fmt: skip
     entrypoint.log.info(

@@ -297,6 +297,14 @@ DATA_SETTINGS = (
 # The GPT's shape and block (defaults: Qwen3's block, the best measured).
 _MODEL: dict[str, Any] = {"section": "Model", "stages": ("train",)}
 MODEL_SETTINGS = (
+    Setting("init_from", None, "Continue from version",
+            "Start from a published version's tokenizer and weights instead of from scratch: "
+            "'latest' (the promoted version), a version id of this model, or the version "
+            "folder's URI. Its shape is kept: leave the Model settings at their defaults (or "
+            "equal to the version's). Empty: a new model. Scheduled and asset-triggered runs "
+            "take the llm_retrain_init_from Variable instead.",
+            section="Model", stages=("tokenize", "train"), kind="string", optional=True,
+            pattern=rf"^({NAME_PATTERN[1:-1]}|{WRITE_URI_PATTERN[1:-1]})$", max_length=1024),
     _integer("context_len", 128, 8, 8192, "Context length",
              "Tokens the model sees at once (training windows and the generation window).",
              **_MODEL),

@@ -51,8 +51,8 @@ MAX_FILE_BYTES = 16 * 2**20
 # What the page gets for each version (a version that cannot be read gets them empty).
 SUMMARY_FIELDS = ("version", "published_at", "is_latest", "promoted", "awaiting_approval",
                   "review", "reason", "val_bpb", "eval_bpb", "eval_latest_bpb", "eval_sha256",
-                  "compared_to", "tokens_trained", "airflow", "run_root", "hf_export", "metrics",
-                  "samples")  # fmt: skip
+                  "compared_to", "tokens_trained", "parent", "airflow", "run_root", "hf_export",
+                  "metrics", "samples")  # fmt: skip
 
 
 def reader_of_runs() -> Any:
@@ -171,6 +171,7 @@ def version_summary(registry: str, name: str, version: str, latest: dict | None)
         "eval_sha256": (evaluation.get("set") or {}).get("sha256"),
         "compared_to": promotion.get("compared_to"),
         "tokens_trained": int(metrics[-1]["tokens"]) if metrics else None,
+        "parent": ((run.get("lineage") or {}).get("parent") or {}).get("version"),
         "airflow": run.get("airflow"),
         "run_root": run.get("run_root"),
         "hf_export": run.get("hf_export"),

@@ -21,6 +21,8 @@ from sparklm import settings
 PLAN = "PLAN"
 RUN_ROOT = f"{{{{ {PLAN}['run_root'] }}}}"
 REGISTRY = f"{{{{ {PLAN}['registry'] }}}}"
+# The version folder a continued run starts from ('' for none), resolved once by plan_run.
+INIT_FROM = {"init_from": f"{{{{ {PLAN}.get('init_from') or '' }}}}"}
 # The deployment's allow-lists, fixed by plan_run and enforced again by the jobs (EMR too).
 CORPUS_PREFIXES = f"{{{{ {PLAN}['corpus_prefixes'] }}}}"
 REGISTRY_PREFIXES = f"{{{{ {PLAN}['registry_prefixes'] }}}}"
@@ -117,10 +119,11 @@ PIPELINE: tuple[SparkJob, ...] = (
         ("--allowed-corpus-prefixes", CORPUS_PREFIXES),
         *setting_flags("preprocess"),
     )),
-    SparkJob("tokenize", "tokenize_corpus.py", setting_flags("tokenize")),
+    SparkJob("tokenize", "tokenize_corpus.py", setting_flags("tokenize", INIT_FROM)),
     # A killed train task resumes from its last checkpointed round when retried; on EMR
     # training is the long stage.
-    SparkJob("train", "train.py", setting_flags("train"), retries=3, timeout_hours=48),
+    SparkJob("train", "train.py", setting_flags("train", INIT_FROM), retries=3,
+             timeout_hours=48),
     SparkJob("generate", "generate.py", setting_flags("generate", {
         "prompts_uri": f"{{{{ params.prompts_uri or {CODE_ROOT} ~ '/conf/prompts.txt' }}}}",
     }), timeout_hours=2),

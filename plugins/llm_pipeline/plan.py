@@ -36,6 +36,9 @@ class Deployment:
     default_corpora: tuple[str, ...]
     corpus_prefixes: str = ""
     registry_prefixes: str = ""
+    # What scheduled and asset-triggered runs continue from (the init_from Param's values;
+    # empty: from scratch). A team switches its retraining to continued training here.
+    retrain_init_from: str = ""
 
     @classmethod
     def from_variables(cls, default_corpora: tuple[str, ...]) -> Deployment:
@@ -47,6 +50,7 @@ class Deployment:
             default_corpora=default_corpora,
             corpus_prefixes=Variable.get("llm_corpus_allowed_prefixes", default=""),
             registry_prefixes=Variable.get("llm_registry_allowed_prefixes", default=""),
+            retrain_init_from=Variable.get("llm_retrain_init_from", default=""),
         )
 
 
@@ -122,15 +126,18 @@ def require_s3(plan: dict[str, str]) -> None:
             )
 
 
-def make_plan(params: dict[str, Any], run_id: str, deployment: Deployment) -> dict[str, str]:
-    """The locations every task of the run uses, and the allow-lists its jobs enforce again.
+def make_plan(params: dict[str, Any], run_id: str, deployment: Deployment,
+              run_type: str = "manual") -> dict[str, str]:  # fmt: skip
+    """The locations every task of the run uses, the allow-lists its jobs enforce again, and
+    the version folder it continues from (``init_from``, resolved once for every stage).
 
     The allow-lists are the deployment's prefixes plus what it configured as defaults, which
     is always allowed. Refuses what the
     jobs would refuse later, once a cluster or a Spark session is paid for: a run
     root that is not the run's own, a corpus or prompts file outside the allow-list
     (or under a hidden folder), a registry outside its allow-list, a model whose
-    estimated training memory exceeds the budget, a value no setting allows.
+    estimated training memory exceeds the budget, a value no setting allows, a version to
+    continue from that does not exist or whose shape the Params contradict.
     """
     from sparklm.model.memory_estimate import Shape, check_budget, training_memory
     from sparklm.registry.versions import check_registry
@@ -154,15 +161,41 @@ def make_plan(params: dict[str, Any], run_id: str, deployment: Deployment) -> di
         require_s3(plan)
     inputs = params["corpus"].split(",") + [p for p in [params["prompts_uri"]] if p]
     inputs += params["eval_input"].split(",") if params.get("eval_input") else []
-    shape = Shape.from_config(params)
     try:
         for spec in inputs:
             storage.input_uri(spec)
         allowlist.check_corpus(inputs, plan["corpus_prefixes"])
         check_registry(plan["registry"], allowlist.parse(plan["registry_prefixes"]))
+        parent = continued_from(params, plan["registry"], deployment, run_type)
+        plan["init_from"] = parent.uri if parent else ""
+        shape = Shape.from_config({**params, **parent.config} if parent else params)
         check_budget(training_memory(shape, params["batch_size"]), params["memory_budget_gb"],
                      "the model these Params describe",
                      "the n_layer, n_embd, context_len or batch_size Params")  # fmt: skip
     except PipelineError as exc:
         raise PlanError(str(exc)) from None
     return plan
+
+
+def continued_from(params: dict[str, Any], registry: str, deployment: Deployment,
+                   run_type: str) -> Any:  # fmt: skip
+    """The registry version a run continues from (a ``sparklm.registry.lineage.Parent``), or
+    None: the ``init_from`` Param; for a run nobody triggered by hand (the cron, an Asset
+    event, a backfill), the deployment's ``llm_retrain_init_from`` when the Param is empty."""
+    from sparklm.registry import lineage
+    from sparklm.settings import SETTINGS, SettingError
+
+    init_from = params.get("init_from")
+    if not init_from and run_type != "manual" and deployment.retrain_init_from:
+        try:
+            init_from = SETTINGS["init_from"].check(
+                deployment.retrain_init_from, "the llm_retrain_init_from Variable"
+            )
+        except SettingError as exc:
+            raise PlanError(f"{exc}: fix the Variable") from None
+    uri = lineage.resolve(init_from, registry, params["model_name"])
+    if uri is None:
+        return None
+    parent = lineage.Parent.open(uri)
+    parent.check_settings(params)
+    return parent

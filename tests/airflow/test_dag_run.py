@@ -123,7 +123,11 @@ def test_a_run_without_conf_or_variables_writes_under_airflow_home(dag, tmp_path
     monkeypatch.setenv("AIRFLOW_HOME", str(tmp_path / "home"))
     plan_run = dag.get_task("plan_run").python_callable
     run_id = "asset_triggered__2026-11-28T10:00:00+00:00"
-    plan = plan_run(params=dag.params.validate(), run_id=run_id, dag_run=SimpleNamespace(conf={}))
+    plan = plan_run(
+        params=dag.params.validate(),
+        run_id=run_id,
+        dag_run=SimpleNamespace(conf={}, run_type="asset_triggered"),
+    )
     base = f"file://{tmp_path / 'home'}/llm_decoder"
     assert plan["run_root"] == f"{base}/runs/{run_id_segment(run_id)}"
     assert plan["registry"] == f"{base}/registry"

@@ -37,6 +37,8 @@ REFUSALS = [
     # The registry would refuse these names only at publish, after four stages of work.
     ({"model_name": "wiki..gpt"}, None, "the model_name Param 'wiki..gpt' does not match"),
     ({"model_name": "wiki-gpt\n"}, None, re.escape("the model_name Param 'wiki-gpt\\n' does not")),
+    # A version to continue from is looked up before any stage runs.
+    ({"init_from": "v404"}, None, "init_from: there is no published version at .*/wiki-gpt/v404"),
 ]  # fmt: skip
 
 
@@ -53,7 +55,7 @@ def test_plan_run_refuses_what_a_job_would_refuse_with_a_failure_that_is_not_ret
     params = {**dag.params.validate(), "run_root": f"file://{tmp_path}/run", **conf}
     with pytest.raises(AirflowFailException, match=message):
         dag.get_task("plan_run").python_callable(
-            params=params, run_id="manual__1", dag_run=SimpleNamespace(conf=conf)
+            params=params, run_id="manual__1", dag_run=SimpleNamespace(conf=conf, run_type="manual")
         )
     assert not (tmp_path / "run").exists()
 

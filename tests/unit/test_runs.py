@@ -8,6 +8,7 @@ from random import Random
 import pytest
 
 from helpers.paths import REPO
+from helpers.registry import publish_by_hand
 from llm_pipeline.params import pipeline_params
 from llm_pipeline.plan import (
     Deployment,
@@ -97,7 +98,8 @@ def test_the_plan_carries_the_allow_lists_to_the_jobs():
     assert got == {"run_root": f"s3://bkt/runs/{run_id_segment('manual__1')}",
                    "registry": "s3://bkt/reg",
                    "corpus_prefixes": DEFAULT_CORPUS,
-                   "registry_prefixes": "s3://bkt/reg,s3://bkt/other/"}  # fmt: skip
+                   "registry_prefixes": "s3://bkt/reg,s3://bkt/other/",
+                   "init_from": ""}  # fmt: skip
     assert plan(params(registry="s3://bkt/other/x"), registry_prefixes="s3://bkt/other/")
     assert plan(params())["corpus_prefixes"] == "*"
 
@@ -125,3 +127,46 @@ def test_the_plan_carries_the_allow_lists_to_the_jobs():
 def test_runs_the_jobs_would_refuse_are_refused_in_the_plan(conf, lists, message):
     with pytest.raises(PlanError, match=message):
         plan(params(**conf), **lists)
+
+
+def plan_in(registry, conf, run_type="manual", retrain_init_from=""):
+    deployment = Deployment(runs_base="s3://bkt/runs", registry=f"file://{registry}",
+                            default_corpora=(DEFAULT_CORPUS,),
+                            retrain_init_from=retrain_init_from)  # fmt: skip
+    return make_plan(conf, "manual__1", deployment, run_type=run_type)
+
+
+def test_init_from_is_resolved_once_to_the_version_folder(tmp_path):
+    """Every stage gets the folder plan_run resolved: latest.json moving during the run
+    cannot give tokenize and train different versions."""
+    version = publish_by_hand(tmp_path / "reg")
+    assert plan_in(tmp_path / "reg", params(model_name="m", init_from="latest"))[
+        "init_from"] == version  # fmt: skip
+    assert plan_in(tmp_path / "reg", params(model_name="m", init_from="v1"))["init_from"] == version
+
+
+@pytest.mark.parametrize(
+    ("conf", "message"),
+    [({"init_from": "v9"}, "no published version at .*/m/v9"),
+     ({"init_from": "file:///elsewhere/m/v1"}, "is not a version of 'm' in this run's registry"),
+     ({"init_from": "v1", "n_embd": 64}, "the n_embd Param is 64, but version v1 .* has n_embd 16"),
+     ({"init_from": "v1", "context_len": 64},
+      "the context_len Param is 64, but version v1 .* has context_len 16")],
+)  # fmt: skip
+def test_a_version_that_cannot_be_continued_fails_the_plan(tmp_path, conf, message):
+    publish_by_hand(tmp_path / "reg")
+    with pytest.raises(PlanError, match=message):
+        plan_in(tmp_path / "reg", params(model_name="m", **conf))
+
+
+def test_scheduled_runs_continue_from_what_the_deployment_chose(tmp_path):
+    version = publish_by_hand(tmp_path / "reg")
+    conf = params(model_name="m")
+    assert plan_in(tmp_path / "reg", conf, "scheduled", "latest")["init_from"] == version
+    assert plan_in(tmp_path / "reg", conf, "asset_triggered", "v1")["init_from"] == version
+    assert plan_in(tmp_path / "reg", conf, "asset_triggered")["init_from"] == ""
+    # A run triggered by hand with init_from empty trains from scratch, whatever the Variable.
+    assert plan_in(tmp_path / "reg", conf, "manual", "latest")["init_from"] == ""
+    with pytest.raises(PlanError, match="the llm_retrain_init_from Variable '../v1' does not "
+                                        "match .*: fix the Variable"):  # fmt: skip
+        plan_in(tmp_path / "reg", conf, "scheduled", "../v1")

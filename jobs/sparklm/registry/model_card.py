@@ -91,7 +91,22 @@ def training_section(train: Mapping[str, Any]) -> list[str]:
            if opt["outer"] == "nesterov" else " (plain parameter averaging)")
         + f"; inner optimizer state {opt['optimizer_state']} across rounds",
         f"- Tokens trained: {train['stats']['tokens_trained']:,}; seed {opt['seed']}",
+        *lineage_lines(train["stats"]),
         "",
+    ]  # fmt: skip
+
+
+def lineage_lines(stats: Mapping[str, Any]) -> list[str]:
+    """Where a continued model started: its parent version, and the tokens in its weights."""
+    parent = stats.get("init_from")
+    if not parent:
+        return ["- Started from scratch (random initialisation, its own tokenizer)"]
+    score = parent["eval_bits_per_byte"]
+    return [
+        f"- Continued from version `{parent['version']}` (its tokenizer and weights; "
+        + (f"{score:.4f} bits/byte on the evaluation set when published" if score is not None
+           else "no evaluation score recorded")
+        + f"): {stats['tokens_trained_total']:,} tokens trained in all"
     ]  # fmt: skip
 
 
