@@ -79,3 +79,17 @@ def test_the_views_api_documents_nothing_to_anonymous_visitors():
     from llm_pipeline.models_view import app
 
     assert (app.docs_url, app.redoc_url, app.openapi_url) == (None, None, None)
+
+
+def test_a_continued_version_names_its_parent(tmp_path):
+    """The parent comes from run.json's lineage; a version trained from scratch, or published
+    before lineage was recorded, has none."""
+    from llm_pipeline.models_view import version_summary
+
+    published_version(tmp_path, "m", "v1")
+    published_version(tmp_path, "m", "v2")
+    lineage = {"parent": {"version": "v1", "uri": f"file://{tmp_path}/m/v1"}}
+    write_text(tmp_path / "m" / "v2" / "run.json", json.dumps({"lineage": lineage}))
+    registry = f"file://{tmp_path}"
+    assert version_summary(registry, "m", "v2", latest=None)["parent"] == "v1"
+    assert version_summary(registry, "m", "v1", latest=None)["parent"] is None
