@@ -22,7 +22,12 @@ resumes from its last checkpointed round.
 
 **Retraining.** The DAG runs when the corpus Asset (`LLM_CORPUS_URI`) gets an
 event, and also on the cron in `LLM_SCHEDULE` when that is set (e.g. `0 3 * * 1`
-in production; unset locally). Publishing updates the model Asset.
+in production; unset locally). Publishing updates the model Asset. Such runs
+continue from the `llm_retrain_init_from` Variable's version when it is set.
+
+**Deadline.** A run not done `LLM_RUN_DEADLINE_HOURS` after it was queued (default:
+every stage's time limit added up) logs one `llm_decoder run overran its deadline`
+line from the triggerer.
 """
 
 from __future__ import annotations
@@ -40,7 +45,10 @@ from airflow.sdk import (
     DAG,
     Asset,
     AssetOrTimeSchedule,
+    AsyncCallback,
     CronTriggerTimetable,
+    DeadlineAlert,
+    DeadlineReference,
     TaskGroup,
     TriggerRule,
     chain,
@@ -49,6 +57,7 @@ from airflow.sdk import (
 from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 
 from llm_pipeline.approval import PromotionApproval
+from llm_pipeline.deadline import log_overrun, run_deadline
 from llm_pipeline.emr.bundle import emr_steps
 from llm_pipeline.operators import EmrStepWatcher, SparkJobOperator
 from llm_pipeline.params import UnknownConfKeys, check_conf_keys, pipeline_params
@@ -96,6 +105,12 @@ with DAG(
         "retry_delay": timedelta(seconds=float(os.environ.get("LLM_RETRY_DELAY_SECONDS", "20"))),
     },
     tags=["llm", "spark", "pytorch"],
+    # A run still going this long after it was queued logs one line (llm_pipeline.deadline).
+    deadline=DeadlineAlert(
+        reference=DeadlineReference.DAGRUN_QUEUED_AT,
+        interval=run_deadline(os.environ),
+        callback=AsyncCallback(log_overrun),
+    ),
 ):
 
     @task

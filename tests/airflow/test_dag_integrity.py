@@ -271,3 +271,17 @@ def test_every_stage_has_a_time_limit_in_both_modes(dagbag, monkeypatch):
     monkeypatch.setenv("LLM_TIMEOUT_HOURS_TRAIN", "96")
     [train] = [job for job in PIPELINE if job.stage == "train"]
     assert train.timeout(os.environ) == timedelta(hours=96)
+
+
+def test_a_run_has_a_deadline_from_when_it_was_queued(dagbag):
+    """The run as a whole: a run stuck where no task's time limit sees it (a queue, a pool)
+    still says so once it has taken longer than all its stages may."""
+    from airflow.sdk import DeadlineReference
+
+    from llm_pipeline.deadline import log_overrun, run_deadline
+
+    [alert] = dagbag.dags["llm_decoder"].deadline
+    assert alert.reference == DeadlineReference.DAGRUN_QUEUED_AT
+    assert alert.interval == run_deadline(os.environ)
+    # The triggerer imports the callback by this path (the plugins folder is on its sys.path).
+    assert alert.callback.path == f"{log_overrun.__module__}.{log_overrun.__qualname__}"

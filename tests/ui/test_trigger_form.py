@@ -18,6 +18,7 @@ from helpers.browser import WAIT_SECONDS, click, settled
 from helpers.corpora import small_corpus
 from helpers.jobs import SMALL_CONF
 from helpers.paths import REPO
+from llm_pipeline import deadline
 from llm_pipeline.params import pipeline_params
 from sparklm.runtime import storage
 from sparklm.runtime.stages import read_manifest
@@ -153,7 +154,9 @@ def test_a_short_run_triggered_from_the_form_succeeds(airflow_stack, browser, ma
     assert promotion["compared_to"] == made_run["version"]
 
 
-def test_an_asset_event_queues_a_run_that_writes_outside_the_checkout(airflow_stack):
+def test_an_asset_event_queues_a_run_that_writes_outside_the_checkout_and_overruns_loudly(
+    airflow_stack,
+):
     stack = airflow_stack
     [asset] = stack.get("/api/v2/assets", name_pattern="llm_corpus")["assets"]
     before = runs(stack)
@@ -169,6 +172,12 @@ def test_an_asset_event_queues_a_run_that_writes_outside_the_checkout(airflow_st
         assert plan["run_root"].startswith(f"{stack.runs_base}/")
         assert plan["registry"] == stack.registry
         assert str(REPO) not in plan["run_root"] + plan["registry"]
+        # Still running 3.6 s after it was queued (the stack's LLM_RUN_DEADLINE_HOURS): the
+        # triggerer ran the deadline's callback, which logged one line naming the run.
+        line = f"{deadline.MESSAGE}: dag_id={DAG_ID} run_id={run['dag_run_id']} "
+        triggerer_log = stack.home / "logs" / "triggerer.log"
+        stack.wait_until(lambda: line in triggerer_log.read_text(errors="replace"), 300,
+                         "the deadline's line is in the triggerer's log")  # fmt: skip
     finally:  # the default-sized pipeline is not this test's business
         stack.request("PATCH", f"/api/v2/dags/{DAG_ID}/dagRuns/{run['dag_run_id']}",
                       json={"state": "failed"}).raise_for_status()  # fmt: skip
