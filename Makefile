@@ -72,10 +72,11 @@ local-deployment: $(AIRFLOW_HOME)/airflow.db
 
 ## run: the whole pipeline on local Spark; CORPUS=<uri or glob>, RUN_ROOT=<uri> and
 ## REGISTRY=<uri> override (a REGISTRY given here is this run's alone; the UI keeps registry/);
-## INIT_FROM=latest (or a version id) continues from a published version.
+## INIT_FROM=latest (or a version id) continues from a published version. (No run deadline:
+## Airflow 3.3.2's dags test fails as a run with one succeeds; llm_pipeline/deadline.py.)
 run: local-deployment
 	$(if $(REGISTRY),AIRFLOW_VAR_LLM_REGISTRY_ALLOWED_PREFIXES="$${AIRFLOW_VAR_LLM_REGISTRY_ALLOWED_PREFIXES:+$$AIRFLOW_VAR_LLM_REGISTRY_ALLOWED_PREFIXES$(comma)}$(REGISTRY)") \
-	airflow dags test llm_decoder --conf '$(RUN_CONF)'
+	env -u LLM_RUN_DEADLINE_HOURS airflow dags test llm_decoder --conf '$(RUN_CONF)'
 	python -m sparklm.runtime.summary $(RUN_ROOT)
 
 ## airflow: a real local Airflow (api-server on 127.0.0.1:$(AIRFLOW_PORT), scheduler,

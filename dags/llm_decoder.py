@@ -25,9 +25,9 @@ event, and also on the cron in `LLM_SCHEDULE` when that is set (e.g. `0 3 * * 1`
 in production; unset locally). Publishing updates the model Asset. Such runs
 continue from the `llm_retrain_init_from` Variable's version when it is set.
 
-**Deadline.** A run not done `LLM_RUN_DEADLINE_HOURS` after it was queued (default:
-every stage's time limit added up) logs one `llm_decoder run overran its deadline`
-line from the triggerer.
+**Deadline.** With `LLM_RUN_DEADLINE_HOURS` set (hours, or `all`: every stage's
+time limit added up), a run not done that long after it was queued logs one
+`llm_decoder run overran its deadline` line from the triggerer.
 """
 
 from __future__ import annotations
@@ -36,19 +36,12 @@ import os
 from datetime import timedelta
 from pathlib import Path
 
-from airflow.providers.amazon.aws.operators.emr import (
-    EmrAddStepsOperator,
-    EmrCreateJobFlowOperator,
-    EmrTerminateJobFlowOperator,
-)
+from airflow.providers.amazon.aws.operators.emr import EmrTerminateJobFlowOperator
 from airflow.sdk import (
     DAG,
     Asset,
     AssetOrTimeSchedule,
-    AsyncCallback,
     CronTriggerTimetable,
-    DeadlineAlert,
-    DeadlineReference,
     TaskGroup,
     TriggerRule,
     chain,
@@ -57,8 +50,9 @@ from airflow.sdk import (
 from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 
 from llm_pipeline.approval import PromotionApproval
-from llm_pipeline.deadline import log_overrun, run_deadline
+from llm_pipeline.deadline import run_deadline_alert
 from llm_pipeline.emr.bundle import emr_steps
+from llm_pipeline.emr.durable import DurableAddSteps, DurableCreateCluster
 from llm_pipeline.operators import EmrStepWatcher, SparkJobOperator
 from llm_pipeline.params import UnknownConfKeys, check_conf_keys, pipeline_params
 from llm_pipeline.pipeline import PIPELINE, SparkJob, spark_conf, xcom
@@ -105,12 +99,9 @@ with DAG(
         "retry_delay": timedelta(seconds=float(os.environ.get("LLM_RETRY_DELAY_SECONDS", "20"))),
     },
     tags=["llm", "spark", "pytorch"],
-    # A run still going this long after it was queued logs one line (llm_pipeline.deadline).
-    deadline=DeadlineAlert(
-        reference=DeadlineReference.DAGRUN_QUEUED_AT,
-        interval=run_deadline(os.environ),
-        callback=AsyncCallback(log_overrun),
-    ),
+    # With LLM_RUN_DEADLINE_HOURS, a run still going that long after it was queued logs one
+    # line (llm_pipeline.deadline).
+    deadline=run_deadline_alert(os.environ),
 ):
 
     @task
@@ -165,20 +156,22 @@ with DAG(
             return cluster_overrides(plan, code_uri, params, run_id)
 
         code_uri = bundle_code(planned)
-        create_cluster = EmrCreateJobFlowOperator(
+        # Durable: a retry (a throttled API call, a restarted worker) attaches to the cluster
+        # and the steps an earlier try created instead of creating them again.
+        create_cluster = DurableCreateCluster(
             task_id="create_cluster",
             aws_conn_id=AWS_CONN_ID,
             emr_conn_id=None,
             job_flow_overrides=cluster_definition(planned, code_uri),
             wait_for_completion=False,
-            retries=0,  # a blind retry could start a second cluster that nothing terminates
+            retries=2,
         )
-        add_steps = EmrAddStepsOperator(
+        add_steps = DurableAddSteps(
             task_id="add_steps",
             aws_conn_id=AWS_CONN_ID,
             job_flow_id=create_cluster.output,
             steps=emr_steps(code_uri=xcom(code_uri), plan=xcom(planned)),
-            retries=0,  # a retry would queue every step twice
+            retries=2,
         )
         watchers = [
             EmrStepWatcher(

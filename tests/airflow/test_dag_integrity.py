@@ -5,9 +5,11 @@ import json
 import os
 import subprocess
 import sys
+from datetime import timedelta
 
 import pytest
 
+from helpers.jobs import load_dag
 from helpers.paths import REPO
 from llm_pipeline.pipeline import PIPELINE
 
@@ -273,15 +275,18 @@ def test_every_stage_has_a_time_limit_in_both_modes(dagbag, monkeypatch):
     assert train.timeout(os.environ) == timedelta(hours=96)
 
 
-def test_a_run_has_a_deadline_from_when_it_was_queued(dagbag):
+def test_a_deployment_gives_runs_a_deadline_from_when_they_were_queued(monkeypatch):
     """The run as a whole: a run stuck where no task's time limit sees it (a queue, a pool)
-    still says so once it has taken longer than all its stages may."""
+    still says so once it has taken longer than the deployment allows."""
     from airflow.sdk import DeadlineReference
 
-    from llm_pipeline.deadline import log_overrun, run_deadline
+    from llm_pipeline.deadline import log_overrun
 
-    [alert] = dagbag.dags["llm_decoder"].deadline
+    monkeypatch.setenv("LLM_RUN_DEADLINE_HOURS", "all")
+    [alert] = load_dag().deadline
     assert alert.reference == DeadlineReference.DAGRUN_QUEUED_AT
-    assert alert.interval == run_deadline(os.environ)
+    assert alert.interval == sum((job.timeout(os.environ) for job in PIPELINE), timedelta())
     # The triggerer imports the callback by this path (the plugins folder is on its sys.path).
     assert alert.callback.path == f"{log_overrun.__module__}.{log_overrun.__qualname__}"
+    monkeypatch.delenv("LLM_RUN_DEADLINE_HOURS")
+    assert not load_dag().deadline

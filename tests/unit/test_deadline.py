@@ -4,13 +4,17 @@ import asyncio
 import logging
 from datetime import timedelta
 
-from llm_pipeline.deadline import MESSAGE, log_overrun, run_deadline
+from llm_pipeline.deadline import MESSAGE, log_overrun, run_deadline, run_deadline_alert
 
 
-def test_the_deadline_is_every_stages_time_limit_unless_the_deployment_sets_one():
-    assert run_deadline({}) == timedelta(hours=4 + 4 + 48 + 2 + 1)
-    assert run_deadline({"LLM_TIMEOUT_HOURS_TRAIN": "96"}) == timedelta(hours=4 + 4 + 96 + 2 + 1)
+def test_the_deadline_is_what_the_deployment_sets():
+    assert run_deadline({}) is None and run_deadline_alert({}) == []
     assert run_deadline({"LLM_RUN_DEADLINE_HOURS": "0.5"}) == timedelta(minutes=30)
+    every_stage = {"LLM_RUN_DEADLINE_HOURS": "all"}
+    assert run_deadline(every_stage) == timedelta(hours=4 + 4 + 48 + 2 + 1)
+    assert run_deadline({**every_stage, "LLM_TIMEOUT_HOURS_TRAIN": "96"}) == timedelta(
+        hours=4 + 4 + 96 + 2 + 1
+    )
 
 
 def test_an_overrun_logs_one_line_naming_the_run(caplog):
