@@ -22,7 +22,9 @@ from collections.abc import Mapping
 from datetime import timedelta
 from typing import Any
 
-from airflow.sdk import AsyncCallback, DeadlineAlert, DeadlineReference
+# airflow.sdk exports these lazily, which type checkers cannot follow: their own modules.
+from airflow.sdk.definitions.callback import AsyncCallback
+from airflow.sdk.definitions.deadline import DeadlineAlert, DeadlineReference
 
 from llm_pipeline.pipeline import PIPELINE
 
