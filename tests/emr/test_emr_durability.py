@@ -40,19 +40,22 @@ def clusters_of(endpoint, run) -> list[dict]:
 
 
 @pytest.mark.parametrize(
-    "fault",
-    ["create_cluster:created",  # the cluster exists; the try died before storing its id
-     "create_cluster:stored",  # ... after storing it
-     "add_steps:added",  # the steps are queued; the try died before storing their ids
-     "add_steps:stored"],  # ... after storing them
-)  # fmt: skip
+    "faults",
+    [
+        # Both tasks' first tries die after the AWS call, before storing what it created...
+        ("create_cluster:created", "add_steps:added"),
+        # ... or after storing it.
+        ("create_cluster:stored", "add_steps:stored"),
+    ],
+    ids=["before-storing", "after-storing"],
+)
 def test_a_retry_attaches_to_what_the_dead_try_created(
-    emr_dag, aws_default_connection, s3_server, monkeypatch, fault
+    emr_dag, aws_default_connection, s3_server, monkeypatch, request, faults
 ):
-    monkeypatch.setenv("LLM_FAULT", fault)
-    run, tis = run_to_the_steps(emr_dag, s3_server, fault.replace(":", "-"))
-    task = f"emr.{fault.split(':')[0]}"
-    assert tis[task].state == "success" and tis[task].try_number == 2
+    monkeypatch.setenv("LLM_FAULT", ",".join(faults))
+    run, tis = run_to_the_steps(emr_dag, s3_server, request.node.callspec.id)
+    for task in ("emr.create_cluster", "emr.add_steps"):
+        assert tis[task].state == "success" and tis[task].try_number == 2, task
     [cluster] = clusters_of(aws_default_connection, run)  # one cluster, not one per try
     assert cluster["StepNames"] == STEP_NAMES  # each step queued once
     assert cluster["Status"]["State"] == "TERMINATED"

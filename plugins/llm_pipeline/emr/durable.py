@@ -29,8 +29,8 @@ FAULT_ENV = "LLM_FAULT"
 
 def fail_first_try(point: str, context: Any) -> None:
     """For the tests: end the first try at ``point`` as a dead worker would, after the AWS call
-    and before the task finished, when ``LLM_FAULT`` names the point."""
-    if os.environ.get(FAULT_ENV) == point and context["ti"].try_number == 1:
+    and before the task finished, when ``LLM_FAULT`` (comma-separated) names the point."""
+    if point in os.environ.get(FAULT_ENV, "").split(",") and context["ti"].try_number == 1:
         raise RuntimeError(f"injected fault at {point}: the worker died here")
 
 
