@@ -159,17 +159,22 @@ def join(uri: str, *parts: str) -> str:
 def filesystem(uri: str) -> tuple[AbstractFileSystem, str]:
     """Return the fsspec filesystem and the path inside it for ``uri``.
 
-    S3 calls retry with exponential backoff (botocore's standard retry mode, on top
-    of s3fs's retries of transient errors), so a restarting or briefly unreachable
-    S3 endpoint delays a job instead of failing it; ``LLM_S3_MAX_ATTEMPTS`` bounds
-    the attempts (default 10).
+    S3 requests retry with exponential backoff (botocore's standard retry mode), so a
+    restarting or briefly unreachable S3 endpoint delays a job instead of failing it.
+    ``LLM_S3_MAX_ATTEMPTS`` is the number of attempts per request (default 10), first one
+    included; s3fs's own loop around each call is turned off, as it would repeat all of
+    them five times over (an error would then say "after 10 attempts" after 50).
     """
     uri = normalize_uri(uri)
     if uri.startswith("s3://"):
-        return fsspec.core.url_to_fs(
+        fs, path = fsspec.core.url_to_fs(
             uri,
-            config_kwargs={"retries": {"max_attempts": s3_max_attempts(), "mode": "standard"}},
+            config_kwargs={
+                "retries": {"total_max_attempts": s3_max_attempts(), "mode": "standard"}
+            },
         )
+        fs.retries = 1  # one pass through s3fs's retry loop: botocore does the retrying
+        return fs, path
     return fsspec.core.url_to_fs(uri)
 
 
