@@ -6,19 +6,23 @@ import json
 import pytest
 
 from helpers.corpora import small_corpus
-from helpers.jobs import load_job
+from helpers.jobs import copy_stages, load_job
 from sparklm.runtime import storage
-from sparklm.settings import DEFAULT_CORPUS
 
 SMALL_MODEL = ["--context-len", "64", "--n-layer", "1", "--n-head", "2", "--n-embd", "64",
                "--batch-size", "16", "--lr", "3e-3", "--warmup-steps", "5", "--partitions", "2",
                "--rounds", "3", "--local-steps", "20", "--eval-tokens", "4096"]  # fmt: skip
 
 
-def run_pipeline(root: str, corpus: str, vocab_size: int) -> str:
-    """preprocess → tokenize → train → generate on ``corpus``, in process."""
+def prepare(root: str, corpus: str, vocab_size: int) -> str:
+    """preprocess → tokenize ``corpus`` into ``root``, in process."""
     load_job("preprocess").main(["--run-root", root, "--input", corpus])
     load_job("tokenize_corpus").main(["--run-root", root, "--vocab-size", str(vocab_size)])
+    return root
+
+
+def train_and_generate(root: str) -> str:
+    """train → generate on a prepared run root, in process."""
     load_job("train").main(["--run-root", root, *SMALL_MODEL])
     load_job("generate").main(["--run-root", root, "--prompt", "The history of",
                                "--max-new-tokens", "4"])  # fmt: skip
@@ -26,13 +30,13 @@ def run_pipeline(root: str, corpus: str, vocab_size: int) -> str:
 
 
 @pytest.fixture(scope="module")
-def runs(spark, tmp_path_factory):
-    """A model trained on Wikipedia (the bundled dump) and one on a small synthetic corpus
-    whose own validation split is far easier than Wikipedia's."""
+def runs(spark, wikitext_run, tmp_path_factory):
+    """A model trained on Wikipedia (the bundled dump, tokenized once for the session) and one
+    on a small synthetic corpus whose own validation split is far easier than Wikipedia's."""
     base = tmp_path_factory.mktemp("gate")
-    wiki = run_pipeline(f"file://{base / 'wiki'}", DEFAULT_CORPUS, 512)
+    wiki = train_and_generate(copy_stages(wikitext_run, base / "wiki", ("preprocess", "tokenize")))
     corpus = small_corpus(base / "corpus", documents=60)
-    other = run_pipeline(f"file://{base / 'other'}", str(corpus), 300)
+    other = train_and_generate(prepare(f"file://{base / 'other'}", str(corpus), 300))
     return wiki, other, corpus
 
 
