@@ -159,9 +159,7 @@ def main(argv: Sequence[str]) -> dict:
         airflow={"dag_id": args.dag_id, "run_id": args.dag_run_id} if args.dag_run_id else None,
         manifests=manifests, refs=refs, contents=contents,
     )  # fmt: skip
-    latest = current_latest(registry, model_name)
-    if latest is not None and latest["version"] == version:
-        latest = latest.get("previous")  # republishing: compare with what it replaced
+    latest, republishing = gate_baseline(registry, model_name, version)
     decision = gate(publication, latest, evaluation_set, problem)
     exported, hf_export = export_hf(target, contents)
     copied += exported
@@ -169,7 +167,7 @@ def main(argv: Sequence[str]) -> dict:
     storage.write_bytes(storage.join(target, PROMOTION),
                         json.dumps(decision, indent=2, sort_keys=True).encode())  # fmt: skip
     fault_injection.crash_point("publish:before-latest")
-    if decision["promoted"]:
+    if decision["promoted"] and not republishing:
         promote(registry, model_name, decision["pointer"], decision["evaluation"]["set"])
     state = ("promoted" if decision["promoted"] else
              "awaiting approval" if decision["awaiting_approval"] else "NOT promoted")  # fmt: skip
@@ -270,6 +268,16 @@ def score_candidate(contents: dict[str, bytes], evaluation_set: EvalSet) -> Scor
             "or raise --warmup-steps)"
         )
     return score
+
+
+def gate_baseline(registry: str, model_name: str, version: str) -> tuple[dict | None, bool]:
+    """The pointer a candidate is gated against, and whether this is a republication of the
+    current latest (a rerun): that compares with what it replaced, and leaves ``latest.json``
+    as it is, its first promotion time included."""
+    latest = current_latest(registry, model_name)
+    if latest is not None and latest["version"] == version:
+        return latest.get("previous"), True
+    return latest, False
 
 
 def latest_pointer(p: Publication, metrics: dict, candidate: Score | None,
