@@ -93,6 +93,9 @@ class StepRun:
     name: str
     returncode: int
     output: str
+    # The spark-submit command the step became here, and the bundle folder it ran in.
+    command: list[str] = field(default_factory=list)
+    cwd: str = ""
 
 
 @dataclass
@@ -141,6 +144,7 @@ class EmrStepRunner:
 
     def _execute(self, cluster, step) -> None:
         step.state = "RUNNING"
+        command, bundle = [], ""
         try:
             command, bundle = self.local_command(step.args)
         except Exception as exc:  # fail the step (and so the run) now, not at a sensor timeout
@@ -151,7 +155,7 @@ class EmrStepRunner:
                                   text=True, timeout=1800, cwd=bundle,
                                   env=node_environment(self.venv))  # fmt: skip
         self.runs.append(StepRun(cluster.id, step.id, step.name, done.returncode,
-                                 done.stdout))  # fmt: skip
+                                 done.stdout, command, bundle))  # fmt: skip
         log_uri = (cluster.log_uri or "").replace("s3n://", "s3://").rstrip("/")
         if log_uri:
             storage.write_bytes(f"{log_uri}/{cluster.id}/steps/{step.id}/stdout.gz",
