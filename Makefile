@@ -6,7 +6,7 @@ VENV := $(CURDIR)/.venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 # An EMR node's Python environment (the bundle's bootstrap.sh + the default release's Spark),
-# in which the tests run the EMR steps and the Spark-3.5 leg of the version matrix.
+# in which the tests run the EMR steps (then replayed on the project's Spark 4.2 and compared).
 EMR_VENV := $(CURDIR)/.venv-emr
 EMR_STAMP := $(EMR_VENV)/.installed
 
