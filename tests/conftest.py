@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 from fixtures.session import S3_PORT, SESSION_DIR
 
+from helpers.jobs import JIT_C1_ONLY
 from helpers.paths import REPO, S3_ACCESS_KEY, S3_SECRET_KEY
 
 os.environ.update(
@@ -34,6 +35,8 @@ os.environ.update(
         "AIRFLOW_VAR_LLM_REGISTRY_ALLOWED_PREFIXES": f"file://{tempfile.gettempdir()}/,"
         "s3://llm-test/",
         "SPARK_LOCAL_IP": "127.0.0.1",
+        # Every spark-submit here, the in-process sessions' too (helpers.jobs.JIT_C1_ONLY).
+        "SPARK_SUBMIT_OPTS": f"{os.environ.get('SPARK_SUBMIT_OPTS', '')} {JIT_C1_ONLY}".strip(),
         "PYSPARK_PYTHON": sys.executable,
         "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
         "AWS_ACCESS_KEY_ID": S3_ACCESS_KEY,

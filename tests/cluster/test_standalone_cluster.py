@@ -13,7 +13,7 @@ import psutil
 import pytest
 
 from helpers.corpora import small_corpus
-from helpers.jobs import TINY, TINY_TOLERANCE, spark_submit
+from helpers.jobs import JIT_C1_ONLY, TINY, TINY_TOLERANCE, spark_submit
 from helpers.paths import JOBS
 from helpers.spark_cluster import SparkCluster
 from sparklm.registry.versions import read_latest
@@ -42,7 +42,8 @@ STAGES = {
 TASK_EVENT = re.compile(r"Executor: (Running|Finished) task \S+ in stage \S+ \(TID (\d+)\)")
 # One core per executor, so the two replicas run on different workers' executors.
 CLUSTER_CONF = ["--conf", "spark.executor.cores=1", "--conf", "spark.ui.enabled=false",
-                "--conf", "spark.task.maxFailures=4"]  # fmt: skip
+                "--conf", "spark.task.maxFailures=4",
+                "--conf", f"spark.executor.extraJavaOptions={JIT_C1_ONLY}"]  # fmt: skip
 
 
 @pytest.fixture(scope="module")
