@@ -191,33 +191,27 @@ def test_killed_train_task_is_retried_by_airflow_and_resumes(airflow_db, monkeyp
 
 
 def two_stages(corpus: Path, root: str) -> subprocess.Popen:
-    """preprocess then tokenize ``corpus`` into ``root`` with spark-submit, in the background."""
-    script = (
-        f"spark-submit --master local[1] {JOBS}/preprocess.py --run-root {root} --input {corpus}"
-        f" && spark-submit --master local[1] {JOBS}/tokenize_corpus.py --run-root {root}"
-        " --vocab-size 300"
-    )
-    return subprocess.Popen(["bash", "-c", script], stdout=subprocess.PIPE,
+    """preprocess then tokenize ``corpus`` into ``root`` with spark-submit, in the background,
+    as ``clean_run`` does (``STAGE_ARGS``, local[2])."""
+    commands = [f"spark-submit --master local[2] {JOBS}/{script} --run-root {root} "
+                + " ".join(map(str, args(corpus))) for script, args in STAGE_ARGS.items()]
+    return subprocess.Popen(["bash", "-c", " && ".join(commands)], stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True)  # fmt: skip
 
 
-def test_two_runs_at_once_do_not_interfere(tmp_path):
+def test_two_runs_at_once_do_not_interfere(clean_run, tmp_path):
     """Two pipelines on two run roots at the same time each get exactly their own data: the
-    very files the same pipeline writes into a third run root when it runs alone."""
-    roots, corpora = {}, {}
-    for name, documents in (("a", 12), ("b", 20)):
-        corpora[name] = small_corpus(tmp_path / f"corpus-{name}", documents=documents)
-        roots[name] = (f"file://{tmp_path / name}", documents)
-    for process in [two_stages(corpora[name], roots[name][0]) for name in roots]:
+    very files the same pipeline wrote into another run root when it ran alone (``clean_run``,
+    whose corpus run b reads)."""
+    corpus, alone = clean_run
+    roots = {"a": f"file://{tmp_path / 'a'}", "b": f"file://{tmp_path / 'b'}"}
+    corpora = {"a": small_corpus(tmp_path / "corpus-a", documents=12), "b": corpus}
+    for process in [two_stages(corpora[name], roots[name]) for name in roots]:
         output, _ = process.communicate(timeout=600)
         assert process.returncode == 0, output[-2000:]
-    for root, documents in roots.values():
-        pre, tok = read_manifest(root, "preprocess"), read_manifest(root, "tokenize")
+    for name, documents in (("a", 12), ("b", 20)):
+        pre, tok = read_manifest(roots[name], "preprocess"), read_manifest(roots[name], "tokenize")
         assert pre["stats"]["train"]["documents"] + pre["stats"]["val"]["documents"] == documents
-        assert tok["inputs"]["preprocess"]["manifest"] == f"{root}/preprocess/manifest.json"
-    alone = f"file://{tmp_path / 'a-alone'}"
-    alone_process = two_stages(corpora["a"], alone)
-    output, _ = alone_process.communicate(timeout=600)
-    assert alone_process.returncode == 0, output[-2000:]
+        assert tok["inputs"]["preprocess"]["manifest"] == f"{roots[name]}/preprocess/manifest.json"
     for stage in ("preprocess", "tokenize"):
-        assert files(roots["a"][0], stage) == files(alone, stage), stage
+        assert files(roots["b"], stage) == files(alone, stage), stage
