@@ -1,8 +1,9 @@
 """Test session: Airflow, Spark and AWS settings fixed before anything imports those libraries;
 the check that the code under test is this checkout's; markers by folder and fixture.
 
-The fixtures live in ``tests/fixtures/`` (servers, Spark, Airflow), the helpers tests import
-in ``tests/helpers/`` (paths, jobs, corpora, oracles, browser, the standalone cluster).
+The fixtures live in ``tests/fixtures/`` (servers, Spark, Airflow, the JVMs' options), the
+helpers tests import in ``tests/helpers/`` (paths, jobs, corpora, oracles, browser, the
+standalone cluster).
 """
 
 from __future__ import annotations
@@ -18,7 +19,6 @@ from pathlib import Path
 import pytest
 from fixtures.session import S3_PORT, SESSION_DIR
 
-from helpers.jobs import JIT_C1_ONLY
 from helpers.paths import REPO, S3_ACCESS_KEY, S3_SECRET_KEY
 
 os.environ.update(
@@ -35,8 +35,6 @@ os.environ.update(
         "AIRFLOW_VAR_LLM_REGISTRY_ALLOWED_PREFIXES": f"file://{tempfile.gettempdir()}/,"
         "s3://llm-test/",
         "SPARK_LOCAL_IP": "127.0.0.1",
-        # Every spark-submit here, the in-process sessions' too (helpers.jobs.JIT_C1_ONLY).
-        "SPARK_SUBMIT_OPTS": f"{os.environ.get('SPARK_SUBMIT_OPTS', '')} {JIT_C1_ONLY}".strip(),
         "PYSPARK_PYTHON": sys.executable,
         "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
         "AWS_ACCESS_KEY_ID": S3_ACCESS_KEY,
@@ -99,7 +97,8 @@ def pytest_sessionfinish(session, exitstatus) -> None:
 
 
 # The fixtures, by kind; the environment above is set before any of them imports Airflow.
-pytest_plugins = ["fixtures.servers", "fixtures.spark", "fixtures.airflow"]
+# ``fixtures.jvm`` adds the options of every Spark JVM once the tests are collected.
+pytest_plugins = ["fixtures.servers", "fixtures.spark", "fixtures.airflow", "fixtures.jvm"]
 
 
 FOLDER_MARKERS = {

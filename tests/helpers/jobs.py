@@ -13,8 +13,7 @@ from types import ModuleType
 
 from helpers.paths import JOBS, REPO
 
-# The JVM option of every Spark JVM the tests start (spark-submit, cluster executors): the
-# client compiler only. These JVMs live seconds; C2's compiles would cost a third of their CPU.
+# The client compiler only, for every Spark JVM the tests start (fixtures/jvm.py says why).
 JIT_C1_ONLY = "-XX:TieredStopAtLevel=1"
 # A small model that learns real Wikipedia text (the default corpus, vocab 512) in about a
 # minute on local[2]: validation 4.51 nats/token against a unigram entropy of 5.31.
