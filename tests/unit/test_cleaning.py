@@ -8,8 +8,8 @@ from sparklm.data.cleaning import (
     clean_line,
     decode_utf8,
     document_id,
-    normalize_text,
     split_key,
+    strip_controls,
 )
 
 
@@ -22,13 +22,13 @@ def test_decode_counts_only_invalid_bytes():
     assert text == "a\ufffd\ufffd" and invalid == 1
 
 
-def test_normalize_nfc_controls_tabs_and_trim():
+def test_strip_controls_nfc_tabs_and_trim():
     decomposed = "e\u0301cole"  # e + combining acute
-    assert normalize_text(f"  {decomposed}\t\x07x  ") == "\u00e9cole x"
-    assert unicodedata.is_normalized("NFC", normalize_text(decomposed))
+    assert strip_controls(f"  {decomposed}\t\x07x\r  ") == ("\u00e9cole x", 1)
+    assert unicodedata.is_normalized("NFC", strip_controls(decomposed)[0])
     # Zero-width joiners hold emoji sequences together: they must survive.
     family = "👩\u200d👩\u200d👧"
-    assert normalize_text(family) == family
+    assert strip_controls(family) == (family, 0)
 
 
 @pytest.mark.parametrize(
@@ -74,8 +74,8 @@ def test_vectorised_cleaning_matches_the_character_definition(seed):
     text = "".join(rng.choice(alphabet) for _ in range(rng.randint(0, 400)))
     nfc = unicodedata.normalize("NFC", text).replace("\t", " ")
     expected = "".join(ch for ch in nfc if unicodedata.category(ch) != "Cc").strip()
-    assert normalize_text(text) == expected
-    raw = text.encode()
     controls = sum(1 for ch in text if unicodedata.category(ch) == "Cc" and ch not in "\t\r")
+    assert strip_controls(text) == (expected, controls)
+    raw = text.encode()
     binary = bool(raw) and (b"\x00" in raw or controls / len(raw) > 0.1)
     assert (clean_line(raw, 1).drop_reason == "binary") == binary

@@ -41,18 +41,13 @@ def decode_utf8(raw: bytes) -> tuple[str, int]:
         return text, text.count(REPLACEMENT) - raw.count(_UTF8_REPLACEMENT)
 
 
-def normalize_text(text: str) -> str:
-    """NFC-normalise, turn tabs into spaces, drop control characters, trim the ends.
+def strip_controls(text: str) -> tuple[str, int]:
+    """NFC-normalise, turn tabs into spaces, drop control characters, trim the ends; and
+    count the controls other than tab and carriage return it held.
 
     Format characters (category Cf: zero-width joiners, bidi marks) are kept:
     emoji sequences and right-to-left scripts need them.
     """
-    return _strip_controls(text)[0]
-
-
-def _strip_controls(text: str) -> tuple[str, int]:
-    """NFC text without control characters, tabs as spaces, trimmed; and how many controls
-    other than tab and carriage return it held."""
     if not unicodedata.is_normalized("NFC", text):
         text = unicodedata.normalize("NFC", text)
     text, controls = _CONTROLS.subn("", text)
@@ -62,7 +57,7 @@ def _strip_controls(text: str) -> tuple[str, int]:
 def clean_line(raw: bytes, min_chars: int) -> CleanLine:
     """Clean one line of bytes (without its newline)."""
     text, invalid = decode_utf8(raw)
-    text, controls = _strip_controls(text)
+    text, controls = strip_controls(text)
     if raw and (b"\x00" in raw or (invalid + controls) / len(raw) > BINARY_SHARE):
         return CleanLine("", "binary", invalid)
     if not text:
