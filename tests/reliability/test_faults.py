@@ -193,8 +193,11 @@ def test_killed_train_task_is_retried_by_airflow_and_resumes(airflow_db, monkeyp
 def two_stages(corpus: Path, root: str) -> subprocess.Popen:
     """preprocess then tokenize ``corpus`` into ``root`` with spark-submit, in the background,
     as ``clean_run`` does (``STAGE_ARGS``, local[2])."""
-    commands = [f"spark-submit --master local[2] {JOBS}/{script} --run-root {root} "
-                + " ".join(map(str, args(corpus))) for script, args in STAGE_ARGS.items()]
+    commands = [
+        f"spark-submit --master local[2] {JOBS}/{script} --run-root {root} "
+        + " ".join(map(str, args(corpus)))
+        for script, args in STAGE_ARGS.items()
+    ]
     return subprocess.Popen(["bash", "-c", " && ".join(commands)], stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True)  # fmt: skip
 
