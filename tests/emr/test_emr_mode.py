@@ -17,7 +17,12 @@ from helpers.corpora import small_corpus
 from helpers.jobs import SMALL_CONF, load_dag
 from helpers.oracles import generated_records
 from helpers.paths import JOBS, REPO
-from helpers.spark_runtimes import PROJECT_SPARK, emr_node_runtime, project_runtime
+from helpers.spark_runtimes import (
+    PROJECT_SPARK,
+    SparkRuntime,
+    emr_node_runtime,
+    project_runtime,
+)
 from llm_pipeline.emr.bundle import EMR_SPARK_VERSION, build_bundle, bundle_version, emr_steps
 from llm_pipeline.pipeline import PIPELINE, xcom
 from sparklm.registry.versions import read_latest
@@ -99,9 +104,15 @@ def run_emr(dag, tmp_path, s3_server, name, **conf):
     return run, states, runner, root
 
 
-def test_each_spark_runtime_has_its_spark_and_none_of_our_code(tmp_path):
+@pytest.fixture(scope="module")
+def spark4(tmp_path_factory) -> SparkRuntime:
+    """The project's Spark 4.2 without our development install, for the steps' replay."""
+    return project_runtime(tmp_path_factory.mktemp("project-runtime"))
+
+
+def test_each_spark_runtime_has_its_spark_and_none_of_our_code(spark4):
     for runtime, version in ((emr_node_runtime(), EMR_SPARK_VERSION),
-                             (project_runtime(tmp_path / "project"), PROJECT_SPARK)):  # fmt: skip
+                             (spark4, PROJECT_SPARK)):  # fmt: skip
         probe = runtime.run_python("import pyspark; print(pyspark.__version__)")
         assert probe.stdout.strip() == version, probe.stderr
         for ours in ("sparklm", "llm_pipeline"):  # only the bundle's zip provides sparklm
@@ -110,7 +121,7 @@ def test_each_spark_runtime_has_its_spark_and_none_of_our_code(tmp_path):
 
 @pytest.mark.slow
 def test_the_whole_pipeline_runs_as_emr_steps_and_the_same_on_spark_4(
-    emr_dag, aws_default_connection, s3_server, tmp_path
+    emr_dag, aws_default_connection, s3_server, spark4, tmp_path
 ):
     corpus = small_corpus(tmp_path / "corpus", documents=30)
     storage.write_bytes(s3_server.uri("emr-corpus", "corpus.txt"), corpus.read_bytes())
@@ -134,9 +145,9 @@ def test_the_whole_pipeline_runs_as_emr_steps_and_the_same_on_spark_4(
 
     # The same steps, from the same bundle, on the project's Spark 4.2 into another run root
     # and registry: every artifact but the timings is the same.
-    spark4 = project_runtime(tmp_path / "project-runtime")
-    root4, registry, registry4 = root + "-spark4", s3_server.uri("registry-emr"), s3_server.uri(
-        "registry-spark4")  # fmt: skip
+    root4 = root + "-spark4"
+    registry = s3_server.uri("registry-emr")
+    registry4 = s3_server.uri("registry-spark4")
     for step in runner.runs:
         args = [a.replace(root, root4).replace(registry, registry4) for a in step.command[1:]]
         done = subprocess.run([str(spark4.spark_submit), *args], stdout=subprocess.PIPE,
