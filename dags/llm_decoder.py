@@ -221,15 +221,20 @@ with DAG(
 
     @task
     def promote(request: dict, answer: dict) -> None:
-        """Approved: move latest.json to the version, recording who approved it."""
-        from llm_pipeline.approval import responder
+        """Approved: move latest.json to the version, recording who approved it. A stale
+        approval fails at once; a storage fault is retried."""
+        from llm_pipeline.approval import final, responder
         from llm_pipeline.review import approve
 
-        approve(request["registry"], request["model_name"], request["version"], responder(answer))
+        with final():
+            approve(request["registry"], request["model_name"], request["version"],
+                    responder(answer))  # fmt: skip
 
     request = review_request(planned)
+    # One retry: Airflow 3.3 can fail a try answered within a second or two of parking (see
+    # PromotionApproval); the retry asks again where a failure would end the run.
     approval = PromotionApproval(
-        task_id="approve_promotion", request_task_id=request.operator.task_id, retries=0
+        task_id="approve_promotion", request_task_id=request.operator.task_id, retries=1
     )
     chain(planned, choose_env(), [local, emr])
     chain([stages[-1], watchers[-1]], request, approval, promote(request, approval.output))

@@ -184,6 +184,20 @@ class AirflowStack:
         response.raise_for_status()
         return response.json()
 
+    def failed_tasks(self, run_id: str, dag_id: str = DAG_ID, lines: int = 40) -> str:
+        """The run's failed tasks, each with the end of its last try's log: what a test
+        quotes when a run fails, since the stack's home is gone when the session ends."""
+        run = f"/api/v2/dags/{dag_id}/dagRuns/{run_id}/taskInstances"
+        report = []
+        for ti in self.get(run, limit=100)["task_instances"]:
+            if ti["state"] != "failed":
+                continue
+            content = self.get(f"{run}/{ti['task_id']}/logs/{ti['try_number']}")["content"]
+            tail = [json.dumps(entry) if isinstance(entry, dict) else str(entry)
+                    for entry in content[-lines:]]  # fmt: skip
+            report.append(f"--- {ti['task_id']} (try {ti['try_number']}):\n" + "\n".join(tail))
+        return "\n".join(report) or "no task instance failed"
+
     def unpause(self, dag_id: str = DAG_ID) -> None:
         response = self.request("PATCH", f"/api/v2/dags/{dag_id}", json={"is_paused": False})
         response.raise_for_status()

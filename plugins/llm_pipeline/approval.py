@@ -6,9 +6,12 @@ the DAG often and ``sparklm`` is loaded only when a task runs.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from airflow.providers.standard.operators.hitl import ApprovalOperator
+from airflow.sdk.exceptions import AirflowFailException
 
 
 def responder(result: dict[str, Any]) -> str:
@@ -17,11 +20,30 @@ def responder(result: dict[str, Any]) -> str:
     return str(user.get("name") or user.get("id") or "unknown")
 
 
+@contextmanager
+def final() -> Iterator[None]:
+    """Fail the task without a retry on a registry error (a stale approval, a missing
+    record): asking again or rerunning cannot change it. Storage faults still retry."""
+    from sparklm.registry.versions import RegistryError
+
+    try:
+        yield
+    except RegistryError as exc:
+        raise AirflowFailException(f"ERROR: {exc}") from None
+
+
 class PromotionApproval(ApprovalOperator):
     """Asks whether to promote the version ``review_request`` describes.
 
     Approve lets the downstream ``promote`` task run; Reject skips it (ApprovalOperator's
     behaviour) and, here, records the rejection in the version's ``promotion.json`` first.
+
+    An answer given within a second or two of the request (an automated approver, or a person
+    already on the "Required actions" page) can fail the try on Airflow 3.3.2: when the
+    scheduler reads the parked worker's exit only after the answer queued the resumed try, it
+    takes that exit for the resumed try's end ("state mismatch" in the audit log). The DAG
+    gives this task one retry, which asks again; answer once the request has been up a few
+    seconds.
     """
 
     def __init__(self, *, request_task_id: str, **kwargs: Any) -> None:
@@ -37,6 +59,7 @@ class PromotionApproval(ApprovalOperator):
             from llm_pipeline.review import reject
 
             request = context["ti"].xcom_pull(task_ids=self.request_task_id)
-            reject(request["registry"], request["model_name"], request["version"],
-                   responder(event))  # fmt: skip
+            with final():
+                reject(request["registry"], request["model_name"], request["version"],
+                       responder(event))  # fmt: skip
         return super().execute_complete(context=context, event=event)

@@ -3,7 +3,9 @@
 ``require_approval`` runs on the shared ``airflow_stack``: publish stores the version and
 leaves ``latest.json`` alone; ``approve_promotion`` (the standard provider's
 ApprovalOperator) waits for an answer given with ``PATCH …/hitlDetails``, as the UI's
-"Required actions" page gives it.
+"Required actions" page gives it. It answers once the scheduler has seen the parked try's
+worker exit, as a person reading the request does: an answer in the second before can lose
+Airflow 3.3.2's park race (see ``PromotionApproval``).
 """
 
 import json
@@ -26,17 +28,22 @@ def trigger(stack, conf: dict) -> str:
     return run["dag_run_id"]
 
 
-def task_state(stack, run_id: str, task_id: str) -> str | None:
-    return stack.get(f"/api/v2/dags/{DAG_ID}/dagRuns/{run_id}/taskInstances/{task_id}")["state"]
+def task_instance(stack, run_id: str, task_id: str) -> dict:
+    return stack.get(f"/api/v2/dags/{DAG_ID}/dagRuns/{run_id}/taskInstances/{task_id}")
+
+
+def check_not_failed(stack, run_id: str, waiting_for: str) -> None:
+    if stack.get(f"/api/v2/dags/{DAG_ID}/dagRuns/{run_id}")["state"] == "failed":
+        raise AssertionError(f"run {run_id} failed before {waiting_for}:\n"
+                             f"{stack.failed_tasks(run_id)}")  # fmt: skip
 
 
 def wait_for(stack, run_id: str, task_id: str, states: set[str]) -> str:
     """Wait until ``task_id`` is in one of ``states``; fail at once if the run failed."""
 
     def reached():
-        if stack.get(f"/api/v2/dags/{DAG_ID}/dagRuns/{run_id}")["state"] == "failed":
-            raise AssertionError(f"run {run_id} failed before {task_id} reached {states}")
-        state = task_state(stack, run_id, task_id)
+        check_not_failed(stack, run_id, f"{task_id} reached {states}")
+        state = task_instance(stack, run_id, task_id)["state"]
         return state if state in states else None
 
     return stack.wait_until(reached, RUN_TIMEOUT, f"{task_id} is {states}", interval=5)
@@ -48,6 +55,26 @@ def answer(stack, run_id: str, option: str) -> dict:
     response = stack.request("PATCH", path, json={"chosen_options": [option], "params_input": {}})
     response.raise_for_status()
     return response.json()
+
+
+def parked(stack, run_id: str) -> int:
+    """Wait until ``approve_promotion`` awaits input and the scheduler has processed its
+    worker's exit (its "TaskInstance Finished" line for the parked try); the try number."""
+
+    def seen():
+        check_not_failed(stack, run_id, "approve_promotion awaited input")
+        ti = task_instance(stack, run_id, "approve_promotion")
+        if ti["state"] != "awaiting_input":
+            return None
+        marks = (
+            f"TaskInstance Finished: dag_id={DAG_ID}, task_id=approve_promotion, run_id={run_id},",
+            "state=awaiting_input,",
+            f"try_number={ti['try_number']},",
+        )
+        log = (stack.home / "logs" / "scheduler.log").read_text(errors="replace")
+        return any(all(m in line for m in marks) for line in log.splitlines()) and ti["try_number"]
+
+    return stack.wait_until(seen, RUN_TIMEOUT, "approve_promotion is parked", interval=2)
 
 
 def read_json(uri: str) -> dict:
@@ -63,7 +90,7 @@ def test_a_promotion_waits_for_a_person_who_approves_or_rejects_it(airflow_stack
 
     # 1. The first version passes the gate, but latest.json waits for the approver.
     first = trigger(stack, conf)
-    wait_for(stack, first, "approve_promotion", {"awaiting_input"})
+    assert parked(stack, first) == 1
     assert not storage.exists(latest)
     detail = stack.get(f"/api/v2/dags/{DAG_ID}/dagRuns/{first}/taskInstances/approve_promotion/"
                        "-1/hitlDetails")  # fmt: skip
@@ -84,7 +111,7 @@ def test_a_promotion_waits_for_a_person_who_approves_or_rejects_it(airflow_stack
     # 2. A second version (another seed; a tolerance wide enough to pass the gate) is
     # rejected: it stays published, not promoted, and says who rejected it.
     second = trigger(stack, {**conf, "seed": 7, "promotion_tolerance": 10})
-    wait_for(stack, second, "approve_promotion", {"awaiting_input"})
+    assert parked(stack, second) == 1
     detail = stack.get(f"/api/v2/dags/{DAG_ID}/dagRuns/{second}/taskInstances/"
                        "approve_promotion/-1/hitlDetails")  # fmt: skip
     assert f"current latest `{pointer['version']}`" in detail["body"]

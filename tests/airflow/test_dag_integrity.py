@@ -62,7 +62,20 @@ def test_the_approval_task_is_the_standard_providers_approval_operator(dagbag):
 
     approval = dagbag.dags["llm_decoder"].get_task("approve_promotion")
     assert isinstance(approval, ApprovalOperator)
-    assert approval.options == ["Approve", "Reject"] and approval.retries == 0
+    # One retry, which asks again should an early answer lose Airflow 3.3.2's park race.
+    assert approval.options == ["Approve", "Reject"] and approval.retries == 1
+
+
+def test_a_registry_error_fails_the_approval_tasks_without_a_retry():
+    from airflow.sdk.exceptions import AirflowFailException
+
+    from llm_pipeline.approval import final
+    from sparklm.registry.versions import RegistryError
+
+    with pytest.raises(AirflowFailException, match="^ERROR: the approval is stale"), final():
+        raise RegistryError("the approval is stale")
+    with pytest.raises(OSError), final():  # a storage fault keeps its retry
+        raise OSError("connection reset")
 
 
 def test_publish_updates_the_model_asset_in_both_modes(dagbag):

@@ -144,7 +144,7 @@ def test_a_short_run_triggered_from_the_form_succeeds(airflow_stack, browser, ma
     assert run["conf"]["corpus"] == str(corpus)
     state = stack.wait_until(lambda: (s := run_state(stack, run["dag_run_id"])) in (
         "success", "failed") and s, RUN_TIMEOUT, "the run finished", interval=5)  # fmt: skip
-    assert state == "success"
+    assert state == "success", stack.failed_tasks(run["dag_run_id"])
     # No location in the form: the run and the model go where `make run` put its own, and
     # the gate compared the candidate with the model `make run` promoted.
     plan = plan_of(stack, run["dag_run_id"])
