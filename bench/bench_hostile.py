@@ -181,8 +181,11 @@ def cases(out: Path) -> list[tuple[str, str, Path, list[str], Callable, bool]]:
         ("JSON Lines gz: one 200 MiB record, ratio raised", "preprocess",
          one_value_jsonl_gz(out / "record.jsonl.gz", 200 * MIB), RAISED_RATIO, gzip.compress,
          True),
-        ("Parquet (zstd): one 200 MiB value", "preprocess",
+        ("Parquet (zstd): one 200 MiB value, default flags", "preprocess",
          one_value_parquet(out / "value.parquet", 200 * MIB), [], parquet_bytes, True),
+        ("Parquet (zstd): one 200 MiB value, ratio raised", "preprocess",
+         one_value_parquet(out / "value-raised.parquet", 200 * MIB), RAISED_RATIO,
+         parquet_bytes, True),
     ]  # fmt: skip
 
 

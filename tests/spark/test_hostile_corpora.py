@@ -85,6 +85,25 @@ def test_a_gzip_bomb_stops_with_the_flag_to_raise(tmp_path):
     assert not (tmp_path / "run" / "preprocess" / "manifest.json").exists()
 
 
+def test_a_parquet_bomb_stops_on_the_driver_with_the_flag_to_raise(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    bomb = tmp_path / "in" / "bomb.parquet"  # one 256 MiB value among ordinary rows
+    bomb.parent.mkdir()
+    texts = ["an ordinary row of text"] * 10 + ["a" * (256 << 20)] + ["another row"] * 10
+    pq.write_table(pa.table({"text": texts}), bomb, compression="zstd")
+    del texts
+    assert bomb.stat().st_size < 300_000
+    status, output, peak = submit("preprocess.py", "--run-root", f"file://{tmp_path / 'run'}",
+                                  "--input", bomb)  # fmt: skip
+    assert status == 2, output[-3000:]
+    assert "bomb.parquet row group 0: its text column decompresses to" in error_line(output)
+    assert "raise --max-compression-ratio (now 200)" in error_line(output)
+    assert peak < PYTHON_RSS_BOUND_MB
+    assert not (tmp_path / "run" / "preprocess" / "manifest.json").exists()
+
+
 def test_a_64mib_line_preprocesses_with_flat_memory(tmp_path):
     unit = b"anarchism originated as a term of abuse first used against "
     text = gzip_one_line(tmp_path / "in" / "one-line.txt.gz", unit, 64 * 2**20)

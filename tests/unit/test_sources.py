@@ -13,6 +13,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from helpers.corpora import mediawiki_page, write_text
+from sparklm.data import records as records_module
 from sparklm.data.decompression import ReadLimits
 from sparklm.data.sources import (
     JSONL,
@@ -180,6 +181,27 @@ def test_a_parquet_value_over_the_cap_is_dropped_and_its_neighbours_kept(tmp_pat
     assert [r.text for r in records if r.drop_reason is None] == ["first row", "last row"]
     assert [(r.drop_reason, r.raw_bytes) for r in records if r.drop_reason] == [
         ("record_too_large", 10_000), ("missing_text_field", 0)]  # fmt: skip
+
+
+def test_a_parquet_row_group_that_expands_past_the_ratio_is_refused_naming_the_flag(tmp_path):
+    path = tmp_path / "bomb.parquet"  # 24 MiB of one letter: a few KB compressed
+    pq.write_table(pa.table({"text": ["first row", "a" * (24 << 20), "last row"]}), path,
+                   compression="zstd")  # fmt: skip
+    refused = r"bomb.parquet row group 0: its text column decompresses to 25,16.* raise "
+    with pytest.raises(PipelineError, match=refused + r"--max-compression-ratio \(now 200\)"):
+        read([path])
+    # Raised, the file is read; the value is over --max-record-bytes, so it is dropped, and
+    # each executor checks the row groups it reads as the driver did.
+    raised = ReadLimits(max_record_bytes=1 << 20, max_compression_ratio=100_000)
+    _, records = read([path], options=ReadOptions(4, raised))
+    assert [r.text for r in records if r.drop_reason is None] == ["first row", "last row"]
+    with pytest.raises(PipelineError, match="row group 0"):
+        list(records_module.parquet_texts(f"file://{path}", 0, 1, ("text",), ReadLimits()))
+
+
+def test_a_parquet_batch_holds_rows_up_to_a_byte_budget_not_a_row_count():
+    assert records_module.batch_rows(32 << 20) == 8  # the default --max-record-bytes
+    assert records_module.batch_rows(1 << 20) == 256 and records_module.batch_rows(1 << 30) == 1
 
 
 def test_many_small_files_are_grouped_into_few_tasks(tmp_path):

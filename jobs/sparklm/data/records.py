@@ -12,6 +12,7 @@ import json
 from collections.abc import Iterator
 from dataclasses import dataclass
 
+from sparklm.data.decompression import ReadLimits
 from sparklm.runtime import storage
 from sparklm.runtime.errors import PipelineError
 
@@ -20,6 +21,9 @@ NOT_A_STRING = "non_string_text_field"
 INVALID_JSON = "invalid_json"
 TOO_LARGE = "record_too_large"
 PARQUET_BATCH_ROWS = 256
+# The accepted text one Parquet batch may hold: rows per batch follow --max-record-bytes, so
+# rows as large as allowed (or one value repeated through a dictionary) cannot add up.
+PARQUET_BATCH_BYTES = 256 << 20
 PARQUET_READ_BUFFER = 1 << 20
 
 
@@ -59,33 +63,63 @@ def jsonl_text(line: bytes, path: tuple[str, ...]) -> RecordText:
 
 @dataclass(frozen=True)
 class RowGroup:
-    """One Parquet row group: its first row's index in the file, rows and compressed bytes."""
+    """One Parquet row group: its first row's index in the file, rows, compressed bytes (all
+    columns), and its text column's bytes compressed and decompressed (before decoding)."""
 
     index: int
     first_row: int
     rows: int
     compressed_bytes: int
+    text_compressed_bytes: int
+    text_decompressed_bytes: int
 
 
-def parquet_row_groups(uri: str, path: tuple[str, ...]) -> list[RowGroup]:
-    """The row groups of ``uri`` (from its footer only), after checking the text column.
+def parquet_row_groups(uri: str, path: tuple[str, ...], limits: ReadLimits) -> list[RowGroup]:
+    """The row groups of ``uri`` (from its footer only), after checking the text column and
+    how far it decompresses.
 
-    Raises PipelineError naming the string columns when ``path`` is not one of them.
+    Raises PipelineError naming the string columns when ``path`` is not one of them, or
+    naming the flag to raise when a row group's text expands past ``limits``.
     """
     import pyarrow.parquet as pq
 
     with storage.open_binary(uri) as f:
         parquet = pq.ParquetFile(f)
         check_text_column(uri, parquet.schema_arrow, path)
-        meta = parquet.metadata
-        groups, first = [], 0
-        for i in range(meta.num_row_groups):
-            group = meta.row_group(i)
-            columns = range(group.num_columns)
-            compressed = sum(group.column(c).total_compressed_size for c in columns)
-            groups.append(RowGroup(i, first, group.num_rows, compressed))
-            first += group.num_rows
+        return _row_groups(uri, parquet.metadata, ".".join(path), limits)
+
+
+def _row_groups(uri: str, meta, column: str, limits: ReadLimits) -> list[RowGroup]:
+    groups, first = [], 0
+    for i in range(meta.num_row_groups):
+        group = meta.row_group(i)
+        chunks = [group.column(c) for c in range(group.num_columns)]
+        [text] = [chunk for chunk in chunks if chunk.path_in_schema == column]
+        found = RowGroup(i, first, group.num_rows, sum(c.total_compressed_size for c in chunks),
+                         text.total_compressed_size, text.total_uncompressed_size)  # fmt: skip
+        check_expansion(uri, found, limits)
+        groups.append(found)
+        first += group.num_rows
     return groups
+
+
+def check_expansion(uri: str, group: RowGroup, limits: ReadLimits) -> None:
+    """The rule of every compressed input (``--max-compression-ratio``, 16 MiB always
+    allowed, ``--max-decompressed-gb``), applied to a row group's text column as its footer
+    declares it; Arrow checks each page decompresses to its declared size."""
+    cap, flag = limits.decompressed_cap(group.text_compressed_bytes)
+    if group.text_decompressed_bytes > cap:
+        raise PipelineError(
+            f"{uri} row group {group.index}: its text column decompresses to "
+            f"{group.text_decompressed_bytes:,} bytes from {group.text_compressed_bytes:,} "
+            f"compressed bytes, more than {cap:,}: a decompression bomb or a mislabelled file. "
+            f"If the file is genuine, raise {flag}"
+        )
+
+
+def batch_rows(max_record_bytes: int) -> int:
+    """Rows per Parquet batch: at most ``PARQUET_BATCH_BYTES`` of accepted text."""
+    return max(1, min(PARQUET_BATCH_ROWS, PARQUET_BATCH_BYTES // max_record_bytes))
 
 
 def check_text_column(uri: str, schema, path: tuple[str, ...]) -> None:
@@ -112,22 +146,26 @@ def check_text_column(uri: str, schema, path: tuple[str, ...]) -> None:
 
 
 def parquet_texts(
-    uri: str, first_group: int, end_group: int, path: tuple[str, ...], max_record_bytes: int
+    uri: str, first_group: int, end_group: int, path: tuple[str, ...], limits: ReadLimits
 ) -> Iterator[tuple[int, RecordText]]:
     """``(row index in the file, text)`` of row groups ``[first_group, end_group)``.
 
-    Read one row group at a time in batches of rows, only the text column: memory
-    follows the row group's text column, never the file.
+    Read one row group at a time in batches of rows (``batch_rows``), only the text column,
+    each group's expansion checked first: memory follows a batch and a page, never the file.
+    An oversized value is still decoded once (Arrow cannot skip a value unread): it costs
+    a few times its size, within the expansion its group was allowed.
     """
     import pyarrow.compute as pc
     import pyarrow.parquet as pq
 
+    max_record_bytes = limits.max_record_bytes
     with storage.open_binary(uri) as f:
         # Buffered reads: a column chunk is read page by page, not whole, so one huge value
         # costs its page, not its row group's column.
         parquet = pq.ParquetFile(f, buffer_size=PARQUET_READ_BUFFER)
-        row = sum(parquet.metadata.row_group(i).num_rows for i in range(first_group))
-        batches = parquet.iter_batches(batch_size=PARQUET_BATCH_ROWS,
+        groups = _row_groups(uri, parquet.metadata, ".".join(path), limits)
+        row = groups[first_group].first_row if first_group < len(groups) else 0
+        batches = parquet.iter_batches(batch_size=batch_rows(max_record_bytes),
                                        row_groups=range(first_group, end_group),
                                        columns=[path[0]])  # fmt: skip
         for batch in batches:

@@ -177,7 +177,7 @@ def _plan_file(file: SourceFile, split_bytes: int, options: ReadOptions) -> list
 
 
 def _row_group_splits(whole: InputSplit, split_bytes: int, options: ReadOptions):
-    groups = records.parquet_row_groups(whole.uri, options.text_field)
+    groups = records.parquet_row_groups(whole.uri, options.text_field, options.limits)
     splits, first, weight = [], 0, 0
     for group in groups:
         weight += group.compressed_bytes
@@ -338,9 +338,8 @@ def _parquet_records(split: InputSplit, options: ReadOptions) -> Iterator[LineRe
     """One document per row; a row's lines are positioned after ``row << 32``."""
     first, end = (split.start, split.end) if split.fmt == PARQUET else (0, None)
     if end is None:
-        end = len(records.parquet_row_groups(split.uri, options.text_field))
-    texts = records.parquet_texts(split.uri, first, end, options.text_field,
-                                  options.limits.max_record_bytes)  # fmt: skip
+        end = len(records.parquet_row_groups(split.uri, options.text_field, options.limits))
+    texts = records.parquet_texts(split.uri, first, end, options.text_field, options.limits)
     for row, record in texts:
         yield from _document_lines(split, document_id(split.source, f"row-{row}"), row << 32,
                                    record, options)  # fmt: skip
