@@ -6,6 +6,7 @@ import bz2
 import gzip
 import json
 import random
+import subprocess
 import sys
 
 import pyarrow as pa
@@ -199,9 +200,28 @@ def test_a_parquet_row_group_that_expands_past_the_ratio_is_refused_naming_the_f
         list(records_module.parquet_texts(f"file://{path}", 0, 1, ("text",), ReadLimits()))
 
 
-def test_a_parquet_batch_holds_rows_up_to_a_byte_budget_not_a_row_count():
+def test_a_parquet_batch_holds_rows_up_to_a_byte_budget_not_a_row_count(tmp_path):
     assert records_module.batch_rows(32 << 20) == 8  # the default --max-record-bytes
     assert records_module.batch_rows(1 << 20) == 256 and records_module.batch_rows(1 << 30) == 1
+    # One 4 MiB value repeated through a dictionary: a 2 MiB file within the ratio, which
+    # 256-row batches decoded into 1 GiB at a time.
+    path = tmp_path / "repeated.parquet"
+    value = random.Random(0).randbytes(3 << 20).hex()[: 4 << 20]
+    repeated = pa.DictionaryArray.from_arrays(pa.array([0] * 300, pa.int32()), pa.array([value]))
+    # Written as a plain string column (no Arrow schema kept), which readers decode in full.
+    pq.write_table(pa.table({"text": repeated}), path, compression="zstd", store_schema=False,
+                   dictionary_pagesize_limit=64 << 20)  # fmt: skip
+    del value, repeated
+    read_all = (
+        "import resource; from sparklm.data import records; "
+        "from sparklm.data.decompression import ReadLimits; "
+        f"rows = records.parquet_texts('file://{path}', 0, 1, ('text',), ReadLimits()); "
+        "print(sum(1 for _ in rows), resource.getrusage(resource.RUSAGE_SELF).ru_maxrss >> 10)"
+    )
+    done = subprocess.run([sys.executable, "-c", read_all], capture_output=True, text=True,
+                          check=True)  # fmt: skip
+    rows, peak_mb = map(int, done.stdout.split())
+    assert rows == 300 and peak_mb < 400, done.stdout
 
 
 def test_many_small_files_are_grouped_into_few_tasks(tmp_path):
