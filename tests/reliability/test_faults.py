@@ -218,3 +218,8 @@ def test_two_runs_at_once_do_not_interfere(clean_run, tmp_path):
         assert tok["inputs"]["preprocess"]["manifest"] == f"{roots[name]}/preprocess/manifest.json"
     for stage in ("preprocess", "tokenize"):
         assert files(roots["b"], stage) == files(alone, stage), stage
+    # Run a learned its own vocabulary from its own corpus: state shared between runs (a
+    # tokenizer cached outside the run root) would hand both runs one.
+    [tokenizer_a, tokenizer_b] = [[f["sha256"] for f in files(roots[name], "tokenize")
+                                   if f["path"] == "tokenizer.json"] for name in roots]  # fmt: skip
+    assert tokenizer_a and tokenizer_a != tokenizer_b
