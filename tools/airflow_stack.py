@@ -99,14 +99,33 @@ class AirflowStack:
         with open(self.home / "logs" / "db-migrate.log", "wb") as log:
             subprocess.run([airflow, "db", "migrate"], env=env, stdout=log,
                            stderr=subprocess.STDOUT, check=True)  # fmt: skip
-        api = ("api-server", "--host", "127.0.0.1", "--port", str(self.port), "--workers", "1")
-        for name, args in {"api-server": api, **COMPONENTS}.items():
-            with open(self.home / "logs" / f"{name}.log", "ab") as log:
-                self.processes[name] = subprocess.Popen(
-                    [airflow, *args], env=env, stdout=log, stderr=subprocess.STDOUT,
-                    start_new_session=True,  # Ctrl-C and stop() reach its children too
-                )  # fmt: skip
+        for name in ("api-server", *COMPONENTS):
+            self._spawn(name, env)
         self.wait_until(lambda: self.get(f"/api/v2/dags/{DAG_ID}"), timeout, "the DAG is served")
+
+    def _spawn(self, name: str, env: dict[str, str]) -> None:
+        api = ("api-server", "--host", "127.0.0.1", "--port", str(self.port), "--workers", "1")
+        args = api if name == "api-server" else COMPONENTS[name]
+        airflow = shutil.which("airflow", path=env["PATH"]) or "airflow"
+        with open(self.home / "logs" / f"{name}.log", "ab") as log:
+            self.processes[name] = subprocess.Popen(
+                [airflow, *args], env=env, stdout=log, stderr=subprocess.STDOUT,
+                start_new_session=True,  # Ctrl-C and stop() reach its children too
+            )  # fmt: skip
+
+    def restart(self, name: str, how: signal.Signals, extra_env: dict[str, str] | None = None
+                ) -> int:  # fmt: skip
+        """Stop one process of the stack with ``how`` (SIGKILL: a crash, nothing cleaned up;
+        SIGTERM: a deployment's restart) and start it again, with ``extra_env`` on top of the
+        stack's environment until its next restart. Returns where in its log the new
+        process's output starts."""
+        process = self.processes[name]
+        os.killpg(process.pid, how)
+        process.wait(timeout=120)
+        log = self.home / "logs" / f"{name}.log"
+        offset = log.stat().st_size
+        self._spawn(name, {**self.environment(), **(extra_env or {})})
+        return offset
 
     def use_local_deployment(self, runs_base: str, registry: str) -> None:
         """Keep runs and models where ``make run`` keeps them: the Variables it sets

@@ -1,14 +1,23 @@
-"""env=emr with deferrable watchers, through a real triggerer (the ``airflow_stack``)."""
+"""env=emr on the real ``airflow_stack`` (moto's EMR): deferrable watchers through a real
+triggerer, and tasks that outlive their worker's death and the triggerer's."""
 
 import json
+import re
+import signal
 import sqlite3
 from datetime import datetime, timedelta
 
+import boto3
 import pytest
 
 from airflow_stack import DAG_ID
 from emr_harness import EmrStepRunner
 from helpers.jobs import SMALL_CONF
+from llm_pipeline.pipeline import PIPELINE
+
+# The first tries of create_cluster and add_steps die by SIGKILL right after their AWS call,
+# before the task could record anything: as a worker killed there would.
+KILLED_AFTER_THE_CALL = "create_cluster:created:kill,add_steps:added:kill"
 
 pytestmark = pytest.mark.slow
 
@@ -21,19 +30,72 @@ def deferral_timeout(stack, run_id: str, task_id: str) -> datetime:
     return datetime.fromisoformat(value).replace(tzinfo=None)
 
 
-def test_a_deferred_watcher_keeps_the_stage_timeout_and_quotes_the_jobs_error(
-    airflow_stack, s3_server, tmp_path
+def clusters_of(aws_api_server: str, run_id: str) -> list[dict]:
+    """This run's clusters in moto, each with the names of its steps."""
+    emr = boto3.client("emr", endpoint_url=aws_api_server, region_name="us-east-1")
+    clusters = [c for c in emr.list_clusters()["Clusters"] if c["Name"] == f"llm-decoder {run_id}"]
+    for cluster in clusters:
+        cluster["StepNames"] = sorted(s["Name"] for s in emr.list_steps(ClusterId=cluster["Id"])
+                                      ["Steps"])  # fmt: skip
+    return clusters
+
+
+def test_an_emr_run_outlives_killed_tasks_and_a_crashed_triggerer_and_quotes_the_jobs_error(
+    airflow_stack, aws_api_server, s3_server, tmp_path
 ):
     stack = airflow_stack
     conf = {"env": "emr", "run_root": s3_server.uri("runs", "emr-deferred"),
             "registry": s3_server.uri("registry-deferred"),
             "corpus": s3_server.uri("nothing-here", "*.txt"), **SMALL_CONF}  # fmt: skip
-    run_id = stack.post(f"/api/v2/dags/{DAG_ID}/dagRuns",
-                        {"logical_date": None, "conf": conf})["dag_run_id"]  # fmt: skip
+    stack.restart("scheduler", signal.SIGTERM, {"LLM_FAULT": KILLED_AFTER_THE_CALL})
+    try:
+        run_id = stack.post(f"/api/v2/dags/{DAG_ID}/dagRuns",
+                            {"logical_date": None, "conf": conf})["dag_run_id"]  # fmt: skip
+        run_until_the_watcher_defers(stack, run_id)
+    finally:
+        stack.restart("scheduler", signal.SIGTERM)  # the stack's other tests run without faults
+    tasks = f"/api/v2/dags/{DAG_ID}/dagRuns/{run_id}/taskInstances"
+    for task in ("emr.create_cluster", "emr.add_steps"):
+        ti = stack.get(f"{tasks}/{task}")
+        assert (ti["state"], ti["try_number"]) == ("success", 2), task
+    [cluster] = clusters_of(aws_api_server, run_id)  # one cluster, not one per try
+    assert cluster["StepNames"] == sorted(f"llm_decoder {job.stage}" for job in PIPELINE)
+
+    # The triggerer crashes while it holds the watcher's trigger; the one started after it
+    # takes the trigger over (once the dead one's heartbeat is stale) and reports the step.
+    watcher = f"{tasks}/emr.watch_preprocess"
+    crashed = stack.wait_until(lambda: (stack.get(watcher)["trigger"] or {})["triggerer_id"],
+                               300, "a triggerer holds the watcher's trigger")  # fmt: skip
+    triggerer_log = stack.home / "logs" / "triggerer.log"
+    restarted_at = stack.restart("triggerer", signal.SIGKILL)
+    # Now the step runs and fails; the trigger reports it and the task quotes the job.
+    with EmrStepRunner(tmp_path / "emr-nodes") as runner:
+        state = stack.wait_until(
+            lambda: (s := stack.get(f"/api/v2/dags/{DAG_ID}/dagRuns/{run_id}")["state"])
+            in ("success", "failed") and s, 1200, "the EMR run finished", interval=2)  # fmt: skip
+    assert not runner.errors, runner.errors
+    assert state == "failed"
+    assert [r.name for r in runner.runs] == ["llm_decoder preprocess"]
+    ti = stack.get(watcher)
+    assert ti["state"] == "failed"
+    log = json.dumps(stack.get(f"{watcher}/logs/{ti['try_number']}")["content"])
+    assert "Error while running job" in log  # the trigger's event, handled in execute_complete
+    assert "ERROR: no input file matches" in log
+    # The trigger's log names each triggerer job that ran it (``….log.trigger.<job>.log``):
+    # it completed on one started after the crash.
+    assert "Starting the triggerer" in triggerer_log.read_text(errors="replace")[restarted_at:]
+    assert {int(job) for job in re.findall(r"\.log\.trigger\.(\d+)\.log", log)} - {crashed}
+    assert "trigger completed" in log
+    assert stack.get(f"{tasks}/emr.terminate_cluster")["state"] == "success"
+    assert clusters_of(aws_api_server, run_id)[0]["Status"]["State"] == "TERMINATED"
+
+
+def run_until_the_watcher_defers(stack, run_id: str) -> None:
+    """Wait until ``emr.watch_preprocess`` is deferred: moto leaves the step pending until
+    the harness runs it, and the watcher hands the wait to the triggerer with the preprocess
+    stage's 4 h, not EmrStepSensor's 60 polls."""
     watcher = f"/api/v2/dags/{DAG_ID}/dagRuns/{run_id}/taskInstances/emr.watch_preprocess"
 
-    # moto leaves the step pending until the harness runs it: the watcher hands the wait to
-    # the triggerer, with the preprocess stage's 4 h, not EmrStepSensor's 60 polls.
     def deferred():
         if (ti := stack.get(watcher))["state"] == "deferred":
             return ti
@@ -48,20 +110,3 @@ def test_a_deferred_watcher_keeps_the_stage_timeout_and_quotes_the_jobs_error(
     started = datetime.fromisoformat(ti["start_date"]).replace(tzinfo=None)
     waits = deferral_timeout(stack, run_id, "emr.watch_preprocess") - started
     assert timedelta(hours=4) <= waits <= timedelta(hours=4, minutes=10)
-
-    # Now the step runs and fails; the trigger reports it and the task quotes the job.
-    with EmrStepRunner(tmp_path / "emr-nodes") as runner:
-        state = stack.wait_until(
-            lambda: (s := stack.get(f"/api/v2/dags/{DAG_ID}/dagRuns/{run_id}")["state"])
-            in ("success", "failed") and s, 1200, "the EMR run finished", interval=2)  # fmt: skip
-    assert not runner.errors, runner.errors
-    assert state == "failed"
-    assert [r.name for r in runner.runs] == ["llm_decoder preprocess"]
-    ti = stack.get(watcher)
-    assert ti["state"] == "failed"
-    log = json.dumps(stack.get(f"{watcher}/logs/{ti['try_number']}")["content"])
-    assert "Error while running job" in log  # the trigger's event, handled in execute_complete
-    assert "ERROR: no input file matches" in log
-    terminate = stack.get(f"/api/v2/dags/{DAG_ID}/dagRuns/{run_id}/taskInstances/"
-                          "emr.terminate_cluster")  # fmt: skip
-    assert terminate["state"] == "success"

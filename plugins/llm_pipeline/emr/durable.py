@@ -13,6 +13,7 @@ can be given retries, and a throttled API call or a restarted worker no longer f
 from __future__ import annotations
 
 import os
+import signal
 from typing import Any
 
 from airflow.providers.amazon.aws.operators.emr import (
@@ -28,9 +29,15 @@ FAULT_ENV = "LLM_FAULT"
 
 
 def fail_first_try(point: str, context: Any) -> None:
-    """For the tests: end the first try at ``point`` as a dead worker would, after the AWS call
-    and before the task finished, when ``LLM_FAULT`` (comma-separated) names the point."""
-    if point in os.environ.get(FAULT_ENV, "").split(",") and context["ti"].try_number == 1:
+    """For the tests: end the first try at ``point``, after the AWS call and before the task
+    finished, when ``LLM_FAULT`` (comma-separated) names the point: ``<point>`` raises (a
+    try that failed there), ``<point>:kill`` SIGKILLs the task's process (a dead worker)."""
+    faults = os.environ.get(FAULT_ENV, "").split(",")
+    if context["ti"].try_number != 1:
+        return
+    if f"{point}:kill" in faults:
+        os.kill(os.getpid(), signal.SIGKILL)
+    if point in faults:
         raise RuntimeError(f"injected fault at {point}: the worker died here")
 
 
