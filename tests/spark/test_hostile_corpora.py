@@ -73,32 +73,38 @@ def error_line(output: str) -> str:
     return next(line for line in output.splitlines() if line.startswith("ERROR: "))
 
 
-def test_a_gzip_bomb_stops_with_the_flag_to_raise(tmp_path):
-    bomb = gzip_one_line(tmp_path / "in" / "bomb.txt.gz", b"a", 256 * 2**20)
-    assert bomb.stat().st_size < 300_000
-    status, output, peak = submit("preprocess.py", "--run-root", f"file://{tmp_path / 'run'}",
-                                  "--input", bomb)  # fmt: skip
-    assert status == 2, output[-3000:]
-    assert "bomb.txt.gz decompresses to more than" in error_line(output)
-    assert "raise --max-compression-ratio (now 200)" in error_line(output)
-    assert peak < PYTHON_RSS_BOUND_MB
-    assert not (tmp_path / "run" / "preprocess" / "manifest.json").exists()
+def gzip_bomb(folder: Path) -> Path:
+    """One 256 MiB line in a .gz of about 255 KB."""
+    return gzip_one_line(folder / "bomb.txt.gz", b"a", 256 * 2**20)
 
 
-def test_a_parquet_bomb_stops_on_the_driver_with_the_flag_to_raise(tmp_path):
+def parquet_bomb(folder: Path) -> Path:
+    """One 256 MiB value among ordinary rows, in a zstd row group of a few KB."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    bomb = tmp_path / "in" / "bomb.parquet"  # one 256 MiB value among ordinary rows
-    bomb.parent.mkdir()
+    folder.mkdir(parents=True, exist_ok=True)
     texts = ["an ordinary row of text"] * 10 + ["a" * (256 << 20)] + ["another row"] * 10
-    pq.write_table(pa.table({"text": texts}), bomb, compression="zstd")
-    del texts
+    pq.write_table(pa.table({"text": texts}), folder / "bomb.parquet", compression="zstd")
+    return folder / "bomb.parquet"
+
+
+@pytest.mark.parametrize(
+    ("build", "refusal"),
+    [
+        (gzip_bomb, "bomb.txt.gz decompresses to more than"),
+        # Refused on the driver, from the footer, before any task reads a page.
+        (parquet_bomb, "bomb.parquet row group 0: its text column decompresses to"),
+    ],
+    ids=["gzip", "parquet"],
+)
+def test_a_compression_bomb_stops_with_the_flag_to_raise(tmp_path, build, refusal):
+    bomb = build(tmp_path / "in")
     assert bomb.stat().st_size < 300_000
     status, output, peak = submit("preprocess.py", "--run-root", f"file://{tmp_path / 'run'}",
                                   "--input", bomb)  # fmt: skip
     assert status == 2, output[-3000:]
-    assert "bomb.parquet row group 0: its text column decompresses to" in error_line(output)
+    assert refusal in error_line(output)
     assert "raise --max-compression-ratio (now 200)" in error_line(output)
     assert peak < PYTHON_RSS_BOUND_MB
     assert not (tmp_path / "run" / "preprocess" / "manifest.json").exists()
