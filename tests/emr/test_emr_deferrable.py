@@ -7,13 +7,12 @@ import signal
 import sqlite3
 from datetime import datetime, timedelta
 
-import boto3
 import pytest
 
 from airflow_stack import DAG_ID
 from emr_harness import EmrStepRunner
+from helpers.emr import STEP_NAMES, clusters_of
 from helpers.jobs import SMALL_CONF
-from llm_pipeline.pipeline import PIPELINE
 
 # The first tries of create_cluster and add_steps die by SIGKILL right after their AWS call,
 # before the task could record anything: as a worker killed there would.
@@ -28,16 +27,6 @@ def deferral_timeout(stack, run_id: str, task_id: str) -> datetime:
         [(value,)] = db.execute("SELECT trigger_timeout FROM task_instance "
                                 "WHERE run_id = ? AND task_id = ?", (run_id, task_id))  # fmt: skip
     return datetime.fromisoformat(value).replace(tzinfo=None)
-
-
-def clusters_of(aws_api_server: str, run_id: str) -> list[dict]:
-    """This run's clusters in moto, each with the names of its steps."""
-    emr = boto3.client("emr", endpoint_url=aws_api_server, region_name="us-east-1")
-    clusters = [c for c in emr.list_clusters()["Clusters"] if c["Name"] == f"llm-decoder {run_id}"]
-    for cluster in clusters:
-        cluster["StepNames"] = sorted(s["Name"] for s in emr.list_steps(ClusterId=cluster["Id"])
-                                      ["Steps"])  # fmt: skip
-    return clusters
 
 
 def test_an_emr_run_outlives_killed_tasks_and_a_crashed_triggerer_and_quotes_the_jobs_error(
@@ -59,7 +48,7 @@ def test_an_emr_run_outlives_killed_tasks_and_a_crashed_triggerer_and_quotes_the
         ti = stack.get(f"{tasks}/{task}")
         assert (ti["state"], ti["try_number"]) == ("success", 2), task
     [cluster] = clusters_of(aws_api_server, run_id)  # one cluster, not one per try
-    assert cluster["StepNames"] == sorted(f"llm_decoder {job.stage}" for job in PIPELINE)
+    assert cluster["StepNames"] == STEP_NAMES  # each step queued once
 
     # The triggerer crashes while it holds the watcher's trigger; the one started after it
     # takes the trigger over (once the dead one's heartbeat is stale) and reports the step.

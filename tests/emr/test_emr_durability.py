@@ -3,15 +3,12 @@ what an earlier try created (Airflow's task state store, else a lookup in EMR), 
 has two clusters or its steps queued twice; a throttled AWS call is retried. Against moto; the
 watchers are marked successful (no step runs here), the teardown terminates the cluster."""
 
-import boto3
 import pytest
 from botocore.client import BaseClient
 from botocore.exceptions import ClientError
 
+from helpers.emr import STEP_NAMES, clusters_of
 from helpers.jobs import load_dag
-from llm_pipeline.pipeline import PIPELINE
-
-STEP_NAMES = sorted(f"llm_decoder {job.stage}" for job in PIPELINE)
 
 
 @pytest.fixture
@@ -27,16 +24,6 @@ def run_to_the_steps(dag, s3_server, name):
                              "registry": s3_server.uri("registry-emr")},
                    mark_success_pattern=r"emr\.watch_.*")  # fmt: skip
     return run, {ti.task_id: ti for ti in run.get_task_instances()}
-
-
-def clusters_of(endpoint, run) -> list[dict]:
-    client = boto3.client("emr", endpoint_url=endpoint, region_name="us-east-1")
-    clusters = [c for c in client.list_clusters()["Clusters"]
-                if c["Name"] == f"llm-decoder {run.run_id}"]  # fmt: skip
-    for cluster in clusters:
-        steps = client.list_steps(ClusterId=cluster["Id"])["Steps"]
-        cluster["StepNames"] = sorted(s["Name"] for s in steps)
-    return clusters
 
 
 @pytest.mark.parametrize(
@@ -56,7 +43,7 @@ def test_a_retry_attaches_to_what_the_dead_try_created(
     run, tis = run_to_the_steps(emr_dag, s3_server, request.node.callspec.id)
     for task in ("emr.create_cluster", "emr.add_steps"):
         assert tis[task].state == "success" and tis[task].try_number == 2, task
-    [cluster] = clusters_of(aws_default_connection, run)  # one cluster, not one per try
+    [cluster] = clusters_of(aws_default_connection, run.run_id)  # one cluster, not one per try
     assert cluster["StepNames"] == STEP_NAMES  # each step queued once
     assert cluster["Status"]["State"] == "TERMINATED"
     assert tis["emr.terminate_cluster"].state == "success"
@@ -78,5 +65,5 @@ def test_a_throttled_call_is_retried(emr_dag, aws_default_connection, s3_server,
     monkeypatch.setattr(BaseClient, "_make_api_call", throttle_once)
     run, tis = run_to_the_steps(emr_dag, s3_server, "throttled")
     assert throttled and tis["emr.create_cluster"].try_number == 2
-    [cluster] = clusters_of(aws_default_connection, run)
+    [cluster] = clusters_of(aws_default_connection, run.run_id)
     assert cluster["StepNames"] == STEP_NAMES
