@@ -6,6 +6,10 @@ ApprovalOperator) waits for an answer given with ``PATCH …/hitlDetails``, as t
 "Required actions" page gives it. It answers once the scheduler has seen the parked try's
 worker exit, as a person reading the request does: an answer in the second before can lose
 Airflow 3.3.2's park race (see ``PromotionApproval``).
+
+The rejected run is also the whole pipeline on S3 through the scheduler: its run root is in
+the test bucket (the registry stays the deployment's, where the approved version is), and no
+credential reaches its artifacts or its task logs. (S3 corpora: the cluster and EMR runs.)
 """
 
 import json
@@ -15,6 +19,9 @@ import pytest
 
 from airflow_stack import DAG_ID, USER
 from helpers.jobs import SMALL_CONF
+from helpers.oracles import chained_manifests
+from helpers.paths import S3_ACCESS_KEY, S3_SECRET_KEY
+from llm_pipeline.pipeline import PIPELINE
 from sparklm.runtime import storage
 
 pytestmark = pytest.mark.slow
@@ -81,7 +88,23 @@ def read_json(uri: str) -> dict:
     return json.loads(storage.read_bytes(uri))
 
 
-def test_a_promotion_waits_for_a_person_who_approves_or_rejects_it(airflow_stack):
+def task_logs(stack, run_id: str) -> str:
+    """Every task log of a run, as the scheduler's workers wrote them."""
+    [folder] = [p for p in (stack.home / "logs" / f"dag_id={DAG_ID}").iterdir()
+                if p.name == f"run_id={run_id}"]  # fmt: skip
+    logs = sorted(folder.rglob("*.log"))
+    assert {p.parent.name for p in logs} >= {f"task_id=local.{job.stage}" for job in PIPELINE}
+    return "\n".join(p.read_text(errors="replace") for p in logs)
+
+
+def asset_events(stack, run_id: str) -> list[str]:
+    """Names of the Assets a run emitted events for."""
+    names = {a["id"]: a["name"] for a in stack.get("/api/v2/assets")["assets"]}
+    events = stack.get("/api/v2/assets/events", source_run_id=run_id)["asset_events"]
+    return [names[e["asset_id"]] for e in events]
+
+
+def test_a_promotion_waits_for_a_person_who_approves_or_rejects_it(airflow_stack, s3_server):
     stack = airflow_stack
     registry = stack.registry
     latest = f"{registry}/{MODEL}/latest.json"
@@ -108,9 +131,11 @@ def test_a_promotion_waits_for_a_person_who_approves_or_rejects_it(airflow_stack
     promotion = read_json(f"{pointer['uri']}/promotion.json")
     assert promotion["promoted"] and promotion["review"]["decision"] == "approved"
 
-    # 2. A second version (another seed; a tolerance wide enough to pass the gate) is
-    # rejected: it stays published, not promoted, and says who rejected it.
-    second = trigger(stack, {**conf, "seed": 7, "promotion_tolerance": 10})
+    # 2. A second version (another seed, in a run root on S3; a tolerance wide enough to
+    # pass the gate) is rejected: it stays published, not promoted, and says who rejected it.
+    run_root = s3_server.uri("runs", "approval-rejected")
+    second = trigger(stack, {**conf, "seed": 7, "promotion_tolerance": 10,
+                             "run_root": run_root})  # fmt: skip
     assert parked(stack, second) == 1
     detail = stack.get(f"/api/v2/dags/{DAG_ID}/dagRuns/{second}/taskInstances/"
                        "approve_promotion/-1/hitlDetails")  # fmt: skip
@@ -127,3 +152,15 @@ def test_a_promotion_waits_for_a_person_who_approves_or_rejects_it(airflow_stack
     assert promotion["promoted"] is False and promotion["review"]["by"] == USER
     assert promotion["review"]["decision"] == "rejected" and "rejected by admin" in promotion[
         "reason"]  # fmt: skip
+
+    # The rejected run on S3: five chained stages, the publish's model Asset event, and no
+    # credential in any manifest or task log.
+    manifests = chained_manifests(run_root, [job.stage for job in PIPELINE])
+    assert manifests["tokenize"]["stats"]["vocab_size"] == 300
+    assert manifests["train"]["stats"]["final"]["round"] == 2
+    assert manifests["generate"]["stats"]["prompts"] == 6  # 5 seed prompts + 1 inline
+    assert manifests["publish"]["stats"]["version_uri"] == f"{registry}/{MODEL}/{rejected}"
+    assert storage.exists(f"{registry}/{MODEL}/{rejected}/MODEL_CARD.md")
+    assert asset_events(stack, second) == ["llm_decoder_model"]
+    for text in (json.dumps(manifests), task_logs(stack, second)):
+        assert S3_SECRET_KEY not in text and S3_ACCESS_KEY not in text

@@ -1,16 +1,13 @@
-"""``dag.test()`` of the whole pipeline: real Airflow, real spark-submit, file:// and real S3."""
-
-import json
+"""``dag.test()`` of runs that must fail at once, or write where no conf says: real Airflow,
+real spark-submit. (Whole runs: ``airflow dags test`` on file:// is the ``made_run`` fixture,
+tests/airflow/test_local_deployment.py; the scheduler's on S3 is tests/airflow/test_approval.py.)
+"""
 
 import pytest
 
-from helpers.corpora import small_corpus
-from helpers.jobs import SMALL_CONF, load_dag
-from helpers.oracles import chained_manifests
-from helpers.paths import S3_ACCESS_KEY, S3_SECRET_KEY
+from helpers.jobs import load_dag
 from llm_pipeline.pipeline import PIPELINE
 from llm_pipeline.plan import run_id_segment
-from sparklm.registry.versions import read_latest
 from sparklm.runtime import storage
 
 STAGES = [job.stage for job in PIPELINE]
@@ -25,46 +22,6 @@ def run_dag(dag, **conf):
     run = dag.test(run_conf=conf)
     states = {ti.task_id.removeprefix("local."): ti.state for ti in run.get_task_instances()}
     return run, states
-
-
-def test_all_five_stages_end_to_end_on_s3(dag, s3_server, tmp_path, capfd):
-    """The whole DAG against the S3 server. (file:// through ``airflow dags test`` is the
-    ``made_run`` fixture: tests/airflow/test_local_deployment.py; the same jobs rerun on S3:
-    tests/spark/test_rerun_on_s3.py.)"""
-    corpus = small_corpus(tmp_path / "corpus", documents=30)
-    root, registry = s3_server.uri("runs", "dag-test"), s3_server.uri("registry")
-    storage.write_bytes(s3_server.uri("corpus", "corpus.txt"), corpus.read_bytes())
-    corpus_uri = s3_server.uri("corpus", "*.txt")
-
-    conf = {"corpus": corpus_uri, "run_root": root, "registry": registry, **SMALL_CONF}
-    run, states = run_dag(dag, **conf)
-
-    assert run.state == "success", states
-    manifests = chained_manifests(root, STAGES)
-    assert manifests["tokenize"]["stats"]["vocab_size"] == 300
-    assert manifests["train"]["stats"]["final"]["round"] == 2
-    assert manifests["generate"]["stats"]["prompts"] == 6  # 5 seed prompts + 1 inline
-    latest = read_latest(registry, "wiki-gpt")
-    assert latest["uri"] == manifests["publish"]["stats"]["version_uri"]
-    assert storage.exists(f"{latest['uri']}/MODEL_CARD.md")
-    # No credential reaches an artifact or a log line.
-    logs = capfd.readouterr()
-    for text in (json.dumps(manifests), logs.out, logs.err):
-        assert S3_SECRET_KEY not in text and S3_ACCESS_KEY not in text
-    assert asset_events(run) == ["llm_decoder_model"]
-
-
-def asset_events(run) -> list[str]:
-    """Names of the Assets this DAG run emitted events for (publish → the model Asset)."""
-    from airflow.models.asset import AssetEvent, AssetModel
-    from airflow.utils.session import create_session
-    from sqlalchemy import select
-
-    with create_session() as session:
-        return session.scalars(
-            select(AssetModel.name).join(AssetEvent, AssetEvent.asset_id == AssetModel.id)
-            .where(AssetEvent.source_run_id == run.run_id)
-        ).all()  # fmt: skip
 
 
 def test_bad_corpus_fails_the_run_without_retries(dag, tmp_path):

@@ -28,7 +28,7 @@ def test_the_models_view_lists_what_make_run_published(airflow_stack, made_run):
 
 
 def test_make_run_commits_five_chained_stages_on_file_urls(made_run):
-    """``airflow dags test`` against file:// (the s3:// run: tests/airflow/test_dag_run.py)."""
+    """``airflow dags test`` against file:// (the s3:// run: tests/airflow/test_approval.py)."""
     root = made_run["run_root"]
     assert root.startswith("file:///")
     manifests = chained_manifests(root, [job.stage for job in PIPELINE])

@@ -1,8 +1,8 @@
 """The same run again, on S3: all five jobs rerun on a run root and registry that already hold
 their committed stages reproduce every artifact and publish nothing new.
 
-(The whole DAG on S3 runs once in tests/airflow/test_dag_run.py; this is its rerun, the jobs
-in process, as each task's spark-submit would run them.)"""
+The jobs run in process, as each task's spark-submit would run them. (The whole DAG on S3,
+through the scheduler: tests/airflow/test_approval.py.)"""
 
 from helpers.corpora import small_corpus
 from helpers.jobs import TINY, TINY_TOLERANCE
