@@ -2,6 +2,8 @@
 
 The ``airflow_stack`` fixture runs api-server, scheduler, dag-processor and triggerer on
 127.0.0.1; the ``browser`` fixture is signed in to it. Runs are followed through the REST API.
+The run the form triggers asks for human approval, which a person gives (``helpers.approval``;
+a rejection: tests/airflow/test_approval.py).
 """
 
 from __future__ import annotations
@@ -13,7 +15,8 @@ from selenium.webdriver.common.by import By
 from selenium.webdriver.common.keys import Keys
 from selenium.webdriver.support.wait import WebDriverWait
 
-from airflow_stack import DAG_ID
+from airflow_stack import DAG_ID, USER
+from helpers.approval import answer, approval_request, parked, read_json, run_state, wait_for
 from helpers.browser import WAIT_SECONDS, click, settled
 from helpers.corpora import small_corpus
 from helpers.jobs import SMALL_CONF
@@ -27,7 +30,6 @@ from sparklm.settings import SECTIONS
 pytestmark = pytest.mark.slow
 
 SECTION_OF = {name: param.schema["section"] for name, param in pipeline_params().items()}
-RUN_TIMEOUT = 1800  # a hang, not a benchmark: the small run takes minutes on 2 busy cores
 
 
 def runs(stack) -> dict[str, dict]:
@@ -38,10 +40,6 @@ def new_run(stack, before: dict, timeout: float = 60) -> dict:
     """The run that appears after ``before`` was listed."""
     return stack.wait_until(lambda: next((r for i, r in runs(stack).items() if i not in before),
                                          None), timeout, "a new run is listed")  # fmt: skip
-
-
-def run_state(stack, run_id: str) -> str:
-    return stack.get(f"/api/v2/dags/{DAG_ID}/dagRuns/{run_id}")["state"]
 
 
 def version_of(stack, run: dict) -> str:
@@ -101,6 +99,16 @@ def type_into(browser, element, value) -> None:
     element.send_keys(Keys.TAB)
 
 
+def turn_on(browser, name: str) -> None:
+    """Turn a boolean Param's switch on by clicking it, as a user does (the checkbox itself
+    is hidden inside the switch's label)."""
+    expand(browser, SECTION_OF[name])
+    checkbox = browser.find_element(By.NAME, f"element_{name}")
+    if not checkbox.is_selected():
+        click(browser, checkbox.find_element(By.XPATH, "./ancestor::label[1]"))
+    WebDriverWait(browser, WAIT_SECONDS).until(lambda _: checkbox.is_selected())
+
+
 def trigger_button(browser):
     """The dialog's submit button (the page's own button is labelled "Trigger Dag")."""
     return browser.find_element(By.XPATH, "//button[normalize-space(.)='Trigger' "
@@ -113,9 +121,12 @@ def open_trigger_form(browser, stack) -> None:
     settled(browser, trigger_button(browser))
 
 
-def test_a_short_run_triggered_from_the_form_succeeds(airflow_stack, browser, made_run, tmp_path):
+def test_a_run_triggered_from_the_form_waits_for_a_person_who_approves_it(
+    airflow_stack, browser, made_run, tmp_path
+):
     stack = airflow_stack
     corpus = small_corpus(tmp_path / "corpus", documents=30)
+    latest = f"{made_run['registry']}/{made_run['model']}/latest.json"
     before = runs(stack)
     open_trigger_form(browser, stack)
     # The defaults alone make a valid form: nothing required is empty.
@@ -132,6 +143,7 @@ def test_a_short_run_triggered_from_the_form_succeeds(airflow_stack, browser, ma
     type_into(browser, field(browser, "corpus"), corpus)
     for name, value in SMALL_CONF.items():  # the prompts field takes one per line
         type_into(browser, field(browser, name), "\n".join(value) if name == "prompts" else value)
+    turn_on(browser, "require_approval")
     assert trigger_button(browser).is_enabled()
     show_section(browser, "Training")
     screenshot = tmp_path / "trigger-form.png"  # kept with pytest's tmp dirs as an artifact
@@ -139,18 +151,37 @@ def test_a_short_run_triggered_from_the_form_succeeds(airflow_stack, browser, ma
     click(browser, trigger_button(browser))
 
     run = new_run(stack, before)
+    run_id = run["dag_run_id"]
     assert run["run_type"] == "manual"
     assert {k: run["conf"].get(k) for k in SMALL_CONF} == SMALL_CONF  # the form sent them
-    assert run["conf"]["corpus"] == str(corpus)
-    state = stack.wait_until(lambda: (s := run_state(stack, run["dag_run_id"])) in (
-        "success", "failed") and s, RUN_TIMEOUT, "the run finished", interval=5)  # fmt: skip
-    assert state == "success", stack.failed_tasks(run["dag_run_id"])
+    assert run["conf"]["corpus"] == str(corpus) and run["conf"]["require_approval"] is True
+
+    # Published, but latest.json waits for the approver, who is shown both models' scores
+    # and the new version's samples.
+    assert parked(stack, run_id) == 1
+    previous = read_json(latest)
+    assert previous["version"] == made_run["version"]
+    request = approval_request(stack, run_id)
+    assert request["options"] == ["Approve", "Reject"]
+    assert "bits/byte on the evaluation set" in request["body"]
+    assert f"current latest `{previous['version']}`" in request["body"]
+    version = version_of(stack, run)
+    sample = json.loads(storage.read_bytes(f"{version}/generated.jsonl").splitlines()[0])
+    assert "Sample generations" in request["body"]
+    assert f"**{sample['prompt']}**{sample['completion']}".replace("\n", " ") in request["body"]
+    assert answer(stack, run_id, "Approve")["responded_by"]["name"] == USER
+    assert wait_for(stack, run_id, "promote", {"success", "failed"}) == "success"
+    stack.wait_until(lambda: run_state(stack, run_id) == "success", 300, "the run succeeded")
+
     # No location in the form: the run and the model go where `make run` put its own, and
     # the gate compared the candidate with the model `make run` promoted.
-    plan = plan_of(stack, run["dag_run_id"])
+    plan = plan_of(stack, run_id)
     assert plan["run_root"].startswith(f"{stack.runs_base}/")
     assert plan["registry"] == stack.registry == made_run["registry"]
-    promotion = json.loads(storage.read_bytes(f"{version_of(stack, run)}/promotion.json"))
+    pointer = read_json(latest)
+    assert pointer["uri"] == version and pointer["approved_by"] == USER
+    promotion = read_json(f"{version}/promotion.json")
+    assert promotion["promoted"] and promotion["review"]["decision"] == "approved"
     assert promotion["compared_to"] == made_run["version"]
 
 
