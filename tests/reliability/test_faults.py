@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers.corpora import small_corpus
+from helpers.corpora import small_corpus, write_text
 from helpers.jobs import TINY, copy_stages, load_dag, load_job, spark_submit
 from helpers.paths import JOBS
 from sparklm.registry.versions import read_latest
@@ -202,13 +202,24 @@ def two_stages(corpus: Path, root: str) -> subprocess.Popen:
                             stderr=subprocess.STDOUT, text=True)  # fmt: skip
 
 
+def other_corpus(directory: Path, documents: int) -> Path:
+    """A corpus in the same layout as ``small_corpus`` but of other words, so that its
+    vocabulary differs: two corpora of one template can learn the very same 300 tokens."""
+    lines = []
+    for d in range(documents):
+        lines += ["", f" = Essay {d} = ", ""]
+        lines += [f" Quick brown foxes jump over lazy dogs while zebras yawn , essay {d} line {p} ."
+                  for p in range(4)]  # fmt: skip
+    return write_text(directory / "corpus.txt", "\n".join(lines) + "\n")
+
+
 def test_two_runs_at_once_do_not_interfere(clean_run, tmp_path):
     """Two pipelines on two run roots at the same time each get exactly their own data: the
     very files the same pipeline wrote into another run root when it ran alone (``clean_run``,
     whose corpus run b reads)."""
     corpus, alone = clean_run
     roots = {"a": f"file://{tmp_path / 'a'}", "b": f"file://{tmp_path / 'b'}"}
-    corpora = {"a": small_corpus(tmp_path / "corpus-a", documents=12), "b": corpus}
+    corpora = {"a": other_corpus(tmp_path / "corpus-a", documents=12), "b": corpus}
     for process in [two_stages(corpora[name], roots[name]) for name in roots]:
         output, _ = process.communicate(timeout=600)
         assert process.returncode == 0, output[-2000:]

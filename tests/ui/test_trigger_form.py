@@ -88,13 +88,17 @@ def type_into(browser, element, value) -> None:
 
     Text goes one key at a time: sent as one burst, a long text lost a keystroke in this
     form (one around the 50th); typed key by key, none is lost. Numbers go in one burst:
-    the number field turns a lone "-" into "NaN".
+    the number field turns a lone "-" into "NaN", which a busy browser still shows now and
+    then; the value is read back and, if it differs, typed again.
     """
     text = str(value)
-    click(browser, element)
-    element.send_keys(Keys.CONTROL, "a")
-    for keys in [text] if element.get_attribute("role") == "spinbutton" else text:
-        element.send_keys(keys)
+    for _ in range(3):
+        click(browser, element)
+        element.send_keys(Keys.CONTROL, "a")
+        for keys in [text] if element.get_attribute("role") == "spinbutton" else text:
+            element.send_keys(keys)
+        if element.get_attribute("value") == text:
+            break
     assert element.get_attribute("value") == text
     element.send_keys(Keys.TAB)
 
