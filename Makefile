@@ -35,7 +35,7 @@ export SPARK_LOCAL_IP := 127.0.0.1
 export PYSPARK_PYTHON := $(BIN)/python
 export PATH := $(BIN):$(PATH)
 
-.PHONY: setup preflight venv-emr system-deps local-deployment run airflow test test-fast check lint lock bench-data bench-train bench-generate bench-scale bench-run bench-hostile clean
+.PHONY: setup preflight venv-emr system-deps local-deployment run airflow test test-fast check lint lock bench-data bench-train bench-generate bench-scale bench-run bench-hostile bench-continue clean
 
 setup: $(STAMP)
 
@@ -151,7 +151,7 @@ lock: | preflight
 
 ## bench-*: measured performance, printed as Markdown tables (not tests; docs/performance.md).
 BENCH_ARGS ?=
-bench-data bench-train bench-generate bench-scale bench-run bench-hostile: bench-%: $(AIRFLOW_HOME)/airflow.db
+bench-data bench-train bench-generate bench-scale bench-run bench-hostile bench-continue: bench-%: $(AIRFLOW_HOME)/airflow.db
 	python bench/bench_$*.py $(BENCH_ARGS)
 
 clean:
