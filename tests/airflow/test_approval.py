@@ -29,7 +29,6 @@ from helpers.oracles import chained_manifests
 from helpers.paths import S3_ACCESS_KEY, S3_SECRET_KEY
 from llm_pipeline.pipeline import PIPELINE
 from sparklm.runtime import storage
-from sparklm.runtime.stages import read_manifest
 
 pytestmark = pytest.mark.slow
 
@@ -51,7 +50,8 @@ def test_a_rejected_version_stays_published_but_not_promoted(airflow_stack, made
     assert wait_for(stack, run_id, "promote", {"skipped", "success", "failed"}) == "skipped"
     stack.wait_until(lambda: run_state(stack, run_id) == "success", 300, "the run succeeded")
     assert read_json(latest) == pointer
-    version = read_manifest(run_root, "publish")["stats"]["version_uri"]
+    manifests = chained_manifests(run_root, [job.stage for job in PIPELINE])
+    version = manifests["publish"]["stats"]["version_uri"]
     promotion = read_json(f"{version}/promotion.json")
     assert promotion["promoted"] is False and promotion["review"]["by"] == USER
     assert promotion["review"]["decision"] == "rejected"
@@ -59,7 +59,6 @@ def test_a_rejected_version_stays_published_but_not_promoted(airflow_stack, made
 
     # The run on S3: five chained stages, the publish's model Asset event, and no credential
     # in any manifest or task log.
-    manifests = chained_manifests(run_root, [job.stage for job in PIPELINE])
     assert manifests["tokenize"]["stats"]["vocab_size"] == 300
     assert manifests["train"]["stats"]["final"]["round"] == 2
     assert manifests["generate"]["stats"]["prompts"] == 6  # 5 seed prompts + 1 inline

@@ -9,8 +9,8 @@ from datetime import datetime, timedelta
 
 import pytest
 
-from airflow_stack import DAG_ID
 from emr_harness import EmrStepRunner
+from helpers.approval import run_state, runs_path, task_instance, trigger
 from helpers.emr import STEP_NAMES, clusters_of
 from helpers.jobs import SMALL_CONF
 
@@ -38,21 +38,19 @@ def test_an_emr_run_outlives_killed_tasks_and_a_crashed_triggerer_and_quotes_the
             "corpus": s3_server.uri("nothing-here", "*.txt"), **SMALL_CONF}  # fmt: skip
     stack.restart("scheduler", signal.SIGTERM, {"LLM_FAULT": KILLED_AFTER_THE_CALL})
     try:
-        run_id = stack.post(f"/api/v2/dags/{DAG_ID}/dagRuns",
-                            {"logical_date": None, "conf": conf})["dag_run_id"]  # fmt: skip
+        run_id = trigger(stack, conf)
         run_until_the_watcher_defers(stack, run_id)
     finally:
         stack.restart("scheduler", signal.SIGTERM)  # the stack's other tests run without faults
-    tasks = f"/api/v2/dags/{DAG_ID}/dagRuns/{run_id}/taskInstances"
     for task in ("emr.create_cluster", "emr.add_steps"):
-        ti = stack.get(f"{tasks}/{task}")
+        ti = task_instance(stack, run_id, task)
         assert (ti["state"], ti["try_number"]) == ("success", 2), task
     [cluster] = clusters_of(aws_api_server, run_id)  # one cluster, not one per try
     assert cluster["StepNames"] == STEP_NAMES  # each step queued once
 
     # The triggerer crashes while it holds the watcher's trigger; the one started after it
     # takes the trigger over (once the dead one's heartbeat is stale) and reports the step.
-    watcher = f"{tasks}/emr.watch_preprocess"
+    watcher = f"{runs_path(run_id)}/taskInstances/emr.watch_preprocess"
     crashed = stack.wait_until(lambda: (stack.get(watcher)["trigger"] or {})["triggerer_id"],
                                300, "a triggerer holds the watcher's trigger")  # fmt: skip
     triggerer_log = stack.home / "logs" / "triggerer.log"
@@ -60,8 +58,8 @@ def test_an_emr_run_outlives_killed_tasks_and_a_crashed_triggerer_and_quotes_the
     # Now the step runs and fails; the trigger reports it and the task quotes the job.
     with EmrStepRunner(tmp_path / "emr-nodes") as runner:
         state = stack.wait_until(
-            lambda: (s := stack.get(f"/api/v2/dags/{DAG_ID}/dagRuns/{run_id}")["state"])
-            in ("success", "failed") and s, 1200, "the EMR run finished", interval=2)  # fmt: skip
+            lambda: (s := run_state(stack, run_id)) in ("success", "failed") and s,
+            1200, "the EMR run finished", interval=2)  # fmt: skip
     assert not runner.errors, runner.errors
     assert state == "failed"
     assert [r.name for r in runner.runs] == ["llm_decoder preprocess"]
@@ -75,7 +73,7 @@ def test_an_emr_run_outlives_killed_tasks_and_a_crashed_triggerer_and_quotes_the
     assert "Starting the triggerer" in triggerer_log.read_text(errors="replace")[restarted_at:]
     assert {int(job) for job in re.findall(r"\.log\.trigger\.(\d+)\.log", log)} - {crashed}
     assert "trigger completed" in log
-    assert stack.get(f"{tasks}/emr.terminate_cluster")["state"] == "success"
+    assert task_instance(stack, run_id, "emr.terminate_cluster")["state"] == "success"
     assert clusters_of(aws_api_server, run_id)[0]["Status"]["State"] == "TERMINATED"
 
 
@@ -83,16 +81,14 @@ def run_until_the_watcher_defers(stack, run_id: str) -> None:
     """Wait until ``emr.watch_preprocess`` is deferred: moto leaves the step pending until
     the harness runs it, and the watcher hands the wait to the triggerer with the preprocess
     stage's 4 h, not EmrStepSensor's 60 polls."""
-    watcher = f"/api/v2/dags/{DAG_ID}/dagRuns/{run_id}/taskInstances/emr.watch_preprocess"
 
     def deferred():
-        if (ti := stack.get(watcher))["state"] == "deferred":
+        if (ti := task_instance(stack, run_id, "emr.watch_preprocess"))["state"] == "deferred":
             return ti
-        run = stack.get(f"/api/v2/dags/{DAG_ID}/dagRuns/{run_id}")
-        if run["state"] not in ("queued", "running"):
-            tasks = stack.get(f"/api/v2/dags/{DAG_ID}/dagRuns/{run_id}/taskInstances")
-            states = {t["task_id"]: t["state"] for t in tasks["task_instances"]}
-            raise AssertionError(f"the run {run['state']} before the watcher deferred: {states}")
+        if (state := run_state(stack, run_id)) not in ("queued", "running"):
+            tasks = stack.get(f"{runs_path(run_id)}/taskInstances")["task_instances"]
+            states = {t["task_id"]: t["state"] for t in tasks}
+            raise AssertionError(f"the run {state} before the watcher deferred: {states}")
 
     ti = stack.wait_until(deferred, 1200, "emr.watch_preprocess deferred", interval=2)
     assert ti["trigger"]["classpath"].endswith("EmrStepSensorTrigger")

@@ -16,7 +16,16 @@ from selenium.webdriver.common.keys import Keys
 from selenium.webdriver.support.wait import WebDriverWait
 
 from airflow_stack import DAG_ID, USER
-from helpers.approval import answer, approval_request, parked, read_json, run_state, wait_for
+from helpers.approval import (
+    answer,
+    approval_request,
+    parked,
+    read_json,
+    run_state,
+    runs_path,
+    task_instance,
+    wait_for,
+)
 from helpers.browser import WAIT_SECONDS, click, settled
 from helpers.corpora import small_corpus
 from helpers.jobs import SMALL_CONF
@@ -33,7 +42,7 @@ SECTION_OF = {name: param.schema["section"] for name, param in pipeline_params()
 
 
 def runs(stack) -> dict[str, dict]:
-    return {r["dag_run_id"]: r for r in stack.get(f"/api/v2/dags/{DAG_ID}/dagRuns")["dag_runs"]}
+    return {r["dag_run_id"]: r for r in stack.get(runs_path())["dag_runs"]}
 
 
 def new_run(stack, before: dict, timeout: float = 60) -> dict:
@@ -50,8 +59,8 @@ def version_of(stack, run: dict) -> str:
 
 def plan_of(stack, run_id: str) -> dict:
     """What plan_run decided (its XCom): the run root and the registry."""
-    return stack.get(f"/api/v2/dags/{DAG_ID}/dagRuns/{run_id}/taskInstances/plan_run/"
-                     "xcomEntries/return_value", deserialize=True)["value"]  # fmt: skip
+    return stack.get(f"{runs_path(run_id)}/taskInstances/plan_run/xcomEntries/return_value",
+                     deserialize=True)["value"]  # fmt: skip
 
 
 def expand(browser, section: str) -> None:
@@ -200,9 +209,9 @@ def test_an_asset_event_queues_a_run_that_writes_outside_the_checkout_and_overru
     try:
         assert run["run_type"] == "asset_triggered"
         assert run["state"] in ("queued", "running")
-        stack.wait_until(lambda: stack.get(f"/api/v2/dags/{DAG_ID}/dagRuns/{run['dag_run_id']}/"
-                                           "taskInstances/plan_run")["state"] == "success",
-                         900, "plan_run succeeded")  # fmt: skip
+        stack.wait_until(
+            lambda: task_instance(stack, run["dag_run_id"], "plan_run")["state"] == "success",
+            900, "plan_run succeeded")  # fmt: skip
         plan = plan_of(stack, run["dag_run_id"])
         assert plan["run_root"].startswith(f"{stack.runs_base}/")
         assert plan["registry"] == stack.registry
@@ -214,5 +223,5 @@ def test_an_asset_event_queues_a_run_that_writes_outside_the_checkout_and_overru
         stack.wait_until(lambda: line in triggerer_log.read_text(errors="replace"), 300,
                          "the deadline's line is in the triggerer's log")  # fmt: skip
     finally:  # the default-sized pipeline is not this test's business
-        stack.request("PATCH", f"/api/v2/dags/{DAG_ID}/dagRuns/{run['dag_run_id']}",
+        stack.request("PATCH", runs_path(run["dag_run_id"]),
                       json={"state": "failed"}).raise_for_status()  # fmt: skip
