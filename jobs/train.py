@@ -131,6 +131,7 @@ def train_partition(indices, *, state, model_cfg, train_cfg, slices: TokenSlices
 
     torch.set_num_threads(max(1, TaskContext.get().cpus()))
     fault_injection.exhaust_memory("train:replica")
+    fault_injection.hold_first_attempt(f"train:replica:round-{round_index + 1}")
     for p in indices:
         tokens = torch.from_numpy(slices.read(p))
         yield train_replica(model_cfg, train_cfg, state.value, tokens, round_index, p)

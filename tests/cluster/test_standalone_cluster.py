@@ -3,10 +3,13 @@ S3 server: what the docker-compose stack and any Spark cluster run, rather than 
 
 from __future__ import annotations
 
+import os
 import re
+import signal
 import subprocess
 import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import psutil
@@ -22,8 +25,8 @@ from sparklm.runtime.stages import read_manifest
 
 pytestmark = pytest.mark.slow
 
-# Long enough rounds (one replica per executor) that an executor can be killed mid-task.
-TRAIN = [*TINY, "--partitions", "2", "--rounds", "3", "--local-steps", "60"]
+# One replica per executor; the fault tests kill what runs replica 0 in round 2 (HOLD).
+TRAIN = [*TINY, "--partitions", "2", "--rounds", "3", "--local-steps", "20"]
 STAGES = {
     "preprocess.py": ["--input", "{corpus}"],
     "tokenize_corpus.py": ["--vocab-size", "300"],
@@ -38,8 +41,6 @@ STAGES = {
         str(TINY_TOLERANCE),
     ],
 }
-# An executor's log line when it starts or finishes a task (Spark's Executor class, INFO).
-TASK_EVENT = re.compile(r"Executor: (Running|Finished) task \S+ in stage \S+ \(TID (\d+)\)")
 # One core per executor, so the two replicas run on different workers' executors.
 CLUSTER_CONF = ["--conf", "spark.executor.cores=1", "--conf", "spark.ui.enabled=false",
                 "--conf", "spark.task.maxFailures=4",
@@ -86,61 +87,108 @@ def copy_prefix(source: str, target: str) -> None:
         storage.write_bytes(target + uri[len(source) :], storage.read_bytes(uri))
 
 
-def busy_executor(cluster: SparkCluster) -> psutil.Process | None:
-    """An executor JVM that is running a task right now, by its own log: the ``stderr`` in
-    its work folder (its current directory) has a task's "Running task" line and no
-    "Finished task" line for it yet. Unlike a process state or a CPU share, this does not
-    depend on how loaded the machine is."""
-    for executor in cluster.executors():
-        try:
-            log = (Path(executor.cwd()) / "stderr").read_text(errors="replace")
-        except (psutil.NoSuchProcess, FileNotFoundError):
-            continue
-        running: set[str] = set()
-        for event, task in TASK_EVENT.findall(log):
-            (running.add if event == "Running" else running.discard)(task)
-        if running:
-            return executor
-    return None
+# Replica 0's task of round 2 (its first attempt) holds until the test kills something:
+# the kill lands while that task certainly runs, whatever the machine's load.
+HOLD = "train:replica:round-2"
+HELD = re.compile(rf"LLM_FAULT holding at {HOLD}: python worker pid (\d+)")
+
+
+@dataclass
+class HeldTrain:
+    """train.py on the cluster, on a copy of the undisturbed run's data, its output read
+    as it comes."""
+
+    root: str
+    process: subprocess.Popen
+    lines: list[str]
+    reader: threading.Thread
+
+    @classmethod
+    def start(cls, cluster: SparkCluster, cluster_run: dict, s3_server, name: str) -> HeldTrain:
+        root = s3_server.uri("cluster", name)
+        for stage in ("preprocess", "tokenize"):
+            copy_prefix(f"{cluster_run['root']}/{stage}", f"{root}/{stage}")
+        process = subprocess.Popen(
+            ["spark-submit", "--master", cluster.url, *CLUSTER_CONF,
+             "--conf", f"spark.executorEnv.LLM_FAULT={HOLD}", str(JOBS / "train.py"),
+             "--run-root", root, *TRAIN],
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        )  # fmt: skip
+        lines: list[str] = []
+        reader = threading.Thread(target=lambda: lines.extend(process.stdout), daemon=True)
+        reader.start()
+        return cls(root, process, lines, reader)
+
+    def held(self, cluster: SparkCluster) -> tuple[psutil.Process, int]:
+        """The executor JVM running the held task, and its Python worker's pid, from the
+        executor's own log (the ``stderr`` in its work folder, its current directory)."""
+        deadline = time.monotonic() + 600
+        while True:
+            assert self.process.poll() is None, "train ended before its task held:\n" + (
+                "".join(self.lines[-50:]))  # fmt: skip
+            assert time.monotonic() < deadline, "no task ever held"
+            for executor in cluster.executors():
+                try:
+                    log = (Path(executor.cwd()) / "stderr").read_text(errors="replace")
+                except (psutil.NoSuchProcess, FileNotFoundError):
+                    continue
+                if found := HELD.search(log):
+                    return executor, int(found.group(1))
+            time.sleep(0.2)
+
+    def finish(self, cluster_run: dict) -> str:
+        """Wait for train to succeed; its output. The final weights must equal the
+        undisturbed run's, bit for bit, and the job must not have resumed from a checkpoint
+        (Spark reran the lost task within the job)."""
+        assert self.process.wait(timeout=600) == 0, "".join(self.lines[-80:])
+        self.reader.join(timeout=30)
+        output = "".join(self.lines)
+        assert "resuming after round" not in output
+        assert weights(self.root) == weights(cluster_run["root"])
+        return output
+
+
+def weights(run_root: str) -> str:
+    [entry] = [f for f in read_manifest(run_root, "train")["files"]
+               if f["path"] == "model.safetensors"]  # fmt: skip
+    return entry["sha256"]
+
+
+def spark_saw(output: str) -> str:
+    return "".join(line for line in output.splitlines(keepends=True)
+                   if "xecutor" in line or "Lost task" in line)  # fmt: skip
 
 
 def test_an_executor_killed_mid_train_changes_nothing(cluster, cluster_run, s3_server):
-    """kill -9 an executor JVM while its replica trains: Spark reruns the lost task on a new
-    executor and the final weights equal the undisturbed run's, bit for bit."""
-    root = s3_server.uri("cluster", "killed")
-    for stage in ("preprocess", "tokenize"):
-        copy_prefix(f"{cluster_run['root']}/{stage}", f"{root}/{stage}")
-    process = subprocess.Popen(
-        ["spark-submit", "--master", cluster.url, *CLUSTER_CONF, str(JOBS / "train.py"),
-         "--run-root", root, *TRAIN],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-    )  # fmt: skip
-    lines: list[str] = []
-    reader = threading.Thread(target=lambda: lines.extend(process.stdout), daemon=True)
-    reader.start()
+    """kill -9 the executor JVM of a replica's task: Spark reruns the lost task on a new
+    executor."""
+    train = HeldTrain.start(cluster, cluster_run, s3_server, "killed-executor")
+    executor, _ = train.held(cluster)
+    executor.kill()
+    output = train.finish(cluster_run)
+    assert "ExecutorLostFailure" in output, spark_saw(output)[-4000:]
 
-    killed = None
-    deadline = time.monotonic() + 600
-    while killed is None:
-        assert process.poll() is None, "train ended before an executor could be killed:\n" + (
-            "".join(lines[-50:]))  # fmt: skip
-        assert time.monotonic() < deadline, "no executor was ever busy"
-        if any(" round 1/3:" in line for line in lines):  # round 2 of 3 is under way
-            killed = busy_executor(cluster)
-        time.sleep(0.05)
-    assert killed.is_running()
-    killed.kill()
-    assert process.wait(timeout=600) == 0, "".join(lines[-80:])
-    reader.join(timeout=30)
-    output = "".join(lines)
-    spark_saw = [line for line in lines if "xecutor" in line or "Lost task" in line]
-    # A replica's task was lost with its executor, and Spark reran it.
-    assert "ExecutorLostFailure" in output, "".join(spark_saw[-40:])
-    assert "resuming after round" not in output  # ... within the job, not by a rerun
 
-    def weights(run_root: str) -> str:
-        [entry] = [f for f in read_manifest(run_root, "train")["files"]
-                   if f["path"] == "model.safetensors"]  # fmt: skip
-        return entry["sha256"]
+def test_a_python_worker_killed_mid_train_changes_nothing(cluster, cluster_run, s3_server):
+    """kill -9 the Python worker that trains a replica: the executor survives, the task
+    fails and Spark runs it again."""
+    train = HeldTrain.start(cluster, cluster_run, s3_server, "killed-python-worker")
+    _, python_worker = train.held(cluster)
+    os.kill(python_worker, signal.SIGKILL)
+    output = train.finish(cluster_run)
+    assert "Python worker exited unexpectedly" in output, spark_saw(output)[-4000:]
+    assert "ExecutorLostFailure" not in output  # the executor itself lived on
 
-    assert weights(root) == weights(cluster_run["root"])
+
+def test_a_whole_worker_killed_mid_train_changes_nothing(cluster, cluster_run, s3_server):
+    """kill -9 a whole Spark worker (its JVM, executor and Python workers) mid-round: the
+    lost task runs on the other worker's executor."""
+    train = HeldTrain.start(cluster, cluster_run, s3_server, "killed-worker")
+    executor, _ = train.held(cluster)
+    lost = cluster.worker_of(executor)
+    try:
+        cluster.kill_worker(lost)
+        output = train.finish(cluster_run)
+        assert "worker lost" in output, spark_saw(output)[-4000:]
+    finally:
+        cluster.restart_worker(lost)

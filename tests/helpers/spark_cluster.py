@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import time
 import urllib.request
@@ -51,15 +52,30 @@ class SparkCluster:
                     SPARK_MASTER_OPTS=master_opts)  # fmt: skip
         wait_for_port(self.port, timeout=120, process=self.processes["master"])
         for i in range(self.workers):
-            home = self.directory / f"worker-{i}"
-            self._spawn(f"worker-{i}", "org.apache.spark.deploy.worker.Worker", self.url,
-                        "--host", "127.0.0.1", "--port", free_port(),
-                        "--webui-port", free_port(), "--cores", self.cores_per_worker,
-                        "--memory", self.memory_per_worker, "--work-dir", home / "work",
-                        SPARK_WORKER_OPTS=NO_PORT_FALLBACK,
-                        SPARK_LOCAL_DIRS=str(home / "scratch"))  # fmt: skip
+            self._start_worker(i)
         self._wait_for_workers(timeout=180)
         return self
+
+    def kill_worker(self, i: int) -> None:
+        """kill -9 worker ``i`` whole: its JVM, its executors and their Python workers (one
+        process group), as a machine that dies takes everything on it."""
+        process = self.processes[f"worker-{i}"]
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait(timeout=60)
+
+    def restart_worker(self, i: int) -> None:
+        """Start worker ``i`` again, on new ports with the same folders; wait until the master
+        counts every worker alive."""
+        self._start_worker(i)
+        self._wait_for_workers(timeout=180)
+
+    def worker_of(self, executor: psutil.Process) -> int:
+        """Which worker launched ``executor``."""
+        for i in range(self.workers):
+            worker = psutil.Process(self.processes[f"worker-{i}"].pid)
+            if executor.pid in {child.pid for child in worker.children(recursive=True)}:
+                return i
+        raise LookupError(f"no worker launched executor {executor.pid}")
 
     def stop(self) -> None:
         for process in reversed(self.processes.values()):
@@ -90,6 +106,15 @@ class SparkCluster:
     def worker_logs(self, worker: int) -> list[Path]:
         """The stderr files of the executors one worker ran (``work/<app>/<executor>/``)."""
         return sorted((self.directory / f"worker-{worker}" / "work").glob("app-*/*/stderr"))
+
+    def _start_worker(self, i: int) -> None:
+        home = self.directory / f"worker-{i}"
+        self._spawn(f"worker-{i}", "org.apache.spark.deploy.worker.Worker", self.url,
+                    "--host", "127.0.0.1", "--port", free_port(),
+                    "--webui-port", free_port(), "--cores", self.cores_per_worker,
+                    "--memory", self.memory_per_worker, "--work-dir", home / "work",
+                    SPARK_WORKER_OPTS=NO_PORT_FALLBACK,
+                    SPARK_LOCAL_DIRS=str(home / "scratch"))  # fmt: skip
 
     def _spawn(self, name: str, main_class: str, *args, **env: str) -> None:
         home = self.directory / name

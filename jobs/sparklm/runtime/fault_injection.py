@@ -32,6 +32,31 @@ def fail_first_attempt(name: str) -> None:
         raise RuntimeError(f"injected task failure at {name} (first attempt)")
 
 
+# A held task that nobody kills gives up after this long, so a broken test cannot hang.
+HOLD_SECONDS = 600
+
+
+def hold_first_attempt(name: str) -> None:
+    """Hold the first attempt of partition 0's task when ``LLM_FAULT`` names this point: it
+    writes one line naming the point and its Python worker's pid to stderr (the executor's
+    log), then waits to be killed. A test kills the worker, the executor or the whole Spark
+    worker while the task is certainly running; the retry runs on."""
+    if os.environ.get(ENV) != name:
+        return
+    import sys
+    import time
+
+    from pyspark import TaskContext
+
+    context = TaskContext.get()
+    if context is None or context.partitionId() != 0 or context.attemptNumber() != 0:
+        return
+    print(f"LLM_FAULT holding at {name}: python worker pid {os.getpid()}", file=sys.stderr,
+          flush=True)  # fmt: skip
+    time.sleep(HOLD_SECONDS)
+    raise RuntimeError(f"injected hold at {name} was never killed")
+
+
 def diverge(name: str, value: float) -> float:
     """NaN instead of ``value`` when ``LLM_FAULT`` names this point: training that diverges,
     whatever its settings (the settings' bounds keep a real divergence hard to provoke)."""
