@@ -43,12 +43,13 @@ from common import (
     fresh_dir,
     load_average,
     load_note,
+    log,
     markdown_table,
     read_manifest,
     spark_submit,
     write_results,
 )
-from corpora import WIKITEXT, require_wikitext
+from corpora import WIKITEXT, is_title, require_wikitext
 
 MODEL_NAME = "wiki-bench"
 COMPUTE_TARGET = 1 / 3
@@ -88,10 +89,7 @@ def wikitext_articles(path: Path) -> list[list[str]]:
     """A WikiText file as its articles, each the list of its lines (title first)."""
     articles: list[list[str]] = []
     for line in path.read_text(encoding="utf-8").split("\n"):
-        stripped = line.strip()
-        is_title = stripped.startswith("= ") and stripped.endswith(" =") and not (
-            stripped.startswith("= ="))  # fmt: skip
-        if is_title or not articles:
+        if is_title(line.strip()) or not articles:
             articles.append([])
         articles[-1].append(line)
     return articles
@@ -178,10 +176,6 @@ class TreeCPU:
                     self.seen[(process.pid, process.create_time())] = times.user + times.system
                 except psutil.Error:
                     continue
-
-
-def log(text: str) -> None:
-    print(f"[{time.strftime('%H:%M:%S')} load {load_average():.2f}] {text}", flush=True)
 
 
 def prepare(root: Path, corpus: Sequence[Path], heldout: Path, tokenize: Sequence[str]) -> None:

@@ -53,6 +53,7 @@ from common import (
     fmt,
     fresh_dir,
     load_average,
+    log,
     markdown_table,
     matmul_peak_gflops,
     pct,
@@ -196,9 +197,6 @@ class Bench:
         print(text + "\n", flush=True)
         self.markdown.append(text)
 
-    def log(self, text: str) -> None:
-        print(f"[{time.strftime('%H:%M:%S')} load {load_average():.2f}] {text}", flush=True)
-
     def measure_peak(self) -> float:
         """Measure the 2-thread fp32 matmul peak again; the best seen in this run is used."""
         self.peaks.append(matmul_peak_gflops(threads=2, repeats=self.sizes.matmul_repeats))
@@ -213,7 +211,7 @@ class Bench:
         if val_input:
             args += ["--val-input", file_uri(self.wikitext / val_input)]
         started = time.perf_counter()
-        self.log(f"preprocess + tokenize ({name}, vocab {vocab_size})")
+        log(f"preprocess + tokenize ({name}, vocab {vocab_size})")
         spark_submit("preprocess.py", root, args)
         spark_submit("tokenize_corpus.py", root, ["--vocab-size", str(vocab_size)])
         stats = read_manifest(root, "tokenize")["stats"]
@@ -231,7 +229,7 @@ class Bench:
         """Run the train job on a fresh copy of ``data``'s stages and read back its results."""
         root = self.work / "runs" / name
         copy_stages(data, root, DATA_STAGES)
-        self.log(f"train {name}: {' '.join(args)}")
+        log(f"train {name}: {' '.join(args)}")
         before = load_average()
         job = spark_submit("train.py", root, list(args), conf=conf)
         manifest = read_manifest(root, "train")
@@ -246,7 +244,7 @@ class Bench:
             load_after=load_average(),
             attempts=job.attempts,
         )
-        self.log(
+        log(
             f"  {name}: val {run.final['val_bpb']:.4f} bits/byte, job {manifest['seconds']:.0f}s,"
             f" spark-submit {job.wall_s:.0f}s"
         )
@@ -382,7 +380,7 @@ def run_throughput(bench: Bench, data: Path, show: set[str]) -> None:
     loops: list[LoopResult] = []
 
     def loop() -> None:
-        bench.log(f"single-process loop {len(loops) + 1}: {rounds}x{local} steps of batch 32")
+        log(f"single-process loop {len(loops) + 1}: {rounds}x{local} steps of batch 32")
         loops.append(single_process_loop(data, rounds, local, 32, 2, s.seed, recipe))
 
     loop()

@@ -161,6 +161,11 @@ def load_average() -> float:
     return os.getloadavg()[0]
 
 
+def log(text: str) -> None:
+    """A progress line stamped with the time and the load it ran under."""
+    print(f"[{time.strftime('%H:%M:%S')} load {load_average():.2f}] {text}", flush=True)
+
+
 def load_note(results: Mapping[str, Any]) -> str:
     """The line every benchmark's tables end with: the load they were measured under."""
     return (f"Load average at start/end: {results['load_average_start']:.2f} / "

@@ -71,14 +71,15 @@ def articles(copies: int) -> list[tuple[str, list[str]]]:
                 stripped = line.strip()
                 if not stripped:
                     continue
-                if _is_title(stripped):
+                if is_title(stripped):
                     out.append((f"[{copy}] {stripped[2:-2]}", []))
                 elif out:
                     out[-1][1].append(f"[{copy}] {stripped}")
     return out
 
 
-def _is_title(stripped: str) -> bool:
+def is_title(stripped: str) -> bool:
+    """Whether a stripped WikiText line is an article title (`` = T = ``, not a section's)."""
     return stripped.startswith("= ") and stripped.endswith(" =") and not stripped.startswith("= =")
 
 

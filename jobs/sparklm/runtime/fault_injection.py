@@ -21,14 +21,20 @@ def crash_point(name: str) -> None:
         os.kill(os.getpid(), signal.SIGKILL)
 
 
-def fail_first_attempt(name: str) -> None:
-    """Fail the first attempt of partition 0's task when ``LLM_FAULT`` names this point."""
+def _first_attempt_of_partition_0(name: str) -> bool:
+    """Whether ``LLM_FAULT`` names this point and this is partition 0's task, first attempt:
+    the one task a fault hits, so that Spark's retry runs on undisturbed."""
     if os.environ.get(ENV) != name:
-        return
+        return False
     from pyspark import TaskContext
 
     context = TaskContext.get()
-    if context is not None and context.partitionId() == 0 and context.attemptNumber() == 0:
+    return context is not None and context.partitionId() == 0 and context.attemptNumber() == 0
+
+
+def fail_first_attempt(name: str) -> None:
+    """Fail the first attempt of partition 0's task when ``LLM_FAULT`` names this point."""
+    if _first_attempt_of_partition_0(name):
         raise RuntimeError(f"injected task failure at {name} (first attempt)")
 
 
@@ -41,16 +47,11 @@ def hold_first_attempt(name: str) -> None:
     writes one line naming the point and its Python worker's pid to stderr (the executor's
     log), then waits to be killed. A test kills the worker, the executor or the whole Spark
     worker while the task is certainly running; the retry runs on."""
-    if os.environ.get(ENV) != name:
+    if not _first_attempt_of_partition_0(name):
         return
     import sys
     import time
 
-    from pyspark import TaskContext
-
-    context = TaskContext.get()
-    if context is None or context.partitionId() != 0 or context.attemptNumber() != 0:
-        return
     print(f"LLM_FAULT holding at {name}: python worker pid {os.getpid()}", file=sys.stderr,
           flush=True)  # fmt: skip
     time.sleep(HOLD_SECONDS)
