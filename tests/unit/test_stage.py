@@ -1,16 +1,25 @@
 """The artifact contract: manifest last, readers see only committed stages."""
 
+import io
 import json
+import os
+import shutil
+import time
+import zipfile
+from datetime import UTC, datetime
 
 import pytest
 
 from helpers.corpora import write_text
-from sparklm.runtime import storage
+from helpers.paths import JOBS, REPO
+from llm_pipeline.emr.bundle import build_bundle
+from sparklm.runtime import stages, storage
 from sparklm.runtime.stages import (
     ArtifactFile,
     StageNotCommitted,
     UnsafeManifest,
     begin_stage,
+    code_version,
     commit_stage,
     input_ref,
     listed_files,
@@ -41,6 +50,36 @@ def test_manifest_lists_files_with_checksums(tmp_path):
     assert entry["bytes"] == 4 and entry["tokens"] == 3
     assert entry["sha256"] == "3a6eb0790f39ac87c94f3856b2dd2c5d110e6811602261a9a923d3bb23adc8b7"
     assert storage.read_bytes(entry["uri"]) == b"data"
+
+
+def test_the_manifest_records_the_stage_its_code_inputs_settings_time_and_sorted_files(
+    tmp_path, monkeypatch
+):
+    monkeypatch.setenv("TZ", "Asia/Tokyo")  # created_at is UTC whatever the machine's zone
+    time.tzset()
+    root = f"file://{tmp_path}"
+    uri = begin_stage(root, "tokenize")
+    files = [ArtifactFile.write(uri, path, b"x") for path in ("val/b", "train/c", "train/a")]
+    inputs = {"preprocess": {"manifest": f"{root}/preprocess/manifest.json", "sha256": "ab"}}
+    started = time.time() - 2.5
+    try:
+        manifest = commit_stage(root, "tokenize", files=files, params={"vocab_size": 512},
+                                stats={"tokens": 3}, inputs=inputs, started_at=started)  # fmt: skip
+    finally:
+        monkeypatch.undo()
+        time.tzset()
+    written = json.loads((tmp_path / "tokenize" / "manifest.json").read_text())
+    assert written == manifest
+    assert (written["stage"], written["run_root"]) == ("tokenize", root)
+    assert written["code_version"] == code_version()
+    assert (written["params"], written["stats"]) == ({"vocab_size": 512}, {"tokens": 3})
+    assert written["inputs"] == inputs
+    assert [f["path"] for f in written["files"]] == ["train/a", "train/c", "val/b"]
+    created = datetime.strptime(written["created_at"], "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
+    assert abs(created.timestamp() - (started + 2.5)) < 5
+    # Wall seconds since the job started, to the millisecond.
+    seconds = written["seconds"]
+    assert isinstance(seconds, float) and 2.5 <= seconds < 7.5 and seconds == round(seconds, 3)
 
 
 def test_rerun_invalidates_first_then_replaces(tmp_path):
@@ -82,7 +121,8 @@ def test_local_writes_leave_no_temporary_files(tmp_path):
 @pytest.mark.parametrize(
     "path",
     ["model.safetensors/../../../victim/secret.txt", "../victim/secret.txt", "/etc/hostname",
-     "file:///etc/hostname", "s3://bucket/key", "train/./part", "train//part", "a\\..\\b"],
+     "file:///etc/hostname", "s3://bucket/key", "file:secret", "train/./part", "train//part",
+     "a\\..\\b", 5, None],
 )  # fmt: skip
 def test_manifest_entries_cannot_leave_their_stage_folder(tmp_path, path):
     root = f"file://{tmp_path / 'run'}"
@@ -90,7 +130,12 @@ def test_manifest_entries_cannot_leave_their_stage_folder(tmp_path, path):
     manifest = commit(root, "train")
     manifest["files"][0]["path"] = path
     (tmp_path / "run" / "train" / "manifest.json").write_text(json.dumps(manifest))
-    with pytest.raises(UnsafeManifest, match="not a plain relative path inside"):
+    with pytest.raises(
+        UnsafeManifest,
+        match=r"is not a plain relative path inside .*train: the "
+        r"pipeline only reads and writes files inside their own stage folder\. The "
+        "manifest was edited or corrupted: rerun the stage that wrote it$",
+    ):
         listed_files(read_manifest(root, "train"))
 
 
@@ -119,3 +164,32 @@ def test_the_code_version_covers_the_job_script_as_well_as_the_library(tmp_path,
     assert code_version(str(script)) != first
     monkeypatch.setattr("sys.argv", [str(script)])  # what spark-submit starts Python with
     assert code_version() == code_version(str(script))
+
+
+def test_the_code_version_changes_with_any_module_of_the_library(tmp_path, monkeypatch):
+    """Every module counts, subpackages too: a resumed train run must not continue checkpoints
+    written by a different model or optimizer."""
+    package = shutil.copytree(JOBS / "sparklm", tmp_path / "sparklm",
+                              ignore=shutil.ignore_patterns("__pycache__"))  # fmt: skip
+    monkeypatch.setattr(stages.resources, "files", lambda name: package)
+    script = str(JOBS / "train.py")
+    first = code_version(script)
+    assert code_version(script) == first
+    with (package / "model" / "gpt.py").open("a") as source:
+        source.write("# changed\n")
+    assert code_version(script) != first
+
+
+def test_the_code_version_is_the_same_from_emrs_zip_of_the_library(monkeypatch):
+    script = str(JOBS / "train.py")
+    unzipped = code_version(script)
+    archive = zipfile.ZipFile(io.BytesIO(build_bundle(REPO)["sparklm.zip"]))
+    monkeypatch.setattr(stages.resources, "files", lambda name: zipfile.Path(archive, "sparklm/"))
+    assert code_version(script) == unzipped
+
+
+def test_a_launcher_that_is_not_a_python_script_is_not_part_of_the_code_version(tmp_path):
+    launcher = tmp_path / "pyspark-shell"
+    launcher.write_text("#!/bin/sh\n")
+    assert code_version(str(launcher)) == code_version(str(tmp_path / "no-such-script.py"))
+    assert os.path.exists(launcher)

@@ -18,9 +18,10 @@ import hashlib
 import json
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from importlib import resources
+from importlib.resources.abc import Traversable
 from pathlib import Path
 from typing import Any
 
@@ -160,8 +161,8 @@ def listed_files(manifest: Mapping[str, Any], prefix: str = "") -> list[dict[str
     root = stage_uri(manifest["run_root"], manifest["stage"])
     entries = []
     for entry in manifest["files"]:
+        uri = confined_uri(root, entry["path"])  # every entry, so a corrupted one is named
         if entry["path"].startswith(prefix):
-            uri = confined_uri(root, entry["path"])
             storage.refuse_symlinks(root, uri)
             entries.append({**entry, "uri": uri})
     return entries
@@ -189,13 +190,21 @@ def code_version(script: str | None = None) -> str:
     resumed run never continues checkpoints written by other code.
     """
     digest = hashlib.sha256()
-    package = resources.files("sparklm")
-    for entry in sorted(package.iterdir(), key=lambda e: e.name):
-        if entry.name.endswith(".py"):
-            digest.update(entry.name.encode())
-            digest.update(entry.read_bytes())
+    for name, source in _python_sources(resources.files("sparklm")):
+        digest.update(name.encode())
+        digest.update(source.read_bytes())
     entry_script = Path(script or sys.argv[0])
     if entry_script.suffix == ".py" and entry_script.is_file():
         digest.update(b"\0" + entry_script.name.encode() + b"\0")
         digest.update(entry_script.read_bytes())
     return "src-" + digest.hexdigest()[:12]
+
+
+def _python_sources(folder: Traversable, prefix: str = "") -> Iterator[tuple[str, Traversable]]:
+    """Every ``.py`` file under ``folder`` and its subpackages, by relative path, sorted: the
+    same walk over the installed folder and over the zip EMR imports it from."""
+    for entry in sorted(folder.iterdir(), key=lambda e: e.name):
+        if entry.is_dir():
+            yield from _python_sources(entry, f"{prefix}{entry.name}/")
+        elif entry.name.endswith(".py"):
+            yield f"{prefix}{entry.name}", entry
