@@ -35,7 +35,7 @@ export SPARK_LOCAL_IP := 127.0.0.1
 export PYSPARK_PYTHON := $(BIN)/python
 export PATH := $(BIN):$(PATH)
 
-.PHONY: setup preflight venv-emr system-deps local-deployment run airflow test test-fast check lint lock bench-data bench-train bench-generate bench-scale bench-run bench-hostile bench-continue clean
+.PHONY: setup preflight venv-emr system-deps local-deployment run airflow test test-fast check lint lock bench-data bench-train bench-generate bench-scale bench-run bench-hostile bench-continue bench-mutation clean
 
 setup: $(STAMP)
 
@@ -153,6 +153,12 @@ lock: | preflight
 BENCH_ARGS ?=
 bench-data bench-train bench-generate bench-scale bench-run bench-hostile bench-continue: bench-%: $(AIRFLOW_HOME)/airflow.db
 	python bench/bench_$*.py $(BENCH_ARGS)
+
+## bench-mutation: mutants of the library killed by the tests, per module (about an hour; run it
+## alone). MODULE=storage re-runs one module (names: bench/bench_mutation.py's MODULES).
+MODULE ?=
+bench-mutation: $(STAMP)
+	python bench/bench_mutation.py $(if $(MODULE),--module $(MODULE)) $(BENCH_ARGS)
 
 clean:
 	rm -rf $(AIRFLOW_HOME) runs .pytest_cache $(EMR_VENV)

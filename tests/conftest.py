@@ -82,6 +82,9 @@ def code_imported_from_elsewhere() -> list[str]:
 
 
 def pytest_sessionstart(session) -> None:
+    # Made again for each session: ``mutmut`` (make bench-mutation) runs many in one process,
+    # and each one's finish removes it.
+    SESSION_DIR.mkdir(exist_ok=True)
     elsewhere = code_imported_from_elsewhere()
     if elsewhere:
         pytest.exit(
