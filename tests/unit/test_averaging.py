@@ -44,6 +44,16 @@ def test_states_of_different_optimizers_do_not_mix():
         combine(update(torch.zeros(2), 1.0), adam_only)
 
 
+def test_the_sum_carries_every_replicas_loss_and_the_largest_replicas_memory():
+    """The round's train loss is over every replica's batches; its memory, the largest."""
+    replicas = ((6.0, 2, 900.0), (3.0, 1, 1200.0), (1.0, 1, 800.0))  # loss sum, batches, RSS
+    parts = [ReplicaUpdate(torch.zeros(2), {}, 1.0, loss_sum, count, peak_rss_mb=rss)
+             for loss_sum, count, rss in replicas]  # fmt: skip
+    total = combine(combine(parts[0], parts[1]), parts[2])
+    assert (total.loss_sum, total.loss_count, total.mean_loss) == (10.0, 4, 2.5)
+    assert total.peak_rss_mb == 1200.0
+
+
 def test_a_diverged_replica_makes_the_sum_diverged():
     bad = ReplicaUpdate(torch.zeros(2), {}, 1.0, float("nan"), 1, finite=False)
     assert not combine(update(torch.ones(2), 1.0), bad).finite
@@ -73,8 +83,14 @@ def test_combine_is_order_independent_and_none_is_neutral():
 
 
 def test_zero_weight_is_refused():
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="^cannot average replicas that trained on no tokens$"):
         update(torch.ones(2), 0.0).averages()
+    torch.testing.assert_close(update(torch.ones(2), 1.0).averages()[0], torch.ones(2))
+
+
+def test_flat_vectors_are_float32_whatever_the_tensors_dtype():
+    vector = flat([torch.ones(2, dtype=torch.bfloat16), torch.zeros(3, dtype=torch.float64)])
+    assert vector.dtype == torch.float32 and vector.tolist() == [1, 1, 0, 0, 0]
 
 
 def model_with(values):
@@ -115,6 +131,18 @@ def test_nesterov_momentum_matches_the_formula():
     restored = OuterOptimizer(model_with([0.0, 0.0]), "nesterov", lr=0.7, momentum=0.9)
     restored.load_momentum_buffers(outer.momentum_buffers())
     torch.testing.assert_close(flat(restored.momentum_buffers()), b)
+
+
+@pytest.mark.parametrize("rule", ["avg", "nesterov"])
+def test_an_outer_optimizer_before_its_first_step_has_no_momentum_to_save(rule):
+    outer = OuterOptimizer(model_with([0.0, 0.0]), rule, lr=0.7, momentum=0.9)
+    assert outer.momentum_buffers() == [None]
+
+
+def test_momentum_saved_for_another_model_is_refused():
+    outer = OuterOptimizer(model_with([0.0, 0.0]), "nesterov", lr=0.7, momentum=0.9)
+    with pytest.raises(ValueError):
+        outer.load_momentum_buffers([torch.zeros(1, 2), torch.zeros(3)])
 
 
 def test_unknown_outer_optimizer_is_refused():

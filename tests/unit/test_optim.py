@@ -80,3 +80,28 @@ def test_exported_state_continues_exactly_where_the_optimizer_was(kind):
     step(b, opt_b, x)
     for (name, pa), pb in zip(a.named_parameters(), b.parameters(), strict=True):
         assert torch.equal(pa, pb), name
+
+
+@pytest.mark.parametrize("kind", ["adamw", "muon"])
+def test_each_optimizer_takes_the_settings_given_and_only_muon_takes_the_matrices(kind):
+    model = GPT(MODEL)
+    settings = OptimizerSettings(kind=kind, lr=3e-3, betas=(0.8, 0.9), weight_decay=0.05,
+                                 muon_lr=0.03, muon_momentum=0.85)  # fmt: skip
+    optimizer = InnerOptimizer(model, settings)
+    assert {(g["lr"], g["betas"]) for g in optimizer.adamw.param_groups} == {(3e-3, (0.8, 0.9))}
+    if kind == "adamw":
+        assert optimizer.muon is None
+        assert len(optimizer.adam_params) == len(list(model.parameters()))
+    else:
+        [group] = optimizer.muon.param_groups
+        assert (group["lr"], group["momentum"], group["nesterov"], group["weight_decay"]) == (
+            0.03, 0.85, True, 0.05)  # fmt: skip
+
+
+def test_an_unknown_optimizer_is_refused_naming_the_choices():
+    settings = OptimizerSettings(kind="sgd", lr=3e-3, betas=(0.9, 0.95), weight_decay=0.1,
+                                 muon_lr=0.02, muon_momentum=0.95)  # fmt: skip
+    with pytest.raises(
+        ValueError, match=r"^optimizer must be one of \('adamw', 'muon'\), not 'sgd'$"
+    ):
+        InnerOptimizer(GPT(MODEL), settings)

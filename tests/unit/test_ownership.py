@@ -2,6 +2,8 @@
 
 import json
 import os
+import time
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -37,7 +39,11 @@ def test_a_stage_folder_the_pipeline_did_not_create_is_refused_and_kept(tmp_path
             write_text(root / "train" / path.relative_to(victim), path.read_bytes())
     before = tree_checksums(root)
     for clear in (begin_stage, invalidate_stage):
-        with pytest.raises(NotOwned, match=r"holds files the pipeline did not write .* Nothing"):
+        with pytest.raises(
+            NotOwned,
+            match=r"holds files the pipeline did not write .* Nothing "
+            "was deleted. Move those files away or choose another --run-root$",
+        ):
             clear(f"file://{root}", "train")
     assert tree_checksums(root) == before
 
@@ -93,14 +99,37 @@ def test_links_inside_an_owned_stage_are_removed_not_followed(tmp_path, victim):
     assert tree_checksums(victim) == before
 
 
-def test_the_marker_is_written_before_any_data_and_survives_clearing(tmp_path):
+def test_the_marker_is_written_before_any_data_and_survives_clearing(tmp_path, monkeypatch):
+    monkeypatch.setenv("AIRFLOW_CTX_DAG_RUN_ID", "manual__2026-12-04")
+    monkeypatch.setenv("TZ", "Asia/Tokyo")  # created_at is UTC whatever the machine's zone
+    time.tzset()
     root = f"file://{tmp_path / 'run'}"
-    uri = begin_stage(root, "preprocess")
+    try:
+        uri = begin_stage(root, "preprocess")
+    finally:
+        monkeypatch.delenv("TZ")
+        time.tzset()
     marker = json.loads((tmp_path / "run" / "preprocess" / MARKER).read_text())
-    assert marker["owner"] == "llm-decoder-pipeline" and marker["stage"] == "preprocess"
+    created = datetime.strptime(marker.pop("created_at"), "%Y-%m-%dT%H:%M:%SZ")
+    assert abs(created.replace(tzinfo=UTC).timestamp() - time.time()) < 60
+    # Whose folder it is, and which Airflow run made it: what a person finding it needs.
+    assert marker == {"owner": "llm-decoder-pipeline", "run_root": root, "stage": "preprocess",
+                      "airflow_run_id": "manual__2026-12-04"}  # fmt: skip
     ArtifactFile.write(uri, "train/part-00000.parquet", b"rows")
     begin_stage(root, "preprocess")  # a rerun: the pipeline's own folder is cleared
     assert os.listdir(tmp_path / "run" / "preprocess") == [MARKER]
+
+
+def test_a_symlinked_marker_does_not_make_a_folder_the_pipelines(tmp_path, victim):
+    root = tmp_path / "run"
+    begin_stage(f"file://{root}", "train")
+    marker = root / "train" / MARKER
+    marker.unlink()
+    marker.symlink_to(victim / "thesis.tex")
+    before = tree_checksums(victim)
+    with pytest.raises(SymlinkRefused, match=f"{MARKER} is a symbolic link"):
+        begin_stage(f"file://{root}", "train")
+    assert tree_checksums(victim) == before
 
 
 def test_empty_or_half_claimed_folders_are_adopted(tmp_path):
@@ -155,10 +184,42 @@ def test_run_roots_that_are_not_a_runs_own_are_refused(uri, reason):
         check_run_root(uri)
 
 
+def test_each_refused_run_root_gets_its_reason_and_the_fix(tmp_path, victim):
+    home, fix = (
+        os.path.expanduser("~"),
+        f"Choose a folder of its own, e.g. file://{CHECKOUT}/runs/NAME",
+    )
+    (tmp_path / "link").symlink_to(victim, target_is_directory=True)
+    expected = {
+        "pkg://gensim/test": "run root 'pkg://gensim/test' is a pkg:// URI, which names files "
+        "inside an installed Python package: write run roots as file:///path or "
+        "s3://bucket/prefix",
+        "file:///tmp/./run": "run root 'file:///tmp/./run' contains '.' or '..' segments: write "
+        "it out in full",
+        "s3://bucket/": "run root 's3://bucket/' is a whole bucket: stages would be created at "
+        "its top level. Write s3://bucket/SOME/PREFIX",
+        "file:///": "run root 'file:///' is, or holds, the filesystem root (/): a run would "
+        f"create and clear its stage folders there. {fix}",
+        f"file://{home}": f"run root 'file://{home}' is, or holds, the home directory ({home}): "
+        f"a run would create and clear its stage folders there. {fix}",
+        f"file://{CHECKOUT}": f"run root 'file://{CHECKOUT}' is, or holds, the project checkout "
+        f"({CHECKOUT}): a run would create and clear its stage folders there. {fix}",
+        f"file://{tmp_path}/link": f"run root 'file://{tmp_path}/link' is a symbolic link (to "
+        f"{victim}): the pipeline never follows links where it clears and writes. Give the real "
+        "folder instead",
+    }  # fmt: skip
+    for uri, message in expected.items():
+        with pytest.raises(NotOwned) as refused:
+            check_run_root(uri)
+        assert str(refused.value) == message
+
+
 def test_ordinary_run_roots_pass_unchanged(tmp_path):
     assert check_run_root(f"file://{tmp_path}/run") == f"file://{tmp_path}/run"
     assert check_run_root(f"file://{CHECKOUT}/runs/x") == f"file://{CHECKOUT}/runs/x"
     assert check_run_root("s3://bucket/runs/x") == "s3://bucket/runs/x"
+    assert check_run_root("file:///X") == "file:///X"  # a top-level folder holds no other
+    assert check_run_root("s3://bucket/X") == "s3://bucket/X"
 
 
 def test_uris_are_normalized_without_following_links(tmp_path, victim):

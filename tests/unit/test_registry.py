@@ -7,11 +7,14 @@ import pytest
 from helpers.corpora import write_text
 from sparklm.model.evaluation import Score
 from sparklm.registry.versions import (
+    PROMOTION,
     RegistryError,
     check_name,
     check_registry,
+    list_versions,
     promotion_decision,
     read_latest,
+    version_uri,
     write_latest,
 )
 from sparklm.runtime import allowlist
@@ -45,6 +48,41 @@ def test_a_version_cannot_take_the_name_of_the_model_folders_own_entries(version
     assert check_name("model name", version) == version  # a model may be called so
     with pytest.raises(RegistryError, match="model folder's own entries"):
         check_name("version", version)
+
+
+def test_refused_names_and_versions_say_what_a_valid_one_looks_like():
+    with pytest.raises(RegistryError) as refused:
+        check_name("version", "latest.json")
+    assert str(refused.value) == (
+        "invalid version 'latest.json': latest.json, evaluation are the model folder's own "
+        "entries; choose another --version"
+    )
+    with pytest.raises(RegistryError) as refused:
+        version_uri("file:///r", "m", "../v1")
+    assert str(refused.value) == (
+        "invalid version '../v1': use 1-64 letters, digits, '.', '_' or '-', starting with a "
+        "letter or digit (no '/', no '..')"
+    )
+    with pytest.raises(RegistryError, match=r"^invalid model name 'a/b': use 1-64"):
+        version_uri("file:///r", "a/b", "v1")
+
+
+def test_a_registry_is_an_s3_or_file_uri_without_dot_segments_or_a_trailing_slash():
+    assert check_registry("s3://models/registry/teamX/", None) == "s3://models/registry/teamX"
+    assert check_registry("s3://models/", None) == "s3://models"  # a whole bucket too
+    with pytest.raises(RegistryError, match=r"^registry 's3://models/\./x' contains '\.\.' or"):
+        check_registry("s3://models/./x", None)
+    with pytest.raises(RegistryError, match=r"^registry 'pkg://gensim/x' must be an s3:// or "
+                       "file:// URI$"):  # fmt: skip
+        check_registry("pkg://gensim/x", None)
+    with pytest.raises(RegistryError) as refused:
+        check_registry("s3://other/registry", ["s3://models/registry"])
+    assert str(refused.value) == (
+        "registry 's3://other/registry' is outside the allowed locations "
+        "['s3://models/registry']: choose a registry under one of them, or have the deployment "
+        "add it to the llm_registry_allowed_prefixes Variable (--allowed-registry-prefixes, "
+        "LLM_REGISTRY_ALLOWED_PREFIXES)"
+    )
 
 
 def test_registry_must_stay_under_the_allowed_prefixes():
@@ -104,6 +142,21 @@ def test_an_unscored_candidate_or_latest_is_never_promoted():
 def test_non_finite_metrics_block_promotion_even_for_a_first_version():
     promoted, reason = decide(1.0, None, latest=None, metrics={**METRICS, "val_loss": math.nan})
     assert not promoted and "val_loss" in reason
+    nan_both = {"val_bpb": math.inf, "val_loss": math.nan}
+    assert decide(1.0, 2.0, metrics=nan_both) == (False, "non-finite metrics: val_bpb, val_loss")
+
+
+def test_a_candidate_whose_evaluation_score_is_nan_is_refused_saying_so():
+    assert decide(math.nan, 2.0) == (False, "bits/byte on the evaluation set is nan")
+    assert decide(math.nan, None, latest=None) == (False, "bits/byte on the evaluation set is nan")
+
+
+def test_a_first_version_exactly_at_the_baseline_plus_tolerance_is_promoted():
+    assert decide(3.25, None, latest=None, baseline=3.0, tolerance=0.25)[0]
+    promoted, reason = decide(3.5, None, latest=None, baseline=3.0, tolerance=0.25)
+    assert not promoted and reason.endswith(
+        "Published, not promoted: train longer, or on more text"
+    )
 
 
 def published(tmp_path, uri_of_version):
@@ -123,7 +176,54 @@ def test_latest_is_followed_into_its_own_registry_only(tmp_path):
             read_latest(registry, "m")
 
 
-def test_a_symlinked_latest_pointer_is_neither_read_nor_replaced(tmp_path):
+def test_a_pointer_followed_nowhere_names_what_it_says_where_it_must_point_and_the_fix(tmp_path):
+    registry = published(tmp_path, lambda r: "s3://other/m/v1")
+    with pytest.raises(RegistryError) as refused:
+        read_latest(registry, "m")
+    assert str(refused.value) == (
+        f"{registry}/m/latest.json points at 's3://other/m/v1', which is not a version folder "
+        f"of its own registry ({registry}/m/VERSION): the pointer was edited or copied from "
+        "another registry. Republish the model, or fix the pointer's uri"
+    )
+
+
+@pytest.mark.parametrize(
+    "pointer", [{"version": "v1"}, {"uri": "x"}, {"version": "../v1", "uri": "x"}]
+)
+def test_a_pointer_without_a_version_and_uri_of_its_own_registry_is_refused(tmp_path, pointer):
+    registry = f"file://{tmp_path / 'registry'}"
+    write_latest(registry, "m", pointer)
+    with pytest.raises(RegistryError, match="not a version folder of its own registry"):
+        read_latest(registry, "m")
+
+
+def test_no_promoted_version_is_an_error_naming_the_missing_pointer_and_the_task_to_run(tmp_path):
+    registry = f"file://{tmp_path / 'registry'}"
+    with pytest.raises(RegistryError) as missing:
+        read_latest(registry, "m")
+    assert str(missing.value) == (
+        f"no promoted version of 'm' in {registry}: {registry}/m/latest.json is missing; run "
+        "the pipeline's publish task (or check --registry and --model-name)"
+    )
+
+
+@pytest.mark.parametrize("read", [read_latest, list_versions])
+def test_readers_refuse_a_bad_model_name_calling_it_a_model_name(tmp_path, read):
+    with pytest.raises(RegistryError, match=r"^invalid model name '\.\./m': use 1-64"):
+        read(f"file://{tmp_path}", "../m")
+
+
+def test_only_complete_versions_with_valid_names_are_listed(tmp_path):
+    """A version is listed once its promotion.json (written last) exists; folders whose names
+    no version can take are not versions, complete or not."""
+    model = tmp_path / "registry" / "m"
+    for folder, complete in [("v2", True), ("v1", True), ("v3-crashed", False),
+                             ("evaluation", True), ("-bad", True), ("bad name", True)]:  # fmt: skip
+        (model / folder).mkdir(parents=True)
+        if complete:
+            write_text(model / folder / PROMOTION, "{}")
+    assert list_versions(f"file://{tmp_path / 'registry'}", "m") == ["v1", "v2"]
+
     registry = published(tmp_path, lambda r: f"{r}/m/v1")
     elsewhere = write_text(tmp_path / "elsewhere.json", "{}")
     latest = tmp_path / "registry" / "m" / "latest.json"

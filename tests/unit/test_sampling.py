@@ -67,6 +67,12 @@ def test_filtered_tokens_are_never_sampled():
     assert draws == {1, 2, 4}
 
 
+def test_a_draw_of_exactly_zero_never_picks_a_filtered_token(monkeypatch):
+    """u = 0.0 comes once in 2**24 draws; the first token, filtered out, has a CDF of 0."""
+    monkeypatch.setattr(torch, "rand", lambda *args, **kwargs: torch.zeros(1))
+    assert sample_next_token(torch.tensor([0.0, 5.0, 4.0]), 1.0, 2, None, gen()) == 1
+
+
 def test_negative_temperature_raises():
     with pytest.raises(ValueError, match="temperature"):
         sample_next_token(torch.zeros(3), -1.0, None, None, gen())
@@ -98,6 +104,24 @@ def test_top_p_keeps_smallest_set_reaching_p(top_p, n_kept):
     filtered = filter_logits(batch, None, top_p)
     assert kept(filtered[0]) == list(range(n_kept))
     assert sorted(perm[kept(filtered[1])].tolist()) == list(range(n_kept))
+
+
+def test_top_p_of_one_switches_the_nucleus_off_even_for_the_least_probable_token():
+    # p = 1.0 is "off": a token of probability ~1e-13 stays a candidate, not cut as rounding.
+    assert kept(filter_logits(torch.tensor([0.0, 0.0, -30.0]), None, 1.0)) == [0, 1, 2]
+
+
+@pytest.mark.parametrize(
+    ("setting", "message"),
+    [({"top_k": -1}, r"^top_k must be >= 0 \(0 or None disables it\), got -1$"),
+     ({"top_p": 0.0}, r"^top_p must be in \(0, 1\] \(1.0 or None disables it\), got 0.0$"),
+     ({"top_p": 1.5}, r"^top_p must be in \(0, 1\] \(1.0 or None disables it\), got 1.5$")],
+)  # fmt: skip
+def test_a_filter_out_of_range_is_refused_naming_the_setting_its_range_and_the_value(
+    setting, message
+):
+    with pytest.raises(ValueError, match=message):
+        filter_logits(torch.zeros(4), **setting)
 
 
 def test_top_k_and_top_p_combine():
@@ -176,8 +200,10 @@ def test_stop_id_ends_generation_and_is_not_returned(model):
 
 
 def test_generate_rejects_bad_arguments(model):
-    with pytest.raises(ValueError, match="empty"):
+    with pytest.raises(ValueError, match=r"^prompt_ids is empty; start from at least an end-of"):
         generate(model, [], 5)
+    with pytest.raises(ValueError, match=r"^max_new_tokens must be >= 0, got -1$"):
+        generate(model, [1], -1)
     with pytest.raises(ValueError, match="temperature"):
         generate(model, [1], 5, Decoding(temperature=-0.5))
     assert generate(model, [1], 0) == []

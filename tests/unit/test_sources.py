@@ -283,3 +283,26 @@ def test_long_paragraphs_of_records_are_cut_like_long_lines(tmp_path):
     assert all(len(r.text.encode()) <= 4096 for r in records)
     assert " ".join(r.text for r in records[1:]).split() == paragraph.split()
     assert [r.position for r in records] == sorted({r.position for r in records})
+
+
+def test_a_text_field_is_a_dotted_path_into_nested_records_and_never_empty():
+    assert records_module.field_path("meta.content") == ("meta", "content")
+    with pytest.raises(ValueError, match=r"^--text-field 'meta\.\.content' has an empty path "):
+        records_module.field_path("meta..content")
+
+
+@pytest.mark.parametrize(
+    ("line", "text", "drop_reason"),
+    [(b'{"text": "hi"}', "hi", None),
+     (b"not json", None, records_module.INVALID_JSON),
+     (b'{"other": 1}', None, records_module.MISSING_FIELD),
+     (b'{"text": null}', None, records_module.MISSING_FIELD),
+     (b'{"text": 5}', None, records_module.NOT_A_STRING)],
+)  # fmt: skip
+def test_a_json_record_yields_its_text_or_why_not_and_counts_its_bytes_either_way(
+    line, text, drop_reason
+):
+    """The bytes of dropped records are reported with the reason (preprocess's stats)."""
+    assert records_module.jsonl_text(line, ("text",)) == records_module.RecordText(
+        text, drop_reason, len(line)
+    )

@@ -1,6 +1,7 @@
 """URIs and the fsspec storage path, on local disk and on the real S3 server."""
 
 import os
+import re
 
 import pytest
 
@@ -38,6 +39,18 @@ def test_expand_files_dirs_and_globs(tmp_path):
 def test_expand_names_what_matched_nothing(tmp_path):
     with pytest.raises(StorageError, match=r"no input file matches '.*nothing\*\.txt'"):
         storage.expand([str(tmp_path / "nothing*.txt")])
+    write_text(tmp_path / "a.txt", "text\n")
+    with pytest.raises(StorageError) as refused:
+        storage.expand([str(tmp_path / "a.txt"), "/no/such.txt", str(tmp_path / "b*.txt")])
+    assert str(refused.value) == (
+        f"no input file matches '/no/such.txt', '{tmp_path}/b*.txt': check the path or glob "
+        "(local paths, file://, s3://bucket/prefix and pkg://package/path are accepted)"
+    )
+
+
+def test_reading_a_missing_file_names_it():
+    with pytest.raises(StorageError, match=r"^file:///no/such/file does not exist$"):
+        storage.read_bytes("file:///no/such/file")
 
 
 def test_s3_round_trip_range_reads_and_listing(s3_server):
@@ -69,6 +82,16 @@ def test_hidden_paths_are_never_read(tmp_path, spec):
         write_text(home / secret, "secret")
     with pytest.raises(StorageError, match="hidden folder or file '.(aws|ssh|git)'"):
         storage.expand([spec.replace("HOME", str(home))])
+
+
+def test_a_hidden_path_is_refused_saying_why_and_what_to_do():
+    with pytest.raises(StorageError) as refused:
+        storage.input_uri("/home/u/.aws/credentials")
+    assert str(refused.value) == (
+        "'/home/u/.aws/credentials' goes through the hidden folder or file '.aws': the pipeline "
+        "never reads hidden paths (credentials such as .ssh/ and .aws/ live there). Move the "
+        "corpus to a visible folder"
+    )
 
 
 def test_a_directory_corpus_skips_everything_hidden_below_it(tmp_path):
@@ -107,6 +130,11 @@ def test_a_linked_corpus_folder_may_not_lead_into_a_hidden_one(tmp_path):
 def test_package_uris_cannot_leave_their_package(uri):
     with pytest.raises(StorageError, match=r"inside its package|hidden"):
         storage.expand([uri])
+    if "hidden" not in uri:
+        with pytest.raises(StorageError, match=rf"^{re.escape(uri)}: a pkg:// URI names a file "
+                           r"inside its package, without '\.' or '\.\.' segments: write "
+                           "pkg://PACKAGE/path/inside/it$"):  # fmt: skip
+            storage.expand([uri])
 
 
 def test_the_default_corpus_in_a_hidden_virtualenv_is_still_read():

@@ -86,9 +86,28 @@ def test_documents_are_separated_by_end_of_document(tokenizer):
     assert decode(tokenizer, first) == "first doc"
 
 
+def test_special_ids_name_the_end_of_document_and_padding_tokens_or_say_they_are_missing(
+    tokenizer,
+):
+    assert special_ids(tokenizer) == {"eod": tokenizer.token_to_id(SPECIAL_TOKENS[0]),
+                                      "pad": tokenizer.token_to_id(SPECIAL_TOKENS[1])}  # fmt: skip
+    bare = Tokenizer(models.BPE())
+    with pytest.raises(ValueError, match="^tokenizer lacks the end-of-document or padding token$"):
+        special_ids(bare)
+
+
 def test_vocab_size_floor_is_explained():
     with pytest.raises(ValueError, match="at least 258"):
         train_from_counts({"a": 1}, 100)
+    assert train_from_counts({"a": 1}, 258).get_vocab_size() == 258  # the floor itself is fine
+
+
+def test_every_counted_pretoken_is_learned_from_even_one_seen_once():
+    """Each count is fed as that many words: "ab" (3 times) and "cd" (once) are the two merges
+    a 260-token vocabulary has room for, and nothing else is made up."""
+    vocab = set(train_from_counts({"ab": 3, "cd": 1}, 260).get_vocab())
+    learned = vocab - set(pre_tokenizers.ByteLevel.alphabet()) - set(SPECIAL_TOKENS)
+    assert learned == {"ab", "cd"}
 
 
 def test_vocabulary_holds_every_byte(tokenizer):
@@ -106,12 +125,66 @@ def test_a_lossy_tokenizer_is_caught_by_the_round_trip_check(tokenizer):
         encode_documents(lossy, ["all lower", "Has Capitals"], 0, np.dtype("<u2"), check=2)
 
 
+def test_the_round_trip_checks_exactly_the_first_documents_and_names_one_by_its_place(
+    tokenizer, monkeypatch
+):
+    """Across encoding batches: the check covers documents 0..check-1 of the whole list, and a
+    failure names the document's index in that list, not in its batch."""
+    from tokenizers import normalizers
+
+    from sparklm.data import tokenizer as bpe
+
+    lossy = Tokenizer.from_str(tokenizer.to_str())
+    lossy.normalizer = normalizers.Lowercase()
+    monkeypatch.setattr(bpe, "ENCODE_BATCH_BYTES", 16)  # a batch per document or two
+    documents = ["lower one", "lower two", "lower three", "Capital four", "lower five"]
+    u2 = np.dtype("<u2")
+    with pytest.raises(ValueError, match=r"round trip failed on document 3: 'Capital four'$"):
+        encode_documents(lossy, documents, 0, u2, check=5)
+    # Document 3 is past the first three checked: not decoded again, so not caught.
+    assert np.count_nonzero(encode_documents(lossy, documents, 0, u2, check=3) == 0) == 5
+
+
+class RecordingBatches:
+    """A tokenizer that remembers how many documents each ``encode_batch_fast`` call got."""
+
+    def __init__(self, tokenizer):
+        self.tokenizer, self.batches = tokenizer, []
+
+    def encode_batch_fast(self, batch, **kwargs):
+        self.batches.append(len(batch))
+        return self.tokenizer.encode_batch_fast(batch, **kwargs)
+
+
+def test_documents_are_encoded_in_batches_of_about_the_batch_bytes_never_more_at_once(
+    tokenizer, monkeypatch
+):
+    """The encodings held at once are bounded: a batch closes as soon as its text reaches
+    ENCODE_BATCH_BYTES, and the next one starts empty."""
+    from sparklm.data import tokenizer as bpe
+
+    monkeypatch.setattr(bpe, "ENCODE_BATCH_BYTES", 8)
+    recording = RecordingBatches(tokenizer)
+    documents = ["a" * 7, "b", "c" * 4, "d" * 3, "e"]  # 7+1 | 4+3+1 bytes
+    ids = encode_documents(recording, documents, 0, np.dtype("<u2"), check=0)
+    assert recording.batches == [2, 3]
+    assert np.count_nonzero(ids == 0) == 5
+
+
+def test_a_partition_without_documents_encodes_to_an_empty_array_of_the_shard_dtype(tokenizer):
+    ids = encode_documents(tokenizer, [], 0, np.dtype("<u2"), check=5)
+    assert ids.shape == (0,) and ids.dtype == np.dtype("<u2")
+
+
 def test_long_pretokens_are_counted_in_capped_pieces_and_still_encode_losslessly():
     """A 16 KB "word" counted as it is costs the BPE trainer gigabytes (128 KB aborts it)."""
     word = "ab" * 8192
     counts = count_pretokens([f"doc {i}: {word}" for i in range(64)])
     assert max(len(piece) for piece in counts) == MAX_PRETOKEN_BYTES
     assert counts["Ġ" + "ab" * 63 + "a"] == 64  # the first piece keeps its space (Ġ)
+    # The pieces are consecutive, not overlapping: they add up to the word.
+    long_word = "x" * (2 * MAX_PRETOKEN_BYTES + 10)
+    assert count_pretokens([long_word]) == {"x" * MAX_PRETOKEN_BYTES: 2, "x" * 10: 1}
     tokenizer = train_from_counts(counts, 400)
     text = f"doc 1: {word}"
     assert decode(tokenizer, tokenizer.encode(text, add_special_tokens=False).ids) == text

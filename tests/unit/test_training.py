@@ -4,9 +4,10 @@ import math
 
 import pytest
 import torch
+from torch.nn.utils import vector_to_parameters
 
 from helpers.oracles import single_process_training
-from sparklm.model.averaging import flat
+from sparklm.model.averaging import combine, flat
 from sparklm.model.gpt import GPT, GPTConfig
 from sparklm.model.training import (
     GlobalState,
@@ -15,6 +16,7 @@ from sparklm.model.training import (
     derive_seed,
     evaluate,
     lr_at,
+    lr_scale,
     sample_batch,
     train_replica,
 )
@@ -42,6 +44,25 @@ def test_wsd_holds_the_peak_then_decays_linearly_to_the_floor():
     assert lrs[-1] == pytest.approx(1e-3 / 20)
 
 
+@pytest.mark.parametrize("schedule", ["cosine", "wsd"])
+def test_the_decay_follows_its_curve_to_the_floor_and_stays_there(schedule):
+    cfg = TrainConfig(rounds=10, local_steps=10, warmup_steps=10, min_lr_ratio=0.2,
+                      schedule=schedule, decay_fraction=0.2)  # fmt: skip
+    # Halfway through the decay (steps 10..100 for cosine, 80..100 for WSD): 0.6 both ways.
+    halfway = 55 if schedule == "cosine" else 90
+    assert lr_scale(halfway, cfg) == pytest.approx(0.2 + 0.8 * 0.5)
+    for step in (cfg.total_steps, cfg.total_steps + 1, 3 * cfg.total_steps):
+        assert lr_scale(step, cfg) == pytest.approx(0.2)
+
+
+@pytest.mark.parametrize("schedule", ["cosine", "wsd"])
+def test_a_decay_one_step_long_reaches_the_floor_in_that_step(schedule):
+    cfg = TrainConfig(rounds=1, local_steps=10, warmup_steps=9, min_lr_ratio=0.2,
+                      schedule=schedule, decay_fraction=0.1)  # fmt: skip
+    assert lr_scale(9, cfg) == pytest.approx(1.0)
+    assert lr_scale(10, cfg) == pytest.approx(0.2)
+
+
 def test_early_rounds_average_more_often_then_switch_to_local_steps():
     cfg = TrainConfig(rounds=5, local_steps=10, early_rounds=2, early_local_steps=3)
     assert [cfg.steps_in_round(r) for r in range(5)] == [3, 3, 10, 10, 10]
@@ -56,6 +77,11 @@ def test_batches_are_windows_with_shifted_targets():
     x, y = sample_batch(tokens, 8, 16, torch.Generator().manual_seed(0))
     assert x.shape == y.shape == (8, 16)
     torch.testing.assert_close(y, x + 1)
+
+
+def test_every_window_of_the_tokens_can_be_drawn_the_first_and_the_last_too():
+    x, _ = sample_batch(torch.arange(12), 2000, 4, torch.Generator().manual_seed(0))
+    assert set(x[:, 0].tolist()) == set(range(8))  # windows of 5 tokens start at 0..7
 
 
 def test_seeds_differ_per_round_and_partition_but_repeat():
@@ -145,7 +171,25 @@ def test_non_finite_loss_is_reported_not_returned_as_weights():
     state = fresh_state()
     state.params[0] = float("nan")
     u = train_replica(MODEL, cfg, state, torch.randint(0, 64, (500,)), 0, 0)
-    assert not u.finite and math.isnan(u.mean_loss)
+    assert u.finite is False and math.isnan(u.mean_loss)
+    # It still counts its tokens and adds to the others', so the driver stops on `finite`.
+    assert u.weight == 2 * 2 * 16 and torch.equal(u.delta, torch.zeros_like(state.params))
+    healthy = train_replica(MODEL, cfg, fresh_state(), torch.randint(0, 64, (500,)), 0, 1)
+    assert combine(u, healthy).finite is False
+
+
+def test_a_replica_reports_the_mean_loss_of_its_steps_and_its_peak_memory():
+    """Recomputed from the same seed's batches: at lr 1e-6 the weights barely move."""
+    cfg = TrainConfig(local_steps=3, batch_size=4, optimizer="adamw", lr=1e-6, warmup_steps=1)
+    tokens = torch.randint(0, 64, (2000,), generator=torch.Generator().manual_seed(1))
+    state = fresh_state()
+    u = train_replica(MODEL, cfg, state, tokens, round_index=2, partition=1)
+    model = GPT(MODEL)
+    vector_to_parameters(state.params.clone(), model.parameters())
+    generator = torch.Generator().manual_seed(derive_seed(cfg.seed, 2, 1))
+    losses = [model(*sample_batch(tokens, 4, 16, generator))[1].item() for _ in range(3)]
+    assert u.loss_count == 3 and u.loss_sum == pytest.approx(sum(losses), rel=1e-4)
+    assert u.peak_rss_mb > 50  # this process's peak, torch loaded
 
 
 def test_evaluate_scores_every_window():

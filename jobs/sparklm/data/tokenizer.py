@@ -100,7 +100,7 @@ def special_ids(tokenizer: Tokenizer) -> dict[str, int]:
 
 
 def encode_documents(
-    tokenizer: Tokenizer, documents: list[str], eod_id: int, dtype: np.dtype, check: int = 0
+    tokenizer: Tokenizer, documents: list[str], eod_id: int, dtype: np.dtype, *, check: int
 ) -> np.ndarray:
     """Token ids of ``documents``, an end-of-document token after each, as one array.
 
