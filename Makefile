@@ -154,7 +154,7 @@ BENCH_ARGS ?=
 bench-data bench-train bench-generate bench-scale bench-run bench-hostile bench-continue: bench-%: $(AIRFLOW_HOME)/airflow.db
 	python bench/bench_$*.py $(BENCH_ARGS)
 
-## bench-mutation: mutants of the library killed by the tests, per module (about an hour; run it
+## bench-mutation: mutants of the library killed by the tests, per module (about 2 h; run it
 ## alone). MODULE=storage re-runs one module (names: bench/bench_mutation.py's MODULES).
 MODULE ?=
 bench-mutation: $(STAMP)
