@@ -7,12 +7,13 @@ import shutil
 import time
 import zipfile
 from datetime import UTC, datetime
+from pathlib import Path
 
 import pytest
 
 from helpers.corpora import write_text
-from helpers.paths import JOBS, REPO
-from llm_pipeline.emr.bundle import build_bundle
+from helpers.paths import JOBS
+from llm_pipeline.emr.bundle import _zip_package
 from sparklm.runtime import stages, storage
 from sparklm.runtime.stages import (
     ArtifactFile,
@@ -26,6 +27,9 @@ from sparklm.runtime.stages import (
     read_manifest,
 )
 from sparklm.runtime.storage import SymlinkRefused
+
+# The library under test, wherever it is imported from (make bench-mutation stages a copy).
+LIBRARY = Path(stages.__file__).resolve().parents[1]
 
 
 def commit(root, stage="preprocess", payload=b"data"):
@@ -169,7 +173,7 @@ def test_the_code_version_covers_the_job_script_as_well_as_the_library(tmp_path,
 def test_the_code_version_changes_with_any_module_of_the_library(tmp_path, monkeypatch):
     """Every module counts, subpackages too: a resumed train run must not continue checkpoints
     written by a different model or optimizer."""
-    package = shutil.copytree(JOBS / "sparklm", tmp_path / "sparklm",
+    package = shutil.copytree(LIBRARY, tmp_path / "sparklm",
                               ignore=shutil.ignore_patterns("__pycache__"))  # fmt: skip
     monkeypatch.setattr(stages.resources, "files", lambda name: package)
     script = str(JOBS / "train.py")
@@ -183,7 +187,7 @@ def test_the_code_version_changes_with_any_module_of_the_library(tmp_path, monke
 def test_the_code_version_is_the_same_from_emrs_zip_of_the_library(monkeypatch):
     script = str(JOBS / "train.py")
     unzipped = code_version(script)
-    archive = zipfile.ZipFile(io.BytesIO(build_bundle(REPO)["sparklm.zip"]))
+    archive = zipfile.ZipFile(io.BytesIO(_zip_package(LIBRARY)))  # as build_bundle zips it
     monkeypatch.setattr(stages.resources, "files", lambda name: zipfile.Path(archive, "sparklm/"))
     assert code_version(script) == unzipped
 
