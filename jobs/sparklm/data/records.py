@@ -161,8 +161,9 @@ def parquet_texts(
     max_record_bytes = limits.max_record_bytes
     with storage.open_binary(uri) as f:
         # Buffered reads: a column chunk is read page by page, not whole, so one huge value
-        # costs its page, not its row group's column.
-        parquet = pq.ParquetFile(f, buffer_size=PARQUET_READ_BUFFER)
+        # costs its page, not its row group's column. Pre-buffering (pyarrow's default) would
+        # read each column chunk whole and ignore buffer_size.
+        parquet = pq.ParquetFile(f, buffer_size=PARQUET_READ_BUFFER, pre_buffer=False)
         groups = _row_groups(uri, parquet.metadata, ".".join(path), limits)
         row = groups[first_group].first_row if first_group < len(groups) else 0
         batches = parquet.iter_batches(batch_size=batch_rows(max_record_bytes),

@@ -1,0 +1,165 @@
+"""Parquet corpora as the readers see them: row indices, nested and large text columns, the
+errors a user gets for a wrong --text-field, record caps and what reading holds in memory."""
+
+from __future__ import annotations
+
+import random
+import re
+import tracemalloc
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from sparklm.data import records
+from sparklm.data.decompression import ReadLimits
+from sparklm.data.records import RecordText
+from sparklm.runtime.errors import PipelineError
+
+TEXT = ("text",)
+DEFAULTS = ReadLimits()
+
+
+def write_parquet(path, table: pa.Table, **options) -> str:
+    pq.write_table(table, path, **options)
+    return f"file://{path}"
+
+
+def read_all(uri, path=TEXT, limits=DEFAULTS, first=0, end=None):
+    if end is None:
+        end = len(records.parquet_row_groups(uri, path, limits))
+    return list(records.parquet_texts(uri, first, end, path, limits))
+
+
+def peak_python_bytes(rows) -> tuple[object, int]:
+    """The first item of ``rows`` and the most Python memory taken while reading it."""
+    tracemalloc.start()
+    try:
+        first = next(rows)
+        return first, tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+        rows.close()
+
+
+def test_row_indices_count_from_the_start_of_the_file_whichever_row_groups_are_read(tmp_path):
+    """Row indices name documents (``row-<n>``): a task reading the last row groups must give
+    the same index to a row as a task reading the whole file; kept rows count their UTF-8
+    bytes."""
+    texts = [f"ligne {i} — été" for i in range(300)]
+    uri = write_parquet(tmp_path / "t.parquet", pa.table({"id": range(300), "text": texts}),
+                        row_group_size=100)  # fmt: skip
+    groups = records.parquet_row_groups(uri, TEXT, ReadLimits())
+    assert [(g.index, g.first_row, g.rows) for g in groups] == [(0, 0, 100), (1, 100, 100),
+                                                                (2, 200, 100)]  # fmt: skip
+    tail = read_all(uri, first=1, end=3)
+    kept = [(i, RecordText(texts[i], None, len(texts[i].encode()))) for i in range(100, 300)]
+    assert tail == kept
+    assert read_all(uri)[100:] == tail
+
+
+def test_a_text_field_inside_a_struct_column_is_read_by_its_dotted_path(tmp_path):
+    meta = pa.array([{"content": "first nested", "n": 1}, None, {"content": "third", "n": 3}],
+                    pa.struct([("content", pa.string()), ("n", pa.int64())]))  # fmt: skip
+    uri = write_parquet(tmp_path / "t.parquet", pa.table({"title": ["a", "b", "c"], "meta": meta}))
+    assert read_all(uri, ("meta", "content")) == [
+        (0, RecordText("first nested", None, 12)),
+        (1, RecordText(None, records.MISSING_FIELD, 0)),
+        (2, RecordText("third", None, 5)),
+    ]
+
+
+def test_a_large_string_column_is_read_like_a_string_column(tmp_path):
+    table = pa.table({"text": pa.array(["one", "two"], pa.large_string())})
+    uri = write_parquet(tmp_path / "t.parquet", table)
+    assert read_all(uri) == [(0, RecordText("one", None, 3)), (1, RecordText("two", None, 3))]
+
+
+@pytest.mark.parametrize(
+    ("table", "text_field", "columns"),
+    [(pa.table({"title": ["a"], "text": ["b"], "n": [1]}), ("title", "body"), "title, text"),
+     (pa.table({"n": [1], "meta": [{"k": 1}]}), ("meta", "k"), "none"),
+     (pa.table({"n": [1]}), TEXT, "none")],
+)  # fmt: skip
+def test_a_text_field_that_is_not_a_string_column_is_refused_naming_file_and_string_columns(
+    tmp_path, table, text_field, columns
+):
+    """The user learns which file, which field and which columns could hold the text."""
+    uri = write_parquet(tmp_path / "t.parquet", table)
+    wanted = (f"{uri} has no string column {'.'.join(text_field)!r} (its string columns: "
+              f"{columns}): set --text-field to the column holding the text")  # fmt: skip
+    with pytest.raises(PipelineError, match=f"^{re.escape(wanted)}$"):
+        records.parquet_row_groups(uri, text_field, ReadLimits())
+
+
+def test_a_parquet_file_without_row_groups_yields_no_rows(tmp_path):
+    """What a writer that got no rows leaves behind (an empty shard) is read, not an error."""
+    path = tmp_path / "empty.parquet"
+    pq.ParquetWriter(path, pa.schema([("text", pa.string())])).close()
+    uri = f"file://{path}"
+    assert records.parquet_row_groups(uri, TEXT, ReadLimits()) == []
+    assert list(records.parquet_texts(uri, 0, 0, TEXT, ReadLimits())) == []
+
+
+def test_a_value_of_exactly_max_record_bytes_is_kept_beside_an_oversized_one(tmp_path):
+    texts = ["x" * 4096, "y" * 4097, "z" * 4096]
+    uri = write_parquet(tmp_path / "t.parquet", pa.table({"text": texts}))
+    assert read_all(uri, limits=ReadLimits(max_record_bytes=4096)) == [
+        (0, RecordText(texts[0], None, 4096)),
+        (1, RecordText(None, records.TOO_LARGE, 4097)),
+        (2, RecordText(texts[2], None, 4096)),
+    ]
+
+
+def test_a_row_group_expanding_exactly_to_the_cap_is_allowed_one_byte_more_is_not():
+    limits = ReadLimits()
+    cap, _ = limits.decompressed_cap(1000)  # the 16 MiB always allowed
+    records.check_expansion("s3://b/t.parquet", records.RowGroup(0, 0, 1, 1000, 1000, cap), limits)
+    with pytest.raises(PipelineError, match="raise --max-compression-ratio"):
+        records.check_expansion("s3://b/t.parquet",
+                                records.RowGroup(0, 0, 1, 1000, 1000, cap + 1), limits)  # fmt: skip
+
+
+def test_a_reader_refusing_a_row_group_names_the_file_and_the_flag(tmp_path):
+    """Executors check each row group they read again; their error must say which file."""
+    uri = write_parquet(tmp_path / "t.parquet", pa.table({"text": ["a" * 5000]}))
+    small = ReadLimits(max_decompressed_gb=1e-6)  # 1,000 bytes
+    wanted = rf"^{re.escape(uri)} row group 0: .* raise --max-decompressed-gb \(now 1e-06\)$"
+    with pytest.raises(PipelineError, match=wanted):
+        list(records.parquet_texts(uri, 0, 1, TEXT, small))
+    with pytest.raises(PipelineError, match=wanted):
+        records.parquet_row_groups(uri, TEXT, small)
+
+
+def test_a_batch_is_a_whole_number_of_rows_for_any_record_cap():
+    assert [records.batch_rows(n) for n in (3 << 20, 5 << 20, 100 << 20)] == [85, 51, 2]
+
+
+def test_reading_a_row_holds_a_page_and_a_batch_not_its_row_group(tmp_path):
+    """8 MiB of text in one row group; the first row must not cost the whole column chunk
+    (read at once) nor the whole group as Python strings (one huge batch)."""
+    rnd = random.Random(0)
+    texts = [rnd.randbytes(8 << 10).hex() for _ in range(512)]  # 16 KiB each
+    uri = write_parquet(tmp_path / "t.parquet", pa.table({"text": texts}), compression="none",
+                        use_dictionary=False, write_batch_size=8)  # fmt: skip
+    del texts
+    (row, first), peak = peak_python_bytes(records.parquet_texts(uri, 0, 1, TEXT, ReadLimits()))
+    assert row == 0 and len(first.text) == 16 << 10
+    assert peak < 3 << 20, f"{peak:,} bytes"
+
+
+def test_an_oversized_value_never_becomes_a_python_string(tmp_path):
+    """A value over --max-record-bytes is dropped without building it in Python."""
+    texts = ["first row", "a" * (8 << 20), "last row"]
+    uri = write_parquet(tmp_path / "t.parquet", pa.table({"text": texts}), compression="zstd")
+    del texts
+    limits = ReadLimits(max_record_bytes=1 << 20)
+    tracemalloc.start()
+    try:
+        rows = list(records.parquet_texts(uri, 0, 1, TEXT, limits))
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert [r.drop_reason or r.text for _, r in rows] == ["first row", "record_too_large",
+                                                          "last row"]  # fmt: skip
+    assert peak < 4 << 20, f"{peak:,} bytes"
