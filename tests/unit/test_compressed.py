@@ -84,5 +84,42 @@ def test_a_stream_asking_for_too_much_decoder_memory_is_bad_input(tmp_path, code
     — not a retried traceback."""
     path = tmp_path / f"wide{SUFFIX[codec]}"
     path.write_bytes(huge_window(codec, b"ordinary text\n" * 10_000))
-    with pytest.raises(PipelineError, match=r"wide\..* asks for more memory .* recompress it"):
+    with pytest.raises(PipelineError, match=r"wide\..* asks for more memory ") as exc:
         read_all(path, codec, ReadLimits())
+    message = str(exc.value)
+    assert "than the readers allow (256 MiB; " in message
+    assert message.endswith(
+        ": recompress it with a smaller window or dictionary (xz -6, zstd without --long)"
+    )
+
+
+@pytest.mark.parametrize("codec", COMPRESS)
+def test_a_file_exactly_at_the_cap_reads_whole_and_one_byte_more_stops(tmp_path, codec):
+    """The cap is the most bytes allowed, not one fewer."""
+    text = b"0123456789abcdef\n" * 12_500  # 212,500 bytes
+    limits = ReadLimits(max_decompressed_gb=len(text) / 1e9)
+    path = tmp_path / f"edge{SUFFIX[codec]}"
+    path.write_bytes(COMPRESS[codec](text))
+    assert read_all(path, codec, limits) == text
+    path.write_bytes(COMPRESS[codec](text + b"x"))
+    with pytest.raises(PipelineError, match=r"more than 212,500 bytes"):
+        read_all(path, codec, limits)
+
+
+def test_xz_reads_like_pythons_lzma_module(tmp_path):
+    """Concatenated streams read whole, and bytes after the last stream that are not xz
+    (an appended signature, say) are ignored, as ``lzma.open`` does."""
+    data = lzma.compress(b"first stream\n") + lzma.compress(b"second stream\n")
+    for tail in (b"", b"not xz at all"):
+        path = tmp_path / "multi.txt.xz"
+        path.write_bytes(data + tail)
+        with lzma.open(path) as f:
+            expected = f.read()
+        assert read_all(path, "xz", ReadLimits()) == expected == b"first stream\nsecond stream\n"
+
+
+def test_an_unknown_codec_is_refused_by_name(tmp_path):
+    path = tmp_path / "data.lz4"
+    path.write_bytes(b"\x04\x22\x4d\x18")
+    with pytest.raises(ValueError, match=r"unknown codec 'lz4'"):
+        read_all(path, "lz4", ReadLimits())

@@ -59,11 +59,53 @@ def test_a_giant_line_is_cut_after_whitespace_near_the_limit():
     assert all(60 * 1024 - 4096 < len(r) <= 64 * 1024 for _, r, _ in cut[1:-1])
 
 
-def test_text_without_spaces_is_cut_between_characters():
-    text = "日本語のテキスト" * 50_000  # 3-byte characters, no whitespace
-    pieces = [r for _, r, _ in iter_records(io.BytesIO(text.encode()), 4096)]
-    assert all(len(p) <= 4096 for p in pieces)
+@pytest.mark.parametrize("limit", [65, 100, 4096, 4097])
+def test_text_without_spaces_is_cut_between_characters(limit):
+    """Grid points fall inside 2-, 3- and 4-byte characters alike; no piece splits one."""
+    text = "日本語のテキストéß😀x" * 5_000  # no whitespace
+    pieces = [r for _, r, _ in iter_records(io.BytesIO(text.encode()), limit)]
+    assert len(pieces) > 1 and all(len(p) <= limit for p in pieces)
     assert "".join(p.decode() for p in pieces) == text  # every piece is valid UTF-8
+
+
+def test_a_line_of_words_is_cut_after_the_last_space_before_each_grid_point():
+    """Pieces are as long as the limit allows: with a limit of 64 the grid is 60 bytes
+    (64 - 64 // 16), and a space sits just before every grid point here."""
+    pieces = cut_text("x " * 100, 64)
+    assert [(o, len(p)) for o, p in pieces] == [(0, 60), (60, 60), (120, 60), (180, 20)]
+
+
+def test_a_long_line_starting_with_a_space_is_cut_alike_in_every_split():
+    """The line starts 4 bytes (one window) before a grid point, with its only space
+    first: a split starting inside it must still cut right after that space."""
+    data = b"a" * 55 + b"\n" + b" " + b"x" * 200 + b"\nend\n"
+    whole = list(iter_records(io.BytesIO(data), 64))
+    assert whole[1] == (56, b" ", False)
+    for range_bytes in (1, 2, 57, 58, 60):
+        assert records_by_ranges(data, 64, range_bytes) == whole, range_bytes
+
+
+class ShortReads:
+    """A stream whose reads return fewer bytes than asked, as decompressors and sockets do."""
+
+    def __init__(self, data: bytes, rng: random.Random, most: int):
+        self._data, self._rng, self._most, self._pos = data, rng, most, 0
+
+    def read(self, size: int = -1, /) -> bytes:
+        n = self._rng.randint(1, self._most)
+        chunk = self._data[self._pos : self._pos + n]
+        self._pos += len(chunk)
+        return chunk
+
+
+@pytest.mark.parametrize("seed", range(100))
+def test_records_do_not_depend_on_how_much_each_read_returns(seed):
+    """Same records, offsets and ``whole`` flags (a cut line's last piece is not whole)."""
+    rng = random.Random(seed)
+    limit = rng.choice([2, 3, 8, 16, 17, 64])
+    data = random_corpus(rng, limit)
+    whole = list(iter_records(io.BytesIO(data), limit))
+    assert list(iter_records(ShortReads(data, rng, 3 * limit), limit)) == whole
 
 
 def test_a_stream_needs_no_seek_and_counts_decompressed_offsets():
@@ -126,5 +168,5 @@ def test_cut_text_keeps_short_text_and_cuts_long_text_like_a_file():
 
 
 def test_the_cutter_refuses_a_limit_it_cannot_honour():
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match=r"^max_line_bytes must be at least 2$"):
         LineCutter(1)

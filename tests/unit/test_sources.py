@@ -8,6 +8,7 @@ import json
 import random
 import subprocess
 import sys
+from dataclasses import replace
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -18,9 +19,11 @@ from sparklm.data import records as records_module
 from sparklm.data.decompression import ReadLimits
 from sparklm.data.sources import (
     JSONL,
+    MAX_HEADING_CHARS,
     MEDIAWIKI,
     PARQUET,
     TEXT,
+    LineRecord,
     ReadOptions,
     SourceFile,
     continued_documents,
@@ -39,9 +42,33 @@ def source(path) -> SourceFile:
     return SourceFile(f"file://{path}", f"file://{path}", path.stat().st_size)
 
 
-def read(paths, split_bytes=10**9, options=OPTIONS):
-    splits = plan_splits([source(p) for p in paths], split_bytes, options)
+def read(paths, split_bytes=10**9, options=OPTIONS, held_out=False):
+    files = [replace(source(p), held_out=held_out) for p in paths]
+    splits = plan_splits(files, split_bytes, options)
     return splits, [r for s in splits for r in read_split(s, options)]
+
+
+def by_document(records):
+    """The records with each document id replaced by A, B, … in order of first appearance."""
+    names = {}
+    return [replace(r, doc_id=names.setdefault(r.doc_id, chr(ord("A") + len(names))))
+            for r in records]  # fmt: skip
+
+
+def resolved(splits, records):
+    """``(position, doc_id, doc_start)`` of every line once the lines that open a plain-text
+    range are given the document begun in an earlier range, as the preprocess job does."""
+    last_starts = {}
+    for r in records:
+        if r.doc_start is not None:
+            key = (r.source, r.split_start)
+            last_starts[key] = max(last_starts.get(key, 0), r.doc_start)
+    continued = continued_documents(splits, last_starts)
+    return [
+        (r.position, r.doc_id, r.doc_start) if r.doc_id is not None
+        else (r.position, *continued[(r.source, r.split_start)])
+        for r in records
+    ]  # fmt: skip
 
 
 def test_plain_text_is_ranged_and_compressed_files_are_whole(tmp_path):
@@ -62,9 +89,10 @@ def test_plain_text_headings_start_documents(tmp_path):
 
 
 def test_documents_do_not_depend_on_how_a_file_is_cut(tmp_path):
-    """Lines that open a range belong to the document begun in an earlier range."""
+    """Lines that open a range belong to the document begun in an earlier range, including
+    the untitled document a file may open with."""
     rng = random.Random(3)
-    lines = []
+    lines = [f" an untitled opening paragraph {p} " * rng.randint(1, 30) for p in range(4)]
     for d in range(30):
         lines += [f" = Title {d} = "] + [f" paragraph {p} of {d} " * rng.randint(1, 30)
                                           for p in range(rng.randint(0, 6))]  # fmt: skip
@@ -72,18 +100,12 @@ def test_documents_do_not_depend_on_how_a_file_is_cut(tmp_path):
     expected = None
     for split_bytes in (97, 1000, 4096, 10**9):
         splits, records = read([path], split_bytes)
-        last_starts = {}
-        for r in records:
-            if r.doc_start is not None:
-                key = (r.source, r.split_start)
-                last_starts[key] = max(last_starts.get(key, 0), r.doc_start)
-        continued = continued_documents(splits, last_starts)
-        docs = [(r.position, r.doc_id or continued[(r.source, r.split_start)][0])
-                for r in records]  # fmt: skip
+        docs = resolved(splits, records)
         assert len(splits) > 1 or split_bytes == 10**9
         assert expected is None or docs == expected, split_bytes
         expected = docs
-    assert len({d for _, d in expected}) == 30
+    assert len({d for _, d, _ in expected}) == 31
+    assert expected[0] == (0, expected[0][1], 0)  # the untitled document starts the file
 
 
 def test_compressed_text_counts_decompressed_offsets(tmp_path):
@@ -235,19 +257,20 @@ def test_many_small_files_are_grouped_into_few_tasks(tmp_path):
     assert [s for task in tasks for s in task] == splits
 
 
-def test_package_files_are_named_by_package_not_by_install_location(tmp_path, monkeypatch):
+@pytest.mark.parametrize("package", ["corpuspkg", "CorpusX"])  # any last letter
+def test_package_files_are_named_by_package_not_by_install_location(tmp_path, monkeypatch, package):
     for site in ("site-a", "site-b"):
-        write_text(tmp_path / site / "corpuspkg" / "__init__.py", "")
-        write_text(tmp_path / site / "corpuspkg" / "data" / "c.txt", "text\n")
+        write_text(tmp_path / site / package / "__init__.py", "")
+        write_text(tmp_path / site / package / "data" / "c.txt", "text\n")
     names = []
     for site in ("site-a", "site-b"):
         monkeypatch.syspath_prepend(str(tmp_path / site))
-        monkeypatch.delitem(sys.modules, "corpuspkg", raising=False)
-        [uri] = storage.expand(["pkg://corpuspkg/data"])
+        monkeypatch.delitem(sys.modules, package, raising=False)
+        [uri] = storage.expand([f"pkg://{package}/data"])
         assert f"/{site}/" in uri
-        names.append(source_names(["pkg://corpuspkg/data"], [uri])[uri])
+        names.append(source_names([f"pkg://{package}/data"], [uri])[uri])
         monkeypatch.undo()
-    assert names == ["pkg://corpuspkg/data/c.txt"] * 2
+    assert names == [f"pkg://{package}/data/c.txt"] * 2
     other = f"file://{tmp_path}/x.txt"
     assert source_names(["/somewhere"], [other]) == {other: other}
 
@@ -306,3 +329,145 @@ def test_a_json_record_yields_its_text_or_why_not_and_counts_its_bytes_either_wa
     assert records_module.jsonl_text(line, ("text",)) == records_module.RecordText(
         text, drop_reason, len(line)
     )
+
+
+def test_each_line_of_a_held_out_text_file_carries_its_bytes_and_drop_reason(tmp_path):
+    """Preprocess's statistics (bytes read, invalid UTF-8 replaced, lines dropped by reason)
+    and the train/validation sides come from these fields."""
+    path = write_text(tmp_path / "notes.txt", b"intro line here\nab\nbad \xff byte in this line\n"
+                                              b" = Title = \nafter the title\n")  # fmt: skip
+    src = source(path).source
+    _, records = read([path], held_out=True)
+    assert by_document(records) == [
+        LineRecord(src, "A", 0, 0, 0, "intro line here", None, 0, 15, True),
+        LineRecord(src, "A", 0, 0, 16, "", "too_short", 0, 2, True),
+        LineRecord(src, "A", 0, 0, 19, "bad \ufffd byte in this line", None, 1, 23, True),
+        LineRecord(src, "B", 43, 0, 43, "= Title =", None, 0, 11, True),
+        LineRecord(src, "B", 43, 0, 55, "after the title", None, 0, 15, True),
+    ]
+
+
+def test_each_line_of_a_held_out_json_lines_file_carries_its_bytes_and_drop_reason(tmp_path):
+    """A record's paragraphs are positioned at their byte offsets in its text (after the
+    record's own offset); dropped records keep their bytes; JSON's lone surrogates are
+    replaced and counted like invalid UTF-8."""
+    text = "first paragraph\nx \ud800 and a lone surrogate in a longer line\n\nlast one here"
+    replaced = "x \ufffd\ufffd\ufffd and a lone surrogate in a longer line"
+    first = json.dumps({"text": text})
+    assert len(first) == 92
+    path = write_text(tmp_path / "data.jsonl", first + "\n   \n{not json\n")
+    src = source(path).source
+    _, records = read([path], held_out=True)
+    assert by_document(records) == [
+        LineRecord(src, "A", 0, None, 0, "first paragraph", None, 0, 15, True),
+        LineRecord(src, "A", 0, None, 16, replaced, None, 3, 43, True),
+        LineRecord(src, "A", 0, None, 60, "", "empty", 0, 0, True),
+        LineRecord(src, "A", 0, None, 61, "last one here", None, 0, 13, True),
+        LineRecord(src, "B", 93, None, 93, "", "empty", 0, 3, True),
+        LineRecord(src, "C", 97, None, 97, "", "invalid_json", 0, 9, True),
+    ]
+
+
+def test_a_json_lines_file_cut_into_ranges_yields_every_record_once(tmp_path):
+    texts = [f"record number {i} " * (i % 7 + 1) for i in range(200)]
+    path = write_text(
+        tmp_path / "data.jsonl", "".join(json.dumps({"text": t}) + "\n" for t in texts)
+    )
+    splits, records = read([path], split_bytes=97)
+    assert len(splits) > 50
+    assert [r.text for r in records] == [t.strip() for t in texts]
+    assert len({r.doc_id for r in records}) == 200
+
+
+def test_identical_files_at_different_paths_hold_different_documents(tmp_path):
+    """Document ids name the source: two copies of a file are two documents each (ids decide
+    the train/validation side and which copy of a line deduplication keeps)."""
+    wiki = f"<mediawiki>{mediawiki_page(3, 'T', 'Wiki text here.')}</mediawiki>"
+    bodies = {"a.txt": "plain text here\n", "a.jsonl": '{"text": "a record"}\n', "a.xml": wiki}
+    for name in [*bodies, "a.parquet"]:
+        copies = [tmp_path / folder / name for folder in ("one", "two")]
+        for path in copies:
+            if name in bodies:
+                write_text(path, bodies[name])
+            else:
+                path.parent.mkdir(exist_ok=True)
+                pq.write_table(pa.table({"text": ["a parquet row"]}), path)
+        _, records = read(copies)
+        ids = {r.source: r.doc_id for r in records if r.drop_reason is None}
+        assert len(ids) == 2 and len(set(ids.values())) == 2, name
+
+
+def test_a_title_line_starts_a_document_up_to_the_title_length_limit(tmp_path):
+    """Longer lines are never titles (the title pattern is only tried on short lines)."""
+    title = "= " + "T" * (MAX_HEADING_CHARS - 4) + " ="
+    longer = "= " + "L" * (MAX_HEADING_CHARS - 3) + " ="
+    assert len(title) == MAX_HEADING_CHARS
+    path = write_text(tmp_path / "a.txt", f"intro text\n{title}\nbody text\n{longer}\nmore text\n")
+    _, records = read([path])
+    assert [r.doc_id for r in by_document(records)] == ["A", "B", "B", "B", "B"]
+
+
+def test_an_unnamed_json_lines_file_may_begin_with_blank_lines(tmp_path):
+    path = write_text(tmp_path / "data-00000", '\n\n{"text": "a record of text"}\n')
+    _, records = read([path])
+    assert [r.text for r in records if r.drop_reason is None] == ["a record of text"]
+
+
+def test_a_files_suffix_decides_its_format_over_its_content(tmp_path):
+    """Content is only consulted when the name says nothing, whatever the file's size."""
+    records_txt = write_text(tmp_path / "records.txt", '{"text": "kept verbatim"}\n' * 20)
+    prose_jsonl = write_text(tmp_path / "prose.jsonl", "plain prose, not a record\n" * 20)
+    for split_bytes in (64, 10**9):
+        _, records = read([records_txt, prose_jsonl], split_bytes)
+        by_file = {(r.source.rsplit("/", 1)[1], r.text, r.drop_reason) for r in records}
+        assert by_file == {("records.txt", '{"text": "kept verbatim"}', None),
+                           ("prose.jsonl", "", "invalid_json")}  # fmt: skip
+
+
+def test_a_text_mentioning_mediawiki_past_its_first_bytes_is_still_plain_text(tmp_path):
+    """Formats are told from a file's first bytes: a corpus about MediaWiki is not a dump."""
+    prose = "".join(f"line {i} of plain prose about wikis\n" for i in range(200))
+    mention = "an export begins with <mediawiki xmlns=...>"
+    assert len(prose.encode()) > 4096
+    notes = write_text(tmp_path / "notes", prose + mention + "\n")
+    packed = write_text(tmp_path / "notes.gz", gzip.compress((prose + mention + "\n").encode()))
+    for paths, split_bytes in [([notes], 10**9), ([notes], 1024), ([packed], 1024)]:
+        _, records = read(paths, split_bytes)
+        assert [r.text for r in records][-2:] == ["line 199 of plain prose about wikis", mention]
+
+
+def test_unnamed_files_larger_than_a_split_are_recognised_on_the_driver(tmp_path):
+    """Compressed ones are read whole by one task and decompressed; plain ones are ranged."""
+    body = "".join(json.dumps({"text": f"record {i} of the data"}) + "\n" for i in range(50))
+    packed = write_text(tmp_path / "data-00001", gzip.compress(body.encode()))
+    plain = write_text(tmp_path / "data-00002", body)
+    wiki = f"<mediawiki>{mediawiki_page(1, 'T', 'Wiki text here.')}</mediawiki>"
+    dump = write_text(tmp_path / "dump", gzip.compress(wiki.encode()))
+    splits, records = read([packed, plain, dump], split_bytes=32)
+    assert [s.end for s in splits if s.uri.endswith(("00001", "dump"))] == [None, None]
+    assert len([s for s in splits if s.uri.endswith("00002")]) > 50
+    kept = [(r.source.rsplit("/", 1)[1], r.text) for r in records if r.drop_reason is None]
+    expected = [f"record {i} of the data" for i in range(50)]
+    assert kept == ([("data-00001", t) for t in expected] + [("data-00002", t) for t in expected]
+                    + [("dump", "Wiki text here.")])  # fmt: skip
+
+
+def test_lines_are_positioned_in_dump_and_table_order(tmp_path):
+    """Positions order a source's lines (the first of duplicate lines is the one kept)."""
+    two = "first paragraph of the text\nsecond paragraph of the text"
+    xml = "<mediawiki>" + "".join(mediawiki_page(i, f"Page {i}", two) for i in (7, 8, 9))
+    dump = write_text(tmp_path / "dump.xml", xml + "</mediawiki>")
+    table = tmp_path / "table.parquet"
+    pq.write_table(pa.table({"text": [two] * 3}), table)
+    for path in (dump, table):
+        _, records = read([path])
+        positions = [r.position for r in records]
+        assert len(positions) == 6 and positions == sorted(set(positions)), path.name
+        assert all(r.doc_start <= r.position for r in records)
+
+
+def test_a_dump_page_without_a_numeric_id_is_still_read(tmp_path):
+    page = mediawiki_page(0, "No id", "Text of a page without an id.").replace("<id>0</id>", "")
+    dump = write_text(tmp_path / "dump.xml", f"<mediawiki>{page}</mediawiki>")
+    _, records = read([dump])
+    assert [r.text for r in records] == ["Text of a page without an id."]
