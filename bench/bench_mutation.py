@@ -9,11 +9,11 @@ Two passes (the second with ``--second-pass``):
 
 1. **mutmut** with the fast tests (``make test-fast``'s selection). mutmut records which test
    calls which function and runs only those per mutant, two at a time (two cores).
-2. **The slower tests of the module**: every survivor of pass 1 once more against the tests
-   ``MODULES`` lists for its module (Spark jobs, or the S3 server's), with
-   ``MUTANT_UNDER_TEST`` in the environment so spark-submit drivers and executors run the
-   mutant too (mutmut cannot see calls made in those processes, and starting those servers for
-   every mutant would take hours).
+2. **The slower tests of the module**: every mutant pass 1 left alive (survivors, and mutants of
+   functions no fast test calls) once more against the tests ``MODULES`` lists for its module
+   (Spark jobs, or the S3 server's), with ``MUTANT_UNDER_TEST`` in the environment so
+   spark-submit drivers and executors run the mutant too (mutmut cannot see calls made in those
+   processes, and starting those servers for every mutant would take hours).
 
 mutmut needs the mutated package importable as ``sparklm`` from ``mutants/src``: the run
 stages the checkout under ``--work-dir`` with ``jobs/sparklm`` moved to ``src/sparklm`` and the
@@ -187,11 +187,12 @@ def diffs_of(work: Path, mutants: list[str]) -> dict[str, str]:
     return {name: diff.strip() for name, diff in json.loads(shown.stdout).items()}
 
 
-def second_pass(work: Path, module: str, survivors: list[str]) -> dict[str, bool]:
-    """Pass 2: whether the module's slower tests kill each survivor of pass 1."""
+def second_pass(work: Path, module: str, mutants: list[str]) -> dict[str, bool]:
+    """Pass 2: whether the module's slower tests kill each mutant pass 1 left alive (survivors,
+    and mutants of functions no fast test calls)."""
     killed = {}
     tests = list(MODULES[module].slower_tests)
-    for mutant in survivors:
+    for mutant in mutants:
         env = staged_env(work) | {"MUTANT_UNDER_TEST": mutant}
         result = subprocess.run(
             [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-x", "-q",
@@ -205,14 +206,14 @@ def second_pass(work: Path, module: str, survivors: list[str]) -> dict[str, bool
 
 def score(codes: dict[str, int | None], second: dict[str, bool]) -> dict[str, Any]:
     """Counts for one module; the score is killed ÷ (every mutant that ran)."""
-    late = [m for m, k in second.items() if k]
+    late = {m for m, k in second.items() if k}
     survivors = sorted(m for m, c in codes.items() if c in SURVIVED and m not in late)
     counts = {
         "killed": sum(c in KILLED for c in codes.values()) + len(late),
         "killed_in_second_pass": len(late),
         "survived": len(survivors),
         "timeout": sum(c in TIMEOUT for c in codes.values()),
-        "no_tests": sum(c in NO_TESTS for c in codes.values()),
+        "no_tests": sum(c in NO_TESTS and m not in late for m, c in codes.items()),
         "not_checked": sum(c is None for c in codes.values()),
         "errors": sum(
             c not in KILLED | SURVIVED | TIMEOUT | NO_TESTS | {None} for c in codes.values()
@@ -253,7 +254,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument(
         "--second-pass",
         action="store_true",
-        help="each survivor against its module's slower tests (10-45 s each)",
+        help="each survivor or untested mutant against its module's slower tests (10-45 s each)",
     )
     p.add_argument(
         "--resume",
@@ -296,8 +297,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     diffs = raw.get("survivor_diffs", {})
     for name in modules:
         codes = exit_codes(work, name)
-        survivors = sorted(m for m, c in codes.items() if c in SURVIVED)
-        late = second_pass(work, name, survivors) if args.second_pass else {}
+        # No fast test calls an untested mutant's function; the slower tests may.
+        unkilled = sorted(m for m, c in codes.items() if c in SURVIVED | NO_TESTS)
+        late = second_pass(work, name, unkilled) if args.second_pass else {}
         per_module[name] = score(codes, late) | {"second_pass": args.second_pass}
         diffs = {m: d for m, d in diffs.items() if not m.startswith(f"{name}:")}
         diffs.update(
