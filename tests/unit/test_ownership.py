@@ -53,8 +53,13 @@ def test_a_symlinked_stage_folder_is_refused_and_its_target_kept(tmp_path, victi
     root.mkdir()
     (root / "preprocess").symlink_to(victim, target_is_directory=True)
     before = tree_checksums(victim)
-    with pytest.raises(SymlinkRefused, match="preprocess is a symbolic link"):
+    with pytest.raises(SymlinkRefused) as refused:
         begin_stage(f"file://{root}", "preprocess")
+    assert str(refused.value) == (
+        f"{root}/preprocess is a symbolic link (to {victim}): the pipeline never follows links "
+        "inside a run root or registry, where it could read, overwrite or delete files it does "
+        "not own. Replace the link with a real folder or file, or choose another location"
+    )
     assert tree_checksums(victim) == before
 
 
@@ -150,6 +155,39 @@ def test_a_name_that_only_starts_like_the_marker_is_someone_elses(tmp_path, name
     with pytest.raises(NotOwned, match="holds files the pipeline did not write"):
         begin_stage(f"file://{root}", "train")
     assert tree_checksums(root) == before
+
+
+@pytest.mark.parametrize("name", ["INDEX", "X/part-00000"])
+def test_a_foreign_s3_file_is_named_whatever_its_name(s3_server, name):
+    top = name.split("/")[0]
+    root = s3_server.uri("ownership-names", top)
+    storage.write_bytes(f"{root}/train/{name}", b"someone's")
+    with pytest.raises(NotOwned, match=f"e.g. '{top}'"):
+        begin_stage(root, "train")
+    assert storage.read_bytes(f"{root}/train/{name}") == b"someone's"
+
+
+def test_a_rerun_on_s3_clears_what_other_nodes_wrote(s3_server):
+    """Executors on other machines write a stage's shards; the driver's listing must see
+    them, or a rerun would leave the old shards next to the new ones."""
+    root = s3_server.uri("ownership-nodes")
+    uri = begin_stage(root, "tokenize")
+    assert storage.children(uri) == [MARKER]
+    key = uri.removeprefix(f"s3://{s3_server.bucket}/") + "/train/part-00000.bin"
+    s3_server.client().put_object(Bucket=s3_server.bucket, Key=key, Body=b"rows")
+    assert storage.children(uri) == [MARKER, "train"]
+    begin_stage(root, "tokenize")
+    assert storage.list_files(uri) == [f"{uri}/{MARKER}"]
+
+
+def test_an_empty_s3_folder_made_by_a_console_is_adopted(s3_server):
+    """The S3 console's "Create folder" (and Hadoop's s3a) leaves a ``train/`` placeholder
+    object: the folder is still empty, not someone else's files."""
+    root = s3_server.uri("ownership-placeholder")
+    prefix = root.removeprefix(f"s3://{s3_server.bucket}/")
+    s3_server.client().put_object(Bucket=s3_server.bucket, Key=f"{prefix}/train/", Body=b"")
+    uri = begin_stage(root, "train")
+    assert storage.children(uri) == [MARKER]
 
 
 def test_claiming_works_on_s3_and_refuses_foreign_prefixes(s3_server):

@@ -184,6 +184,18 @@ def test_the_code_version_changes_with_any_module_of_the_library(tmp_path, monke
     assert code_version(script) != first
 
 
+def test_the_code_version_changes_when_a_module_moves_to_another_subpackage(tmp_path, monkeypatch):
+    """Modules are imported by their dotted path, so where a file lies is code too: the same
+    files under a renamed subpackage are not the same program."""
+    package = shutil.copytree(LIBRARY, tmp_path / "sparklm",
+                              ignore=shutil.ignore_patterns("__pycache__"))  # fmt: skip
+    monkeypatch.setattr(stages.resources, "files", lambda name: package)
+    script = str(JOBS / "train.py")
+    first = code_version(script)
+    (package / "model").rename(package / "models")  # sorts where model did
+    assert code_version(script) != first
+
+
 def test_the_code_version_is_the_same_from_emrs_zip_of_the_library(monkeypatch):
     script = str(JOBS / "train.py")
     unzipped = code_version(script)

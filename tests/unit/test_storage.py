@@ -21,6 +21,39 @@ def test_unusable_uris_are_refused_with_the_fix(uri):
         storage.normalize_uri(uri)
 
 
+def test_each_unusable_uri_gets_its_reason_and_the_fix():
+    expected = {
+        "  ": "empty URI: give a file:// path, an s3://bucket/prefix or a local path",
+        "s3a://bucket/x": "unsupported URI scheme 's3a' in 's3a://bucket/x': use file://, s3:// "
+        "(EMR and S3-compatible servers; s3a:// and s3n:// are Hadoop names for the same "
+        "buckets, write s3:// instead) or pkg://",
+    }
+    for uri, message in expected.items():
+        with pytest.raises(StorageError) as refused:
+            storage.normalize_uri(uri)
+        assert str(refused.value) == message
+
+
+def test_one_location_has_one_uri_however_it_is_written(tmp_path, monkeypatch):
+    """URIs are compared as strings (allow-listed prefixes, a registry pointer against its own
+    registry) and recorded in manifests: every spelling of a location normalizes alike."""
+    monkeypatch.chdir(tmp_path)
+    spellings = {
+        "//X/corpus.txt": "file:///X/corpus.txt",  # POSIX keeps a leading "//"; a URI does not
+        "file:////X/corpus.txt": "file:///X/corpus.txt",
+        "chapter#1.txt": f"file://{tmp_path}/chapter#1.txt",  # a bare path is no URL: no fragment
+        "s3://bucket/registry/m/3/": "s3://bucket/registry/m/3",
+        "s3://bucket/registry/m/3": "s3://bucket/registry/m/3",
+    }
+    assert {raw: storage.normalize_uri(raw) for raw in spellings} == spellings
+
+
+def test_joined_uris_keep_every_character_of_the_base():
+    assert storage.join("s3://bucket/runs/MAX", "train") == "s3://bucket/runs/MAX/train"
+    assert storage.join("file:///X", "a", "b.bin") == "file:///X/a/b.bin"
+    assert storage.join("s3://bucket/", "m") == "s3://bucket/m"
+
+
 def test_package_uri_resolves_to_an_installed_file():
     uri = storage.normalize_uri("pkg://sparklm/runtime/storage.py")
     assert uri.startswith("file://") and storage.exists(uri)
@@ -46,6 +79,15 @@ def test_expand_names_what_matched_nothing(tmp_path):
         f"no input file matches '/no/such.txt', '{tmp_path}/b*.txt': check the path or glob "
         "(local paths, file://, s3://bucket/prefix and pkg://package/path are accepted)"
     )
+
+
+def test_a_spark_marker_named_directly_is_not_read_as_corpus(tmp_path):
+    """``_SUCCESS`` and ``_temporary`` are Hadoop bookkeeping, not text, even when named."""
+    write_text(tmp_path / "out" / "part-00000.txt", "text\n")
+    write_text(tmp_path / "out" / "_SUCCESS", "")
+    with pytest.raises(StorageError, match="no input file matches '.*/_SUCCESS'"):
+        storage.expand([str(tmp_path / "out" / "_SUCCESS")])
+    assert storage.expand([str(tmp_path / "out")]) == [f"file://{tmp_path}/out/part-00000.txt"]
 
 
 def test_reading_a_missing_file_names_it():
@@ -116,11 +158,31 @@ def test_links_out_of_a_corpus_folder_are_refused(tmp_path):
         storage.expand([f"{corpus}/*"])
 
 
+def test_a_named_corpus_file_linked_elsewhere_is_refused_with_the_fix(tmp_path):
+    corpus, elsewhere = tmp_path / "corpus", os.path.realpath(tmp_path / "elsewhere")
+    write_text(tmp_path / "elsewhere" / "secret.txt", "secret")
+    (corpus / "b.txt").parent.mkdir()
+    (corpus / "b.txt").symlink_to(tmp_path / "elsewhere" / "secret.txt")
+    with pytest.raises(SymlinkRefused) as refused:
+        storage.expand([str(corpus / "b.txt")])
+    assert str(refused.value) == (
+        f"{corpus}/b.txt (matched by '{corpus}/b.txt') is a link to {elsewhere}/secret.txt, "
+        f"outside {os.path.realpath(corpus)}: the pipeline only reads corpus files that really "
+        "lie, visibly, where the corpus URI points. Copy the file there instead of linking it"
+    )
+
+
 def test_a_linked_corpus_folder_may_not_lead_into_a_hidden_one(tmp_path):
     write_text(tmp_path / "home" / ".ssh" / "id_ed25519", "secret")
     (tmp_path / "corpus").symlink_to(tmp_path / "home" / ".ssh", target_is_directory=True)
-    with pytest.raises(SymlinkRefused, match="hidden path"):
+    with pytest.raises(SymlinkRefused) as refused:
         storage.expand([str(tmp_path / "corpus")])
+    secret = os.path.realpath(tmp_path / "home" / ".ssh" / "id_ed25519")
+    assert str(refused.value) == (
+        f"{tmp_path}/corpus/id_ed25519 (matched by '{tmp_path}/corpus') is a link to {secret}, "
+        "a hidden path: the pipeline only reads corpus files that really lie, visibly, where "
+        "the corpus URI points. Copy the file there instead of linking it"
+    )
 
 
 @pytest.mark.parametrize(
@@ -188,8 +250,12 @@ def test_a_fifo_or_a_device_is_never_read_as_a_corpus_file(tmp_path):
     corpus = tmp_path / "corpus"
     write_text(corpus / "a.txt", "text\n")
     os.mkfifo(corpus / "pipe.txt")  # a reader would block on it for ever
-    with pytest.raises(StorageError, match="pipe.txt.* is not a regular file"):
+    with pytest.raises(StorageError) as refused:
         storage.expand([str(corpus)])
+    assert str(refused.value) == (
+        f"{corpus}/pipe.txt (matched by '{corpus}') is not a regular file (a FIFO, a device or a "
+        "socket): name the files to read, or copy the data into a regular file"
+    )
     with pytest.raises(StorageError, match="not a regular file"):
         storage.expand(["/dev/zero"])
 
@@ -199,9 +265,13 @@ def test_a_folder_link_inside_a_corpus_folder_is_refused_naming_the_folder(tmp_p
     write_text(corpus / "a.txt", "text\n")
     write_text(corpus / "real" / "b.txt", "more text\n")
     (corpus / "inner").symlink_to("real")  # inside the corpus: still not followed
-    with pytest.raises(StorageError, match=r"inner .* is a link to the folder .*/corpus/real: "
-                       "links to folders are not followed; name that folder"):  # fmt: skip
+    with pytest.raises(StorageError) as refused:
         storage.expand([str(corpus)])
+    assert str(refused.value) == (
+        f"{corpus}/inner (matched by '{corpus}') is a link to the folder "
+        f"{os.path.realpath(corpus)}/real: links to folders are not followed; name that folder "
+        "in the corpus URI instead"
+    )
     (corpus / "inner").unlink()
     write_text(tmp_path / "elsewhere" / "c.txt", "secret\n")
     (corpus / "outer").symlink_to(tmp_path / "elsewhere")
@@ -225,3 +295,111 @@ def test_a_prompts_file_is_read_only_up_to_its_limit(tmp_path):
         storage.read_user_file(str(prompts), 1024, "prompts file")
     with pytest.raises(StorageError, match="not a regular file"):
         storage.read_user_file("/dev/zero", 1024, "prompts file")
+
+
+def test_a_prompts_file_of_exactly_its_limit_is_read(tmp_path):
+    prompts = write_text(tmp_path / "prompts.txt", "x" * 1023 + "\n")
+    assert len(storage.read_user_file(str(prompts), 1024, "prompts file")) == 1024
+
+
+def test_a_huge_file_is_refused_without_being_read_into_memory(tmp_path):
+    """Memory stays bounded whatever the file: only the limit and one byte are read."""
+    import tracemalloc
+
+    huge = tmp_path / "prompts.txt"
+    with huge.open("wb") as f:
+        f.truncate(64 << 20)  # sparse: 64 MiB on paper, nothing on disk
+    tracemalloc.start()
+    try:
+        with pytest.raises(StorageError, match="is larger than 1,024 bytes: shorten it"):
+            storage.read_user_file(str(huge), 1024, "prompts file")
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 4 << 20
+
+
+def test_a_prompts_glob_matching_several_files_is_refused_naming_them_all(tmp_path):
+    for name in ("a.txt", "b.txt"):
+        write_text(tmp_path / name, "one prompt\n")
+    with pytest.raises(StorageError) as refused:
+        storage.read_user_file(f"{tmp_path}/*.txt", 1024, "prompts file")
+    assert str(refused.value) == (
+        f"the prompts file '{tmp_path}/*.txt' matches 2 files: name one file"
+    )
+
+
+def test_a_version_file_that_is_a_fifo_is_never_read(tmp_path):
+    """read_bounded is also called directly (a registry version's files), without expand."""
+    os.mkfifo(tmp_path / "config.json")
+    uri = f"file://{tmp_path}/config.json"
+    with pytest.raises(StorageError) as refused:
+        storage.read_bounded(uri, 1024, "version file config.json")
+    assert str(refused.value) == (
+        f"{tmp_path}/config.json (matched by '{uri}') is not a regular file (a FIFO, a device "
+        "or a socket): name the files to read, or copy the data into a regular file"
+    )
+
+
+def test_a_uri_outside_its_root_is_refused(tmp_path):
+    """The guard every owned write and read goes through: a checkpoint pointer naming
+    ``../../elsewhere`` cannot lead out of its stage."""
+    root = f"file://{tmp_path}/run/train"
+    for uri in (f"file://{tmp_path}/run", f"file://{tmp_path}/run/elsewhere/x"):
+        with pytest.raises(StorageError) as refused:
+            storage.refuse_symlinks(root, uri)
+        assert str(refused.value) == f"{uri} lies outside {root}"
+    storage.refuse_symlinks(root, f"{root}/checkpoints/round-00001")
+
+
+def connection_failure(error: type[Exception]) -> Exception:
+    """What a storage call raises when the endpoint is down: botocore's error, wrapped."""
+    try:
+        try:
+            raise error(endpoint_url="http://127.0.0.1:9/bucket/run/manifest.json")
+        except error as inner:
+            raise OSError("s3fs gave up") from inner
+    except OSError as outer:
+        return outer
+
+
+@pytest.mark.parametrize(
+    ("env", "endpoint"),
+    [
+        ({"AWS_ENDPOINT_URL_S3": "http://s3.local:9000", "AWS_ENDPOINT_URL": "http://other"},
+         "http://s3.local:9000"),
+        ({"AWS_ENDPOINT_URL": "http://minio:9000"}, "http://minio:9000"),
+        ({}, "AWS S3"),
+    ],
+)  # fmt: skip
+@pytest.mark.parametrize("error", ["EndpointConnectionError", "ConnectTimeoutError",
+                                   "ConnectionClosedError"])  # fmt: skip
+def test_an_unreachable_endpoint_is_named_with_the_attempts_and_the_fix(
+    monkeypatch, env, endpoint, error
+):
+    """The message a failed task ends with: which endpoint, how many tries, what to do."""
+    import botocore.exceptions
+
+    for name in ("AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL", "LLM_S3_MAX_ATTEMPTS"):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    failure = connection_failure(getattr(botocore.exceptions, error))
+    assert storage.unreachable_message(failure) == (
+        f"storage unreachable at {endpoint} after 10 attempts ({failure.__cause__}). Check that "
+        "the S3 endpoint is up and reachable from every node; retrying the task resumes from "
+        "the last committed stage"
+    )
+
+
+def test_an_unreachable_endpoint_is_found_however_the_error_was_chained():
+    import botocore.exceptions
+
+    cause = botocore.exceptions.EndpointConnectionError(endpoint_url="http://127.0.0.1:9")
+    raised_from = OSError("s3fs gave up")
+    raised_from.__cause__ = cause  # `raise ... from cause`, outside the handler
+    during = OSError("while handling it")
+    during.__context__ = cause  # raised while handling it
+    for failure in (raised_from, during):
+        assert "storage unreachable at" in (storage.unreachable_message(failure) or "")
+    assert storage.unreachable_message(OSError("no such bucket")) is None
