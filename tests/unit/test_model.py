@@ -94,6 +94,31 @@ def test_mixed_blocks_have_no_hugging_face_family():
     assert tiny_model("llama", bias=True).config.hf_architecture() is None
 
 
+@pytest.mark.parametrize(
+    ("block", "line"),
+    [
+        ("gpt2", "learned positions, LayerNorm, GELU MLP (128), no linear biases, "
+                 "tied embedding/head (gpt2 block)"),
+        ("llama", "rotary positions, RMSNorm, SwiGLU MLP (96), no linear biases, "
+                  "tied embedding/head (llama block)"),
+        ("qwen3-untied", "rotary positions, RMSNorm, SwiGLU MLP (96), QK-norm, no linear biases, "
+                         "separate head (qwen3 block)"),
+        ("gpt2-bias-untied", "learned positions, LayerNorm, GELU MLP (128), linear biases, "
+                             "separate head (gpt2 block)"),
+    ],
+)  # fmt: skip
+def test_the_model_card_names_every_part_of_the_block(block, line):
+    """The model card's and the train log's one line on the architecture: a reader must be able
+    to rebuild the block from it."""
+    assert tiny_model(block).config.describe() == "Pre-norm blocks, " + line
+
+
+def test_a_block_without_a_hugging_face_family_is_described_without_one():
+    config = tiny_model("gpt2", position="rope", qk_norm=True).config
+    assert config.describe() == ("Pre-norm blocks, rotary positions, LayerNorm, GELU MLP (128), "
+                                 "QK-norm, no linear biases, tied embedding/head")  # fmt: skip
+
+
 @pytest.mark.parametrize("block", ["llama", "qwen3"])
 def test_llama_and_qwen3_blocks_have_no_biases_and_no_position_table(block):
     names = list(tiny_model(block).state_dict())
