@@ -5,7 +5,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from sparklm.model.gpt import GPT, MLPS, GPTConfig, Rotary
+from sparklm.model.gpt import GPT, MLPS, CausalSelfAttention, GPTConfig, Rotary
 
 TINY = GPTConfig(vocab_size=64, context_len=16, n_layer=2, n_head=2, n_embd=32)
 # The blocks a config can build: GPT-2's (the default), the Llama and Qwen3 sets, and GPT-2's
@@ -51,11 +51,35 @@ def tiny_model(block: str = "gpt2", **overrides) -> GPT:
         ({"intermediate_size": 0}, "intermediate_size"),
         ({"position": "rope", "n_embd": 6, "n_head": 2}, "head size"),
         ({"norm_eps": 0.0}, "norm_eps"),
+        ({"rope_theta": 0.0}, "rope_theta"),
+        ({"n_layer": True}, "n_layer"),
+        ({"vocab_size": 64.0}, "vocab_size"),
     ],
 )
 def test_config_rejects_invalid_values(overrides, field):
     with pytest.raises(ValueError, match=field):
         GPTConfig(**{"vocab_size": 10, **overrides})
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ({"n_layer": True}, "GPTConfig.n_layer must be a positive integer, got True"),
+        ({"n_embd": 130, "n_head": 4},
+         "GPTConfig.n_embd (130) must be divisible by n_head (4); choose n_embd as a multiple of "
+         "n_head, e.g. 128"),
+        ({"position": "rope", "n_embd": 6, "n_head": 2},
+         "GPTConfig.position='rope' rotates pairs of dimensions: the head size n_embd/n_head = 3 "
+         "must be even"),
+        ({"rope_theta": 0.0}, "GPTConfig.rope_theta and GPTConfig.norm_eps must be positive"),
+    ],
+)  # fmt: skip
+def test_a_config_error_names_the_value_and_what_to_choose(overrides, message):
+    """A train run's Params become a GPTConfig on the driver: its error is the user's only
+    hint, so it must name the value and a valid choice."""
+    with pytest.raises(ValueError) as refused:
+        GPTConfig(**{"vocab_size": 10, **overrides})
+    assert str(refused.value) == message
 
 
 def test_config_json_round_trip():
@@ -149,14 +173,45 @@ def test_last_only_logits(block):
     model = tiny_model(block)
     idx = torch.randint(0, TINY.vocab_size, (2, 9))
     torch.testing.assert_close(model(idx, last_only=True)[0], model(idx)[0][:, -1:])
-    with pytest.raises(ValueError, match="last_only"):
+    with pytest.raises(ValueError) as refused:
         model(idx, targets=idx, last_only=True)
+    assert str(refused.value) == "last_only=True cannot compute a loss; pass targets=None"
 
 
 def test_sequence_longer_than_context_raises():
     model = tiny_model()
-    with pytest.raises(ValueError, match="context_len"):
+    with pytest.raises(ValueError) as refused:
         model(torch.zeros(1, TINY.context_len + 1, dtype=torch.long))
+    assert str(refused.value) == ("17 tokens exceed context_len=16; feed at most context_len "
+                                  "tokens (truncate from the left)")  # fmt: skip
+
+
+def test_a_cache_made_for_another_batch_size_is_refused_naming_both():
+    model = tiny_model()
+    cache = model.new_cache(batch_size=1)
+    with pytest.raises(ValueError) as refused:
+        model(torch.zeros(2, 3, dtype=torch.long), cache=cache)
+    assert str(refused.value) == "idx has batch size 2, the cache was made for 1"
+
+
+def test_a_model_with_dropout_is_deterministic_in_eval_mode():
+    """Evaluation and generation call the model in eval mode: no dropout may remain."""
+    model = tiny_model("qwen3", dropout=0.5)
+    idx = torch.randint(0, TINY.vocab_size, (2, 9))
+    torch.testing.assert_close(model(idx)[0], model(idx)[0], atol=0, rtol=0)
+
+
+def test_attention_dropout_drops_attention_weights_not_only_the_residual():
+    """With residual dropout alone, every output a train step keeps would be the eval output
+    scaled by 1/(1 - p); dropping attention weights changes the kept outputs too."""
+    torch.manual_seed(0)
+    attention = CausalSelfAttention(GPTConfig(**{**TINY.to_dict(), "dropout": 0.5}))
+    x = torch.randn(2, 9, TINY.n_embd)
+    expected = attention.eval()(x, None, 0)
+    kept = attention.train()(x, None, 0)
+    mask = kept != 0
+    assert mask.any()
+    assert not torch.allclose(kept[mask], 2 * expected[mask])
 
 
 @every_block
@@ -304,25 +359,69 @@ def test_kv_cache_matches_full_forward_token_by_token(block):
 
 
 @every_block
-def test_kv_cache_multi_token_chunk_after_cached_prefix(block):
+@pytest.mark.parametrize(("prefix", "chunk"), [(4, 5), (1, 2), (1, 5), (4, 2)])
+def test_kv_cache_multi_token_chunk_after_cached_prefix(block, prefix, chunk):
+    """A chunk after a cached prefix (re-prefilling after the window slides) must stay causal
+    within itself, however short the prefix and the chunk."""
     model = tiny_model(block)
     idx = torch.randint(0, TINY.vocab_size, (1, TINY.context_len))
     full = model(idx)[0]
     cache = model.new_cache(batch_size=1)
+    end = prefix + chunk
+    with torch.no_grad():
+        model(idx[:, :prefix], cache=cache)
+        logits = model(idx[:, prefix:end], cache=cache)[0]
+        torch.testing.assert_close(logits, full[:, prefix:end], atol=1e-5, rtol=0)
+        step = model(idx[:, end : end + 1], cache=cache)[0]
+        torch.testing.assert_close(step[:, -1], full[:, end], atol=1e-5, rtol=0)
+
+
+@every_block
+def test_the_model_and_its_cache_stay_on_the_device_of_its_weights(block):
+    """Nothing is made on the default device: a model moved to an accelerator runs there
+    (the meta device stands in for one; a CPU tensor mixed in fails)."""
+    model = tiny_model(block).to("meta")
+    idx = torch.zeros(1, 9, dtype=torch.long, device="meta")
+    assert model(idx)[0].device.type == "meta"
+    cache = model.new_cache(batch_size=1)
+    model(idx[:, :3], cache=cache)
+    assert model(idx[:, 3:7], cache=cache)[0].device.type == "meta"
+    assert {t.device.type for t in cache.keys + cache.values} == {"meta"}
+
+
+@every_block
+def test_a_float64_model_decodes_through_its_cache_in_float64(block):
+    """The cache holds keys and values in the weights' dtype: a float64 (or bfloat16) model
+    neither loses precision in it nor mixes dtypes in attention."""
+    model = tiny_model(block).double()
+    idx = torch.randint(0, TINY.vocab_size, (1, 9))
+    full = model(idx)[0]
+    cache = model.new_cache(batch_size=1)
     with torch.no_grad():
         model(idx[:, :4], cache=cache)
-        chunk = model(idx[:, 4:9], cache=cache)[0]
-        torch.testing.assert_close(chunk, full[:, 4:9], atol=1e-5, rtol=0)
-        step = model(idx[:, 9:10], cache=cache)[0]
-        torch.testing.assert_close(step[:, -1], full[:, 9], atol=1e-5, rtol=0)
+        steps = [model(idx[:, i : i + 1], cache=cache)[0][:, -1] for i in range(4, 9)]
+    assert {t.dtype for t in cache.keys + cache.values} == {torch.float64}
+    torch.testing.assert_close(torch.stack(steps, 1), full[:, 4:9], atol=1e-12, rtol=0)
+
+
+@every_block
+def test_every_norm_uses_the_configs_epsilon(block):
+    """norm_eps is exported as Hugging Face's layer_norm_epsilon / rms_norm_eps: every norm,
+    QK-norm included, must compute with it."""
+    model = tiny_model(block, norm_eps=0.25)
+    norms = [m for m in model.modules() if isinstance(m, torch.nn.LayerNorm | torch.nn.RMSNorm)]
+    assert len(norms) >= 2 * TINY.n_layer + 1
+    assert {m.eps for m in norms} == {0.25}
 
 
 def test_kv_cache_overflow_raises():
     model = tiny_model()
     cache = model.new_cache(batch_size=1)
     model(torch.zeros(1, TINY.context_len - 1, dtype=torch.long), cache=cache)
-    with pytest.raises(ValueError, match="context_len"):
+    with pytest.raises(ValueError) as refused:
         model(torch.zeros(1, 2, dtype=torch.long), cache=cache)
+    assert str(refused.value) == ("15 cached + 2 new tokens exceed context_len=16; feed at most "
+                                  "context_len tokens (truncate from the left)")  # fmt: skip
 
 
 @every_block

@@ -211,7 +211,7 @@ class CausalSelfAttention(nn.Module):
         self.dropout = config.dropout
         self.resid_dropout = nn.Dropout(config.dropout)
 
-    def forward(self, x: Tensor, kv: tuple[Tensor, Tensor] | None = None, start: int = 0) -> Tensor:
+    def forward(self, x: Tensor, kv: tuple[Tensor, Tensor] | None, start: int) -> Tensor:
         """Attend ``x`` (positions ``start..start+T-1``) to itself and to ``kv[:start]``."""
         B, T, C = x.shape
         q, k, v = self.c_attn(x).split(self.n_embd, dim=2)
@@ -279,7 +279,7 @@ class Block(nn.Module):
         self.ln_2 = norm_layer(config, config.n_embd)
         self.mlp = MLP(config)
 
-    def forward(self, x: Tensor, kv: tuple[Tensor, Tensor] | None = None, start: int = 0) -> Tensor:
+    def forward(self, x: Tensor, kv: tuple[Tensor, Tensor] | None, start: int) -> Tensor:
         # Pre-norm: the residual stream itself is never normalised, so gradients reach early
         # layers through a clean identity path (more stable than GPT-1's post-norm).
         x = x + self.attn(self.ln_1(x), kv, start)
