@@ -5,6 +5,17 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
+from sparklm.data.decompression import ReadLimits
+from sparklm.data.sources import ReadOptions, SourceFile
+
+# What the readers get by default: the preprocess job's limits, lines of 4+ characters kept.
+READ_OPTIONS = ReadOptions(min_chars=4, limits=ReadLimits())
+
+
+def source_file(path: Path) -> SourceFile:
+    """A local file as the planner sees it: named by its URI."""
+    return SourceFile(f"file://{path}", f"file://{path}", path.stat().st_size)
+
 
 def write_text(path: Path, text: str | bytes) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -8,31 +8,22 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from helpers.corpora import article_pages, multistream_dump, write_text
+from helpers.corpora import READ_OPTIONS, article_pages, multistream_dump, source_file, write_text
 from sparklm.data import records
-from sparklm.data.decompression import ReadLimits
 from sparklm.data.sources import (
     OPEN_COST_BYTES,
     InputSplit,
-    ReadOptions,
-    SourceFile,
     continued_documents,
     group_splits,
     plan_splits,
     read_split,
 )
 
-OPTIONS = ReadOptions(min_chars=4, limits=ReadLimits())
-
-
-def source(path) -> SourceFile:
-    return SourceFile(f"file://{path}", f"file://{path}", path.stat().st_size)
-
 
 def test_a_split_size_that_is_not_positive_is_refused_by_name(tmp_path):
     path = write_text(tmp_path / "a.txt", "some text\n")
     with pytest.raises(ValueError, match=r"^split_bytes must be positive$"):
-        plan_splits([source(path)], 0, OPTIONS)
+        plan_splits([source_file(path)], 0, READ_OPTIONS)
 
 
 @pytest.mark.parametrize("kind", ["text ranges", "compressed file", "multistream dump"])
@@ -45,7 +36,7 @@ def test_a_files_splits_weigh_its_bytes_plus_one_open_cost_each(tmp_path, kind):
         path = write_text(tmp_path / "a.txt.gz", gzip.compress(b"a line of text\n" * 70))
     else:
         path, _ = multistream_dump(tmp_path, article_pages(40), pages_per_stream=3)
-    splits = plan_splits([source(path)], 300, OPTIONS)
+    splits = plan_splits([source_file(path)], 300, READ_OPTIONS)
     assert len(splits) == 1 if kind == "compressed file" else len(splits) > 3
     assert sum(s.weight for s in splits) == path.stat().st_size + len(splits) * OPEN_COST_BYTES
 
@@ -55,10 +46,10 @@ def test_parquet_row_groups_are_gathered_into_splits_of_split_bytes(tmp_path):
     those bytes plus the cost of opening the file."""
     path = tmp_path / "data.parquet"
     pq.write_table(pa.table({"text": ["the same row of text"] * 1000}), path, row_group_size=100)
-    groups = records.parquet_row_groups(f"file://{path}", ("text",), OPTIONS.limits)
+    groups = records.parquet_row_groups(f"file://{path}", ("text",), READ_OPTIONS.limits)
     size = groups[0].compressed_bytes
     assert len(groups) == 10 and {g.compressed_bytes for g in groups} == {size}
-    splits = plan_splits([source(path)], 2 * size, OPTIONS)
+    splits = plan_splits([source_file(path)], 2 * size, READ_OPTIONS)
     assert [(s.start, s.end) for s in splits] == [(0, 2), (2, 4), (4, 6), (6, 8), (8, 10)]
     assert [s.weight for s in splits] == [2 * size + OPEN_COST_BYTES] * 5
 
@@ -82,8 +73,8 @@ def test_only_plain_text_ranges_after_a_files_first_continue_a_document(tmp_path
     text = write_text(tmp_path / "a.txt", "a line of text\n" * 70)
     jsonl = write_text(tmp_path / "b.jsonl", '{"text": "a record"}\n' * 50)
     packed = write_text(tmp_path / "c.txt.bz2", bz2.compress(b"a line of text\n" * 70))
-    splits = plan_splits([source(p) for p in (text, jsonl, packed)], 300, OPTIONS)
+    splits = plan_splits([source_file(p) for p in (text, jsonl, packed)], 300, READ_OPTIONS)
     continued = continued_documents(splits, {})
-    assert set(continued) == {(source(text).source, start) for start in (300, 600, 900)}
-    opening = next(read_split(splits[0], OPTIONS))
+    assert set(continued) == {(source_file(text).source, start) for start in (300, 600, 900)}
+    opening = next(read_split(splits[0], READ_OPTIONS))
     assert set(continued.values()) == {(opening.doc_id, 0)}

@@ -14,7 +14,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from helpers.corpora import mediawiki_page, write_text
+from helpers.corpora import READ_OPTIONS, mediawiki_page, source_file, write_text
 from sparklm.data import records as records_module
 from sparklm.data.decompression import ReadLimits
 from sparklm.data.sources import (
@@ -25,7 +25,6 @@ from sparklm.data.sources import (
     TEXT,
     LineRecord,
     ReadOptions,
-    SourceFile,
     continued_documents,
     group_splits,
     plan_splits,
@@ -35,15 +34,9 @@ from sparklm.data.sources import (
 from sparklm.runtime import storage
 from sparklm.runtime.errors import PipelineError
 
-OPTIONS = ReadOptions(min_chars=4, limits=ReadLimits())
 
-
-def source(path) -> SourceFile:
-    return SourceFile(f"file://{path}", f"file://{path}", path.stat().st_size)
-
-
-def read(paths, split_bytes=10**9, options=OPTIONS, held_out=False):
-    files = [replace(source(p), held_out=held_out) for p in paths]
+def read(paths, split_bytes=10**9, options=READ_OPTIONS, held_out=False):
+    files = [replace(source_file(p), held_out=held_out) for p in paths]
     splits = plan_splits(files, split_bytes, options)
     return splits, [r for s in splits for r in read_split(s, options)]
 
@@ -74,7 +67,7 @@ def resolved(splits, records):
 def test_plain_text_is_ranged_and_compressed_files_are_whole(tmp_path):
     a = write_text(tmp_path / "a.txt", b"x" * 25)
     b = write_text(tmp_path / "b.txt.bz2", bz2.compress(b"hello\n"))
-    splits = plan_splits([source(a), source(b)], 10, OPTIONS)
+    splits = plan_splits([source_file(a), source_file(b)], 10, READ_OPTIONS)
     assert [(s.start, s.end, s.codec) for s in splits] == [
         (0, 10, None), (10, 20, None), (20, 25, None), (0, None, "bz2")]  # fmt: skip
 
@@ -135,8 +128,8 @@ def test_formats_are_detected_by_content_when_the_name_says_nothing(tmp_path):
         "table": "a parquet row of text",
     }
     large = write_text(tmp_path / "large", b'{"text": "x"}\n' * 100)  # planned on the driver
-    assert [s.fmt for s in plan_splits([source(large)], 512, OPTIONS)] == [JSONL] * 3
-    assert plan_splits([source(table)], 10, OPTIONS)[0].fmt == PARQUET
+    assert [s.fmt for s in plan_splits([source_file(large)], 512, READ_OPTIONS)] == [JSONL] * 3
+    assert plan_splits([source_file(table)], 10, READ_OPTIONS)[0].fmt == PARQUET
 
 
 def test_json_lines_records_without_usable_text_are_counted_and_dropped(tmp_path):
@@ -193,7 +186,7 @@ def test_parquet_row_groups_are_splits_and_every_row_is_read_once(tmp_path):
     assert [r.text for r in records] == texts
     assert len({r.doc_id for r in records}) == 1000
     with pytest.raises(PipelineError, match=r"no string column 'body' \(its string columns: text"):
-        plan_splits([source(path)], 1, ReadOptions(4, ReadLimits(), ("body",)))
+        plan_splits([source_file(path)], 1, ReadOptions(4, ReadLimits(), ("body",)))
 
 
 def test_a_parquet_value_over_the_cap_is_dropped_and_its_neighbours_kept(tmp_path):
@@ -251,7 +244,7 @@ def test_a_parquet_batch_holds_rows_up_to_a_byte_budget_not_a_row_count(tmp_path
 
 def test_many_small_files_are_grouped_into_few_tasks(tmp_path):
     files = [write_text(tmp_path / f"f{i:05d}.txt", f"file {i} says hello\n") for i in range(2000)]
-    splits = plan_splits([source(f) for f in files], 2**20, OPTIONS)
+    splits = plan_splits([source_file(f) for f in files], 2**20, READ_OPTIONS)
     tasks = group_splits(splits, 2**20)
     assert len(splits) == 2000 and 2 <= len(tasks) <= 200
     assert [s for task in tasks for s in task] == splits
@@ -295,7 +288,7 @@ def test_mediawiki_dump_yields_articles_without_markup(tmp_path):
 
 def test_text_suffix_is_ranged(tmp_path):
     path = write_text(tmp_path / "a.txt", "abc\n" * 100)
-    assert {s.fmt for s in plan_splits([source(path)], 64, OPTIONS)} == {TEXT}
+    assert {s.fmt for s in plan_splits([source_file(path)], 64, READ_OPTIONS)} == {TEXT}
 
 
 def test_long_paragraphs_of_records_are_cut_like_long_lines(tmp_path):
@@ -336,7 +329,7 @@ def test_each_line_of_a_held_out_text_file_carries_its_bytes_and_drop_reason(tmp
     and the train/validation sides come from these fields."""
     path = write_text(tmp_path / "notes.txt", b"intro line here\nab\nbad \xff byte in this line\n"
                                               b" = Title = \nafter the title\n")  # fmt: skip
-    src = source(path).source
+    src = source_file(path).source
     _, records = read([path], held_out=True)
     assert by_document(records) == [
         LineRecord(src, "A", 0, 0, 0, "intro line here", None, 0, 15, True),
@@ -356,7 +349,7 @@ def test_each_line_of_a_held_out_json_lines_file_carries_its_bytes_and_drop_reas
     first = json.dumps({"text": text})
     assert len(first) == 92
     path = write_text(tmp_path / "data.jsonl", first + "\n   \n{not json\n")
-    src = source(path).source
+    src = source_file(path).source
     _, records = read([path], held_out=True)
     assert by_document(records) == [
         LineRecord(src, "A", 0, None, 0, "first paragraph", None, 0, 15, True),
