@@ -390,6 +390,22 @@ def test_the_model_and_its_cache_stay_on_the_device_of_its_weights(block):
 
 
 @every_block
+def test_the_forward_pass_ignores_the_default_device(block):
+    """A model on a device other than the process's default one (a CUDA model in a process
+    whose default stays CPU) makes its positions and masks on its own device: here the default
+    is set to meta, and a CPU model still computes its CPU logits, with and without a cache."""
+    model = tiny_model(block)
+    idx = torch.randint(0, TINY.vocab_size, (1, 9))
+    expected = model(idx)[0]
+    cache = model.new_cache(batch_size=1)
+    with torch.device("meta"), torch.no_grad():
+        torch.testing.assert_close(model(idx)[0], expected)
+        model(idx[:, :4], cache=cache)
+        torch.testing.assert_close(model(idx[:, 4:], cache=cache)[0], expected[:, 4:],
+                                   atol=1e-5, rtol=0)  # fmt: skip
+
+
+@every_block
 def test_a_float64_model_decodes_through_its_cache_in_float64(block):
     """The cache holds keys and values in the weights' dtype: a float64 (or bfloat16) model
     neither loses precision in it nor mixes dtypes in attention."""
