@@ -11,9 +11,10 @@ Two passes (the second with ``--second-pass``):
    calls which function and runs only those per mutant, two at a time (two cores).
 2. **The slower tests of the module**: every mutant pass 1 left alive (survivors, and mutants of
    functions no fast test calls) once more against the tests ``MODULES`` lists for its module
-   (Spark jobs, or the S3 server's), with ``MUTANT_UNDER_TEST`` in the environment so
-   spark-submit drivers and executors run the mutant too (mutmut cannot see calls made in those
-   processes, and starting those servers for every mutant would take hours).
+   (Spark jobs, or the S3 server's: the files' marked tests, since pass 1 ran the others), with
+   ``MUTANT_UNDER_TEST`` in the environment so spark-submit drivers and executors run the
+   mutant too (mutmut cannot see calls made in those processes, and starting those servers for
+   every mutant would take hours).
 
 mutmut needs the mutated package importable as ``sparklm`` from ``mutants/src``: the run
 stages the checkout under ``--work-dir`` with ``jobs/sparklm`` moved to ``src/sparklm`` and the
@@ -47,13 +48,17 @@ from typing import Any
 from common import REPO, load_average, load_note, log, markdown_table, pct, write_results
 
 TARGET = 0.85
-FAST_TESTS = "not (spark or s3 or airflow or emr or slow)"
+# The tests pass 2 adds: the markers that keep a test out of the fast ones (pass 1 ran the rest).
+SLOWER_TESTS = "spark or s3 or airflow or emr or slow"
+FAST_TESTS = f"not ({SLOWER_TESTS})"
 # mutmut's exit codes, by what they say about a mutant (mutmut/stats.py).
-# 3 (pytest's internal error) is a broken setup, not a kill, whatever mutmut counts it as.
+# 3 (pytest's internal error) is a broken run, not a kill, whatever mutmut counts it as; pass 2
+# runs such a mutant's tests again outside mutmut's runner.
 KILLED = {1, 37}
 SURVIVED = {0}
 TIMEOUT = {24, -24, 36, 152, 255}
 NO_TESTS = {5, 33}
+BROKEN = {3}
 
 
 @dataclass(frozen=True)
@@ -187,19 +192,34 @@ def diffs_of(work: Path, mutants: list[str]) -> dict[str, str]:
     return {name: diff.strip() for name, diff in json.loads(shown.stdout).items()}
 
 
-def second_pass(work: Path, module: str, mutants: list[str]) -> dict[str, bool]:
+def fast_tests_of(work: Path, mutant: str) -> list[str]:
+    """The fast tests mutmut's stats run saw calling ``mutant``'s function."""
+    stats = json.loads((work / "mutants" / "mutmut-stats.json").read_text())
+    function = mutant.rsplit("__mutmut_", 1)[0]
+    return sorted(stats["tests_by_mangled_function_name"].get(function, []))
+
+
+def fails_on(work: Path, mutant: str, tests: list[str]) -> bool:
+    """Whether ``tests`` fail (pytest's exit 1) with ``mutant`` in place."""
+    env = staged_env(work) | {"MUTANT_UNDER_TEST": mutant}
+    result = subprocess.run(
+        [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-x", "-q", "--no-header",
+         "-o", "addopts=", *tests],
+        cwd=work / "mutants", env=env, capture_output=True, text=True,
+    )  # fmt: skip
+    return result.returncode == 1
+
+
+def second_pass(work: Path, module: str, unkilled: list[str], broken: list[str]) -> dict[str, bool]:
     """Pass 2: whether the module's slower tests kill each mutant pass 1 left alive (survivors,
-    and mutants of functions no fast test calls)."""
+    and mutants of functions no fast test calls). A mutant whose pass-1 run broke (pytest's
+    internal error, exit 3, inside mutmut's runner) first gets its fast tests again, run plainly."""
     killed = {}
-    tests = list(MODULES[module].slower_tests)
-    for mutant in mutants:
-        env = staged_env(work) | {"MUTANT_UNDER_TEST": mutant}
-        result = subprocess.run(
-            [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-x", "-q",
-             "--no-header", "-o", "addopts=", *tests],
-            cwd=work / "mutants", env=env, capture_output=True, text=True,
-        )  # fmt: skip
-        killed[mutant] = result.returncode == 1
+    slower = ["-m", SLOWER_TESTS, *MODULES[module].slower_tests]
+    for mutant in [*unkilled, *broken]:
+        killed[mutant] = (
+            mutant in broken and fails_on(work, mutant, fast_tests_of(work, mutant))
+        ) or fails_on(work, mutant, slower)
         log(f"second pass {mutant}: {'killed' if killed[mutant] else 'survived'}")
     return killed
 
@@ -216,7 +236,8 @@ def score(codes: dict[str, int | None], second: dict[str, bool]) -> dict[str, An
         "no_tests": sum(c in NO_TESTS and m not in late for m, c in codes.items()),
         "not_checked": sum(c is None for c in codes.values()),
         "errors": sum(
-            c not in KILLED | SURVIVED | TIMEOUT | NO_TESTS | {None} for c in codes.values()
+            c not in KILLED | SURVIVED | TIMEOUT | NO_TESTS | {None} and m not in late
+            for m, c in codes.items()
         ),
     }
     ran = sum(counts[k] for k in ("killed", "survived", "timeout", "no_tests", "errors"))
@@ -299,7 +320,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         codes = exit_codes(work, name)
         # No fast test calls an untested mutant's function; the slower tests may.
         unkilled = sorted(m for m, c in codes.items() if c in SURVIVED | NO_TESTS)
-        late = second_pass(work, name, unkilled) if args.second_pass else {}
+        broken = sorted(m for m, c in codes.items() if c in BROKEN)
+        late = second_pass(work, name, unkilled, broken) if args.second_pass else {}
         per_module[name] = score(codes, late) | {"second_pass": args.second_pass}
         diffs = {m: d for m, d in diffs.items() if not m.startswith(f"{name}:")}
         diffs.update(
