@@ -11,6 +11,7 @@ from sparklm.registry.versions import (
     RegistryError,
     check_name,
     check_registry,
+    list_models,
     list_versions,
     promotion_decision,
     read_latest,
@@ -18,7 +19,7 @@ from sparklm.registry.versions import (
     write_latest,
 )
 from sparklm.runtime import allowlist
-from sparklm.runtime.storage import SymlinkRefused
+from sparklm.runtime.storage import SymlinkRefused, filesystem
 from sparklm.settings import SETTINGS, SettingError
 
 
@@ -236,6 +237,26 @@ def test_only_complete_versions_with_valid_names_are_listed(tmp_path):
     assert elsewhere.read_text() == "{}"
 
 
+def test_the_models_of_a_registry_are_its_folders_named_as_a_model_can_be_sorted(tmp_path):
+    """What the Models view lists: one entry per model folder, under the folder's own name
+    (the name its latest.json and versions are read under); files and folders that no model
+    can be called (they could never have been published) are left out."""
+    registry = tmp_path / "registry"
+    for folder in ["wiki-gpt", "GPT-X", "A1", "-bad", "bad name", "m ", "a..b", ".hidden"]:
+        (registry / folder).mkdir(parents=True)
+    write_text(registry / "notes.txt", "not a model")
+    assert list_models(f"file://{registry}") == ["A1", "GPT-X", "wiki-gpt"]
+    assert list_models(f"file://{tmp_path / 'no-registry-yet'}") == []
+
+
+def test_a_folder_whose_name_ends_in_a_newline_is_not_listed_as_a_model(tmp_path):
+    """The name pattern ends in ``$``, which also matches before a final newline: such a
+    folder must not be listed as a model that check_name (and so every page) refuses."""
+    (tmp_path / "m").mkdir()
+    (tmp_path / "m\n").mkdir()
+    assert list_models(f"file://{tmp_path}") == ["m"]
+
+
 @pytest.mark.parametrize(
     ("uri", "prefixes", "allowed"),
     [
@@ -264,3 +285,21 @@ def test_allow_lists_fall_back_to_the_environment_then_anywhere(monkeypatch):
     assert allowlist.parse(None, allowlist.CORPUS_ENV) == ["s3://b/c"]
     with pytest.raises(allowlist.NotAllowed, match="llm_corpus_allowed_prefixes"):
         allowlist.check_corpus(["s3://b/c/x.txt", "s3://b/d.txt"], None)
+
+
+def test_an_s3_registry_lists_its_model_folders_and_no_phantom_of_itself(
+    aws_api_server, monkeypatch
+):
+    """On AWS S3 a folder is a key prefix: a key with an empty segment (``registry//x``, which
+    any other S3 client can write) lists the registry's own prefix among its folders; that is
+    not a model named after the registry. (The tests' SeaweedFS folds ``//``; moto's S3, like
+    AWS's, keeps it.)"""
+    from s3fs import S3FileSystem
+
+    monkeypatch.setenv("AWS_ENDPOINT_URL_S3", aws_api_server)
+    monkeypatch.setattr(S3FileSystem, "_cache", {})  # a fresh instance, on moto's endpoint
+    fs, _ = filesystem("s3://registry-bucket/registry")
+    fs.mkdir("registry-bucket")
+    fs.pipe({"registry-bucket/registry/wiki-gpt/v1/config.json": b"{}",
+             "registry-bucket/registry//stray": b""})  # fmt: skip
+    assert list_models("s3://registry-bucket/registry") == ["wiki-gpt"]

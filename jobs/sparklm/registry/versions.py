@@ -199,7 +199,9 @@ def promote(
 
 def list_models(registry: str) -> list[str]:
     """The model names in a registry (folders with a valid name), sorted."""
-    return [name for name in _folders(registry) if NAME_PATTERN.match(name) and ".." not in name]
+    return [
+        name for name in _folders(registry) if NAME_PATTERN.fullmatch(name) and ".." not in name
+    ]
 
 
 def list_versions(registry: str, model: str) -> list[str]:
@@ -214,9 +216,10 @@ def list_versions(registry: str, model: str) -> list[str]:
 
 
 def _folders(uri: str) -> list[str]:
+    """Names of the folders directly inside ``uri``. On S3 a key with an empty segment
+    (``uri//x``) lists ``uri`` itself as a folder: that entry is not one of its children."""
     fs, path = storage.filesystem(uri)
     if not fs.exists(path):
         return []
-    entries = fs.ls(path, detail=True)
-    return sorted(posixpath.basename(e["name"].rstrip("/")) for e in entries
-                  if e["type"] == "directory")  # fmt: skip
+    names = [e["name"].rstrip("/") for e in fs.ls(path, detail=True) if e["type"] == "directory"]
+    return sorted(posixpath.basename(name) for name in names if name != path.rstrip("/"))
