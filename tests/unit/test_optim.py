@@ -105,3 +105,26 @@ def test_an_unknown_optimizer_is_refused_naming_the_choices():
         ValueError, match=r"^optimizer must be one of \('adamw', 'muon'\), not 'sgd'$"
     ):
         InnerOptimizer(GPT(MODEL), settings)
+
+
+@pytest.mark.parametrize("kind", ["adamw", "muon"])
+def test_after_zero_grad_a_step_moves_only_the_parameters_that_got_a_new_gradient(kind):
+    """zero_grad drops the gradients: AdamW and Muon skip a parameter without one. A zeroed
+    gradient would still move it, by the momentum of the earlier steps and the weight decay."""
+    torch.manual_seed(0)
+    model = GPT(MODEL)
+    optimizer = InnerOptimizer(model, OptimizerSettings(
+        kind=kind, lr=1e-2, betas=(0.9, 0.95), weight_decay=0.1, muon_lr=0.02,
+        muon_momentum=0.95))  # fmt: skip
+    x = torch.randint(0, 64, (2, 16), generator=torch.Generator().manual_seed(0))
+    optimizer.zero_grad()
+    model(x, x)[1].backward()
+    optimizer.step()  # every optimizer now has momentum to carry on with
+
+    optimizer.zero_grad()
+    embedding = model.transformer.wte.weight
+    embedding.square().sum().backward()  # a loss that reaches the embedding only
+    before = {name: p.detach().clone() for name, p in model.named_parameters()}
+    optimizer.step()
+    moved = [name for name, p in model.named_parameters() if not torch.equal(p, before[name])]
+    assert moved == ["transformer.wte.weight"]

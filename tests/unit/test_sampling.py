@@ -218,3 +218,45 @@ def test_sampled_distribution_matches_softmax_of_filtered_logits():
     freq = torch.bincount(torch.tensor(draws), minlength=4) / len(draws)
     assert freq[3] == 0
     torch.testing.assert_close(freq[:3], expected, atol=0.03, rtol=0)
+
+
+def test_top_p_breaks_ties_at_the_nucleus_boundary_by_token_id():
+    """Equally probable candidates are common (low-precision logits round to the same value).
+    Among those at the nucleus boundary the lowest token ids stay, whatever sorting algorithm
+    the device uses, so a seeded generation keeps the same nucleus everywhere."""
+    uniform = torch.zeros(100)
+    assert kept(filter_logits(uniform, None, 0.25)) == list(range(25))
+    head_and_ties = torch.cat([torch.tensor([4.0]), torch.zeros(99)])
+    nucleus = kept(filter_logits(head_and_ties, None, 0.5))
+    assert nucleus == list(range(len(nucleus))) and 2 < len(nucleus) < 100
+
+
+def test_a_nucleus_short_of_p_by_no_more_than_the_rounding_slack_is_complete():
+    """The slack that absorbs float32 rounding of the mass (1e-6) is inclusive: two tokens of
+    probability 0.5 and p = 0.5 + 1e-6 keep one, as p = 0.5 does."""
+    assert kept(filter_logits(torch.zeros(2), None, 0.5)) == [0]
+    assert kept(filter_logits(torch.zeros(2), None, 0.5 + 1e-6)) == [0]
+    assert kept(filter_logits(torch.zeros(2), None, 0.5 + 1e-5)) == [0, 1]
+
+
+def test_the_largest_uniform_draw_still_picks_a_candidate_token(monkeypatch):
+    """torch.rand can return 1 - 2**-24, while the softmax of many logits sums to a hair below
+    1 in float32: the draw must still land on a candidate, never past the vocabulary."""
+    largest = torch.nextafter(torch.tensor([1.0]), torch.tensor([0.0]))
+    monkeypatch.setattr(torch, "rand", lambda *args, **kwargs: largest.clone())
+    logits = torch.randn(200, 8, generator=gen(5))
+    for row in logits:
+        token = sample_next_token(row, 1.0, 6, None, gen())
+        assert token in row.topk(6).indices.tolist()
+
+
+def test_generation_runs_on_the_models_device_whatever_the_default_device():
+    """A CUDA model in a process whose default device is the CPU must draw its random numbers
+    on its own device (the meta default device stands in: anything made there fails)."""
+    torch.manual_seed(0)
+    small = GPT(GPTConfig(vocab_size=16, context_len=8, n_layer=1, n_head=1, n_embd=8))
+    decoding = Decoding(seed=2, top_k=10, top_p=0.9)
+    expected = generate(small, [3, 1, 4], 4, decoding)
+    with torch.device("meta"):
+        assert generate(small, [3, 1, 4], 4, decoding) == expected
+        assert generate(small, [3, 1, 4], 4, decoding, use_cache=False) == expected

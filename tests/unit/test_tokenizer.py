@@ -1,10 +1,12 @@
 """The byte-level BPE: lossless, and trained from counts exactly as from the text itself."""
 
 import json
+import os
+import pty
 
 import numpy as np
 import pytest
-from tokenizers import Tokenizer, models, pre_tokenizers, trainers
+from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors, trainers
 
 from sparklm.data.tokenizer import (
     MAX_PRETOKEN_BYTES,
@@ -199,3 +201,54 @@ def test_documents_are_encoded_in_batches_with_the_same_ids(tokenizer, monkeypat
     assert np.array_equal(encode_documents(tokenizer, documents, 0, np.dtype("uint16"), check=50),
                           whole)  # fmt: skip
     assert np.count_nonzero(whole == 0) == 50
+
+
+def test_a_document_is_its_text_tokens_then_one_end_of_document_even_with_a_post_processor(
+    tokenizer,
+):
+    """The Hugging Face export adds a post-processor that starts every text with
+    end-of-document; encoding a corpus with such a tokenizer must not add it before each
+    document too: the shards hold each document's own tokens, then one end-of-document."""
+    eod = special_ids(tokenizer)["eod"]
+    exported = Tokenizer.from_str(tokenizer.to_str())
+    exported.post_processor = processors.TemplateProcessing(
+        single=f"{SPECIAL_TOKENS[0]} $A", special_tokens=[(SPECIAL_TOKENS[0], eod)]
+    )
+    documents = ["first doc", "second doc"]
+    ids = encode_documents(exported, documents, eod, np.dtype("<u2"), check=2).tolist()
+    text_ids = [tokenizer.encode(d, add_special_tokens=False).ids for d in documents]
+    assert ids == text_ids[0] + [eod] + text_ids[1] + [eod]
+
+
+def test_a_round_trip_failure_quotes_only_the_first_80_characters_of_the_document(tokenizer):
+    """A shard's document can be megabytes long; the error names it by its start."""
+    lossy = Tokenizer.from_str(tokenizer.to_str())
+    lossy.normalizer = normalizers.Lowercase()
+    document = "Capitals " + "".join(f"w{i:03d} " for i in range(200))
+    with pytest.raises(ValueError) as failed:
+        encode_documents(lossy, [document], 0, np.dtype("<u2"), check=1)
+    start = "Capitals w000 w001 w002 w003 w004 w005 w006 w007 w008 w009 w010 w011 w012 w013 w"
+    assert str(failed.value) == f"tokenizer round trip failed on document 0: {start!r}"
+
+
+def test_learning_a_vocabulary_draws_no_progress_bar_even_on_a_terminal(monkeypatch):
+    """The BPE trainer draws a progress bar only when stderr is a terminal (and TERM names
+    one); a tokenize job started by hand from a shell would get it between its log lines."""
+    monkeypatch.setenv("TERM", "xterm")
+    terminal, stderr_end = pty.openpty()
+    saved = os.dup(2)
+    try:
+        os.dup2(stderr_end, 2)
+        train_from_counts({"ab": 3, "cd": 1}, 260)
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+    os.set_blocking(terminal, False)
+    try:
+        drawn = os.read(terminal, 4096)
+    except BlockingIOError:  # nothing was written to the terminal
+        drawn = b""
+    finally:
+        os.close(stderr_end)
+        os.close(terminal)
+    assert drawn == b""

@@ -1,5 +1,6 @@
 """The inner loop: schedule, sampling, determinism, and carrying AdamW state across rounds."""
 
+import dataclasses
 import math
 
 import pytest
@@ -7,11 +8,13 @@ import torch
 from torch.nn.utils import vector_to_parameters
 
 from helpers.oracles import single_process_training
-from sparklm.model.averaging import combine, flat
+from sparklm.model import training
+from sparklm.model.averaging import OuterOptimizer, combine, flat
 from sparklm.model.gpt import GPT, GPTConfig
 from sparklm.model.training import (
     GlobalState,
     TrainConfig,
+    apply_update,
     build_optimizer,
     derive_seed,
     evaluate,
@@ -89,6 +92,19 @@ def test_seeds_differ_per_round_and_partition_but_repeat():
     assert len({derive_seed(1, r, p) for r in range(5) for p in range(5)}) == 25
 
 
+def test_no_two_replicas_of_a_long_run_draw_the_same_windows():
+    """100 rounds of 16 replicas: each draws its own windows. Torch's CPU generator keeps
+    only 32 bits of a seed, so distinct seeds alone do not guarantee distinct streams."""
+    tokens = torch.arange(1 << 20)
+    seed = TrainConfig().seed
+    first_windows = {
+        tuple(sample_batch(tokens, 4, 16, torch.Generator().manual_seed(
+            derive_seed(seed, r, p)))[0][:, 0].tolist())
+        for r in range(100) for p in range(16)
+    }  # fmt: skip
+    assert len(first_windows) == 100 * 16
+
+
 def fresh_state(seed=0):
     torch.manual_seed(seed)
     return GlobalState(flat(GPT(MODEL).parameters()), {}, 0)
@@ -115,19 +131,23 @@ def test_replica_is_deterministic_and_does_not_touch_the_broadcast_state():
 )  # fmt: skip
 def test_rounds_with_carried_optimizer_state_equal_one_long_run(settings):
     """Averaged-state policy with one replica: splitting a run into rounds changes nothing,
-    for AdamW's moments and for Muon's momentum buffers alike."""
+    for AdamW's moments and for Muon's momentum buffers alike. Each round ends with the
+    driver's half (``apply_update``, the avg outer step), as in jobs/train.py."""
     cfg = TrainConfig(**{"rounds": 2, "local_steps": 4, "batch_size": 4, "warmup_steps": 2,
                          **settings})  # fmt: skip
     tokens = torch.randint(0, 64, (3000,), generator=torch.Generator().manual_seed(2))
     state = fresh_state()
+    driver = GPT(MODEL)  # the driver's model holds the global weights, as in jobs/train.py
+    vector_to_parameters(state.params.clone(), driver.parameters())
+    outer = OuterOptimizer(driver, "avg", lr=cfg.outer_lr, momentum=cfg.outer_momentum)
     for r in range(cfg.rounds):
         u = train_replica(MODEL, cfg, state, tokens, round_index=r, partition=0)
-        delta, optimizer_state = u.averages()
-        state = GlobalState(state.params + delta, optimizer_state,
-                            state.step + cfg.steps_in_round(r))  # fmt: skip
+        state = apply_update(driver, outer, u, state, cfg.steps_in_round(r))
 
     model = single_process_training(MODEL, cfg, tokens, seed=0)
     torch.testing.assert_close(state.params, flat(model.parameters()), atol=1e-6, rtol=1e-5)
+    torch.testing.assert_close(flat(driver.parameters()), state.params)
+    assert state.step == cfg.total_steps
 
 
 def test_muon_takes_the_hidden_matrices_and_adamw_the_rest():
@@ -174,8 +194,34 @@ def test_non_finite_loss_is_reported_not_returned_as_weights():
     assert u.finite is False and math.isnan(u.mean_loss)
     # It still counts its tokens and adds to the others', so the driver stops on `finite`.
     assert u.weight == 2 * 2 * 16 and torch.equal(u.delta, torch.zeros_like(state.params))
+    # Averaged on its own it moves nothing and carries no optimizer state.
+    mean_delta, optimizer_state = u.averages()
+    assert not mean_delta.any() and optimizer_state == {}
     healthy = train_replica(MODEL, cfg, fresh_state(), torch.randint(0, 64, (500,)), 0, 1)
     assert combine(u, healthy).finite is False
+
+
+def test_dropout_does_not_change_the_windows_a_replica_trains_on(monkeypatch):
+    """The windows come from the replica's own seeded generator, not the global RNG that
+    dropout draws its masks from: switching dropout on leaves the data each step sees."""
+    drawn = []
+
+    def recording_sample_batch(*args):
+        x, y = sample_batch(*args)
+        drawn[-1].append(x)
+        return x, y
+
+    monkeypatch.setattr(training, "sample_batch", recording_sample_batch)
+    cfg = TrainConfig(local_steps=3, batch_size=4)
+    tokens = torch.randint(0, 64, (2000,), generator=torch.Generator().manual_seed(1))
+    for dropout in (0.0, 0.3):
+        drawn.append([])
+        model_cfg = dataclasses.replace(MODEL, dropout=dropout)
+        train_replica(model_cfg, cfg, fresh_state(), tokens, round_index=1, partition=2)
+    generator = torch.Generator().manual_seed(derive_seed(cfg.seed, 1, 2))
+    seeded = [sample_batch(tokens, 4, 16, generator)[0] for _ in range(3)]
+    for windows in drawn:
+        torch.testing.assert_close(torch.stack(windows), torch.stack(seeded))
 
 
 def test_a_replica_reports_the_mean_loss_of_its_steps_and_its_peak_memory():
