@@ -2,6 +2,7 @@
 
 import os
 import re
+import time
 
 import pytest
 
@@ -111,6 +112,44 @@ def test_missing_bucket_is_named_with_the_fix(s3_server):
     with pytest.raises(StorageError, match="bucket 'no-such-bucket' .* does not exist: create it"):
         storage.check_writable("s3://no-such-bucket/runs/x")
     storage.check_writable(s3_server.uri("runs", "x"))
+
+
+def test_a_local_run_root_is_made_and_a_rerun_finds_it_made(tmp_path):
+    root = tmp_path / "runs" / "x"
+    storage.check_writable(f"file://{root}")
+    assert root.is_dir()
+    storage.check_writable(f"file://{root}")  # a rerun: the folder exists
+
+
+def test_a_bucket_deleted_since_it_was_last_listed_is_named_missing(s3_server):
+    """A long-lived process (the Airflow worker) checks again from S3, not from its listing
+    cache: a bucket deleted since the last check is missing now."""
+    client = s3_server.client()
+    client.create_bucket(Bucket="deleted-later")
+    client.put_object(Bucket="deleted-later", Key="runs/earlier", Body=b"")
+    storage.check_writable("s3://deleted-later/runs/x")
+    client.delete_object(Bucket="deleted-later", Key="runs/earlier")
+    client.delete_bucket(Bucket="deleted-later")
+    deadline = time.monotonic() + 30  # SeaweedFS drops a deleted bucket's folder a moment later
+    while "deleted-later" in {b["Name"] for b in client.list_buckets()["Buckets"]}:
+        assert time.monotonic() < deadline, "the S3 server still lists the deleted bucket"
+        time.sleep(0.1)
+    with pytest.raises(StorageError, match="bucket 'deleted-later' .* does not exist: create it"):
+        storage.check_writable("s3://deleted-later/runs/x")
+
+
+def test_a_bucket_the_credentials_cannot_reach_is_named_with_the_fix(s3_server, monkeypatch):
+    from s3fs import S3FileSystem
+
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "not-the-secret")
+    monkeypatch.setattr(S3FileSystem, "_cache", {})  # a fresh client, with those credentials
+    run_root = s3_server.uri("runs", "x")
+    with pytest.raises(StorageError) as refused:
+        storage.check_writable(run_root)
+    assert str(refused.value) == (
+        f"no access to bucket '{s3_server.bucket}' of run root {run_root}: check the AWS "
+        "credentials and the bucket policy"
+    )
 
 
 @pytest.mark.parametrize(
