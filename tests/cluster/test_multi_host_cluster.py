@@ -1,0 +1,178 @@
+"""A Spark standalone cluster whose driver and workers are separate hosts (Linux namespaces)
+that share nothing but the network and the S3 server: what the jobs meet on EMR, where a
+file one node writes is not on the others."""
+
+from __future__ import annotations
+
+import errno
+import json
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from helpers.jobs import JIT_C1_ONLY
+from helpers.namespace_cluster import LOCAL_DIRS, WORK_DIR, MultiHostCluster
+from helpers.namespaces import Host, home, leftovers, unavailable
+from helpers.paths import REPO
+from sparklm.runtime import storage
+
+pytestmark = pytest.mark.slow
+
+# One core per executor, so tasks spread over both workers once both executors registered.
+CLUSTER_CONF = ["--conf", "spark.executor.cores=1", "--conf", "spark.ui.enabled=false",
+                "--conf", "spark.scheduler.minRegisteredResourcesRatio=1.0",
+                "--conf", f"spark.executor.extraJavaOptions={JIT_C1_ONLY}"]  # fmt: skip
+# Which hosts a job's tasks run on: each task sleeps a little, so one executor cannot take
+# them all, and answers its host's name.
+WHERE_TASKS_RUN = """
+import json, socket, sys, time
+from pyspark.sql import SparkSession
+
+def where(_):
+    time.sleep(float(sys.argv[1]))
+    return socket.gethostname()
+
+spark = SparkSession.builder.appName("where-tasks-run").getOrCreate()
+print(json.dumps(sorted(set(spark.sparkContext.parallelize(range(4), 4).map(where).collect()))))
+spark.stop()
+"""
+STARTS_WITHIN_S, STOPS_WITHIN_S = 60, 15
+
+
+@pytest.fixture(scope="module", autouse=True)
+def namespaces_allowed() -> None:
+    if reason := unavailable():
+        pytest.skip(reason)
+
+
+@pytest.fixture(scope="module")
+def multi_host_cluster(s3_server, tmp_path_factory) -> Iterator[MultiHostCluster]:
+    cluster = MultiHostCluster.start(tmp_path_factory.mktemp("multi-host"), s3_server.endpoint)
+    yield cluster
+    cluster.stop()
+
+
+def put(host: Host, path: str, text: str) -> str:
+    """Copy ``text`` to ``path`` on ``host`` (as scp would); the path."""
+    host.path(path).write_text(text)
+    return path
+
+
+def named_netns() -> str:
+    return subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
+
+
+def test_a_killed_test_process_leaves_no_host_behind():
+    """The hosts' inits end with the process that made them, however it ends: kill -9 it
+    while a host runs a detached process, and nothing of the network is left."""
+    made = subprocess.Popen(
+        [sys.executable, "-c",
+         "import json, time\n"
+         "from helpers.namespaces import Network\n"
+         "network = Network.create(['driver', 'worker-1'])\n"
+         "network.hosts['worker-1'].popen(['setsid', 'sleep', '600'])\n"
+         "print(json.dumps([sorted(network.namespaces), network.gateway_link]), flush=True)\n"
+         "time.sleep(600)\n"],
+        cwd=REPO / "tests", stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    namespaces, link = json.loads(made.stdout.readline())
+    made.send_signal(signal.SIGKILL)
+    made.wait()
+    deadline = time.monotonic() + 10
+    while left := leftovers(set(namespaces), [link]):
+        assert time.monotonic() < deadline, left
+        time.sleep(0.05)
+
+
+def test_a_stopped_cluster_leaves_no_namespace_link_or_process(s3_server, tmp_path):
+    """Stopped mid-job (executors and Python workers busy on both workers), the cluster
+    leaves no process, network namespace or link; it starts well within a minute."""
+    netns_before = named_netns()
+    started = time.monotonic()
+    cluster = MultiHostCluster.start(tmp_path, s3_server.endpoint)
+    start_s = time.monotonic() - started
+    job = put(cluster.driver, "/tmp/where_tasks_run.py", WHERE_TASKS_RUN)
+    submitted = cluster.driver.popen(
+        ["spark-submit", "--master", cluster.url, *CLUSTER_CONF, job, "600"],
+        env=cluster.environment(cluster.driver),
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        wait_for_python_workers(cluster, timeout=120)
+    finally:
+        stopped = time.monotonic()
+        cluster.stop()
+        stop_s = time.monotonic() - stopped
+        submitted.wait(timeout=30)
+    print(f"multi-host cluster: started in {start_s:.1f}s, stopped in {stop_s:.1f}s")
+    assert cluster.network.leftovers() == []
+    assert named_netns() == netns_before
+    assert start_s < STARTS_WITHIN_S and stop_s < STOPS_WITHIN_S, (start_s, stop_s)
+
+
+def wait_for_python_workers(cluster: MultiHostCluster, timeout: float) -> None:
+    """Until every worker host runs a task: a Python worker under its executor."""
+    deadline = time.monotonic() + timeout
+    while not all(any(p.name().startswith("python") for p in worker.processes())
+                  for worker in cluster.workers):  # fmt: skip
+        assert time.monotonic() < deadline, "no task ran on every worker host"
+        time.sleep(0.2)
+
+
+@pytest.mark.parametrize("folder", ["/tmp", str(home()), "/dev/shm", LOCAL_DIRS, WORK_DIR])
+def test_each_host_has_its_own_folders(multi_host_cluster, folder):
+    """A file the driver host writes in its /tmp, home, work or scratch folder is not on the
+    worker hosts: a job that leans on such a file fails here, as on EMR."""
+    driver, *workers = [multi_host_cluster.driver, *multi_host_cluster.workers]
+    marker = f"{folder}/written-on-driver"
+    assert driver.run(["sh", "-c", f"mkdir -p {folder} && echo x > {marker}"]).returncode == 0
+    assert driver.run(["test", "-e", marker]).returncode == 0
+    for worker in workers:
+        assert worker.run(["test", "-e", marker]).returncode == 1, worker.name
+
+
+def test_the_checkout_and_virtualenv_are_read_only_on_the_hosts(multi_host_cluster):
+    for host in multi_host_cluster.network.hosts.values():
+        for folder in (REPO, Path(sys.prefix)):
+            touched = host.run(["touch", str(folder / "written-by-a-host")])
+            assert "Read-only file system" in touched.stderr, (host.name, folder)
+        python = host.run([sys.executable, "-c", "import pyspark, sparklm"])
+        assert python.returncode == 0, python.stderr
+
+
+def test_the_hosts_reach_nothing_beyond_the_bridge(multi_host_cluster):
+    """No default route: an address outside the bridge is unreachable, not merely silent."""
+    subnet = str(multi_host_cluster.network.subnet)
+    probe = ("import socket; s = socket.socket(); "
+             "print(s.connect_ex(('198.51.100.1', 80)))")  # fmt: skip
+    for host in multi_host_cluster.network.hosts.values():
+        routes = host.run(["ip", "-4", "route"]).stdout.splitlines()
+        assert [route.split()[0] for route in routes] == [subnet], (host.name, routes)
+        assert host.run([sys.executable, "-c", probe]).stdout.strip() == str(errno.ENETUNREACH)
+
+
+def test_every_host_reaches_the_s3_server_at_the_gateway(multi_host_cluster, s3_server):
+    """What a host writes through the job's own storage layer, the test reads from the same
+    S3 server on loopback."""
+    cluster = multi_host_cluster
+    for host in cluster.network.hosts.values():
+        uri = s3_server.uri("multi-host", f"written-by-{host.name}")
+        write = f"from sparklm.runtime import storage; storage.write_bytes({uri!r}, b'{host.name}')"
+        done = host.run([sys.executable, "-c", write], env=cluster.environment(host))
+        assert done.returncode == 0, done.stderr[-2000:]
+        assert storage.read_bytes(uri) == host.name.encode()
+
+
+def test_a_job_runs_its_tasks_on_both_worker_hosts(multi_host_cluster):
+    cluster = multi_host_cluster
+    job = put(cluster.driver, "/tmp/where_tasks_run.py", WHERE_TASKS_RUN)
+    done = cluster.submit(job, "1", options=CLUSTER_CONF)
+    assert done.returncode == 0, done.stderr[-4000:]
+    assert json.loads(done.stdout.splitlines()[-1]) == ["worker-1", "worker-2"]
+    [app] = [a for a in cluster.status()["completedapps"] if a["name"] == "where-tasks-run"]
+    assert app["state"] == "FINISHED"

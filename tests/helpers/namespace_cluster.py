@@ -1,0 +1,205 @@
+"""A Spark standalone cluster on hosts that share nothing but the network and the S3 server.
+
+Three hosts of ``helpers.namespaces``, as on a small EMR cluster: ``driver`` runs the master
+and the drivers ``spark-submit`` starts (client mode), ``worker-1`` and ``worker-2`` one worker
+each. Every host has its own /tmp, home, work folder (``/srv/spark/work``) and
+``SPARK_LOCAL_DIRS`` (``/srv/spark/local``); the checkout and the virtualenv are read-only, so
+a job that leans on a file another host wrote fails here as it would on EMR.
+
+The S3 server the tests start listens on this machine's loopback only. The hosts reach it at
+the gateway (this machine's address on the bridge) on the same port, through a relay in the
+test process: one S3 server, which the test process and the hosts see alike. Every process
+on a host gets the test session's environment with that endpoint, the host's address and its
+own folders.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import select
+import socket
+import socketserver
+import subprocess
+import threading
+import time
+import urllib.request
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from fixtures.servers import wait_for_port
+
+from helpers.namespaces import Host, Network, home
+
+MASTER_PORT, MASTER_UI_PORT, WORKER_PORT, WORKER_UI_PORT = 7077, 8080, 7078, 8081
+WORK_DIR = "/srv/spark/work"
+LOCAL_DIRS = "/srv/spark/local"
+# Spark silently tries the next port up when one is taken; on a host of its own nothing else
+# binds, so a taken port is a bug to see.
+NO_PORT_FALLBACK = "-Dspark.port.maxRetries=0"
+
+
+class Relay(socketserver.ThreadingTCPServer):
+    """Connections to ``listen`` relayed to ``target``: how the hosts reach a server that
+    listens on this machine's loopback only."""
+
+    daemon_threads = True
+    allow_reuse_address = True
+
+    def __init__(self, listen: tuple[str, int], target: tuple[str, int]) -> None:
+        super().__init__(listen, _RelayConnection)
+        self.target = target
+        self.closing = False
+        threading.Thread(target=self.serve_forever, kwargs={"poll_interval": 0.1},
+                         daemon=True).start()  # fmt: skip
+
+    def close(self) -> None:
+        self.closing = True
+        self.shutdown()
+        self.server_close()
+
+
+class _RelayConnection(socketserver.BaseRequestHandler):
+    server: Relay
+
+    def handle(self) -> None:
+        try:
+            with socket.create_connection(self.server.target, timeout=10) as upstream:
+                relay(self.request, upstream, stopping=lambda: self.server.closing)
+        except OSError:  # either side reset or gone: as a router would, drop the connection
+            return
+
+
+def relay(a: socket.socket, b: socket.socket, stopping: Callable[[], bool]) -> None:
+    """Copy bytes both ways until both sides have closed (each half on its own)."""
+    peer = {a: b, b: a}
+    open_ends = {a, b}
+    while open_ends and not stopping():
+        readable, _, _ = select.select(list(open_ends), [], [], 0.5)
+        for end in readable:
+            data = end.recv(1 << 16)
+            if data:
+                peer[end].sendall(data)
+            else:
+                peer[end].shutdown(socket.SHUT_WR)
+                open_ends.discard(end)
+
+
+@dataclass
+class MultiHostCluster:
+    """A master on ``driver``, a worker on each ``worker-<i>``; S3 relayed to the gateway."""
+
+    network: Network
+    logs: Path  # the daemons' console output, on this machine
+    s3_port: int
+    processes: dict[str, subprocess.Popen] = field(default_factory=dict)
+    relay: Relay | None = None
+
+    @classmethod
+    def start(cls, logs: Path, s3_endpoint: str, workers: int = 2) -> MultiHostCluster:
+        """Hosts, the S3 relay, the master and the workers, up and registered; on any failure
+        nothing is left."""
+        names = ["driver", *(f"worker-{i}" for i in range(1, workers + 1))]
+        s3 = urlsplit(s3_endpoint)
+        cluster = cls(Network.create(names), logs, s3.port)
+        try:
+            cluster.relay = Relay((cluster.network.gateway, s3.port), (s3.hostname, s3.port))
+            cluster._start_master()
+            for worker in cluster.workers:
+                cluster._start_worker(worker)
+            cluster._wait_for_workers(timeout=120)
+        except BaseException:
+            cluster.stop()
+            raise
+        return cluster
+
+    @property
+    def driver(self) -> Host:
+        return self.network.hosts["driver"]
+
+    @property
+    def workers(self) -> list[Host]:
+        return [host for name, host in self.network.hosts.items() if name.startswith("worker-")]
+
+    @property
+    def url(self) -> str:
+        return f"spark://{self.driver.address}:{MASTER_PORT}"
+
+    @property
+    def s3_endpoint(self) -> str:
+        """The S3 server as the hosts reach it."""
+        return f"http://{self.network.gateway}:{self.s3_port}"
+
+    def environment(self, host: Host, **extra: str) -> dict[str, str]:
+        """The environment of a process on ``host``: the test session's, with no proxy (the
+        hosts reach nothing beyond the bridge), the host's own folders, address and S3
+        endpoint."""
+        env = {k: v for k, v in os.environ.items() if not k.lower().endswith("_proxy")}
+        env.update(HOME=str(home()), TMPDIR="/tmp", SPARK_LOCAL_IP=host.address,
+                   SPARK_LOCAL_DIRS=LOCAL_DIRS, AWS_ENDPOINT_URL_S3=self.s3_endpoint)  # fmt: skip
+        return {**env, **extra}
+
+    def submit(self, script: str, *args: str, options: Sequence[str] = (),
+               timeout: float = 600) -> subprocess.CompletedProcess:  # fmt: skip
+        """``spark-submit`` on the driver host (client mode) of ``script``, a path there."""
+        return self.driver.run(
+            ["spark-submit", "--master", self.url, *options, script, *args],
+            env=self.environment(self.driver), timeout=timeout,
+        )  # fmt: skip
+
+    def status(self) -> dict:
+        """The master's own view (its web UI's JSON): workers, running and finished apps."""
+        no_proxy = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+        url = f"http://{self.driver.address}:{MASTER_UI_PORT}/json/"
+        with no_proxy.open(url, timeout=10) as response:
+            return json.load(response)
+
+    def stop(self) -> None:
+        """Stop the hosts (which ends every process on them), then the relay."""
+        self.network.stop()
+        for process in self.processes.values():
+            process.wait(timeout=30)
+        if self.relay:
+            self.relay.close()
+
+    def _start_master(self) -> None:
+        self._spawn(self.driver, "master", "org.apache.spark.deploy.master.Master",
+                    "--host", self.driver.address, "--port", MASTER_PORT,
+                    "--webui-port", MASTER_UI_PORT,
+                    SPARK_MASTER_OPTS=f"{NO_PORT_FALLBACK} -Dspark.master.rest.enabled=false",
+                    )  # fmt: skip
+        wait_for_port(MASTER_PORT, timeout=120, process=self.processes["master"],
+                      address=self.driver.address)  # fmt: skip
+
+    def _start_worker(self, host: Host) -> None:
+        self._spawn(host, host.name, "org.apache.spark.deploy.worker.Worker", self.url,
+                    "--host", host.address, "--port", WORKER_PORT,
+                    "--webui-port", WORKER_UI_PORT, "--cores", 1, "--memory", "1g",
+                    "--work-dir", WORK_DIR, SPARK_WORKER_OPTS=NO_PORT_FALLBACK)  # fmt: skip
+
+    def _spawn(self, host: Host, name: str, main_class: str, *args, **env: str) -> None:
+        self.logs.mkdir(parents=True, exist_ok=True)
+        with open(self.logs / f"{name}.log", "ab") as log:
+            self.processes[name] = host.popen(
+                ["spark-class", main_class, *map(str, args)],
+                stdout=log, stderr=subprocess.STDOUT, env=self.environment(host, **env),
+            )  # fmt: skip
+
+    def _wait_for_workers(self, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while True:
+            for name, process in self.processes.items():
+                if process.poll() is not None:
+                    log = (self.logs / f"{name}.log").read_text(errors="replace")
+                    raise RuntimeError(f"spark {name} exited with {process.returncode}:\n"
+                                       f"{log[-3000:]}")  # fmt: skip
+            try:
+                if self.status().get("aliveworkers") == len(self.workers):
+                    return
+            except (OSError, ValueError):  # not up yet; or, while starting, an HTML page
+                pass
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{len(self.workers)} workers did not register in {timeout}s")
+            time.sleep(0.5)
