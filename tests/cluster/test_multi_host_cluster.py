@@ -118,7 +118,7 @@ def test_a_stopped_cluster_leaves_no_namespace_link_or_process(s3_server, tmp_pa
 def wait_for_python_workers(cluster: MultiHostCluster, timeout: float) -> None:
     """Until every worker host runs a task: a Python worker under its executor."""
     deadline = time.monotonic() + timeout
-    while not all(any(p.name().startswith("python") for p in worker.processes())
+    while not all(any(p.info["name"].startswith("python") for p in worker.processes())
                   for worker in cluster.workers):  # fmt: skip
         assert time.monotonic() < deadline, "no task ran on every worker host"
         time.sleep(0.2)

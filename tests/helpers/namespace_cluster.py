@@ -165,11 +165,11 @@ class MultiHostCluster:
             self.relay.close()
 
     def _start_master(self) -> None:
+        # The REST submission server would take port 6066: not needed, so off.
+        options = f"{NO_PORT_FALLBACK} -Dspark.master.rest.enabled=false"
         self._spawn(self.driver, "master", "org.apache.spark.deploy.master.Master",
                     "--host", self.driver.address, "--port", MASTER_PORT,
-                    "--webui-port", MASTER_UI_PORT,
-                    SPARK_MASTER_OPTS=f"{NO_PORT_FALLBACK} -Dspark.master.rest.enabled=false",
-                    )  # fmt: skip
+                    "--webui-port", MASTER_UI_PORT, SPARK_MASTER_OPTS=options)  # fmt: skip
         wait_for_port(MASTER_PORT, timeout=120, process=self.processes["master"],
                       address=self.driver.address)  # fmt: skip
 

@@ -121,10 +121,11 @@ class Host:
         return child.pid
 
     def enter(self, *namespaces: str) -> list[str]:
-        """The ``nsenter`` prefix that runs a command on this host (every namespace unless
-        ``namespaces`` names some), in its root folder."""
+        """The ``nsenter`` prefix that runs a command on this host (in every namespace unless
+        ``namespaces`` names some), in the home folder as a login would."""
         chosen = namespaces or ("net", "mount", "uts", "pid")
-        return ["nsenter", f"--target={self.pid}", *(f"--{n}" for n in chosen), "--wd=/", "--"]
+        return ["nsenter", f"--target={self.pid}", *(f"--{n}" for n in chosen),
+                f"--wd={home()}", "--"]  # fmt: skip
 
     def popen(self, argv: Sequence[str], **kwargs) -> subprocess.Popen:
         kwargs.setdefault("stdin", subprocess.DEVNULL)
@@ -146,9 +147,11 @@ class Host:
         return Path(f"/proc/{self.pid}/root") / path.lstrip("/")
 
     def processes(self) -> list[psutil.Process]:
-        """Every process on the host (in its PID namespace), PID 1 included."""
+        """Every process on the host (in its PID namespace), PID 1 included; each with its
+        ``name`` and ``cmdline`` in ``info``, read once."""
         namespace = os.stat(f"/proc/{self.pid}/ns/pid").st_ino
-        return [p for p in psutil.process_iter() if namespace_of(p.pid, "pid") == namespace]
+        return [p for p in psutil.process_iter(["name", "cmdline"])
+                if namespace_of(p.pid, "pid") == namespace]  # fmt: skip
 
     def network_namespace(self) -> int:
         return os.stat(f"/proc/{self.pid}/ns/net").st_ino
@@ -267,31 +270,31 @@ class Network:
         """The bridge, and the first free subnet whose gateway link could be made (made with
         its peer in the switch, so the link goes when the switch does)."""
         self.switch.ip("link", "add", "br0", "type", "bridge")
-        self.switch.ip("link", "set", "br0", "up")
+        self.switch.ip("link", "set", "dev", "br0", "up")
         for subnet in free_subnets():
             self.subnet = subnet
             try:
-                ip("link", "add", self.gateway_link, "type", "veth",
+                ip("link", "add", "name", self.gateway_link, "type", "veth",
                    "peer", "name", "gateway", "netns", str(self.switch.pid))  # fmt: skip
             except RuntimeError as error:
                 if "File exists" in str(error):  # another network's link: subnet taken
                     continue
                 raise
             ip("address", "add", f"{self.gateway}/{subnet.prefixlen}", "dev", self.gateway_link)
-            ip("link", "set", self.gateway_link, "up")
-            self.switch.ip("link", "set", "gateway", "master", "br0", "up")
+            ip("link", "set", "dev", self.gateway_link, "up")
+            self.switch.ip("link", "set", "dev", "gateway", "master", "br0", "up")
             return
         self.subnet = None
         raise RuntimeError("no free 10.213.x.0/24 subnet for the hosts' bridge")
 
     def _plug(self, host: Host) -> None:
         """A veth from the host's eth0 to a bridge port named after the host."""
-        ip("link", "add", "eth0", "netns", str(host.pid), "type", "veth",
+        ip("link", "add", "name", "eth0", "netns", str(host.pid), "type", "veth",
            "peer", "name", host.name, "netns", str(self.switch.pid))  # fmt: skip
-        self.switch.ip("link", "set", host.name, "master", "br0", "up")
+        self.switch.ip("link", "set", "dev", host.name, "master", "br0", "up")
         host.ip("address", "add", f"{host.address}/{self.subnet.prefixlen}", "dev", "eth0")
-        host.ip("link", "set", "eth0", "up")
-        host.ip("link", "set", "lo", "up")
+        host.ip("link", "set", "dev", "eth0", "up")
+        host.ip("link", "set", "dev", "lo", "up")
 
 
 def link_exists(name: str) -> bool:
