@@ -80,9 +80,11 @@ def test_a_killed_test_process_leaves_no_host_behind():
          "time.sleep(600)\n"],
         cwd=REPO / "tests", stdout=subprocess.PIPE, text=True,
     )  # fmt: skip
-    namespaces, link = json.loads(made.stdout.readline())
-    made.send_signal(signal.SIGKILL)
-    made.wait()
+    try:
+        namespaces, link = json.loads(made.stdout.readline())
+    finally:
+        made.send_signal(signal.SIGKILL)
+        made.wait()
     deadline = time.monotonic() + 10
     while left := leftovers(set(namespaces), [link]):
         assert time.monotonic() < deadline, left
@@ -96,19 +98,19 @@ def test_a_stopped_cluster_leaves_no_namespace_link_or_process(s3_server, tmp_pa
     started = time.monotonic()
     cluster = MultiHostCluster.start(tmp_path, s3_server.endpoint)
     start_s = time.monotonic() - started
-    job = put(cluster.driver, "/tmp/where_tasks_run.py", WHERE_TASKS_RUN)
-    submitted = cluster.driver.popen(
-        ["spark-submit", "--master", cluster.url, *CLUSTER_CONF, job, "600"],
-        env=cluster.environment(cluster.driver),
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )  # fmt: skip
     try:
+        job = put(cluster.driver, "/tmp/where_tasks_run.py", WHERE_TASKS_RUN)
+        submitted = cluster.driver.popen(
+            ["spark-submit", "--master", cluster.url, *CLUSTER_CONF, job, "600"],
+            env=cluster.environment(cluster.driver),
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )  # fmt: skip
         wait_for_python_workers(cluster, timeout=120)
     finally:
         stopped = time.monotonic()
         cluster.stop()
         stop_s = time.monotonic() - stopped
-        submitted.wait(timeout=30)
+    submitted.wait(timeout=30)  # spark-submit ended with the driver host
     print(f"multi-host cluster: started in {start_s:.1f}s, stopped in {stop_s:.1f}s")
     assert cluster.network.leftovers() == []
     assert named_netns() == netns_before
