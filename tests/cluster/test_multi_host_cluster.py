@@ -33,12 +33,14 @@ WHERE_TASKS_RUN = """
 import json, socket, sys, time
 from pyspark.sql import SparkSession
 
-def where(_):
-    time.sleep(float(sys.argv[1]))
+def where(seconds):
+    time.sleep(seconds)
     return socket.gethostname()
 
+seconds = float(sys.argv[1])
 spark = SparkSession.builder.appName("where-tasks-run").getOrCreate()
-print(json.dumps(sorted(set(spark.sparkContext.parallelize(range(4), 4).map(where).collect()))))
+tasks = spark.sparkContext.parallelize([seconds] * 4, 4)
+print(json.dumps(sorted(set(tasks.map(where).collect()))))
 spark.stop()
 """
 STARTS_WITHIN_S, STOPS_WITHIN_S = 60, 15
