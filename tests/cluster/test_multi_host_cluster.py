@@ -43,7 +43,6 @@ tasks = spark.sparkContext.parallelize([seconds] * 4, 4)
 print(json.dumps(sorted(set(tasks.map(where).collect()))))
 spark.stop()
 """
-STARTS_WITHIN_S, STOPS_WITHIN_S = 60, 15
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -95,7 +94,8 @@ def test_a_killed_test_process_leaves_no_host_behind():
 
 def test_a_stopped_cluster_leaves_no_namespace_link_or_process(s3_server, tmp_path):
     """Stopped mid-job (executors and Python workers busy on both workers), the cluster
-    leaves no process, network namespace or link; it starts well within a minute."""
+    leaves no process, network namespace or link. Its start and stop times are printed
+    (measured, not asserted: speed goals live in benchmarks)."""
     netns_before = named_netns()
     started = time.monotonic()
     cluster = MultiHostCluster.start(tmp_path, s3_server.endpoint)
@@ -116,7 +116,6 @@ def test_a_stopped_cluster_leaves_no_namespace_link_or_process(s3_server, tmp_pa
     print(f"multi-host cluster: started in {start_s:.1f}s, stopped in {stop_s:.1f}s")
     assert cluster.network.leftovers() == []
     assert named_netns() == netns_before
-    assert start_s < STARTS_WITHIN_S and stop_s < STOPS_WITHIN_S, (start_s, stop_s)
 
 
 def wait_for_python_workers(cluster: MultiHostCluster, timeout: float) -> None:
