@@ -22,7 +22,6 @@ import socket
 import socketserver
 import subprocess
 import threading
-import time
 import urllib.request
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -32,6 +31,7 @@ from urllib.parse import urlsplit
 from fixtures.servers import wait_for_port
 
 from helpers.namespaces import Host, Network, home
+from helpers.spark_cluster import wait_for_workers
 
 MASTER_PORT, MASTER_UI_PORT, WORKER_PORT, WORKER_UI_PORT = 7077, 8080, 7078, 8081
 WORK_DIR = "/srv/spark/work"
@@ -188,18 +188,5 @@ class MultiHostCluster:
             )  # fmt: skip
 
     def _wait_for_workers(self, timeout: float) -> None:
-        deadline = time.monotonic() + timeout
-        while True:
-            for name, process in self.processes.items():
-                if process.poll() is not None:
-                    log = (self.logs / f"{name}.log").read_text(errors="replace")
-                    raise RuntimeError(f"spark {name} exited with {process.returncode}:\n"
-                                       f"{log[-3000:]}")  # fmt: skip
-            try:
-                if self.status().get("aliveworkers") == len(self.workers):
-                    return
-            except (OSError, ValueError):  # not up yet; or, while starting, an HTML page
-                pass
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"{len(self.workers)} workers did not register in {timeout}s")
-            time.sleep(0.5)
+        wait_for_workers(self.processes, lambda name: self.logs / f"{name}.log", self.status,
+                         len(self.workers), timeout)  # fmt: skip

@@ -15,6 +15,7 @@ import signal
 import subprocess
 import time
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -127,18 +128,31 @@ class SparkCluster:
             )  # fmt: skip
 
     def _wait_for_workers(self, timeout: float) -> None:
-        deadline = time.monotonic() + timeout
-        while True:
-            for name, process in self.processes.items():
-                if process.poll() is not None:
-                    log = (self.directory / name / "process.log").read_text(errors="replace")
-                    raise RuntimeError(f"spark {name} exited with {process.returncode}:\n"
-                                       f"{log[-3000:]}")  # fmt: skip
-            try:
-                if self.status().get("aliveworkers") == self.workers:
-                    return
-            except (OSError, ValueError):  # not up yet; or, while starting, an HTML page
-                pass
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"{self.workers} workers did not register within {timeout}s")
-            time.sleep(0.5)
+        wait_for_workers(self.processes, lambda name: self.directory / name / "process.log",
+                         self.status, self.workers, timeout)  # fmt: skip
+
+
+def wait_for_workers(
+    processes: dict[str, subprocess.Popen],
+    log_of: Callable[[str], Path],
+    status: Callable[[], dict],
+    workers: int,
+    timeout: float,
+) -> None:
+    """Until the master lists ``workers`` alive workers; a Spark process that exits first
+    fails the wait with the end of its log (``log_of`` its name)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        for name, process in processes.items():
+            if process.poll() is not None:
+                log = log_of(name).read_text(errors="replace")
+                raise RuntimeError(f"spark {name} exited with {process.returncode}:\n"
+                                   f"{log[-3000:]}")  # fmt: skip
+        try:
+            if status().get("aliveworkers") == workers:
+                return
+        except (OSError, ValueError):  # not up yet; or, while starting, an HTML page
+            pass
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{workers} workers did not register within {timeout}s")
+        time.sleep(0.5)
