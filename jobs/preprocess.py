@@ -38,7 +38,7 @@ from sparklm.data.sources import (
     read_split,
     source_names,
 )
-from sparklm.runtime import allowlist, entrypoint, fault_injection, storage
+from sparklm.runtime import allowlist, entrypoint, fault_injection, shared_paths, storage
 from sparklm.runtime.errors import PipelineError
 from sparklm.runtime.process_memory import peak_rss_mb
 from sparklm.runtime.stages import begin_stage, commit_stage
@@ -91,6 +91,8 @@ def main(argv: Sequence[str]) -> dict:
     started = time.time()
     files, options = check_inputs(args)
     spark = entrypoint.spark_session("llm-preprocess")
+    shared_paths.check_executors_see(spark.sparkContext,
+                                     [args.run_root, *(f.uri for f in files)])  # fmt: skip
     clock = [("start", time.time())]  # phases, for the benchmarks' throughput per phase
     read = read_corpus(spark, files, options, args.split_mb)
     clock.append(("read", time.time()))

@@ -31,7 +31,7 @@ from sparklm.data import tokenizer as bpe
 from sparklm.data.document_shards import read_doc_texts
 from sparklm.data.token_shards import token_dtype
 from sparklm.registry import lineage
-from sparklm.runtime import entrypoint, fault_injection, storage
+from sparklm.runtime import entrypoint, fault_injection, shared_paths, storage
 from sparklm.runtime.errors import PipelineError
 from sparklm.runtime.process_memory import peak_rss_mb
 from sparklm.runtime.stages import (
@@ -102,6 +102,7 @@ def main(argv: Sequence[str]) -> dict:
     if parent is not None:
         parent.check_settings(vars(args), lambda name: settings.SETTINGS[name].cli_flag)
     sc = entrypoint.spark_session("llm-tokenize").sparkContext
+    shared_paths.check_executors_see(sc, [args.run_root])
     tokenizer, origin, seconds = vocabulary(sc, train_shards, args.vocab_size, parent)
     trained = time.time()
     stage = begin_stage(args.run_root, STAGE)

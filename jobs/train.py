@@ -68,7 +68,7 @@ from sparklm.model.weights import (
     save_checkpoint,
 )
 from sparklm.registry import lineage
-from sparklm.runtime import entrypoint, fault_injection, storage
+from sparklm.runtime import entrypoint, fault_injection, shared_paths, storage
 from sparklm.runtime.errors import PipelineError
 from sparklm.runtime.process_memory import peak_rss_mb
 from sparklm.runtime.stages import (
@@ -168,6 +168,8 @@ def main(argv: Sequence[str]) -> dict:
     check_budget(training_memory(Shape.from_config(model_cfg.to_dict()), train_cfg.batch_size),
                  args.memory_budget_gb, "the model", MODEL_SIZE_FLAGS)  # fmt: skip
     data = read_training_data(upstream, model_cfg, train_cfg)
+    sc = spark_context(train_cfg)
+    shared_paths.check_executors_see(sc, [args.run_root])
     stage = invalidate_stage(args.run_root, STAGE)
     run_id = fingerprint(model_cfg, train_cfg, upstream, parent)
     torch.set_num_threads(max(1, min(4, os.cpu_count() or 1)))
@@ -177,7 +179,6 @@ def main(argv: Sequence[str]) -> dict:
     outer = OuterOptimizer(model, train_cfg.outer, train_cfg.outer_lr, train_cfg.outer_momentum)
     run = Training(model_cfg, train_cfg, data, model, outer, stage, run_id)
     progress = resume_or_initialise(run)
-    sc = spark_context(train_cfg)
     for round_index in range(len(progress.metrics), train_cfg.rounds):
         row = run_round(sc, run, progress, round_index)
         record_round(run, progress, row)

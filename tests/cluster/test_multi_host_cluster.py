@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import errno
 import json
+import re
 import signal
 import subprocess
 import sys
@@ -179,3 +180,58 @@ def test_a_job_runs_its_tasks_on_both_worker_hosts(multi_host_cluster):
     assert json.loads(done.stdout.splitlines()[-1]) == ["worker-1", "worker-2"]
     [app] = [a for a in cluster.status()["completedapps"] if a["name"] == "where-tasks-run"]
     assert app["state"] == "FINISHED"
+
+
+# Which file:// paths the executors see as the driver does, as shared_paths checks them.
+WHAT_EXECUTORS_SEE = """
+import sys
+from pyspark.sql import SparkSession
+from sparklm.runtime.errors import PipelineError
+from sparklm.runtime.shared_paths import check_executors_see
+
+context = SparkSession.builder.appName("what-executors-see").getOrCreate().sparkContext
+for uri in sys.argv[1:]:
+    try:
+        check_executors_see(context, [uri])
+        print("seen alike:", uri)
+    except PipelineError as refused:
+        print("refused:", refused)
+context.stop()
+"""
+
+
+def test_executors_see_the_image_as_the_driver_does_but_not_its_disk(multi_host_cluster):
+    """The checkout (every node's image) is the same file on every host; a file on the
+    driver's own disk is not there for the executors."""
+    cluster = multi_host_cluster
+    job = put(cluster.driver, "/tmp/what_executors_see.py", WHAT_EXECUTORS_SEE)
+    on_driver = put(cluster.driver, "/srv/only-on-the-driver.txt", "text")
+    image = f"file://{REPO / 'README.md'}"
+    done = cluster.submit(job, image, f"file://{on_driver}", options=CLUSTER_CONF)
+    assert done.returncode == 0, done.stderr[-4000:]
+    seen, refused = done.stdout.splitlines()[-2:]
+    assert seen == f"seen alike: {image}"
+    assert re.fullmatch(
+        rf"refused: file://{on_driver} is a path on the driver's disk that the executor on "
+        r"host 'worker-[12]' does not see: the nodes of this cluster share no filesystem\. "
+        r"Use an s3:// URI \(or a filesystem every node mounts at the same path\)",
+        refused,
+    ), refused
+
+
+def test_a_run_root_on_the_drivers_disk_is_refused_before_any_work(multi_host_cluster):
+    """Each executor would write its part files to its own disk and the next job would find
+    them missing: preprocess stops at once with one ERROR line, exit 2, no stage written."""
+    cluster = multi_host_cluster
+    corpus = put(cluster.driver, "/srv/corpus.txt", "A line of the corpus.\n" * 200)
+    done = cluster.submit(str(REPO / "jobs" / "preprocess.py"), "--run-root",
+                          "file:///srv/run", "--input", f"file://{corpus}",
+                          options=CLUSTER_CONF)  # fmt: skip
+    assert done.returncode == 2, done.stderr[-4000:]
+    # spark-submit's PythonRunner passes the driver's stderr on to its own stdout.
+    output = done.stdout + done.stderr
+    errors = [line for line in output.splitlines() if line.startswith("ERROR:")]
+    assert len(errors) == 1 and errors[0].startswith(
+        "ERROR: file:///srv/run is a path on the driver's disk that the executor on host"
+    ), output[-4000:]
+    assert not cluster.driver.path("/srv/run/preprocess").exists()
