@@ -10,16 +10,20 @@ import re
 import signal
 import subprocess
 import sys
+import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 import pytest
 
-from helpers.jobs import JIT_C1_ONLY
+from helpers.corpora import small_corpus
+from helpers.jobs import JIT_C1_ONLY, TINY, copy_prefix, model_sha256
 from helpers.namespace_cluster import LOCAL_DIRS, WORK_DIR, MultiHostCluster
 from helpers.namespaces import Host, home, leftovers, unavailable
-from helpers.paths import REPO
+from helpers.paths import JOBS, REPO
 from sparklm.runtime import storage
 
 pytestmark = pytest.mark.slow
@@ -235,3 +239,132 @@ def test_a_run_root_on_the_drivers_disk_is_refused_before_any_work(multi_host_cl
         "ERROR: file:///srv/run is a path on the driver's disk that the executor on host"
     ), output[-4000:]
     assert not cluster.driver.path("/srv/run/preprocess").exists()
+
+
+# Faults across hosts. One replica per worker host; the fault tests train again on copies of
+# an undisturbed run's data, and must end with its weights, bit for bit.
+TRAIN = [*TINY, "--partitions", "2", "--rounds", "4", "--local-steps", "20"]
+UPSTREAM = ("preprocess", "tokenize")
+# Replica 0's task of round 2 (its first attempt) holds until its host is cut off: the fault
+# lands while that task certainly runs, whatever the machine's load.
+HOLD = "train:replica:round-2"
+# Spark waits minutes for a silent executor by default (spark.network.timeout 120 s, checked
+# every 60 s); these notice a host that went quiet within about 20 s.
+NOTICE_A_LOST_HOST = ["--conf", "spark.network.timeout=20s",
+                      "--conf", "spark.network.timeoutInterval=2s",
+                      "--conf", "spark.executor.heartbeatInterval=2s"]  # fmt: skip
+T = TypeVar("T")
+
+
+@pytest.fixture(scope="module")
+def trained_on_hosts(multi_host_cluster, s3_server, tmp_path_factory) -> str:
+    """preprocess, tokenize and train on the cluster, undisturbed, on an s3:// run root."""
+    cluster = multi_host_cluster
+    corpus = small_corpus(tmp_path_factory.mktemp("multi-host-corpus"), documents=30)
+    corpus_uri = s3_server.uri("multi-host", "corpus", "corpus.txt")
+    storage.write_bytes(corpus_uri, corpus.read_bytes())
+    root = s3_server.uri("multi-host", "undisturbed")
+    for script, args in (("preprocess.py", ["--input", corpus_uri]),
+                         ("tokenize_corpus.py", ["--vocab-size", "300"]),
+                         ("train.py", TRAIN)):  # fmt: skip
+        done = cluster.submit(str(JOBS / script), "--run-root", root, *args, options=CLUSTER_CONF)
+        assert done.returncode == 0, f"{script}:\n{done.stdout[-3000:]}{done.stderr[-3000:]}"
+    return root
+
+
+@dataclass
+class Train:
+    """train.py submitted on the driver host, its output read as it comes."""
+
+    process: subprocess.Popen
+    lines: list[str]
+    reader: threading.Thread
+
+    @classmethod
+    def start(cls, cluster: MultiHostCluster, root: str, *options: str) -> Train:
+        process = cluster.driver.popen(
+            ["spark-submit", "--master", cluster.url, *CLUSTER_CONF, *options,
+             str(JOBS / "train.py"), "--run-root", root, *TRAIN],
+            env=cluster.environment(cluster.driver),
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        )  # fmt: skip
+        lines: list[str] = []
+        reader = threading.Thread(target=lambda: lines.extend(process.stdout), daemon=True)
+        reader.start()
+        return cls(process, lines, reader)
+
+    def wait_until(self, found: Callable[[], T], what: str, timeout: float = 600) -> T:
+        """The first true answer of ``found``, asked while train runs."""
+        deadline = time.monotonic() + timeout
+        while not (answer := found()):
+            assert self.process.poll() is None, f"train ended before {what}:\n{self.output}"
+            assert time.monotonic() < deadline, f"never {what}"
+            time.sleep(0.2)
+        return answer
+
+    def finish(self) -> str:
+        """Wait for train to succeed; its output."""
+        assert self.process.wait(timeout=600) == 0, self.output
+        self.reader.join(timeout=30)
+        return "".join(self.lines)
+
+    @property
+    def output(self) -> str:
+        return "".join(self.lines[-80:])
+
+
+def copy_upstream(source_root: str, root: str) -> str:
+    for stage in UPSTREAM:
+        copy_prefix(f"{source_root}/{stage}", f"{root}/{stage}")
+    return root
+
+
+def holding_host(cluster: MultiHostCluster) -> Host | None:
+    """The worker host whose executor holds the task, from that executor's own log."""
+    for host in cluster.workers:
+        for log in cluster.executor_logs(host):
+            if f"LLM_FAULT holding at {HOLD}" in log.read_text(errors="replace"):
+                return host
+    return None
+
+
+def checkpointed_round(root: str) -> int:
+    latest = f"{root}/train/checkpoints/latest.json"
+    return json.loads(storage.read_bytes(latest))["round"] if storage.exists(latest) else 0
+
+
+def test_a_worker_host_whose_link_goes_down_mid_round_changes_nothing(
+    multi_host_cluster, trained_on_hosts, s3_server
+):
+    """Replica 0's task holds in round 2 on one worker host, and that host's link goes down:
+    the driver stops hearing its executor, declares it lost and runs the task on the other
+    host. Nothing resumes from a checkpoint; the weights are the undisturbed run's."""
+    cluster = multi_host_cluster
+    root = copy_upstream(trained_on_hosts, s3_server.uri("multi-host", "link-down"))
+    train = Train.start(cluster, root, *NOTICE_A_LOST_HOST,
+                        "--conf", f"spark.executorEnv.LLM_FAULT={HOLD}")  # fmt: skip
+    host = train.wait_until(lambda: holding_host(cluster), "a task held")
+    with cluster.link_down(host):
+        output = train.finish()
+    assert "Executor heartbeat timed out" in output, output[-4000:]
+    assert "resuming after round" not in output
+    assert model_sha256(root) == model_sha256(trained_on_hosts)
+
+
+def test_s3_out_of_reach_of_one_worker_host_for_seconds_loses_nothing(
+    multi_host_cluster, trained_on_hosts, s3_server
+):
+    """Once training is under way, S3 is cut off from worker-1 until its tasks have met the
+    cut (their connections reset) and for a few seconds more. The storage layer's retries
+    carry them over: no task fails, and the weights are the undisturbed run's."""
+    cluster = multi_host_cluster
+    root = copy_upstream(trained_on_hosts, s3_server.uri("multi-host", "s3-cut"))
+    host = cluster.workers[0]
+    train = Train.start(cluster, root)
+    train.wait_until(lambda: checkpointed_round(root) >= 1, "a round checkpointed")
+    with cluster.s3_cut_off(host):
+        train.wait_until(lambda: cluster.refused_s3(host) >= 2, f"{host.name} met the cut")
+        time.sleep(3)
+    output = train.finish()
+    assert "Lost task" not in output, output[-4000:]
+    assert model_sha256(root) == model_sha256(trained_on_hosts)

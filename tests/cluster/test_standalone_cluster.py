@@ -16,7 +16,14 @@ import psutil
 import pytest
 
 from helpers.corpora import small_corpus
-from helpers.jobs import JIT_C1_ONLY, TINY, TINY_TOLERANCE, spark_submit
+from helpers.jobs import (
+    JIT_C1_ONLY,
+    TINY,
+    TINY_TOLERANCE,
+    copy_prefix,
+    model_sha256,
+    spark_submit,
+)
 from helpers.paths import JOBS
 from helpers.spark_cluster import SparkCluster
 from sparklm.registry.versions import read_latest
@@ -82,11 +89,6 @@ def test_the_pipeline_runs_on_the_cluster_against_s3(cluster, cluster_run):
     assert cluster.worker_logs(0) and cluster.worker_logs(1)
 
 
-def copy_prefix(source: str, target: str) -> None:
-    for uri in storage.list_files(source):
-        storage.write_bytes(target + uri[len(source) :], storage.read_bytes(uri))
-
-
 # Replica 0's task of round 2 (its first attempt) holds until the test kills something:
 # the kill lands while that task certainly runs, whatever the machine's load.
 HOLD = "train:replica:round-2"
@@ -144,14 +146,8 @@ class HeldTrain:
         self.reader.join(timeout=30)
         output = "".join(self.lines)
         assert "resuming after round" not in output
-        assert weights(self.root) == weights(cluster_run["root"])
+        assert model_sha256(self.root) == model_sha256(cluster_run["root"])
         return output
-
-
-def weights(run_root: str) -> str:
-    [entry] = [f for f in read_manifest(run_root, "train")["files"]
-               if f["path"] == "model.safetensors"]  # fmt: skip
-    return entry["sha256"]
 
 
 def spark_saw(output: str) -> str:

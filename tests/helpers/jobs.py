@@ -52,6 +52,24 @@ def copy_stages(source: str, target: Path, stages: Sequence[str]) -> str:
     return f"file://{target}"
 
 
+def copy_prefix(source: str, target: str) -> None:
+    """Copy every file under the URI ``source`` to the same place under ``target`` (a stage
+    of one run root into another, on any filesystem)."""
+    from sparklm.runtime import storage
+
+    for uri in storage.list_files(source):
+        storage.write_bytes(target + uri[len(source) :], storage.read_bytes(uri))
+
+
+def model_sha256(run_root: str) -> str:
+    """The checksum train's manifest records for the weights it wrote."""
+    from sparklm.runtime.stages import read_manifest
+
+    [entry] = [f for f in read_manifest(run_root, "train")["files"]
+               if f["path"] == "model.safetensors"]  # fmt: skip
+    return entry["sha256"]
+
+
 def load_job(name: str) -> ModuleType:
     """Import ``jobs/{name}.py`` as a module, as spark-submit runs it: shipped by value.
 

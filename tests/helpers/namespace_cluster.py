@@ -20,10 +20,13 @@ import os
 import select
 import socket
 import socketserver
+import struct
 import subprocess
 import threading
 import urllib.request
-from collections.abc import Callable, Sequence
+from collections import Counter
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -43,7 +46,9 @@ NO_PORT_FALLBACK = "-Dspark.port.maxRetries=0"
 
 class Relay(socketserver.ThreadingTCPServer):
     """Connections to ``listen`` relayed to ``target``: how the hosts reach a server that
-    listens on this machine's loopback only."""
+    listens on this machine's loopback only. Like a router, it can cut one host off: while a
+    host's address is in ``cut_off``, its connections, open or new, are reset (``refused``
+    counts the new ones)."""
 
     daemon_threads = True
     allow_reuse_address = True
@@ -52,6 +57,8 @@ class Relay(socketserver.ThreadingTCPServer):
         super().__init__(listen, _RelayConnection)
         self.target = target
         self.closing = False
+        self.cut_off: set[str] = set()
+        self.refused: Counter[str] = Counter()
         threading.Thread(target=self.serve_forever, kwargs={"poll_interval": 0.1},
                          daemon=True).start()  # fmt: skip
 
@@ -65,11 +72,28 @@ class _RelayConnection(socketserver.BaseRequestHandler):
     server: Relay
 
     def handle(self) -> None:
+        client = self.client_address[0]
+        if client in self.server.cut_off:
+            self.server.refused[client] += 1
+            reset(self.request)
+            return
         try:
             with socket.create_connection(self.server.target, timeout=10) as upstream:
-                relay(self.request, upstream, stopping=lambda: self.server.closing)
+                relay(
+                    self.request,
+                    upstream,
+                    stopping=lambda: self.server.closing or client in self.server.cut_off,
+                )
         except OSError:  # either side reset or gone: as a router would, drop the connection
             return
+        if client in self.server.cut_off:
+            reset(self.request)
+
+
+def reset(connection: socket.socket) -> None:
+    """Close with a reset (RST), not an orderly end: the peer sees its connection broken."""
+    connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    connection.close()
 
 
 def relay(a: socket.socket, b: socket.socket, stopping: Callable[[], bool]) -> None:
@@ -155,6 +179,35 @@ class MultiHostCluster:
         url = f"http://{self.driver.address}:{MASTER_UI_PORT}/json/"
         with no_proxy.open(url, timeout=10) as response:
             return json.load(response)
+
+    @contextmanager
+    def s3_cut_off(self, host: Host) -> Iterator[None]:
+        """The S3 server unreachable from ``host`` (and only from it) until the block ends:
+        every connection it has or makes to S3 is reset."""
+        self.relay.cut_off.add(host.address)
+        try:
+            yield
+        finally:
+            self.relay.cut_off.discard(host.address)
+
+    def refused_s3(self, host: Host) -> int:
+        """How many of ``host``'s connections to S3 a cut refused."""
+        return self.relay.refused[host.address]
+
+    @contextmanager
+    def link_down(self, host: Host) -> Iterator[None]:
+        """``host``'s network link down (as a pulled cable or a failed switch port) until the
+        block ends; then up, and its worker registered with the master again."""
+        host.ip("link", "set", "dev", "eth0", "down")
+        try:
+            yield
+        finally:
+            host.ip("link", "set", "dev", "eth0", "up")
+            self._wait_for_workers(timeout=180)
+
+    def executor_logs(self, host: Host) -> list[Path]:
+        """The stderr files of the executors ``host``'s worker ran, as this machine reads them."""
+        return sorted(host.path(WORK_DIR).glob("app-*/*/stderr"))
 
     def stop(self) -> None:
         """Stop the hosts (which ends every process on them), then the relay."""
