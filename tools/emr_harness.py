@@ -4,10 +4,12 @@ moto accepts ``RunJobFlow``/``AddJobFlowSteps`` (botocore validates every
 request against the real EMR API model) but never executes a step. This
 harness watches moto's in-process EMR backend; for the next step due on a
 live cluster it downloads the uploaded code bundle from the S3 server, runs
-the step's ``spark-submit`` locally — rewriting only the code locations and
-adding ``--master local[2]`` — then marks the step COMPLETED or FAILED (and
-cancels the later steps, as ``ActionOnFailure=CANCEL_AND_WAIT`` does), and
-uploads the step's output where EMR puts step logs.
+the step's ``spark-submit`` — rewriting only the code locations and adding
+``--master`` (``local[2]`` on this machine by default; the tests' multi-host
+cluster runs the steps on its master node against its own master) — then
+marks the step COMPLETED or FAILED (and cancels the later steps, as
+``ActionOnFailure=CANCEL_AND_WAIT`` does), and uploads the step's output where
+EMR puts step logs.
 
 Steps run as on an EMR node: in the node environment (``.venv-emr``), which the
 bundle's own ``bootstrap.sh`` built from the bundle's ``requirements.txt`` and
@@ -32,6 +34,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -98,12 +101,26 @@ class StepRun:
     cwd: str = ""
 
 
+# Runs a step's spark-submit ``command`` in the bundle folder with the node environment; the
+# result holds its output and errors together.
+StepExecutor = Callable[[list[str], str, dict[str, str]], subprocess.CompletedProcess]
+
+
+def run_here(command: list[str], bundle: str, env: dict[str, str]) -> subprocess.CompletedProcess:
+    """Run a step on this machine."""
+    return subprocess.run(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                          timeout=1800, cwd=bundle, env=env)  # fmt: skip
+
+
 @dataclass
 class EmrStepRunner:
     """Background thread that executes the steps moto receives, one at a time, in order."""
 
     work_dir: Path
     venv: Path = EMR_VENV
+    # The steps' Spark master, and where their spark-submit runs.
+    master: str = MASTER
+    execute: StepExecutor = run_here
     poll_seconds: float = 0.2
     runs: list[StepRun] = field(default_factory=list)
     errors: list[BaseException] = field(default_factory=list)
@@ -151,9 +168,7 @@ class EmrStepRunner:
             self.errors.append(exc)
             done = subprocess.CompletedProcess(step.args, 1, f"harness: {exc}\n")
         else:
-            done = subprocess.run(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                  text=True, timeout=1800, cwd=bundle,
-                                  env=node_environment(self.venv))  # fmt: skip
+            done = self.execute(command, bundle, node_environment(self.venv))
         self.runs.append(StepRun(cluster.id, step.id, step.name, done.returncode,
                                  done.stdout, command, bundle))  # fmt: skip
         log_uri = (cluster.log_uri or "").replace("s3n://", "s3://").rstrip("/")
@@ -182,7 +197,7 @@ class EmrStepRunner:
         # The bundle's S3 folder becomes the local copy, the node's virtualenv this one.
         rewritten = [local + a[len(code_uri):] if a.startswith(code_uri + "/")
                      else a.replace(EMR_NODE_VENV, str(self.venv)) for a in args[1:]]  # fmt: skip
-        return [str(self.venv / "bin" / "spark-submit"), "--master", MASTER, *rewritten], local
+        return [str(self.venv / "bin" / "spark-submit"), "--master", self.master, *rewritten], local
 
     def _check_node_env(self, bundle: Path) -> None:
         """The node environment must come from this bundle's dependency files, with the

@@ -1,6 +1,8 @@
 """env=emr for real: the Amazon provider's operators against moto, every step executed on
 an EMR node's environment (the default release's Spark 3.5, the code bundle alone), and the
-same steps replayed on the project's Spark 4.2: both Sparks give the same artifacts.
+same steps replayed on the project's Spark 4.2 in local[2]: both give the same artifacts.
+The whole pipeline's steps run as on EMR's hosts, which share nothing but the network and
+S3: on a multi-host cluster (``helpers.namespace_cluster``) where namespaces can be made.
 
 Spark 3.5 bundles an older cloudpickle than pyspark 4 (a dataclass defined in a job script
 lost its fields on executors: generate died with ``KeyError: 'temperature'``).
@@ -8,13 +10,16 @@ lost its fields on executors: generate died with ``KeyError: 'temperature'``).
 
 import os
 import subprocess
+from collections.abc import Iterator
 
 import boto3
 import pytest
 
-from emr_harness import EmrStepRunner
+from emr_harness import EMR_VENV, MASTER, EmrStepRunner, node_environment
 from helpers.corpora import small_corpus
 from helpers.jobs import SMALL_CONF, load_dag
+from helpers.namespace_cluster import MultiHostCluster
+from helpers.namespaces import unavailable
 from helpers.oracles import generated_records
 from helpers.paths import JOBS, REPO
 from helpers.spark_runtimes import (
@@ -94,14 +99,31 @@ def emr_client(endpoint):
     return boto3.client("emr", endpoint_url=endpoint, region_name="us-east-1")
 
 
-def run_emr(dag, tmp_path, s3_server, name, **conf):
+def run_emr(dag, tmp_path, s3_server, name, hosts: MultiHostCluster | None = None, **conf):
+    """An env=emr run; its steps run on ``hosts`` (on its master node), else here."""
     root = s3_server.uri("runs", name)
-    with EmrStepRunner(tmp_path / "emr-nodes") as runner:
+    on_hosts = {"master": hosts.url, "execute": hosts.run_step} if hosts else {}
+    with EmrStepRunner(tmp_path / "emr-nodes", **on_hosts) as runner:
         run = dag.test(run_conf={"env": "emr", "run_root": root,
                                  "registry": s3_server.uri("registry-emr"), **conf})  # fmt: skip
     assert not runner.errors, runner.errors
     states = {ti.task_id: ti.state for ti in run.get_task_instances()}
     return run, states, runner, root
+
+
+@pytest.fixture(scope="module")
+def emr_hosts(s3_server, tmp_path_factory) -> Iterator[MultiHostCluster | None]:
+    """EMR's hosts: a master node and two core nodes that share nothing but the network and
+    S3, running the node environment's Spark 3.5; None where namespaces cannot be made (the
+    steps then run on this machine)."""
+    if reason := unavailable():
+        print(f"the EMR steps run on this machine, not on separate hosts: {reason}")
+        yield None
+        return
+    hosts = MultiHostCluster.start(tmp_path_factory.mktemp("emr-hosts"), s3_server.endpoint,
+                                   base_environment=node_environment(EMR_VENV))  # fmt: skip
+    yield hosts
+    hosts.stop()
 
 
 @pytest.fixture(scope="module")
@@ -121,13 +143,13 @@ def test_each_spark_runtime_has_its_spark_and_none_of_our_code(spark4):
 
 @pytest.mark.slow
 def test_the_whole_pipeline_runs_as_emr_steps_and_the_same_on_spark_4(
-    emr_dag, aws_default_connection, s3_server, spark4, tmp_path
+    emr_dag, aws_default_connection, s3_server, emr_hosts, spark4, tmp_path
 ):
     corpus = small_corpus(tmp_path / "corpus", documents=30)
     storage.write_bytes(s3_server.uri("emr-corpus", "corpus.txt"), corpus.read_bytes())
     run, states, runner, root = run_emr(
-        emr_dag, tmp_path, s3_server, "emr-ok", corpus=s3_server.uri("emr-corpus", "*.txt"),
-        **SMALL)  # fmt: skip
+        emr_dag, tmp_path, s3_server, "emr-ok", emr_hosts,
+        corpus=s3_server.uri("emr-corpus", "*.txt"), **SMALL)  # fmt: skip
 
     failed = [f"{r.name}:\n{r.output[-3000:]}" for r in runner.runs if r.returncode]
     assert run.state == "success", (states, failed)
@@ -142,14 +164,19 @@ def test_the_whole_pipeline_runs_as_emr_steps_and_the_same_on_spark_4(
     cluster = emr_client(aws_default_connection).describe_cluster(ClusterId=cluster_id)["Cluster"]
     assert cluster["Status"]["State"] == "TERMINATED"
     assert cluster["LogUri"].startswith(root)
+    if emr_hosts:  # the Spark jobs ran in executors on both core nodes
+        apps = {a["name"] for a in emr_hosts.status()["completedapps"]}
+        assert apps >= {f"llm-{s}" for s in STAGES if s != "publish"}, apps
+        assert all(emr_hosts.executor_logs(host) for host in emr_hosts.workers)
 
-    # The same steps, from the same bundle, on the project's Spark 4.2 into another run root
-    # and registry: every artifact but the timings is the same.
+    # The same steps, from the same bundle, on the project's Spark 4.2 in local[2] on this
+    # machine, into another run root and registry: every artifact but the timings is the same.
     root4 = root + "-spark4"
     registry = s3_server.uri("registry-emr")
     registry4 = s3_server.uri("registry-spark4")
     for step in runner.runs:
         args = [a.replace(root, root4).replace(registry, registry4) for a in step.command[1:]]
+        args[args.index("--master") + 1] = MASTER
         done = subprocess.run([str(spark4.spark_submit), *args], stdout=subprocess.PIPE,
                               stderr=subprocess.STDOUT, text=True, timeout=900, cwd=step.cwd,
                               env=spark4.env)  # fmt: skip

@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import os
 import select
+import shutil
 import socket
 import socketserver
 import struct
@@ -25,7 +26,7 @@ import subprocess
 import threading
 import urllib.request
 from collections import Counter
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -118,16 +119,21 @@ class MultiHostCluster:
     network: Network
     logs: Path  # the daemons' console output, on this machine
     s3_port: int
+    # What every process on the hosts starts from: the test session's environment, or an
+    # EMR node's (its Python and Spark, nothing of the development install).
+    base_environment: Mapping[str, str]
     processes: dict[str, subprocess.Popen] = field(default_factory=dict)
     relay: Relay | None = None
 
     @classmethod
-    def start(cls, logs: Path, s3_endpoint: str, workers: int = 2) -> MultiHostCluster:
-        """Hosts, the S3 relay, the master and the workers, up and registered; on any failure
-        nothing is left."""
+    def start(cls, logs: Path, s3_endpoint: str, workers: int = 2,
+              base_environment: Mapping[str, str] | None = None) -> MultiHostCluster:  # fmt: skip
+        """Hosts, the S3 relay, the master and the workers (of the Spark that
+        ``base_environment``'s PATH finds), up and registered; on any failure nothing is
+        left."""
         names = ["driver", *(f"worker-{i}" for i in range(1, workers + 1))]
         s3 = urlsplit(s3_endpoint)
-        cluster = cls(Network.create(names), logs, s3.port)
+        cluster = cls(Network.create(names), logs, s3.port, base_environment or os.environ)
         try:
             cluster.relay = Relay((cluster.network.gateway, s3.port), (s3.hostname, s3.port))
             cluster._start_master()
@@ -156,11 +162,13 @@ class MultiHostCluster:
         """The S3 server as the hosts reach it."""
         return f"http://{self.network.gateway}:{self.s3_port}"
 
-    def environment(self, host: Host, **extra: str) -> dict[str, str]:
-        """The environment of a process on ``host``: the test session's, with no proxy (the
-        hosts reach nothing beyond the bridge), the host's own folders, address and S3
-        endpoint."""
-        env = {k: v for k, v in os.environ.items() if not k.lower().endswith("_proxy")}
+    def environment(self, host: Host, base: Mapping[str, str] | None = None,
+                    **extra: str) -> dict[str, str]:  # fmt: skip
+        """The environment of a process on ``host``: ``base`` (the cluster's base environment
+        by default) with no proxy (the hosts reach nothing beyond the bridge), and the host's
+        own folders, address and S3 endpoint."""
+        env = {k: v for k, v in (base or self.base_environment).items()
+               if not k.lower().endswith("_proxy")}  # fmt: skip
         env.update(HOME=str(home()), TMPDIR="/tmp", SPARK_LOCAL_IP=host.address,
                    SPARK_LOCAL_DIRS=LOCAL_DIRS, AWS_ENDPOINT_URL_S3=self.s3_endpoint)  # fmt: skip
         return {**env, **extra}
@@ -172,6 +180,18 @@ class MultiHostCluster:
             ["spark-submit", "--master", self.url, *options, script, *args],
             env=self.environment(self.driver), timeout=timeout,
         )  # fmt: skip
+
+    def run_step(self, command: list[str], folder: str, env: Mapping[str, str]
+                 ) -> subprocess.CompletedProcess:  # fmt: skip
+        """An EMR step's ``command`` on the driver host (EMR's master node), in ``folder``,
+        copied there first from this machine as EMR fetches a step's files; ``env`` is the
+        node's environment, with the host's own folders, address and S3 endpoint. Output and
+        errors come back together."""
+        if not self.driver.path(folder).exists():
+            shutil.copytree(folder, self.driver.path(folder))
+        return self.driver.run(command, cwd=folder, env=self.environment(self.driver, base=env),
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                               timeout=1800)  # fmt: skip
 
     def status(self) -> dict:
         """The master's own view (its web UI's JSON): workers, running and finished apps."""

@@ -120,23 +120,28 @@ class Host:
         [child] = psutil.Process(self.init.pid).children()
         return child.pid
 
-    def enter(self, *namespaces: str) -> list[str]:
+    def enter(self, *namespaces: str, wd: str | None = None) -> list[str]:
         """The ``nsenter`` prefix that runs a command on this host (in every namespace unless
-        ``namespaces`` names some), in the home folder as a login would."""
+        ``namespaces`` names some), in ``wd``, else in the home folder as a login would."""
         chosen = namespaces or ("net", "mount", "uts", "pid")
         return ["nsenter", f"--target={self.pid}", *(f"--{n}" for n in chosen),
-                f"--wd={home()}", "--"]  # fmt: skip
+                f"--wd={wd or home()}", "--"]  # fmt: skip
 
-    def popen(self, argv: Sequence[str], **kwargs) -> subprocess.Popen:
+    def popen(self, argv: Sequence[str], cwd: str | None = None, **kwargs) -> subprocess.Popen:
+        """Start ``argv`` on the host, in ``cwd`` there (the home folder by default)."""
         kwargs.setdefault("stdin", subprocess.DEVNULL)
-        return subprocess.Popen([*self.enter(), *argv], **kwargs)
+        return subprocess.Popen([*self.enter(wd=cwd), *argv], **kwargs)
 
-    def run(self, argv: Sequence[str], **kwargs) -> subprocess.CompletedProcess:
+    def run(self, argv: Sequence[str], cwd: str | None = None,
+            **kwargs) -> subprocess.CompletedProcess:  # fmt: skip
+        """Run ``argv`` on the host, in ``cwd`` there; its output captured as text unless
+        ``stdout`` says otherwise."""
         kwargs.setdefault("stdin", subprocess.DEVNULL)
-        kwargs.setdefault("capture_output", True)
+        if "stdout" not in kwargs:
+            kwargs.setdefault("capture_output", True)
         kwargs.setdefault("text", True)
         kwargs.setdefault("timeout", 600)
-        return subprocess.run([*self.enter(), *argv], **kwargs)
+        return subprocess.run([*self.enter(wd=cwd), *argv], **kwargs)
 
     def ip(self, *args: str) -> None:
         """``ip`` in the host's network namespace."""
