@@ -20,11 +20,14 @@ from typing import TypeVar
 import pytest
 
 from helpers.corpora import small_corpus
-from helpers.jobs import JIT_C1_ONLY, TINY, copy_prefix, model_sha256
+from helpers.jobs import JIT_C1_ONLY, SMALL_CONF, TINY, copy_prefix, load_dag, model_sha256
 from helpers.namespace_cluster import LOCAL_DIRS, WORK_DIR, MultiHostCluster
 from helpers.namespaces import Host, home, leftovers, unavailable
 from helpers.paths import JOBS, REPO
+from llm_pipeline.pipeline import PIPELINE
+from sparklm.registry.versions import read_latest
 from sparklm.runtime import storage
+from sparklm.runtime.stages import read_manifest
 
 pytestmark = pytest.mark.slow
 
@@ -241,8 +244,11 @@ def test_a_run_root_on_the_drivers_disk_is_refused_before_any_work(multi_host_cl
     assert not cluster.driver.path("/srv/run/preprocess").exists()
 
 
-# Faults across hosts. One replica per worker host; the fault tests train again on copies of
-# an undisturbed run's data, and must end with its weights, bit for bit.
+# The whole DAG on the cluster, then faults across hosts: the fault tests train again, with
+# spark-submit, on copies of that run's data and must end with its weights, bit for bit (one
+# replica per worker host). TRAIN is train's part of DAG_PARAMS, as flags.
+STAGES = [job.stage for job in PIPELINE]
+DAG_PARAMS = {**SMALL_CONF, "rounds": 4, "local_steps": 20, "max_new_tokens": 8}
 TRAIN = [*TINY, "--partitions", "2", "--rounds", "4", "--local-steps", "20"]
 UPSTREAM = ("preprocess", "tokenize")
 # Replica 0's task of round 2 (its first attempt) holds until its host is cut off: the fault
@@ -257,19 +263,62 @@ T = TypeVar("T")
 
 
 @pytest.fixture(scope="module")
-def trained_on_hosts(multi_host_cluster, s3_server, tmp_path_factory) -> str:
-    """preprocess, tokenize and train on the cluster, undisturbed, on an s3:// run root."""
+def dag_run_on_hosts(multi_host_cluster, s3_server, airflow_db, tmp_path_factory) -> DagRun:
+    """The whole DAG, in local mode with the ``spark_local`` connection pointed at the
+    cluster's master, as ``airflow dags test`` runs it: this machine is the Airflow worker
+    and the jobs' driver (on the gateway's address, which the executors reach), the run root,
+    registry and corpus are on S3."""
     cluster = multi_host_cluster
     corpus = small_corpus(tmp_path_factory.mktemp("multi-host-corpus"), documents=30)
     corpus_uri = s3_server.uri("multi-host", "corpus", "corpus.txt")
     storage.write_bytes(corpus_uri, corpus.read_bytes())
-    root = s3_server.uri("multi-host", "undisturbed")
-    for script, args in (("preprocess.py", ["--input", corpus_uri]),
-                         ("tokenize_corpus.py", ["--vocab-size", "300"]),
-                         ("train.py", TRAIN)):  # fmt: skip
-        done = cluster.submit(str(JOBS / script), "--run-root", root, *args, options=CLUSTER_CONF)
-        assert done.returncode == 0, f"{script}:\n{done.stdout[-3000:]}{done.stderr[-3000:]}"
-    return root
+    conf = {"run_root": s3_server.uri("multi-host", "dag-run"), "corpus": corpus_uri,
+            "registry": s3_server.uri("multi-host", "registry"), **DAG_PARAMS}  # fmt: skip
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv("AIRFLOW_CONN_SPARK_LOCAL", json.dumps({"conn_type": "spark",
+                                                           "host": cluster.url}))  # fmt: skip
+        env.setenv("SPARK_LOCAL_IP", cluster.network.gateway)
+        for allowed in ("CORPUS", "REGISTRY"):
+            env.setenv(f"AIRFLOW_VAR_LLM_{allowed}_ALLOWED_PREFIXES", f"s3://{s3_server.bucket}/")
+        before = {app["id"] for app in cluster.status()["completedapps"]}
+        run = load_dag().test(run_conf=conf)
+    return DagRun(
+        conf["run_root"],
+        conf["registry"],
+        run.state,
+        {ti.task_id: ti.state for ti in run.get_task_instances()},
+        {
+            app["id"]: app["name"]
+            for app in cluster.status()["completedapps"]
+            if app["id"] not in before
+        },  # fmt: skip
+    )
+
+
+@dataclass
+class DagRun:
+    """What the DAG run left: where, how it ended, and the Spark apps it ran on the cluster."""
+
+    root: str
+    registry: str
+    state: str
+    task_states: dict[str, str]
+    apps: dict[str, str]  # the master's app id: its name
+
+
+def test_the_whole_dag_runs_against_the_cluster(multi_host_cluster, dag_run_on_hosts):
+    cluster, run = multi_host_cluster, dag_run_on_hosts
+    assert run.state == "success", run.task_states
+    assert all(run.task_states[f"local.{stage}"] == "success" for stage in STAGES)
+    for stage in STAGES:
+        assert read_manifest(run.root, stage)["stage"] == stage
+    assert read_latest(run.registry, "wiki-gpt")["uri"].startswith(run.registry + "/")
+    # The Spark jobs ran on the cluster, in executors on both worker hosts (publish needs no
+    # Spark: it only copies files).
+    assert sorted(run.apps.values()) == sorted(f"llm-{s}" for s in STAGES if s != "publish")
+    for host in cluster.workers:
+        ran = {log.parent.parent.name for log in cluster.executor_logs(host)}
+        assert ran >= set(run.apps), (host.name, ran)
 
 
 @dataclass
@@ -334,13 +383,13 @@ def checkpointed_round(root: str) -> int:
 
 
 def test_a_worker_host_whose_link_goes_down_mid_round_changes_nothing(
-    multi_host_cluster, trained_on_hosts, s3_server
+    multi_host_cluster, dag_run_on_hosts, s3_server
 ):
     """Replica 0's task holds in round 2 on one worker host, and that host's link goes down:
     the driver stops hearing its executor, declares it lost and runs the task on the other
     host. Nothing resumes from a checkpoint; the weights are the undisturbed run's."""
     cluster = multi_host_cluster
-    root = copy_upstream(trained_on_hosts, s3_server.uri("multi-host", "link-down"))
+    root = copy_upstream(dag_run_on_hosts.root, s3_server.uri("multi-host", "link-down"))
     train = Train.start(cluster, root, *NOTICE_A_LOST_HOST,
                         "--conf", f"spark.executorEnv.LLM_FAULT={HOLD}")  # fmt: skip
     host = train.wait_until(lambda: holding_host(cluster), "a task held")
@@ -348,17 +397,17 @@ def test_a_worker_host_whose_link_goes_down_mid_round_changes_nothing(
         output = train.finish()
     assert "Executor heartbeat timed out" in output, output[-4000:]
     assert "resuming after round" not in output
-    assert model_sha256(root) == model_sha256(trained_on_hosts)
+    assert model_sha256(root) == model_sha256(dag_run_on_hosts.root)
 
 
 def test_s3_out_of_reach_of_one_worker_host_for_seconds_loses_nothing(
-    multi_host_cluster, trained_on_hosts, s3_server
+    multi_host_cluster, dag_run_on_hosts, s3_server
 ):
     """Once training is under way, S3 is cut off from worker-1 until its tasks have met the
     cut (their connections reset) and for a few seconds more. The storage layer's retries
     carry them over: no task fails, and the weights are the undisturbed run's."""
     cluster = multi_host_cluster
-    root = copy_upstream(trained_on_hosts, s3_server.uri("multi-host", "s3-cut"))
+    root = copy_upstream(dag_run_on_hosts.root, s3_server.uri("multi-host", "s3-cut"))
     host = cluster.workers[0]
     train = Train.start(cluster, root)
     train.wait_until(lambda: checkpointed_round(root) >= 1, "a round checkpointed")
@@ -367,4 +416,4 @@ def test_s3_out_of_reach_of_one_worker_host_for_seconds_loses_nothing(
         time.sleep(3)
     output = train.finish()
     assert "Lost task" not in output, output[-4000:]
-    assert model_sha256(root) == model_sha256(trained_on_hosts)
+    assert model_sha256(root) == model_sha256(dag_run_on_hosts.root)
