@@ -104,12 +104,17 @@ class HeldTrain:
     process: subprocess.Popen
     lines: list[str]
     reader: threading.Thread
+    # The apps the master knew before this train: an earlier test's train held too, and its
+    # executors may still be shutting down when this one starts.
+    earlier_apps: set[str]
 
     @classmethod
     def start(cls, cluster: SparkCluster, cluster_run: dict, s3_server, name: str) -> HeldTrain:
         root = s3_server.uri("cluster", name)
         for stage in ("preprocess", "tokenize"):
             copy_prefix(f"{cluster_run['root']}/{stage}", f"{root}/{stage}")
+        status = cluster.status()
+        earlier_apps = {app["id"] for app in status["activeapps"] + status["completedapps"]}
         process = subprocess.Popen(
             ["spark-submit", "--master", cluster.url, *CLUSTER_CONF,
              "--conf", f"spark.executorEnv.LLM_FAULT={HOLD}", str(JOBS / "train.py"),
@@ -119,11 +124,12 @@ class HeldTrain:
         lines: list[str] = []
         reader = threading.Thread(target=lambda: lines.extend(process.stdout), daemon=True)
         reader.start()
-        return cls(root, process, lines, reader)
+        return cls(root, process, lines, reader, earlier_apps)
 
     def held(self, cluster: SparkCluster) -> tuple[psutil.Process, int]:
         """The executor JVM running the held task, and its Python worker's pid, from the
-        executor's own log (the ``stderr`` in its work folder, its current directory)."""
+        executor's own log (the ``stderr`` in its work folder ``work/<app>/<executor>``, its
+        current directory)."""
         deadline = time.monotonic() + 600
         while True:
             assert self.process.poll() is None, "train ended before its task held:\n" + (
@@ -131,7 +137,10 @@ class HeldTrain:
             assert time.monotonic() < deadline, "no task ever held"
             for executor in cluster.executors():
                 try:
-                    log = (Path(executor.cwd()) / "stderr").read_text(errors="replace")
+                    folder = Path(executor.cwd())
+                    if folder.parent.name in self.earlier_apps:
+                        continue
+                    log = (folder / "stderr").read_text(errors="replace")
                 except (psutil.NoSuchProcess, FileNotFoundError):
                     continue
                 if found := HELD.search(log):
