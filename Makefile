@@ -112,11 +112,11 @@ system-deps:
 	  else echo "chromium missing and not root: the browser tests will be skipped"; fi; }
 
 # Two pytest workers (pytest-xdist): one core each; tests that share an expensive fixture (the
-# Airflow stack, the standalone cluster) stay on one worker (tests/conftest.py).
+# Airflow stack) stay on one worker (tests/conftest.py).
 # PYTEST_WORKERS= runs them in one process.
 PYTEST_WORKERS ?= -n 2
 
-## test: every test (unit, Spark 4.2 and the EMR release's 3.5, a standalone cluster, Airflow,
+## test: every test (unit, Spark 4.2 and the EMR release's 3.5, a multi-host cluster, Airflow,
 ## S3 and AWS API servers started by the tests).
 test: $(STAMP) $(EMR_STAMP) system-deps
 	pytest $(PYTEST_WORKERS)

@@ -2,8 +2,8 @@
 the check that the code under test is this checkout's; markers by folder and fixture.
 
 The fixtures live in ``tests/fixtures/`` (servers, Spark, Airflow, the JVMs' options), the
-helpers tests import in ``tests/helpers/`` (paths, jobs, corpora, oracles, browser, the
-standalone cluster).
+helpers tests import in ``tests/helpers/`` (paths, jobs, corpora, oracles, browser, hosts made
+of namespaces and the Spark cluster on them).
 """
 
 from __future__ import annotations
@@ -128,7 +128,6 @@ SHARED_ON_ONE_WORKER = {
     "airflow_stack": ("tests/airflow/test_approval.py", "tests/airflow/test_local_deployment.py",
                       "tests/emr/test_emr_deferrable.py", "tests/ui/test_models_view.py",
                       "tests/ui/test_trigger_form.py"),
-    "cluster": ("tests/cluster/test_standalone_cluster.py",),
 }  # fmt: skip
 WORKER_GROUP = {path: fixture for fixture, paths in SHARED_ON_ONE_WORKER.items()
                 for path in paths}  # fmt: skip

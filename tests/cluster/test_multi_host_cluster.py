@@ -4,6 +4,7 @@ file one node writes is not on the others."""
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import json
 import re
@@ -17,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
 
+import psutil
 import pytest
 
 from helpers.corpora import small_corpus
@@ -254,6 +256,7 @@ UPSTREAM = ("preprocess", "tokenize")
 # Replica 0's task of round 2 (its first attempt) holds until its host is cut off: the fault
 # lands while that task certainly runs, whatever the machine's load.
 HOLD = "train:replica:round-2"
+HELD = re.compile(rf"LLM_FAULT holding at {HOLD}: python worker pid (\d+)")
 # Spark waits minutes for a silent executor by default (spark.network.timeout 120 s, checked
 # every 60 s); these notice a host that went quiet within about 20 s.
 NOTICE_A_LOST_HOST = ["--conf", "spark.network.timeout=20s",
@@ -328,9 +331,14 @@ class Train:
     process: subprocess.Popen
     lines: list[str]
     reader: threading.Thread
+    # The apps the master knew before this train: their executors' logs (an earlier test's
+    # held task among them) stay on the hosts.
+    earlier_apps: set[str]
 
     @classmethod
     def start(cls, cluster: MultiHostCluster, root: str, *options: str) -> Train:
+        status = cluster.status()
+        earlier_apps = {app["id"] for app in status["activeapps"] + status["completedapps"]}
         process = cluster.driver.popen(
             ["spark-submit", "--master", cluster.url, *CLUSTER_CONF, *options,
              str(JOBS / "train.py"), "--run-root", root, *TRAIN],
@@ -340,7 +348,7 @@ class Train:
         lines: list[str] = []
         reader = threading.Thread(target=lambda: lines.extend(process.stdout), daemon=True)
         reader.start()
-        return cls(process, lines, reader)
+        return cls(process, lines, reader, earlier_apps)
 
     def wait_until(self, found: Callable[[], T], what: str, timeout: float = 600) -> T:
         """The first true answer of ``found``, asked while train runs."""
@@ -361,20 +369,22 @@ class Train:
     def output(self) -> str:
         return "".join(self.lines[-80:])
 
+    def held(self, cluster: MultiHostCluster) -> tuple[Host, int] | None:
+        """The worker host whose executor holds this train's task, and the pid (on that host)
+        of the Python worker running it, from the executor's own log; None until then."""
+        for host in cluster.workers:
+            for log in cluster.executor_logs(host):
+                if log.parent.parent.name in self.earlier_apps:
+                    continue
+                if found := HELD.search(log.read_text(errors="replace")):
+                    return host, int(found.group(1))
+        return None
+
 
 def copy_upstream(source_root: str, root: str) -> str:
     for stage in UPSTREAM:
         copy_prefix(f"{source_root}/{stage}", f"{root}/{stage}")
     return root
-
-
-def holding_host(cluster: MultiHostCluster) -> Host | None:
-    """The worker host whose executor holds the task, from that executor's own log."""
-    for host in cluster.workers:
-        for log in cluster.executor_logs(host):
-            if f"LLM_FAULT holding at {HOLD}" in log.read_text(errors="replace"):
-                return host
-    return None
 
 
 def checkpointed_round(root: str) -> int:
@@ -392,7 +402,7 @@ def test_a_worker_host_whose_link_goes_down_mid_round_changes_nothing(
     root = copy_upstream(dag_run_on_hosts.root, s3_server.uri("multi-host", "link-down"))
     train = Train.start(cluster, root, *NOTICE_A_LOST_HOST,
                         "--conf", f"spark.executorEnv.LLM_FAULT={HOLD}")  # fmt: skip
-    host = train.wait_until(lambda: holding_host(cluster), "a task held")
+    host, _ = train.wait_until(lambda: train.held(cluster), "a task held")
     with cluster.link_down(host):
         output = train.finish()
     assert "Executor heartbeat timed out" in output, output[-4000:]
@@ -416,4 +426,53 @@ def test_s3_out_of_reach_of_one_worker_host_for_seconds_loses_nothing(
         time.sleep(3)
     output = train.finish()
     assert "Lost task" not in output, output[-4000:]
+    assert model_sha256(root) == model_sha256(dag_run_on_hosts.root)
+
+
+# What Spark says when a kill -9 takes down, on the host that runs the held task:
+SPARK_SAYS = {
+    # the Python worker that trains the replica (the executor lives on, the task fails and
+    # Spark runs it again);
+    "python worker": "Python worker exited unexpectedly",
+    # the executor JVM, and with it its Python workers (Spark reruns the lost task on another
+    # executor);
+    "executor": "ExecutorLostFailure",
+    # every process on the host but its init: the Spark worker, the executor, the Python
+    # workers, as when a machine dies (the lost task runs on the other host).
+    "whole host": "worker lost",
+}
+
+
+def kill(what: str, host: Host, python_worker: int) -> None:
+    """kill -9 ``what`` (a key of SPARK_SAYS) on ``host``; ``python_worker`` is a pid there."""
+    if what == "python worker":
+        host.run(["kill", "-9", str(python_worker)], check=True)
+    elif what == "executor":
+        host.run(["pkill", "-9", "-f", "CoarseGrainedExecutorBackend"], check=True)
+    else:
+        for process in host.processes():
+            if process.pid != host.pid:
+                with contextlib.suppress(psutil.NoSuchProcess):
+                    process.kill()
+
+
+@pytest.mark.parametrize("what", SPARK_SAYS)
+def test_a_kill_mid_round_changes_nothing(multi_host_cluster, dag_run_on_hosts, s3_server, what):
+    """kill -9 what runs replica 0's task in round 2: Spark reruns the lost task within the
+    job. Nothing resumes from a checkpoint; the weights are the undisturbed run's."""
+    cluster = multi_host_cluster
+    root = copy_upstream(dag_run_on_hosts.root,
+                         s3_server.uri("multi-host", what.replace(" ", "-")))  # fmt: skip
+    train = Train.start(cluster, root, "--conf", f"spark.executorEnv.LLM_FAULT={HOLD}")
+    host, python_worker = train.wait_until(lambda: train.held(cluster), "a task held")
+    try:
+        kill(what, host, python_worker)
+        output = train.finish()
+    finally:
+        if what == "whole host":
+            cluster.restart_worker(host)
+    assert SPARK_SAYS[what] in output, output[-4000:]
+    if what == "python worker":
+        assert "ExecutorLostFailure" not in output  # the executor itself lived on
+    assert "resuming after round" not in output
     assert model_sha256(root) == model_sha256(dag_run_on_hosts.root)

@@ -24,6 +24,7 @@ import socketserver
 import struct
 import subprocess
 import threading
+import time
 import urllib.request
 from collections import Counter
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -35,7 +36,6 @@ from urllib.parse import urlsplit
 from fixtures.servers import wait_for_port
 
 from helpers.namespaces import Host, Network, home
-from helpers.spark_cluster import wait_for_workers
 
 MASTER_PORT, MASTER_UI_PORT, WORKER_PORT, WORKER_UI_PORT = 7077, 8080, 7078, 8081
 WORK_DIR = "/srv/spark/work"
@@ -225,6 +225,12 @@ class MultiHostCluster:
             host.ip("link", "set", "dev", "eth0", "up")
             self._wait_for_workers(timeout=180)
 
+    def restart_worker(self, host: Host) -> None:
+        """Start ``host``'s Spark worker again (after a test killed it); wait until the master
+        counts every worker alive."""
+        self._start_worker(host)
+        self._wait_for_workers(timeout=180)
+
     def executor_logs(self, host: Host) -> list[Path]:
         """The stderr files of the executors ``host``'s worker ran, as this machine reads them."""
         return sorted(host.path(WORK_DIR).glob("app-*/*/stderr"))
@@ -263,3 +269,29 @@ class MultiHostCluster:
     def _wait_for_workers(self, timeout: float) -> None:
         wait_for_workers(self.processes, lambda name: self.logs / f"{name}.log", self.status,
                          len(self.workers), timeout)  # fmt: skip
+
+
+def wait_for_workers(
+    processes: dict[str, subprocess.Popen],
+    log_of: Callable[[str], Path],
+    status: Callable[[], dict],
+    workers: int,
+    timeout: float,
+) -> None:
+    """Until the master lists ``workers`` alive workers; a Spark process that exits first
+    fails the wait with the end of its log (``log_of`` its name)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        for name, process in processes.items():
+            if process.poll() is not None:
+                log = log_of(name).read_text(errors="replace")
+                raise RuntimeError(f"spark {name} exited with {process.returncode}:\n"
+                                   f"{log[-3000:]}")  # fmt: skip
+        try:
+            if status().get("aliveworkers") == workers:
+                return
+        except (OSError, ValueError):  # not up yet; or, while starting, an HTML page
+            pass
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{workers} workers did not register within {timeout}s")
+        time.sleep(0.5)
