@@ -1,6 +1,7 @@
 """A Spark standalone cluster whose driver and workers are separate hosts (Linux namespaces)
 that share nothing but the network and the S3 server: what the jobs meet on EMR, where a
-file one node writes is not on the others."""
+file one node writes is not on the others. On it: the hosts themselves, the whole DAG, and
+faults across hosts (kills, a link down, S3 out of one host's reach)."""
 
 from __future__ import annotations
 
@@ -253,8 +254,8 @@ STAGES = [job.stage for job in PIPELINE]
 DAG_PARAMS = {**SMALL_CONF, "rounds": 4, "local_steps": 20, "max_new_tokens": 8}
 TRAIN = [*TINY, "--partitions", "2", "--rounds", "4", "--local-steps", "20"]
 UPSTREAM = ("preprocess", "tokenize")
-# Replica 0's task of round 2 (its first attempt) holds until its host is cut off: the fault
-# lands while that task certainly runs, whatever the machine's load.
+# Replica 0's task of round 2 (its first attempt) holds until a test kills it or cuts its host
+# off: the fault lands while that task certainly runs, whatever the machine's load.
 HOLD = "train:replica:round-2"
 HELD = re.compile(rf"LLM_FAULT holding at {HOLD}: python worker pid (\d+)")
 # Spark waits minutes for a silent executor by default (spark.network.timeout 120 s, checked
