@@ -17,7 +17,7 @@ import pytest
 
 from emr_harness import EMR_VENV, MASTER, EmrStepRunner, node_environment
 from helpers.corpora import small_corpus
-from helpers.jobs import SMALL_CONF, load_dag
+from helpers.jobs import SMALL_CONF, load_dag, stage_checksums
 from helpers.namespace_cluster import MultiHostCluster
 from helpers.namespaces import unavailable
 from helpers.oracles import generated_records
@@ -165,9 +165,10 @@ def test_the_whole_pipeline_runs_as_emr_steps_and_the_same_on_spark_4(
     assert cluster["Status"]["State"] == "TERMINATED"
     assert cluster["LogUri"].startswith(root)
     if emr_hosts:  # the Spark jobs ran in executors on both core nodes
-        apps = {a["name"] for a in emr_hosts.status()["completedapps"]}
-        assert apps >= {f"llm-{s}" for s in STAGES if s != "publish"}, apps
-        assert all(emr_hosts.executor_logs(host) for host in emr_hosts.workers)
+        apps = emr_hosts.completed_apps()
+        assert sorted(apps.values()) == sorted(f"llm-{s}" for s in STAGES if s != "publish")
+        for app, name in apps.items():
+            assert emr_hosts.executor_hosts(app) == {"worker-1", "worker-2"}, name
 
     # The same steps, from the same bundle, on the project's Spark 4.2 in local[2] on this
     # machine, into another run root and registry: every artifact but the timings is the same.
@@ -182,21 +183,15 @@ def test_the_whole_pipeline_runs_as_emr_steps_and_the_same_on_spark_4(
                               env=spark4.env)  # fmt: skip
         assert done.returncode == 0, f"{step.name} on Spark 4:\n{done.stdout[-4000:]}"
     for stage in ("preprocess", "tokenize"):
-        assert artifacts(root, stage) == artifacts(root4, stage), stage
+        assert stage_checksums(root, stage) == stage_checksums(root4, stage), stage
     weights = ("model.safetensors", "config.json")
-    assert artifacts(root, "train", weights) == artifacts(root4, "train", weights)
+    assert stage_checksums(root, "train", weights) == stage_checksums(root4, "train", weights)
     assert samples(root) == samples(root4)
     assert all(r["temperature"] == 0.8 and r["top_k"] == 50 and r["new_tokens"] > 0
                for r in samples(root))  # fmt: skip
     [text] = listed_files(read_manifest(root, "generate"), "generated.txt")
     assert "T=0.8, top-k=50" in storage.read_bytes(text["uri"]).decode()
     assert read_latest(registry4, "wiki-gpt")["uri"].startswith(registry4 + "/")
-
-
-def artifacts(root: str, stage: str, names: tuple[str, ...] = ()) -> dict[str, str]:
-    """``{path: sha256}`` of a stage's files (those starting with ``names``, if given)."""
-    files = read_manifest(root, stage)["files"]
-    return {f["path"]: f["sha256"] for f in files if not names or f["path"].startswith(names)}
 
 
 def samples(root: str) -> list[dict]:

@@ -61,13 +61,18 @@ def copy_prefix(source: str, target: str) -> None:
         storage.write_bytes(target + uri[len(source) :], storage.read_bytes(uri))
 
 
-def model_sha256(run_root: str) -> str:
-    """The checksum train's manifest records for the weights it wrote."""
+def stage_checksums(run_root: str, stage: str, names: tuple[str, ...] = ()) -> dict[str, str]:
+    """``{path: sha256}`` of the files a stage's manifest lists (those whose path starts with
+    one of ``names``, if given): what two runs are compared by."""
     from sparklm.runtime.stages import read_manifest
 
-    [entry] = [f for f in read_manifest(run_root, "train")["files"]
-               if f["path"] == "model.safetensors"]  # fmt: skip
-    return entry["sha256"]
+    files = read_manifest(run_root, stage)["files"]
+    return {f["path"]: f["sha256"] for f in files if not names or f["path"].startswith(names)}
+
+
+def model_sha256(run_root: str) -> str:
+    """The checksum train's manifest records for the weights it wrote."""
+    return stage_checksums(run_root, "train")["model.safetensors"]
 
 
 def load_job(name: str) -> ModuleType:

@@ -235,6 +235,14 @@ class MultiHostCluster:
         """The stderr files of the executors ``host``'s worker ran, as this machine reads them."""
         return sorted(host.path(WORK_DIR).glob("app-*/*/stderr"))
 
+    def completed_apps(self) -> dict[str, str]:
+        """The applications the master has seen end: their id, and the name each gave itself."""
+        return {app["id"]: app["name"] for app in self.status()["completedapps"]}
+
+    def executor_hosts(self, app_id: str) -> set[str]:
+        """The worker hosts that ran an executor of ``app_id`` (each has its work dir)."""
+        return {host.name for host in self.workers if host.path(f"{WORK_DIR}/{app_id}").is_dir()}
+
     def stop(self) -> None:
         """Stop the hosts (which ends every process on them), then the relay."""
         self.network.stop()
@@ -267,31 +275,21 @@ class MultiHostCluster:
             )  # fmt: skip
 
     def _wait_for_workers(self, timeout: float) -> None:
-        wait_for_workers(self.processes, lambda name: self.logs / f"{name}.log", self.status,
-                         len(self.workers), timeout)  # fmt: skip
-
-
-def wait_for_workers(
-    processes: dict[str, subprocess.Popen],
-    log_of: Callable[[str], Path],
-    status: Callable[[], dict],
-    workers: int,
-    timeout: float,
-) -> None:
-    """Until the master lists ``workers`` alive workers; a Spark process that exits first
-    fails the wait with the end of its log (``log_of`` its name)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        for name, process in processes.items():
-            if process.poll() is not None:
-                log = log_of(name).read_text(errors="replace")
-                raise RuntimeError(f"spark {name} exited with {process.returncode}:\n"
-                                   f"{log[-3000:]}")  # fmt: skip
-        try:
-            if status().get("aliveworkers") == workers:
-                return
-        except (OSError, ValueError):  # not up yet; or, while starting, an HTML page
-            pass
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"{workers} workers did not register within {timeout}s")
-        time.sleep(0.5)
+        """Until the master lists every worker alive; a Spark process that exits first fails
+        the wait with the end of its log."""
+        deadline = time.monotonic() + timeout
+        while True:
+            for name, process in self.processes.items():
+                if process.poll() is not None:
+                    log = (self.logs / f"{name}.log").read_text(errors="replace")
+                    raise RuntimeError(f"spark {name} exited with {process.returncode}:\n"
+                                       f"{log[-3000:]}")  # fmt: skip
+            try:
+                if self.status().get("aliveworkers") == len(self.workers):
+                    return
+            except (OSError, ValueError):  # not up yet; or, while starting, an HTML page
+                pass
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{len(self.workers)} workers did not register within "
+                                   f"{timeout}s")  # fmt: skip
+            time.sleep(0.5)
