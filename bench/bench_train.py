@@ -310,9 +310,11 @@ def single_process_loop(
 
     from sparklm.model.gpt import GPT
     from sparklm.model.training import build_optimizer, evaluate, lr_scale, sample_batch
+    from sparklm.runtime.allocator import keep_freed_memory
 
     previous_threads = torch.get_num_threads()
     torch.set_num_threads(threads)
+    keep_freed_memory()  # as the train job's replicas do
     tokens, stats = read_split(data, "train")
     val, _ = read_split(data, "val")
     model_cfg, cfg = job_configs(

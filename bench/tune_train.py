@@ -43,8 +43,10 @@ def train_in_process(run_root: Path, job_argv: Sequence[str], eval_every: int = 
     from sparklm.model.averaging import OuterOptimizer, combine, flat
     from sparklm.model.gpt import GPT
     from sparklm.model.training import GlobalState, apply_update, evaluate, train_replica
+    from sparklm.runtime.allocator import keep_freed_memory
 
     torch.set_num_threads(1)
+    keep_freed_memory()  # as the train job's replicas do
     args = job.parse_args(["--run-root", str(run_root), *job_argv])
     tokens, stats = read_split(run_root, "train")
     val, _ = read_split(run_root, "val")

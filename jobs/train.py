@@ -69,6 +69,7 @@ from sparklm.model.weights import (
 )
 from sparklm.registry import lineage
 from sparklm.runtime import entrypoint, fault_injection, shared_paths, storage
+from sparklm.runtime.allocator import keep_freed_memory
 from sparklm.runtime.errors import PipelineError
 from sparklm.runtime.process_memory import peak_rss_mb
 from sparklm.runtime.stages import (
@@ -130,6 +131,7 @@ def train_partition(indices, *, state, model_cfg, train_cfg, slices: TokenSlices
     from pyspark import TaskContext
 
     torch.set_num_threads(max(1, TaskContext.get().cpus()))
+    keep_freed_memory()
     fault_injection.exhaust_memory("train:replica")
     fault_injection.hold_first_attempt(f"train:replica:round-{round_index + 1}")
     for p in indices:
@@ -173,6 +175,7 @@ def main(argv: Sequence[str]) -> dict:
     stage = invalidate_stage(args.run_root, STAGE)
     run_id = fingerprint(model_cfg, train_cfg, upstream, parent)
     torch.set_num_threads(max(1, min(4, os.cpu_count() or 1)))
+    keep_freed_memory()  # the driver scores the validation tokens every round
     torch.manual_seed(train_cfg.seed)
     fault_injection.exhaust_memory("train:model")
     model = initial_model(model_cfg, parent, args.memory_budget_gb)

@@ -74,11 +74,13 @@ import torch
 from sparklm.model.averaging import flat
 from sparklm.model.gpt import GPT, GPTConfig
 from sparklm.model.training import GlobalState, TrainConfig, train_replica
+from sparklm.runtime.allocator import keep_freed_memory
 torch.set_num_threads(1)
+keep_freed_memory()  # as the train job's replicas run: freed buffers stay for the next step
 cfg = GPTConfig(vocab_size=4096, context_len=128, n_layer=4, n_head=4, n_embd=128)
 state = GlobalState(flat(GPT(cfg).parameters()), {}, 0)
 tokens = torch.randint(0, 4096, (128 * 50,))
-train_replica(cfg, TrainConfig(batch_size=32, local_steps=2), state, tokens, 0, 0)
+train_replica(cfg, TrainConfig(batch_size=32, local_steps=5), state, tokens, 0, 0)
 # VmHWM: this program's own peak. ru_maxrss would also count the forked copy of the parent
 # (a pytest worker of several GB) that the kernel folds in at exec.
 print(next(int(line.split()[1]) * 1024 for line in open("/proc/self/status")
