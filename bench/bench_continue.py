@@ -41,6 +41,8 @@ from common import (
     file_uri,
     fmt,
     fresh_dir,
+    goal,
+    goals_table,
     load_average,
     load_note,
     log,
@@ -236,10 +238,6 @@ def score(model: Model, heldout: dict[str, list[str]]) -> dict[str, float]:
 # -- report -----------------------------------------------------------------------------------
 
 
-def goal(name: str, measured: float, target: float) -> dict[str, Any]:
-    return {"name": name, "measured": measured, "target": target, "met": measured <= target}
-
-
 def goals_for(continued: Model, scratch: Model, base: Model) -> list[dict[str, Any]]:
     """The issue's goals for one continued model: reach scratch, at ≤ 1/3, forgetting ≤ 2 %."""
     assert continued.scores and scratch.scores and base.scores
@@ -263,14 +261,12 @@ def report(models: list[Model], goals: list[dict[str, Any]], raw: dict[str, Any]
                      fmt(m.train_cpu_s), f"{m.train_cpu_s / scratch.train_cpu_s:.2f}",
                      fmt(m.train_wall_s), f"{m.scores['new held-out']:.4f}",
                      f"{m.scores['base held-out']:.4f}"])  # fmt: skip
-    goal_rows = [[g["name"], f"{g['measured']:.4f}", f"{g['target']:.4f}",
-                  "met" if g["met"] else "**not met**"] for g in goals]  # fmt: skip
     return "\n\n".join([
         "## Continued training vs retraining from scratch (WikiText-2)",
         markdown_table(["model", "trained on", "rounds", "train tokens", "train CPU s",
                         "÷ scratch", "train wall s", "new held-out bits/byte",
                         "base held-out bits/byte"], rows, align="llrrrrrrr"),
-        markdown_table(["goal", "measured", "target", ""], goal_rows, align="lrrl"),
+        goals_table(goals),
         f"Train arguments `{raw['sizes']['train_args']}`; continued runs add "
         f"`{raw['sizes']['continue_args']}` and `--init-from` the base version. Held-out sets: "
         f"new {raw['heldout_bytes']['new held-out']:,} bytes, base "

@@ -29,6 +29,8 @@ from common import (
     file_uri,
     fmt,
     fresh_dir,
+    goal,
+    goals_table,
     load_average,
     load_note,
     markdown_table,
@@ -40,6 +42,9 @@ from corpora import FORMATS, require_wikitext, scaled_corpus, write_formats
 
 MASTERS = ("local[1]", "local[2]")
 SPLITTABLE = ("txt", "parquet", "multistream.xml.bz2")
+ENCODE_GOAL = 0.8  # tokenize's encode phase ÷ single-process HF tokenizers
+FLAT_MEMORY_GOAL = 1.2  # driver peak RSS, largest corpus ÷ smallest
+EXECUTORS_GOAL = 1.7  # preprocess job time on 1 executor core ÷ on 2
 
 
 def baseline_encode_mb_s(run_root: Path) -> float:
@@ -107,6 +112,38 @@ def format_tables(runs: dict, formats: list[str], sizes: list[int]) -> str:
         ],
         rows,
     )
+
+
+def goals(results: dict, formats: list[str], format_sizes: list[int]) -> list[dict]:
+    """Each goal of the sections that ran, with what was measured (results.json's "goals")."""
+    sizes = results["sizes"]
+    found = [goal(f"tokenize encode phase ÷ single-process HF tokenizers (×{c})",
+                  r["encode_mb_s"] / r["baseline_mb_s"], ENCODE_GOAL, at_least=True)
+             for c, r in sizes.items()]  # fmt: skip
+    if len(sizes) > 1:
+        small, large = sizes[min(sizes)], sizes[max(sizes)]
+        found += [goal(f"{stage} driver peak RSS ×{max(sizes)} ÷ ×{min(sizes)}",
+                       large[f"{stage}_driver_rss_mb"] / small[f"{stage}_driver_rss_mb"],
+                       FLAT_MEMORY_GOAL) for stage in ("preprocess", "tokenize")]  # fmt: skip
+    runs = results["formats"]
+    for name in formats if format_sizes else []:
+        kind = "splittable" if name in SPLITTABLE else "one task per file"
+        largest = max(format_sizes)
+        one, two = (runs[f"{name} x{largest} {m}"] for m in MASTERS)
+        found.append(
+            goal(
+                f"preprocess {name} ({kind}) ×{largest}: job s on 1 core ÷ on 2",
+                one["job_s"] / two["job_s"],
+                EXECUTORS_GOAL,
+                at_least=True,
+            )
+        )
+        if len(format_sizes) > 1:
+            small = runs[f"{name} x{min(format_sizes)} {MASTERS[-1]}"]
+            found.append(goal(f"preprocess {name}: driver peak RSS ×{largest} ÷ "
+                              f"×{min(format_sizes)}", two["driver_rss_mb"]
+                              / small["driver_rss_mb"], FLAT_MEMORY_GOAL))  # fmt: skip
+    return found
 
 
 def main() -> None:
@@ -179,6 +216,9 @@ def main() -> None:
                   format_tables(results["formats"], formats, format_sizes), "",
                   "MB/s: text MB ÷ the job's own seconds (Spark session to commit); read "
                   "phase: reading, cleaning and counting, before the shuffles."]  # fmt: skip
+    results["goals"] = goals(results, formats, format_sizes)
+    if results["goals"]:
+        lines += ["", "## Goals", "", goals_table(results["goals"])]
     lines.append("\n" + load_note(results))
     markdown = "\n".join(lines)
     print(markdown)

@@ -199,3 +199,20 @@ def write_results(out_dir: Path, markdown: str, raw: Mapping[str, Any]) -> None:
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "results.md").write_text(markdown.rstrip() + "\n")
     (out_dir / "results.json").write_text(json.dumps(raw, indent=2, sort_keys=True) + "\n")
+
+
+def goal(name: str, measured: float, target: float, *, at_least: bool = False) -> dict[str, Any]:
+    """One entry of a ``results.json`` top-level ``goals`` list: met when ``measured`` is at
+    most ``target`` (or at least, for a rate or a ratio that should be high). A measurement
+    that is NaN (a run that diverged) meets nothing."""
+    met = measured >= target if at_least else measured <= target
+    return {"name": name, "measured": measured, "target": target,
+            "at_least": at_least, "met": bool(met)}  # fmt: skip
+
+
+def goals_table(goals: Sequence[Mapping[str, Any]]) -> str:
+    """The goals as a Markdown table, the same numbers as ``results.json``."""
+    rows = [[g["name"], f"{g['measured']:.4f}",
+             f"{'≥' if g['at_least'] else '≤'} {g['target']:.4f}",
+             "met" if g["met"] else "**not met**"] for g in goals]  # fmt: skip
+    return markdown_table(["goal", "measured", "target", ""], rows, align="lrrl")
