@@ -55,7 +55,8 @@ def train_in_process(run_root: Path, job_argv: Sequence[str], eval_every: int = 
 
     torch.manual_seed(cfg.seed)
     model = GPT(model_cfg)
-    outer = OuterOptimizer(model, cfg.outer, cfg.outer_lr, cfg.outer_momentum)
+    outer = OuterOptimizer(model, cfg.outer, cfg.outer_lr, cfg.outer_momentum,
+                           cfg.outer_momentum_warmup)  # fmt: skip
     state = GlobalState(flat(model.parameters()), {}, 0)
     curve: list[tuple[int, float]] = []
     started = time.perf_counter()

@@ -179,7 +179,8 @@ def main(argv: Sequence[str]) -> dict:
     torch.manual_seed(train_cfg.seed)
     fault_injection.exhaust_memory("train:model")
     model = initial_model(model_cfg, parent, args.memory_budget_gb)
-    outer = OuterOptimizer(model, train_cfg.outer, train_cfg.outer_lr, train_cfg.outer_momentum)
+    outer = OuterOptimizer(model, train_cfg.outer, train_cfg.outer_lr, train_cfg.outer_momentum,
+                           train_cfg.outer_momentum_warmup)  # fmt: skip
     run = Training(model_cfg, train_cfg, data, model, outer, stage, run_id)
     progress = resume_or_initialise(run)
     for round_index in range(len(progress.metrics), train_cfg.rounds):
@@ -265,7 +266,9 @@ def resume_or_initialise(run: Training) -> Progress:
         return Progress(GlobalState(flat(run.model.parameters()), {}, 0), [], started_at)
     vector_to_parameters(checkpoint.params.clone(), run.model.parameters())
     if checkpoint.outer_momentum is not None:
-        run.outer.load_momentum_buffers(split_flat(checkpoint.outer_momentum, run.outer.params))
+        run.outer.load_momentum_buffers(
+            split_flat(checkpoint.outer_momentum, run.outer.params), checkpoint.round
+        )
     entrypoint.log.info(
         "train: resuming after round %d of %d from %s/checkpoints",
         checkpoint.round,

@@ -381,6 +381,9 @@ TRAINING_SETTINGS = (
               "Step size of the nesterov outer optimizer (ignored by avg).", **_TRAINING),
     _fraction("outer_momentum", 0.9, "Outer momentum",
               "Momentum of the nesterov outer optimizer (ignored by avg).", **_TRAINING),
+    _integer("outer_momentum_warmup", 0, 0, 100_000, "Outer momentum warm-up (rounds)",
+             "The outer momentum grows linearly to outer_momentum over the first N outer "
+             "steps (Pier, arXiv 2511.17849); 0: full momentum from the first.", **_TRAINING),
     _choice("optimizer_state", "averaged", ("averaged", "reset"),
             "Inner optimizer state across rounds",
             "averaged: AdamW moments and Muon momentum averaged like the weights and "

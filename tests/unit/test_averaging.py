@@ -129,8 +129,41 @@ def test_nesterov_momentum_matches_the_formula():
         theta = theta - 0.7 * (g + 0.9 * b)
     torch.testing.assert_close(model.weight.data.view(-1), theta)
     restored = OuterOptimizer(model_with([0.0, 0.0]), "nesterov", lr=0.7, momentum=0.9)
-    restored.load_momentum_buffers(outer.momentum_buffers())
+    restored.load_momentum_buffers(outer.momentum_buffers(), steps_taken=2)
     torch.testing.assert_close(flat(restored.momentum_buffers()), b)
+
+
+def test_outer_momentum_warms_up_linearly_then_stays():
+    """Pier's warm-up: step s uses μ·min(1, s/N) in the same Nesterov formula."""
+    model = model_with([0.0, 0.0])
+    outer = OuterOptimizer(model, "nesterov", lr=0.7, momentum=0.6, momentum_warmup=3)
+    theta, b = torch.zeros(2), torch.zeros(2)
+    deltas = [torch.tensor([1.0, -2.0]), torch.tensor([0.5, 0.5]), torch.tensor([-1.0, 0.2]),
+              torch.tensor([0.3, 0.1]), torch.tensor([0.2, -0.4])]  # fmt: skip
+    for step, d in enumerate(deltas, start=1):
+        outer.step(d)
+        mu = 0.6 * min(1.0, step / 3)
+        g = -d
+        b = mu * b + g
+        theta = theta - 0.7 * (g + mu * b)
+    assert [outer.momentum_at(s) for s in (1, 2, 3, 4)] == pytest.approx([0.2, 0.4, 0.6, 0.6])
+    torch.testing.assert_close(model.weight.data.view(-1), theta)
+
+
+def test_a_resumed_outer_optimizer_continues_its_momentum_warm_up():
+    deltas = [torch.randn(2) for _ in range(6)]
+    straight = model_with([0.1, 0.2])
+    outer = OuterOptimizer(straight, "nesterov", lr=0.7, momentum=0.6, momentum_warmup=4)
+    for d in deltas[:2]:
+        outer.step(d)
+    resumed = model_with([0.0, 0.0])
+    resumed.weight.data.copy_(straight.weight.data)
+    again = OuterOptimizer(resumed, "nesterov", lr=0.7, momentum=0.6, momentum_warmup=4)
+    again.load_momentum_buffers(outer.momentum_buffers(), steps_taken=2)
+    for d in deltas[2:]:
+        outer.step(d)
+        again.step(d)
+    torch.testing.assert_close(resumed.weight.data, straight.weight.data)
 
 
 @pytest.mark.parametrize("rule", ["avg", "nesterov"])
@@ -142,7 +175,7 @@ def test_an_outer_optimizer_before_its_first_step_has_no_momentum_to_save(rule):
 def test_momentum_saved_for_another_model_is_refused():
     outer = OuterOptimizer(model_with([0.0, 0.0]), "nesterov", lr=0.7, momentum=0.9)
     with pytest.raises(ValueError):
-        outer.load_momentum_buffers([torch.zeros(1, 2), torch.zeros(3)])
+        outer.load_momentum_buffers([torch.zeros(1, 2), torch.zeros(3)], steps_taken=1)
 
 
 def test_unknown_outer_optimizer_is_refused():

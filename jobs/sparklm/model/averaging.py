@@ -10,7 +10,8 @@ exact if replicas ever train on different amounts.
 - ``avg``: θ ← θ + Δ̄, i.e. SGD with lr 1 on the "outer gradient" −Δ̄.
   This is plain parameter averaging (DL4J's ParameterAveragingTrainingMaster).
 - ``nesterov``: SGD with Nesterov momentum on −Δ̄ (DiLoCo, arXiv 2311.08105:
-  lr 0.7, momentum 0.9). With momentum 0 and lr 1 it *is* ``avg``.
+  lr 0.7, momentum 0.9), optionally with the momentum warmed up over the
+  first rounds (Pier, arXiv 2511.17849). With momentum 0 and lr 1 it *is* ``avg``.
 
 The inner optimizer's state (AdamW's moments; with Muon also its momentum
 buffers) is averaged the same way (DL4J averages its updater state too), so no
@@ -105,16 +106,31 @@ class OuterOptimizer:
     descends), so torch.optim.SGD does the momentum and Nesterov bookkeeping.
     """
 
-    def __init__(self, model: nn.Module, kind: str, lr: float, momentum: float) -> None:
+    def __init__(
+        self, model: nn.Module, kind: str, lr: float, momentum: float, momentum_warmup: int = 0
+    ) -> None:
         if kind not in OUTER_KINDS:
             raise ValueError(f"outer optimizer must be one of {OUTER_KINDS}, not {kind!r}")
         if kind == "avg":
             lr, momentum = 1.0, 0.0
         self.params = list(model.parameters())
         self.sgd = torch.optim.SGD(self.params, lr=lr, momentum=momentum, nesterov=momentum > 0)
+        self.momentum = momentum
+        self.momentum_warmup = momentum_warmup
+        self.steps_taken = 0
+
+    def momentum_at(self, step: int) -> float:
+        """The momentum of outer step ``step`` (1-based): linear warm-up over the first
+        ``momentum_warmup`` steps (Pier), because the first rounds' deltas are large and
+        full momentum would carry them on for many rounds."""
+        if self.momentum_warmup <= 0:
+            return self.momentum
+        return self.momentum * min(1.0, step / self.momentum_warmup)
 
     @torch.no_grad()
     def step(self, mean_delta: Tensor) -> None:
+        self.steps_taken += 1
+        self.sgd.param_groups[0]["momentum"] = self.momentum_at(self.steps_taken)
         offset = 0
         for p in self.params:
             n = p.numel()
@@ -128,7 +144,10 @@ class OuterOptimizer:
     def momentum_buffers(self) -> list[Tensor | None]:
         return [self.sgd.state.get(p, {}).get("momentum_buffer") for p in self.params]
 
-    def load_momentum_buffers(self, buffers: Sequence[Tensor | None]) -> None:
+    def load_momentum_buffers(self, buffers: Sequence[Tensor | None], steps_taken: int) -> None:
+        """Resume: the buffers and the number of outer steps they come from (the warm-up's
+        position)."""
+        self.steps_taken = steps_taken
         for p, buffer in zip(self.params, buffers, strict=True):
             if buffer is not None:
                 self.sgd.state[p]["momentum_buffer"] = buffer.clone()

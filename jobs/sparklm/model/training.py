@@ -56,6 +56,7 @@ class TrainConfig:
     outer: str = settings.default("outer")
     outer_lr: float = settings.default("outer_lr")
     outer_momentum: float = settings.default("outer_momentum")
+    outer_momentum_warmup: int = settings.default("outer_momentum_warmup")
     optimizer_state: str = settings.default("optimizer_state")
     seed: int = settings.default("seed")
     eval_tokens: int = settings.default("eval_tokens")

@@ -87,7 +87,8 @@ def training_section(train: Mapping[str, Any]) -> list[str]:
         f"warm-up {opt['warmup_steps']}, {schedule(opt)}, weight decay {opt['weight_decay']}, "
         f"clip {opt['grad_clip']})",
         f"- Outer optimizer: `{opt['outer']}`"
-        + (f" (lr {opt['outer_lr']}, momentum {opt['outer_momentum']})"
+        + (f" (lr {opt['outer_lr']}, momentum {opt['outer_momentum']}"
+           f"{outer_warmup(opt)})"
            if opt["outer"] == "nesterov" else " (plain parameter averaging)")
         + f"; inner optimizer state {opt['optimizer_state']} across rounds",
         f"- Tokens trained: {train['stats']['tokens_trained']:,}; seed {opt['seed']}",
@@ -226,6 +227,12 @@ def schedule(opt: Mapping[str, Any]) -> str:
             f"steps to {opt['min_lr_ratio']} × peak (WSD)"
         )
     return f"cosine decay to {opt.get('min_lr_ratio', 0.1)} × peak"
+
+
+def outer_warmup(opt: Mapping[str, Any]) -> str:
+    """The outer momentum's warm-up, if any; settings from before it existed had none."""
+    warmup = opt.get("outer_momentum_warmup", 0)
+    return f", warmed up over {warmup} rounds" if warmup else ""
 
 
 def rounds(opt: Mapping[str, Any]) -> str:
