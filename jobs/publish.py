@@ -264,8 +264,8 @@ def score_candidate(contents: dict[str, bytes], evaluation_set: EvalSet) -> Scor
     if not math.isfinite(score.bits_per_byte):
         raise PipelineError(
             f"the model scores {score.bits_per_byte} bits/byte on the evaluation set: its "
-            "weights are not finite numbers. Nothing was promoted; train it again (lower --lr, "
-            "or raise --warmup-steps)"
+            "weights are not finite numbers. Nothing was promoted; train it again (lower the "
+            "learning rates, or raise --warmup-steps)"
         )
     return score
 

@@ -392,10 +392,17 @@ def write_outputs(run_root: str, run: Training, progress: Progress, started: flo
     return manifest
 
 
+def lr_flags(cfg: TrainConfig) -> str:
+    """The learning-rate flags in effect for this optimizer, with their values."""
+    if cfg.optimizer == "muon":
+        return f"--muon-lr (now {cfg.muon_lr}), --muon-adamw-lr (now {cfg.muon_adamw_lr})"
+    return f"--lr (now {cfg.lr})"
+
+
 def diverged(round_index: int, cfg: TrainConfig, what: str) -> PipelineError:
     return PipelineError(
         f"training diverged in round {round_index + 1}: {what} is NaN or infinite. Nothing was "
-        f"checkpointed for this round. Lower --lr (now {cfg.lr}) or --grad-clip "
+        f"checkpointed for this round. Lower {lr_flags(cfg)} or --grad-clip "
         f"(now {cfg.grad_clip}), or raise --warmup-steps (now {cfg.warmup_steps}), and run "
         "again: changed settings start a fresh run"
     )

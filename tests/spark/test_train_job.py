@@ -162,7 +162,8 @@ def test_nan_loss_fails_clearly_and_checkpoints_nothing(run_job, wikitext_run, c
                                                         monkeypatch):  # fmt: skip
     root = copy_run(wikitext_run)
     monkeypatch.setenv("LLM_FAULT", "train:loss:round-2")  # the second round's loss is NaN
-    with pytest.raises(PipelineError, match=r"diverged in round (\d+): .* Lower --lr") as error:
+    diverged = r"diverged in round (\d+): .* Lower --muon-lr"
+    with pytest.raises(PipelineError, match=diverged) as error:
         run_job("train", ["--run-root", root, *TINY, "--rounds", "3", "--local-steps", "2"])
     bad_round = int(re.search(r"round (\d+)", str(error.value)).group(1))
     checkpoints = root.removeprefix("file://") + "/train/checkpoints"

@@ -28,7 +28,8 @@ MODEL = GPTConfig(vocab_size=64, context_len=16, n_layer=1, n_head=2, n_embd=32)
 
 
 def test_schedule_warms_up_then_decays_to_the_floor():
-    cfg = TrainConfig(rounds=10, local_steps=10, lr=1e-3, warmup_steps=10, min_lr_ratio=0.1)
+    cfg = TrainConfig(rounds=10, local_steps=10, optimizer="adamw", lr=1e-3, warmup_steps=10,
+                      min_lr_ratio=0.1)  # fmt: skip
     lrs = [lr_at(s, cfg) for s in range(cfg.total_steps)]
     assert lrs[0] == pytest.approx(1e-4) and lrs[9] == pytest.approx(1e-3)
     assert all(a >= b for a, b in zip(lrs[9:], lrs[10:], strict=False))
@@ -36,8 +37,8 @@ def test_schedule_warms_up_then_decays_to_the_floor():
 
 
 def test_wsd_holds_the_peak_then_decays_linearly_to_the_floor():
-    cfg = TrainConfig(rounds=10, local_steps=10, lr=1e-3, warmup_steps=10, min_lr_ratio=0.0,
-                      schedule="wsd", decay_fraction=0.2)  # fmt: skip
+    cfg = TrainConfig(rounds=10, local_steps=10, muon_adamw_lr=1e-3, warmup_steps=10,
+                      min_lr_ratio=0.0, schedule="wsd", decay_fraction=0.2)  # fmt: skip
     lrs = [lr_at(s, cfg) for s in range(cfg.total_steps)]
     assert lrs[0] == pytest.approx(1e-4)
     assert lrs[9:80] == [pytest.approx(1e-3)] * 71  # stable until the last 20 steps
@@ -151,9 +152,11 @@ def test_rounds_with_carried_optimizer_state_equal_one_long_run(settings):
 
 
 def test_muon_takes_the_hidden_matrices_and_adamw_the_rest():
+    """Beside Muon, AdamW runs at muon_adamw_lr; lr is adamw's alone."""
     torch.manual_seed(0)
     model = GPT(MODEL)
-    optimizer = build_optimizer(model, TrainConfig(optimizer="muon", lr=1e-3, muon_lr=0.05))
+    optimizer = build_optimizer(model, TrainConfig(optimizer="muon", lr=3e-4, muon_adamw_lr=1e-3,
+                                                   muon_lr=0.05))  # fmt: skip
     muon = [p for g in optimizer.muon.param_groups for p in g["params"]]
     adamw = [p for g in optimizer.adamw.param_groups for p in g["params"]]
     assert [id(p) for p in muon] == [id(p) for p in model.hidden_matrices()]

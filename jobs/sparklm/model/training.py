@@ -43,6 +43,7 @@ class TrainConfig:
     batch_size: int = settings.default("batch_size")
     optimizer: str = settings.default("optimizer")
     lr: float = settings.default("lr")
+    muon_adamw_lr: float = settings.default("muon_adamw_lr")
     muon_lr: float = settings.default("muon_lr")
     muon_momentum: float = settings.default("muon_momentum")
     schedule: str = settings.default("schedule")
@@ -71,6 +72,11 @@ class TrainConfig:
                 f"early_rounds (--early-rounds) must be at most rounds ({self.rounds}), "
                 f"got {self.early_rounds}"
             )
+
+    @property
+    def adamw_lr(self) -> float:
+        """AdamW's peak rate: ``lr`` when it trains everything, ``muon_adamw_lr`` beside Muon."""
+        return self.muon_adamw_lr if self.optimizer == "muon" else self.lr
 
     def steps_in_round(self, round_index: int) -> int:
         """Inner steps each replica takes in round ``round_index`` (0-based)."""
@@ -117,7 +123,7 @@ def lr_scale(step: int, cfg: TrainConfig) -> float:
 def lr_at(step: int, cfg: TrainConfig) -> float:
     """AdamW's learning rate after ``step`` inner steps (Muon's is ``muon_lr`` times the same
     multiplier)."""
-    return cfg.lr * lr_scale(step, cfg)
+    return cfg.adamw_lr * lr_scale(step, cfg)
 
 
 def derive_seed(seed: int, round_index: int, partition: int) -> int:
@@ -148,7 +154,7 @@ class GlobalState:
 
 def build_optimizer(model: GPT, cfg: TrainConfig) -> InnerOptimizer:
     return InnerOptimizer(model, OptimizerSettings(
-        kind=cfg.optimizer, lr=cfg.lr, betas=(cfg.beta1, cfg.beta2),
+        kind=cfg.optimizer, lr=cfg.adamw_lr, betas=(cfg.beta1, cfg.beta2),
         weight_decay=cfg.weight_decay, muon_lr=cfg.muon_lr, muon_momentum=cfg.muon_momentum,
     ))  # fmt: skip
 

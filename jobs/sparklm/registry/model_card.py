@@ -211,11 +211,13 @@ def usage_section(model_name: str, hf_export: Mapping[str, Any]) -> list[str]:
 
 
 def inner_optimizer(opt: Mapping[str, Any]) -> str:
-    """The inner optimizer in words; training settings from before Muon existed mean AdamW."""
+    """The inner optimizer in words; training settings from before Muon existed mean AdamW,
+    and from before ``muon_adamw_lr`` existed, AdamW beside Muon ran at ``lr``."""
     if opt.get("optimizer", "adamw") == "muon":
         return (
             f"Muon on the blocks' matrices (peak lr {opt['muon_lr']}, momentum "
-            f"{opt['muon_momentum']}) and AdamW on the rest (peak lr {opt['lr']})"
+            f"{opt['muon_momentum']}) and AdamW on the rest (peak lr "
+            f"{opt.get('muon_adamw_lr', opt['lr'])})"
         )
     return f"AdamW, peak lr {opt['lr']}"
 
