@@ -69,16 +69,18 @@ from corpora import WIKITEXT, require_wikitext
 SECTIONS = ("throughput", "mfu", "recipe", "quality", "best")
 DATA_STAGES = ("preprocess", "tokenize")
 # Best reachable in ten minutes, chosen from full-length runs on this machine (test bits/byte,
-# all test tokens): 4 x 128, vocab 4096, dropout 0.1, lr 3e-3, 2 partitions averaging every 25
-# steps: 2.234; the same with lr 5e-3: 2.347 (replicas drift apart more between averages);
-# vocab 1024 (70 rounds, same time): 2.466. Without dropout the model overfits the 306 k training
-# tokens (NOTES: 2.35). 50 rounds x 25 steps take about 8.5 minutes on two idle cores. Each round
-# scores only --eval-tokens (all of test.txt every round would cost as much as training); the
-# whole test split is scored once at the end with the trainer's own evaluate().
+# all test tokens). GPT-2 block with AdamW, 4 x 128, vocab 4096, dropout 0.1, lr 3e-3, 2
+# partitions averaging every 25 steps: 2.234; the same with lr 5e-3: 2.347 (replicas drift
+# apart more between averages); vocab 1024 (70 rounds, same time): 2.466. Without dropout the
+# model overfits the 306 k training tokens (NOTES: 2.35). Qwen3 block with Muon and AdamW beside
+# it at 3e-3, 50 rounds x 25 steps: 2.0977 in 518 s; AdamW beside Muon at 1e-2 (the default,
+# best for the equal-token runs) overfits here: 2.1810 after 45 rounds. Each round scores only
+# --eval-tokens (all of test.txt every round would cost as much as training); the whole test
+# split is scored once at the end with the trainer's own evaluate().
 DEFAULT_BEST_VOCAB = 4096
 DEFAULT_BEST_ARGS = (
     "--partitions 2 --rounds 50 --local-steps 25 --batch-size 16 --context-len 128 "
-    "--n-layer 4 --n-head 4 --n-embd 128 --dropout 0.1 --lr 3e-3 --warmup-steps 30 "
+    "--n-layer 4 --n-head 4 --n-embd 128 --dropout 0.1 --muon-adamw-lr 3e-3 --warmup-steps 30 "
     "--outer avg --eval-tokens 8192"
 )
 TEN_MINUTES = 600.0
