@@ -18,8 +18,9 @@ JIT_C1_ONLY = "-XX:TieredStopAtLevel=1"
 # A small model that learns real Wikipedia text (the default corpus, vocab 512) in about a
 # minute on local[2]: validation 4.51 nats/token against a unigram entropy of 5.31.
 TRAINED = ["--context-len", "64", "--n-layer", "2", "--n-head", "2", "--n-embd", "64",
-           "--batch-size", "16", "--lr", "1e-2", "--warmup-steps", "10", "--partitions", "2",
-           "--rounds", "16", "--local-steps", "40", "--eval-tokens", "8192"]  # fmt: skip
+           "--batch-size", "16", "--muon-adamw-lr", "1e-2", "--warmup-steps", "10",
+           "--partitions", "2", "--rounds", "16", "--local-steps", "40",
+           "--eval-tokens", "8192"]  # fmt: skip
 # A one-block model for tests about plumbing, not learning.
 TINY = ["--context-len", "32", "--n-layer", "1", "--n-head", "2", "--n-embd", "32",
         "--batch-size", "4", "--eval-tokens", "512"]  # fmt: skip

@@ -14,7 +14,7 @@ from sparklm.runtime import storage
 # Not the model's shape (that comes from the version), only how long and how fast to train: one
 # step at a learning rate so small that the weights stay the version's.
 STAND_STILL = ["--partitions", "2", "--rounds", "1", "--local-steps", "1", "--batch-size", "4",
-               "--eval-tokens", "8192", "--lr", "1e-9", "--muon-lr", "1e-9"]  # fmt: skip
+               "--eval-tokens", "8192", "--muon-adamw-lr", "1e-9", "--muon-lr", "1e-9"]  # fmt: skip
 
 
 def read_json(uri):

@@ -10,8 +10,9 @@ from helpers.jobs import copy_stages, load_job
 from sparklm.runtime import storage
 
 SMALL_MODEL = ["--context-len", "64", "--n-layer", "1", "--n-head", "2", "--n-embd", "64",
-               "--batch-size", "16", "--lr", "3e-3", "--warmup-steps", "5", "--partitions", "2",
-               "--rounds", "3", "--local-steps", "20", "--eval-tokens", "4096"]  # fmt: skip
+               "--batch-size", "16", "--muon-adamw-lr", "3e-3", "--warmup-steps", "5",
+               "--partitions", "2", "--rounds", "3", "--local-steps", "20",
+               "--eval-tokens", "4096"]  # fmt: skip
 
 
 def prepare(root: str, corpus: str, vocab_size: int) -> str:
