@@ -102,7 +102,10 @@ def parse_args(argv: Sequence[str]):
 def configs(args, vocab_size: int,
             parent: lineage.Parent | None = None) -> tuple[GPTConfig, TrainConfig]:  # fmt: skip
     """The model's and the training's configuration: the model's from the settings, or, when
-    continuing, the parent version's shape (with this run's dropout)."""
+    continuing, the parent version's shape (with this run's dropout). Logs a warning for each
+    flag that has no effect with the others (``--lr`` under Muon)."""
+    for line in settings.ignored_settings(vars(args)):
+        entrypoint.log.warning("train: %s", line)
     try:
         if parent is not None:
             model_cfg = GPTConfig.from_dict({**parent.config, "dropout": args.dropout})

@@ -55,7 +55,9 @@ class SettingError(ValueError):
 class Setting:
     """One knob. ``stages`` are the jobs that take it as a flag; ``section`` is where the
     trigger form shows it (empty: the command line only). ``optional`` settings may be left
-    empty (``None``), which whoever reads them replaces with a default of its own."""
+    empty (``None``), which whoever reads them replaces with a default of its own.
+    ``only_when`` (another setting's name and value) says when the setting has any effect;
+    its help says so, and a run that sets it otherwise is told (``ignored_settings``)."""
 
     name: str
     default: Any
@@ -75,6 +77,7 @@ class Setting:
     max_items: int | None = None
     optional: bool = False
     flag: str = ""
+    only_when: tuple[str, str] | None = None
 
     def __post_init__(self) -> None:
         if not self.kind:
@@ -154,14 +157,22 @@ class Setting:
         return {"integer": "an integer", "number": "a number", "boolean": "true or false",
                 "array": "a JSON list of strings"}.get(self.kind, "a string")  # fmt: skip
 
+    @property
+    def description(self) -> str:
+        """The help, and when the setting applies: what the form and ``--help`` show."""
+        if self.only_when is None:
+            return self.help
+        other, value = self.only_when
+        return f"{self.help} Applies only when {other} is {value}."
+
     def help_text(self) -> str:
-        """The help with the default and what is allowed, for a job's ``--help``."""
+        """The description with the default and what is allowed, for a job's ``--help``."""
         rules = [f"default: {self.default!r}"]
         if self.kind in ("integer", "number") and self.range_text():
             rules.append(self.range_text())
         if self.choices:
             rules.append("one of " + ", ".join(self.choices))
-        return f"{self.help} ({'; '.join(rules)})"
+        return f"{self.description} ({'; '.join(rules)})"
 
     def range_text(self) -> str:
         """The bounds in words, e.g. ``> 0 and <= 1``."""
@@ -356,20 +367,22 @@ TRAINING_SETTINGS = (
             "adamw; or muon: Muon on the blocks' weight matrices and AdamW on embeddings, "
             "head, gains and biases.", **_TRAINING),
     _positive("lr", 3e-3, 1, "Learning rate (AdamW)",
-              "Peak inner AdamW learning rate, after warm-up (optimizer adamw).", **_TRAINING),
+              "Peak inner AdamW learning rate, after warm-up.", only_when=("optimizer", "adamw"),
+              **_TRAINING),
     _positive("muon_adamw_lr", 1e-2, 1, "Learning rate (AdamW beside Muon)",
               "Peak AdamW learning rate of the embeddings, head, gains and biases when the "
               "optimizer is muon. Higher than adamw's own: 1e-2 measured best with 2 or 4 "
-              "replicas, 3e-3 with one.", **_TRAINING),
+              "replicas, 3e-3 with one.", only_when=("optimizer", "muon"), **_TRAINING),
     _positive("muon_lr", 0.02, 10, "Learning rate (Muon)",
-              "Peak Muon learning rate (optimizer muon only).", **_TRAINING),
+              "Peak Muon learning rate.", only_when=("optimizer", "muon"), **_TRAINING),
     _fraction("muon_momentum", 0.95, "Muon momentum",
-              "Momentum of Muon (optimizer muon only).", **_TRAINING),
+              "Momentum of Muon.", only_when=("optimizer", "muon"), **_TRAINING),
     _choice("schedule", "cosine", ("cosine", "wsd"), "Learning-rate schedule",
             "After warm-up: cosine decay, or wsd (warm-up, stable, then a linear decay over "
             "the last decay_fraction of the steps).", **_TRAINING),
     _positive("decay_fraction", 0.2, 1, "WSD decay share",
-              "Share of the steps in the final linear decay (wsd only).", **_TRAINING),
+              "Share of the steps in the final linear decay.", only_when=("schedule", "wsd"),
+              **_TRAINING),
     Setting("min_lr_ratio", 0.1, "Final learning rate ÷ peak",
             "Where the decay ends, relative to the peak.", minimum=0, maximum=1, **_TRAINING),
     _integer("warmup_steps", 30, 0, 1_000_000, "Warm-up steps",
@@ -382,14 +395,16 @@ TRAINING_SETTINGS = (
             "avg: plain parameter averaging every round; nesterov: DiLoCo's outer Nesterov "
             "step on the averaged delta.", **_TRAINING),
     _positive("outer_lr", 0.7, 10, "Outer learning rate",
-              "Step size of the nesterov outer optimizer (ignored by avg).", **_TRAINING),
+              "Step size of the outer Nesterov step.", only_when=("outer", "nesterov"),
+              **_TRAINING),
     _fraction("outer_momentum", 0.5, "Outer momentum",
-              "Momentum of the nesterov outer optimizer (ignored by avg). DiLoCo's 0.9 "
-              "assumes hundreds of rounds; from scratch with tens it carries the first "
-              "rounds' large deltas too far.", **_TRAINING),
+              "Momentum of the outer Nesterov step. DiLoCo's 0.9 assumes hundreds of "
+              "rounds; from scratch with tens it carries the first rounds' large deltas too "
+              "far.", only_when=("outer", "nesterov"), **_TRAINING),
     _integer("outer_momentum_warmup", 0, 0, 100_000, "Outer momentum warm-up (rounds)",
              "The outer momentum grows linearly to outer_momentum over the first N outer "
-             "steps (Pier, arXiv 2511.17849); 0: full momentum from the first.", **_TRAINING),
+             "steps (Pier, arXiv 2511.17849); 0: full momentum from the first.",
+             only_when=("outer", "nesterov"), **_TRAINING),
     _choice("optimizer_state", "averaged", ("averaged", "reset"),
             "Inner optimizer state across rounds",
             "averaged: AdamW moments and Muon momentum averaged like the weights and "
@@ -552,6 +567,24 @@ def check_training_length(values: Mapping[str, Any]) -> None:
             f"{MAX_TOTAL_STEPS:,} (weeks on any machine, past the train stage's time limit): "
             "lower rounds or local_steps"
         )
+
+
+def ignored_settings(values: Mapping[str, Any]) -> list[str]:
+    """One line for each setting in ``values`` moved off its default although it has no
+    effect with the other values (``lr`` under Muon, ``outer_lr`` with plain averaging): a
+    run does what its settings say, so one that would silently ignore one says so."""
+    lines = []
+    for name, value in values.items():
+        setting = SETTINGS.get(name)
+        if setting is None or setting.only_when is None or value == setting.default:
+            continue
+        other, wanted = setting.only_when
+        if other in values and values[other] != wanted:
+            lines.append(
+                f"{setting.cli_flag} {value} has no effect: it applies only with "
+                f"{SETTINGS[other].cli_flag} {wanted}, and this run has {values[other]}"
+            )
+    return lines
 
 
 def check_values(values: dict[str, Any]) -> None:

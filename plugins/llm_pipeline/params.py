@@ -29,7 +29,7 @@ def pipeline_params() -> dict[str, Param]:
 
 def to_param(setting: Setting) -> Param:
     """The Param of one setting: its default, JSON schema, label, help and section."""
-    return Param(setting.default, title=setting.title, description=setting.help,
+    return Param(setting.default, title=setting.title, description=setting.description,
                  section=setting.section, **setting.json_schema())  # fmt: skip
 
 

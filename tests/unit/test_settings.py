@@ -72,7 +72,7 @@ def test_the_form_shows_every_setting_of_a_section_as_the_spec_defines_it():
         assert param.value == spec.default, name
         expected = {**spec.json_schema(), "title": spec.title, "section": spec.section}
         assert {k: param.schema.get(k) for k in expected} == expected, name
-        assert param.description == spec.help, name
+        assert param.description == spec.description, name
 
 
 @pytest.mark.parametrize("stage", settings.STAGES)
@@ -89,7 +89,7 @@ def test_a_jobs_help_lists_every_setting_with_its_help(jobs, stage, capsys):
     text = " ".join(capsys.readouterr().out.split())
     for setting in settings.for_stage(stage):
         assert setting.cli_flag in text, setting.name
-        assert " ".join(setting.help.split())[:60] in text, setting.name
+        assert " ".join(setting.description.split())[:60] in text, setting.name
 
 
 @pytest.mark.parametrize("stage", settings.STAGES)
@@ -158,6 +158,26 @@ def test_the_dataclasses_refuse_what_the_spec_refuses():
         Sampling(temperature=-1.0)
     with pytest.raises(SettingError, match="--optimizer"):
         TrainConfig(optimizer="sgd")
+
+
+def test_a_setting_moved_off_its_default_where_it_has_no_effect_is_named():
+    defaults = {s.name: s.default for s in SETTINGS.values()}
+    assert settings.ignored_settings(defaults) == []
+    assert settings.ignored_settings({**defaults, "lr": 1e-3, "outer_lr": 0.5}) == [
+        "--lr 0.001 has no effect: it applies only with --optimizer adamw, and this run has muon",
+        "--outer-lr 0.5 has no effect: it applies only with --outer nesterov, and this run has avg",
+    ]
+    assert settings.ignored_settings({**defaults, "optimizer": "adamw", "lr": 1e-3}) == []
+    assert settings.ignored_settings({**defaults, "schedule": "wsd", "decay_fraction": 0.3}) == []
+    assert SETTINGS["muon_lr"].description.endswith("Applies only when optimizer is muon.")
+
+
+def test_the_train_job_warns_of_a_flag_its_other_flags_make_useless(jobs, caplog):
+    train = jobs["train"]
+    args = train.parse_args(["--run-root", "file:///tmp/x", "--lr", "1e-3"])
+    with caplog.at_level("WARNING"):
+        train.configs(args, vocab_size=256)
+    assert "--lr 0.001 has no effect" in caplog.text
 
 
 def test_the_pipeline_runs_the_stages_the_spec_lists_in_its_order():
