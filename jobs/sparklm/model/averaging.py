@@ -115,7 +115,6 @@ class OuterOptimizer:
             lr, momentum = 1.0, 0.0
         self.params = list(model.parameters())
         self.sgd = torch.optim.SGD(self.params, lr=lr, momentum=momentum, nesterov=momentum > 0)
-        self.momentum = momentum
         self.momentum_warmup = momentum_warmup
         self.steps_taken = 0
 
@@ -123,9 +122,10 @@ class OuterOptimizer:
         """The momentum of outer step ``step`` (1-based): linear warm-up over the first
         ``momentum_warmup`` steps (Pier), because the first rounds' deltas are large and
         full momentum would carry them on for many rounds."""
+        momentum = self.sgd.defaults["momentum"]  # the configured one; the group's warms up
         if self.momentum_warmup <= 0:
-            return self.momentum
-        return self.momentum * min(1.0, step / self.momentum_warmup)
+            return momentum
+        return momentum * min(1.0, step / self.momentum_warmup)
 
     @torch.no_grad()
     def step(self, mean_delta: Tensor) -> None:
