@@ -571,8 +571,9 @@ def check_training_length(values: Mapping[str, Any]) -> None:
 
 def ignored_settings(values: Mapping[str, Any]) -> list[str]:
     """One line for each setting in ``values`` moved off its default although it has no
-    effect with the other values (``lr`` under Muon, ``outer_lr`` with plain averaging): a
-    run does what its settings say, so one that would silently ignore one says so."""
+    effect with the other values (``lr`` under Muon, ``outer_lr`` with plain averaging), so
+    that no run ignores a setting silently (``lr`` drove AdamW beside Muon until
+    ``muon_adamw_lr`` came)."""
     lines = []
     for name, value in values.items():
         setting = SETTINGS.get(name)

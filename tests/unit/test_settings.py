@@ -170,6 +170,10 @@ def test_a_setting_moved_off_its_default_where_it_has_no_effect_is_named():
     assert settings.ignored_settings({**defaults, "optimizer": "adamw", "lr": 1e-3}) == []
     assert settings.ignored_settings({**defaults, "schedule": "wsd", "decay_fraction": 0.3}) == []
     assert SETTINGS["muon_lr"].description.endswith("Applies only when optimizer is muon.")
+    for setting in SETTINGS.values():
+        if setting.only_when:
+            other, value = setting.only_when
+            assert value in SETTINGS[other].choices, setting.name
 
 
 def test_the_train_job_warns_of_a_flag_its_other_flags_make_useless(jobs, caplog):
