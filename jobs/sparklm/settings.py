@@ -16,7 +16,7 @@ import argparse
 import json
 import math
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -569,11 +569,13 @@ def check_training_length(values: Mapping[str, Any]) -> None:
         )
 
 
-def ignored_settings(values: Mapping[str, Any]) -> list[str]:
+def ignored_settings(
+    values: Mapping[str, Any], label: Callable[[Setting], str] = lambda s: s.cli_flag
+) -> list[str]:
     """One line for each setting in ``values`` moved off its default although it has no
     effect with the other values (``lr`` under Muon, ``outer_lr`` with plain averaging), so
     that no run ignores a setting silently (``lr`` drove AdamW beside Muon until
-    ``muon_adamw_lr`` came)."""
+    ``muon_adamw_lr`` came). Settings are named by ``label`` (default: their flags)."""
     lines = []
     for name, value in values.items():
         setting = SETTINGS.get(name)
@@ -582,8 +584,8 @@ def ignored_settings(values: Mapping[str, Any]) -> list[str]:
         other, wanted = setting.only_when
         if other in values and values[other] != wanted:
             lines.append(
-                f"{setting.cli_flag} {value} has no effect: it applies only with "
-                f"{SETTINGS[other].cli_flag} {wanted}, and this run has {values[other]}"
+                f"{label(setting)} {value} has no effect: it applies only with "
+                f"{label(SETTINGS[other])} {wanted}, and this run has {values[other]}"
             )
     return lines
 

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
+
+log = logging.getLogger(__name__)
 
 SAFE_SEGMENT = re.compile(r"[^A-Za-z0-9._-]+")
 # A run root's folder: up to this much of the run id, then this much of its sha256.
@@ -143,12 +146,14 @@ def make_plan(params: dict[str, Any], run_id: str, deployment: Deployment,
     from sparklm.registry.versions import check_registry
     from sparklm.runtime import allowlist, storage
     from sparklm.runtime.errors import PipelineError
-    from sparklm.settings import SettingError, check_values
+    from sparklm.settings import SettingError, check_values, ignored_settings
 
     try:
         check_values(params)  # what JSON schema lets through: NaN, infinities
     except SettingError as exc:
         raise PlanError(f"{exc}: fix the Param") from None
+    for line in ignored_settings(params, label=lambda setting: setting.name):
+        log.warning("%s", line)  # the train job says it again, for runs started without Airflow
     plan = {
         "run_root": run_root_for(params["run_root"], run_id, deployment.runs_base),
         "registry": validate_run_root(params["registry"] or deployment.registry, "registry"),

@@ -93,6 +93,17 @@ def plan(conf, corpus_prefixes="*", registry_prefixes="*"):
     return make_plan(conf, "manual__1", deployment)
 
 
+def test_plan_run_warns_of_a_param_the_others_make_useless(caplog):
+    with caplog.at_level("WARNING"):
+        plan(params(lr=1e-3))
+    wanted = "lr 0.001 has no effect: it applies only with optimizer adamw, and this run has muon"
+    assert wanted in caplog.text
+    caplog.clear()
+    with caplog.at_level("WARNING"):
+        plan(params(optimizer="adamw", lr=1e-3))
+    assert "has no effect" not in caplog.text
+
+
 def test_the_plan_carries_the_allow_lists_to_the_jobs():
     got = plan(params(), corpus_prefixes="", registry_prefixes="s3://bkt/other/")
     assert got == {"run_root": f"s3://bkt/runs/{run_id_segment('manual__1')}",
