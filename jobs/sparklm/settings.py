@@ -370,9 +370,9 @@ TRAINING_SETTINGS = (
               "Peak inner AdamW learning rate, after warm-up.", only_when=("optimizer", "adamw"),
               **_TRAINING),
     _positive("muon_adamw_lr", 1e-2, 1, "Learning rate (AdamW beside Muon)",
-              "Peak AdamW learning rate of the embeddings, head, gains and biases when the "
-              "optimizer is muon. Higher than adamw's own: 1e-2 measured best with 2 or 4 "
-              "replicas, 3e-3 with one.", only_when=("optimizer", "muon"), **_TRAINING),
+              "Peak AdamW learning rate of the embeddings, head, gains and biases beside "
+              "Muon. Higher than adamw's own: 1e-2 measured best with 2 or 4 replicas, 3e-3 "
+              "with one.", only_when=("optimizer", "muon"), **_TRAINING),
     _positive("muon_lr", 0.02, 10, "Learning rate (Muon)",
               "Peak Muon learning rate.", only_when=("optimizer", "muon"), **_TRAINING),
     _fraction("muon_momentum", 0.95, "Muon momentum",
