@@ -69,7 +69,8 @@ def run_id_segment(run_id: str) -> str:
 def validate_run_root(uri: str, what: str = "run root") -> str:
     """Accept ``file:///abs/path`` or ``s3://bucket/prefix`` without ``..`` or empty segments,
     and not a location a run must never clear stages in (``sparklm.runtime.ownership``): a
-    filesystem root, a bare bucket, the home directory, the project checkout, a symbolic link.
+    filesystem root, a bare bucket, the home directory, the project checkout, a symbolic link,
+    a name with glob characters.
 
     ``what`` names the location in the message (the registry is checked the same way).
     """
@@ -87,8 +88,10 @@ def validate_run_root(uri: str, what: str = "run root") -> str:
         PipelineError,  # lazily: the DAG file must parse without sparklm
     )
     from sparklm.runtime.ownership import check_run_root
+    from sparklm.runtime.storage import refuse_glob_characters
 
     try:
+        refuse_glob_characters(uri, what)  # before check_run_root, which says "run root"
         check_run_root(uri)
     except PipelineError as exc:
         raise RunRootError(str(exc)) from None

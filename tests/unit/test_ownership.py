@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -250,6 +251,13 @@ def test_each_refused_run_root_gets_its_reason_and_the_fix(tmp_path, victim):
         with pytest.raises(NotOwned) as refused:
             check_run_root(uri)
         assert str(refused.value) == message
+
+
+@pytest.mark.parametrize("name", ["exp-*", "exp-?", "exp-[1]"])
+def test_run_roots_with_glob_characters_are_refused(name):
+    for uri in (f"s3://bucket/runs/{name}", f"file:///srv/runs/{name}/x"):
+        with pytest.raises(storage.StorageError, match=rf"^run root '{re.escape(uri)}' contains "):
+            check_run_root(uri)
 
 
 def test_ordinary_run_roots_pass_unchanged(tmp_path):

@@ -82,6 +82,24 @@ def test_run_roots_that_are_not_a_runs_own_are_refused(uri, reason):
         run_root_for(uri, "run", "s3://bucket/runs")
 
 
+@pytest.mark.parametrize(
+    ("runs_base", "conf", "message"),
+    [("s3://bkt/runs", {"run_root": "s3://bkt/runs/exp-*"},
+      r"^run root 's3://bkt/runs/exp-\*' contains the glob character '\*', .* choose a run "
+      "root without"),
+     ("file:///srv/run?", {}, r"^run root 'file:///srv/run\?/manual__1-\w+' contains the glob "
+      r"character '\?'"),
+     ("s3://bkt/runs", {"registry": "s3://bkt/reg-[1]"},
+      r"^registry 's3://bkt/reg-\[1\]' contains the glob character '\[', .* choose a "
+      "registry without")],
+)  # fmt: skip
+def test_run_roots_and_registries_with_glob_characters_are_refused(runs_base, conf, message):
+    deployment = Deployment(runs_base=runs_base, registry="s3://bkt/reg",
+                            default_corpora=(DEFAULT_CORPUS,))  # fmt: skip
+    with pytest.raises(RunRootError, match=message):
+        make_plan(params(**conf), "manual__1", deployment)
+
+
 def params(**overrides):
     return {**{name: p.value for name, p in pipeline_params().items()}, **overrides}
 
@@ -133,6 +151,11 @@ def test_the_plan_carries_the_allow_lists_to_the_jobs():
         ({"n_embd": 1024, "memory_budget_gb": 0.5}, {}, "over the memory budget of 0.5 GB"),
         # Small in n_embd and n_layer; the MLP's width is what does not fit.
         ({"intermediate_size": 65536, "n_layer": 8}, {}, "over the memory budget of 8 GB"),
+        # Each value allowed alone; together the train job's model or schedule refuses them.
+        ({"n_embd": 100, "n_head": 3}, {}, r"n_embd \(100\) must be divisible by n_head \(3\)"),
+        ({"n_embd": 96, "n_head": 32, "position": "rope"}, {},
+         "the head size n_embd/n_head = 3 must be even"),
+        ({"early_rounds": 20, "rounds": 12}, {}, r"early_rounds \(20\) must be at most rounds"),
     ],
 )  # fmt: skip
 def test_runs_the_jobs_would_refuse_are_refused_in_the_plan(conf, lists, message):

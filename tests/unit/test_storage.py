@@ -8,6 +8,8 @@ import pytest
 
 from helpers.corpora import write_text
 from sparklm.runtime import storage
+from sparklm.runtime.ownership import MARKER, check_run_root
+from sparklm.runtime.stages import begin_stage
 from sparklm.runtime.storage import StorageError, SymlinkRefused
 
 
@@ -106,6 +108,74 @@ def test_s3_round_trip_range_reads_and_listing(s3_server):
     assert storage.expand([f"{root}/a/*.bin"]) == [f"{root}/a/b.bin"]
     storage.remove_tree(root)
     assert not storage.exists(f"{root}/a/b.bin")
+
+
+def test_a_run_root_with_a_glob_character_is_refused_before_touching_another_run(s3_server):
+    """s3fs reads ``*`` in a path it deletes as a pattern: clearing a stage of ``runs/exp-*``
+    would clear ``runs/exp-1``'s."""
+    client, bucket = s3_server.client(), s3_server.bucket
+    other = "glob-refused/exp-1/preprocess"
+    for name in (MARKER, "manifest.json", "train/part-00000.parquet"):
+        client.put_object(Bucket=bucket, Key=f"{other}/{name}", Body=b"{}")
+    run_root = s3_server.uri("glob-refused", "exp-*")
+    with pytest.raises(StorageError) as refused:
+        begin_stage(check_run_root(run_root), "preprocess")
+    assert str(refused.value) == (
+        f"run root '{run_root}' contains the glob character '*', which storage would match "
+        "against other folders' names: choose a run root without '*', '?' or '['"
+    )
+    assert storage.list_files(s3_server.uri(other)) == [
+        s3_server.uri(other, name) for name in (MARKER, "manifest.json", "train/part-00000.parquet")
+    ]
+
+
+def test_removing_an_s3_tree_never_reads_its_name_as_a_glob(s3_server):
+    """Keys with ``*``, ``?`` and ``[`` (written by another S3 client) are deleted literally,
+    and nothing a pattern of them would match is."""
+    client, bucket = s3_server.client(), s3_server.bucket
+    names = ["exp-1", "exp-10", "exp-2", "exp-*", "exp-[1]", "exp-?"]
+    for name in names:
+        for key in ("stage/a.bin", "stage/b/c.bin", "manifest.json"):
+            client.put_object(Bucket=bucket, Key=f"literal/{name}/{key}", Body=b"x")
+
+    def left() -> set[str]:
+        listed = client.list_objects_v2(Bucket=bucket, Prefix="literal/")
+        return {o["Key"] for o in listed.get("Contents", [])}
+
+    everything = left()
+    storage.remove_tree(s3_server.uri("literal", "exp-[1]", "stage"))
+    storage.remove_tree(s3_server.uri("literal", "exp-?", "manifest.json"))
+    storage.remove_tree(s3_server.uri("literal", "exp-*"))
+    gone = {k for k in everything if k.startswith(("literal/exp-[1]/stage/", "literal/exp-*/"))}
+    gone.add("literal/exp-?/manifest.json")
+    assert left() == everything - gone
+
+
+def test_a_local_run_root_that_is_a_file_is_named_with_the_fix(tmp_path):
+    write_text(tmp_path / "afile", "x")
+    for root in (tmp_path / "afile", tmp_path / "afile" / "run"):
+        with pytest.raises(StorageError) as refused:
+            storage.check_writable(f"file://{root}")
+        assert str(refused.value) == (
+            f"cannot write in file://{root}: it is a file, or lies below one, not a folder. "
+            "Choose another location, or move that file away"
+        )
+
+
+def test_a_local_run_root_the_job_may_not_create_is_named_with_the_fix(tmp_path, monkeypatch):
+    """(Simulated: these tests may run as root, whom file modes do not stop.)"""
+    root = tmp_path / "ro" / "run"
+
+    def denied(path, *args, **kwargs):
+        raise PermissionError(13, "Permission denied", str(root))
+
+    monkeypatch.setattr(os, "makedirs", denied)
+    with pytest.raises(StorageError) as refused:
+        storage.check_writable(f"file://{root}")
+    assert str(refused.value) == (
+        f"cannot write in file://{root}: no permission to create {root}. Choose a location "
+        "this job may write in, or grant it write access there"
+    )
 
 
 def test_missing_bucket_is_named_with_the_fix(s3_server):

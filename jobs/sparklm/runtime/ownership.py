@@ -5,7 +5,7 @@ someone else's folder for its own. Each stage folder gets a small marker object
 when the pipeline creates it, before any data; a folder that already exists
 with files but without the marker is refused, and nothing in it is touched.
 Run roots that are a filesystem root, a bare bucket, the home directory or the
-project checkout (or hold either) are refused outright.
+project checkout (or hold either), or whose names hold glob characters, are refused outright.
 """
 
 from __future__ import annotations
@@ -35,6 +35,7 @@ def check_run_root(raw: str) -> str:
 
     Used as the argparse ``type`` of every job's ``--run-root``.
     """
+    storage.refuse_glob_characters(raw.strip(), "run root")
     parsed = urlparse(raw.strip())
     if parsed.scheme == storage.PACKAGE_SCHEME:
         raise NotOwned(

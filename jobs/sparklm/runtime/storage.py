@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import os
 import posixpath
-import re
 import shutil
 import stat
 import uuid
@@ -27,6 +26,10 @@ from sparklm.runtime.errors import PipelineError
 
 SUPPORTED_SCHEMES = ("file", "s3")
 PACKAGE_SCHEME = "pkg"
+# What fsspec reads as a pattern in a path (glob.has_magic).
+GLOB_CHARACTERS = "*?["
+# The most keys one S3 DeleteObjects request takes.
+S3_DELETE_BATCH = 1000
 
 
 class StorageError(PipelineError):
@@ -114,6 +117,23 @@ def input_uri(spec: str) -> str:
     return normalize_uri(spec)
 
 
+def refuse_glob_characters(uri: str, what: str) -> None:
+    """Refuse a location the pipeline writes and clears in (``what``: a run root, a registry)
+    whose name holds ``*``, ``?`` or ``[``.
+
+    fsspec takes those characters for a pattern wherever it expands a path (s3fs's ``rm``
+    does), so clearing a stage of ``s3://b/runs/exp-*`` would also delete ``runs/exp-1``'s
+    files. Corpus specs may be globs; locations the pipeline owns may not.
+    """
+    found = [c for c in GLOB_CHARACTERS if c in uri]
+    if found:
+        raise StorageError(
+            f"{what} {uri!r} contains the glob character{'s' if len(found) > 1 else ''} "
+            f"{', '.join(repr(c) for c in found)}, which storage would match against other "
+            f"folders' names: choose a {what} without '*', '?' or '['"
+        )
+
+
 def path_of(uri: str) -> str:
     """The path part of a normalized URI: the local path, or ``bucket/key`` on S3."""
     parsed = urlparse(uri)
@@ -139,16 +159,39 @@ def refuse_symlinks(root: str, uri: str) -> None:
     relative = os.path.relpath(path, top)
     if relative == ".." or relative.startswith("../"):
         raise StorageError(f"{uri} lies outside {root}")
+    link = top if os.path.islink(top) else _first_link_below(top, path)
+    if link is not None:
+        raise SymlinkRefused(
+            f"{link} is a symbolic link (to {os.readlink(link)}): the pipeline never "
+            "follows links inside a run root or registry, where it could read, overwrite or "
+            "delete files it does not own. Replace the link with a real folder or file, or "
+            "choose another location"
+        )
+
+
+def link_below(top: str, spec: str) -> str | None:
+    """The first symbolic link below the folder ``top`` on the way to what ``spec`` names (a
+    file, a folder, or for a glob the folders before its first wildcard), ``spec`` included;
+    None when there is none, and on S3, which has no links. ``spec`` lies below ``top``.
+
+    ``top`` itself is not looked at: links at or above it are its owner's choice.
+    """
+    top_path, path = local_path(top), local_path(spec)
+    if top_path is None or path is None:
+        return None
+    return _first_link_below(top_path, (_static_base(path) or "/") if _has_magic(path) else path)
+
+
+def _first_link_below(top: str, path: str) -> str | None:
+    """The first symbolic link among the entries below the folder ``top`` down to ``path``."""
     current = top
-    for part in ("", *([] if relative == "." else relative.split("/"))):
-        current = os.path.join(current, part) if part else current
+    for part in os.path.relpath(path, top).split("/"):
+        if part in (".", ".."):  # path is top (or, against the caller's word, outside it)
+            return None
+        current = os.path.join(current, part)
         if os.path.islink(current):
-            raise SymlinkRefused(
-                f"{current} is a symbolic link (to {os.readlink(current)}): the pipeline never "
-                "follows links inside a run root or registry, where it could read, overwrite or "
-                "delete files it does not own. Replace the link with a real folder or file, or "
-                "choose another location"
-            )
+            return current
+    return None
 
 
 def join(uri: str, *parts: str) -> str:
@@ -241,7 +284,35 @@ def remove_tree(uri: str) -> None:
         elif os.path.lexists(path):
             os.unlink(path)
     elif fs.exists(path):
-        fs.rm(path, recursive=True)
+        _remove_s3_objects(fs, path)
+
+
+def _remove_s3_objects(fs: AbstractFileSystem, path: str) -> None:
+    """Delete every object below ``bucket/key/`` (with none there: the object ``bucket/key``),
+    naming each by its literal key.
+
+    ``fs.rm`` would expand ``*``, ``?`` and ``[`` in ``path`` as a glob and delete other
+    folders' objects as well; ``fs.find`` lists the literal prefix ``key/`` (or finds the
+    object ``key``), and DeleteObjects takes keys, never patterns.
+    """
+    bucket, found = path.partition("/")[0], fs.find(path)
+    keys = [f.partition("/")[2] for f in found]
+    for start in range(0, len(keys), S3_DELETE_BATCH):
+        answer = fs.call_s3(
+            "delete_objects",
+            Bucket=bucket,
+            Delete={
+                "Objects": [{"Key": k} for k in keys[start : start + S3_DELETE_BATCH]],
+                "Quiet": True,
+            },  # fmt: skip
+        )
+        if errors := answer.get("Errors"):
+            raise OSError(
+                f"could not delete {len(errors)} object(s) below s3://{path}, e.g. "
+                f"{errors[0].get('Key')} ({errors[0].get('Code')}: {errors[0].get('Message')})"
+            )
+    for f in found:  # each object's listing and its folders' (s3fs answers exists() from them)
+        fs.invalidate_cache(f)
 
 
 def children(uri: str) -> list[str]:
@@ -314,10 +385,25 @@ def expand(specs: Iterable[str]) -> list[str]:
 
 
 def check_writable(run_root: str) -> None:
-    """Fail early, with the fix, when the run root's bucket is missing or not writable."""
+    """Fail early, with the fix, when the run root's bucket is missing or not writable, or a
+    local run root cannot be made a folder (a file is in the way, or permission is missing).
+
+    Publish checks its registry here too.
+    """
     fs, path = filesystem(run_root)
     if _is_local(fs):
-        fs.makedirs(path, exist_ok=True)
+        try:
+            fs.makedirs(path, exist_ok=True)
+        except (FileExistsError, NotADirectoryError) as exc:
+            raise StorageError(
+                f"cannot write in {run_root}: it is a file, or lies below one, not a folder. "
+                "Choose another location, or move that file away"
+            ) from exc
+        except PermissionError as exc:
+            raise StorageError(
+                f"cannot write in {run_root}: no permission to create {exc.filename}. Choose a "
+                "location this job may write in, or grant it write access there"
+            ) from exc
         return
     bucket = path.split("/", 1)[0]
     try:
@@ -344,7 +430,7 @@ def _protocols(fs: AbstractFileSystem) -> tuple[str, ...]:
 
 
 def _has_magic(path: str) -> bool:
-    return re.search(r"[*?\[]", path) is not None
+    return any(c in path for c in GLOB_CHARACTERS)
 
 
 def _static_base(path: str) -> str:
