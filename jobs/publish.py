@@ -37,7 +37,7 @@ from sparklm import settings
 from sparklm.data.document_shards import read_doc_texts
 from sparklm.model.evaluation import Score, score_artifacts
 from sparklm.registry import eval_set as eval_sets
-from sparklm.registry import hf_export
+from sparklm.registry import hf_export, lineage
 from sparklm.registry.eval_set import EvalSet, EvalSetError
 from sparklm.registry.model_card import render_model_card
 from sparklm.registry.publication import Publication
@@ -52,7 +52,7 @@ from sparklm.registry.versions import (
     promotion_decision,
     version_uri,
 )
-from sparklm.runtime import allowlist, entrypoint, fault_injection, storage
+from sparklm.runtime import allowlist, entrypoint, fault_injection, json_objects, storage
 from sparklm.runtime.errors import PipelineError
 from sparklm.runtime.stages import (
     ArtifactFile,
@@ -79,7 +79,10 @@ ARTIFACTS = (
 )
 # What it takes to load (and so to score) a published version.
 MODEL_FILES = ("model.safetensors", "config.json", "tokenizer.json")
+# run.json records a version's Params, manifests and checksums: kilobytes; past this, damage.
+MAX_RUN_JSON_BYTES = 16 * 2**20
 GATED_METRICS = ("val_loss", "val_bpb", "val_ppl", "val_acc", "train_loss")
+UNSCORABLE = "the candidate cannot be scored on the registry's evaluation set"
 
 
 def parse_args(argv: Sequence[str]):
@@ -149,6 +152,7 @@ def main(argv: Sequence[str]) -> dict:
     storage.check_writable(registry)
     evaluation_set, problem = choose_evaluation_set(args, registry, model_name,
                                                     manifests["preprocess"])  # fmt: skip
+    latest, republishing = gate_baseline(registry, model_name, version)  # refused if damaged
 
     begin_stage(args.run_root, STAGE)
     copied, contents = copy_artifacts(manifests, target)
@@ -159,7 +163,6 @@ def main(argv: Sequence[str]) -> dict:
         airflow={"dag_id": args.dag_id, "run_id": args.dag_run_id} if args.dag_run_id else None,
         manifests=manifests, refs=refs, contents=contents,
     )  # fmt: skip
-    latest, republishing = gate_baseline(registry, model_name, version)
     decision = gate(publication, latest, evaluation_set, problem)
     exported, hf_export = export_hf(target, contents)
     copied += exported
@@ -190,14 +193,21 @@ def choose_evaluation_set(
     set in force, else (the first version) this run's validation split.
 
     A bad ``--eval-input`` is the user's to fix (an error, before anything is written); a
-    registry set that cannot be read is reported as the reason the candidate is not
-    promoted, because the version itself is still worth publishing.
+    registry set that cannot be read (its ``evaluation.json`` damaged, its file missing or
+    changed) is reported as the reason the candidate is not promoted, because the version
+    itself is still worth publishing. A link at the set's pointer or folder is an error.
     """
-    pointer = eval_sets.current(registry, model_name)  # refuses links before any write
+    damaged: EvalSetError | None = None
+    try:
+        pointer = eval_sets.current(registry, model_name)  # refuses links before any write
+    except EvalSetError as exc:  # a damaged evaluation.json: no matter to --eval-input
+        pointer, damaged = None, exc
     if args.eval_input:
         specs = args.eval_input.split(",")
         allowlist.check_corpus(specs, args.allowed_corpus_prefixes)
         return eval_sets.from_input(specs, args.eval_max_bytes), None
+    if damaged is not None:
+        return None, f"{UNSCORABLE}: {damaged}"
     if pointer is None:
         documents = (text for entry in listed_files(preprocess, "val/")
                      for text in read_doc_texts(entry["uri"]))  # fmt: skip
@@ -206,7 +216,7 @@ def choose_evaluation_set(
     try:
         return eval_sets.load(registry, model_name, pointer), None
     except EvalSetError as exc:
-        return None, f"the candidate cannot be scored on the registry's evaluation set: {exc}"
+        return None, f"{UNSCORABLE}: {exc}"
 
 
 def copy_artifacts(manifests: dict, target: str) -> tuple[list[ArtifactFile], dict[str, bytes]]:
@@ -273,7 +283,8 @@ def score_candidate(contents: dict[str, bytes], evaluation_set: EvalSet) -> Scor
 def gate_baseline(registry: str, model_name: str, version: str) -> tuple[dict | None, bool]:
     """The pointer a candidate is gated against, and whether this is a republication of the
     current latest (a rerun): that compares with what it replaced, and leaves ``latest.json``
-    as it is, its first promotion time included."""
+    as it is, its first promotion time included. Read before anything is written: a damaged
+    or foreign ``latest.json`` is a ``RegistryError`` naming the fix, and nothing is published."""
     latest = current_latest(registry, model_name)
     if latest is not None and latest["version"] == version:
         return latest.get("previous"), True
@@ -303,9 +314,7 @@ def score_published(
     to replace it, never a crash of the publish job."""
     folder = version_uri(registry, model_name, version)
     try:
-        recorded = {a["path"]: a["sha256"]
-                    for a in json.loads(storage.read_bytes(storage.join(folder, "run.json")))[
-                        "artifacts"]}  # fmt: skip
+        recorded = recorded_checksums(folder)
         files = {name: read_verified({"uri": storage.join(folder, name), "sha256": recorded[name]})
                  for name in MODEL_FILES}  # fmt: skip
         score = score_artifacts(
@@ -314,9 +323,22 @@ def score_published(
             files["tokenizer.json"].decode(),
             evaluation_set.documents,
         )
-    except (PipelineError, KeyError, ValueError) as exc:
+    # What a damaged version raises: files of the wrong shape (TypeError), weights that do not
+    # fit their config.json (torch's RuntimeError). A storage fault is none of these: retried.
+    except (PipelineError, KeyError, ValueError, TypeError, RuntimeError) as exc:
         return None, f"the current latest {version} cannot be scored on the evaluation set: {exc}"
     return score, None
+
+
+def recorded_checksums(folder: str) -> dict[str, str]:
+    """``{path: sha256}`` from a published version's ``run.json`` (read bounded): what its
+    files must match. Damaged → RegistryError naming the file."""
+    uri = storage.join(folder, "run.json")
+    storage.refuse_symlinks(folder, uri)
+    run = json_objects.parse(storage.read_bounded(uri, MAX_RUN_JSON_BYTES, "run.json"), uri,
+                         required=("artifacts",), error=RegistryError,
+                         fix="not a complete version; publish under another --version")  # fmt: skip
+    return lineage.checksums(run)
 
 
 def export_hf(target: str, contents: dict[str, bytes]) -> tuple[list[ArtifactFile], dict]:
@@ -390,8 +412,7 @@ def refuse_overwriting_another_model(target: str, weights_sha: str) -> None:
     run_json = storage.join(target, "run.json")
     storage.refuse_symlinks(target, run_json)
     if storage.exists(run_json):
-        artifacts = json.loads(storage.read_bytes(run_json))["artifacts"]
-        existing = next(a["sha256"] for a in artifacts if a["path"] == "model.safetensors")
+        existing = recorded_checksums(target).get("model.safetensors")
         if existing != weights_sha:
             raise RegistryError(
                 f"{target} already holds a different model: versions are immutable, choose "

@@ -116,3 +116,73 @@ def test_publish_reads_an_explicit_set_only_under_the_corpus_allow_list(tmp_path
     assert chosen.documents == ("held-out text",) and problem is None
     with pytest.raises(NotAllowed, match="outside the allowed locations"):
         choose(str(tmp_path / "secret.txt"))
+
+
+DAMAGED_POINTERS = {"truncated": b'{"sha256": "ab', "not JSON": b"\xff\xfe not json",
+                    "a list": b"[]", "without its checksum": b'{"source": "x"}'}  # fmt: skip
+
+
+@pytest.mark.parametrize("content", DAMAGED_POINTERS.values(), ids=DAMAGED_POINTERS)
+def test_a_damaged_pointer_is_the_sets_own_error_naming_the_file_and_the_fix(tmp_path, content):
+    registry = f"file://{tmp_path}"
+    (tmp_path / "m").mkdir()
+    (tmp_path / "m" / "evaluation.json").write_bytes(content)
+    with pytest.raises(EvalSetError, match=r"m/evaluation\.json is damaged.*restore it from"):
+        eval_set.current(registry, "m")
+
+
+@pytest.mark.parametrize("content", DAMAGED_POINTERS.values(), ids=DAMAGED_POINTERS)
+def test_publish_does_not_promote_on_a_damaged_pointer_and_says_why(tmp_path, content):
+    publish = load_job("publish")
+    registry = f"file://{tmp_path / 'registry'}"
+    (tmp_path / "registry" / "m").mkdir(parents=True)
+    (tmp_path / "registry" / "m" / "evaluation.json").write_bytes(content)
+    args = publish.parse_args(["--run-root", f"file://{tmp_path / 'run'}", "--registry",
+                               registry, "--model-name", "m"])  # fmt: skip
+    chosen, problem = publish.choose_evaluation_set(args, registry, "m", {})
+    assert chosen is None
+    assert problem.startswith("the candidate cannot be scored on the registry's evaluation set: ")
+    assert "evaluation.json is damaged" in problem
+
+
+def damage_the_latest(registry, how: str) -> None:
+    """Damage version v1 (written by ``publish_by_hand``) so that it cannot be scored."""
+    import hashlib
+
+    from helpers.registry import CONFIG
+    from sparklm.data.tokenizer import train_from_counts
+    from sparklm.model.gpt import GPT
+    from sparklm.model.weights import model_bytes
+
+    folder = registry / "m" / "v1"
+    if how == "run.json of another shape":
+        (folder / "run.json").write_text("[1]")
+        return
+    files = {"tokenizer.json": train_from_counts({"hello": 5, " world": 3}, 300).to_str().encode()}
+    if how == "weights that do not fit config.json":
+        two_layers = GPT(type(CONFIG)(**{**CONFIG.to_dict(), "n_layer": 2}))
+        files["model.safetensors"] = model_bytes(two_layers)
+    elif how == "a tokenizer.json tokenizers cannot read":
+        files["tokenizer.json"] = b'{"fake": "tokenizer"}'
+    for name, data in files.items():
+        (folder / name).write_bytes(data)
+    run = json.loads((folder / "run.json").read_text())
+    for artifact in run["artifacts"]:
+        if artifact["path"] in files:
+            artifact["sha256"] = hashlib.sha256(files[artifact["path"]]).hexdigest()
+    (folder / "run.json").write_text(json.dumps(run))
+
+
+@pytest.mark.parametrize("how", ["run.json of another shape", "weights that do not fit config.json",
+                                 "a tokenizer.json tokenizers cannot read"])  # fmt: skip
+def test_a_latest_version_that_cannot_be_scored_is_a_reason_not_a_crash(tmp_path, how):
+    """The gate scores the current latest too: whatever is wrong with its files is the reason
+    the candidate is not promoted (the candidate is still published), never a traceback."""
+    from helpers.registry import publish_by_hand
+
+    publish = load_job("publish")
+    publish_by_hand(tmp_path)
+    damage_the_latest(tmp_path, how)
+    score, reason = publish.score_published(f"file://{tmp_path}", "m", "v1",
+                                            capped(["hello world"], "test", 100))  # fmt: skip
+    assert score is None and reason.startswith("the current latest v1 cannot be scored")

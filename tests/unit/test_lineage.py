@@ -107,3 +107,32 @@ def test_a_job_needs_the_version_folder_not_a_name(tmp_path):
         for_job("latest")
     assert for_job(None) is None
     assert for_job(publish_by_hand(tmp_path)).version == "v1"
+
+
+def test_the_train_job_checks_what_the_lineage_reads_before_it_trains(tmp_path):
+    """A version whose metrics.csv changed after publishing (read for the lineage of versions
+    written before it was recorded) is refused when the job starts, not after its last round."""
+    from types import SimpleNamespace
+
+    from helpers.jobs import load_job
+
+    uri = publish_by_hand(tmp_path)
+    metrics = tmp_path / "m" / "v1" / "metrics.csv"
+    metrics.write_bytes(metrics.read_bytes().replace(b"8192", b"9999"))
+    parent = Parent.open(uri)
+    args = SimpleNamespace(init_from=uri)
+    upstream = {
+        "run_root": "file:///run",
+        "stats": {"tokenizer_from": {"sha256": parent.sha256("tokenizer.json")}},
+    }
+    with pytest.raises(LineageError, match="metrics.csv no longer matches the checksum"):
+        load_job("train").parent_version(args, upstream)
+
+
+def test_a_version_file_is_read_only_up_to_its_bound(tmp_path):
+    uri = publish_by_hand(tmp_path)
+    tokenizer = tmp_path / "m" / "v1" / "tokenizer.json"
+    with tokenizer.open("ab") as f:
+        f.truncate(20 * 2**20)  # 20 MiB: past any tokenizer the vocabulary bound allows
+    with pytest.raises(PipelineError, match="tokenizer.json is larger than"):
+        Parent.open(uri).read("tokenizer.json")

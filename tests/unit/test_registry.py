@@ -15,11 +15,12 @@ from sparklm.registry.versions import (
     list_versions,
     promotion_decision,
     read_latest,
+    registry_uri,
     version_uri,
     write_latest,
 )
 from sparklm.runtime import allowlist
-from sparklm.runtime.storage import SymlinkRefused, filesystem
+from sparklm.runtime.storage import StorageError, SymlinkRefused, filesystem
 from sparklm.settings import SETTINGS, SettingError
 
 
@@ -83,6 +84,18 @@ def test_a_registry_is_an_s3_or_file_uri_without_dot_segments_or_a_trailing_slas
         "['s3://models/registry']: choose a registry under one of them, or have the deployment "
         "add it to the llm_registry_allowed_prefixes Variable (--allowed-registry-prefixes, "
         "LLM_REGISTRY_ALLOWED_PREFIXES)"
+    )
+
+
+@pytest.mark.parametrize("check", [registry_uri, lambda uri: check_registry(uri, None)])
+def test_a_registry_with_glob_characters_is_refused_naming_them(check):
+    """Publish clears a version folder of its registry; s3fs would read these characters as a
+    pattern there. (``registry_uri`` is also generate's ``--registry``.)"""
+    with pytest.raises(StorageError) as refused:
+        check("s3://models/reg-[a]?")
+    assert str(refused.value) == (
+        "registry 's3://models/reg-[a]?' contains the glob characters '?', '[', which storage "
+        "would match against other folders' names: choose a registry without '*', '?' or '['"
     )
 
 
@@ -287,6 +300,43 @@ def test_allow_lists_fall_back_to_the_environment_then_anywhere(monkeypatch):
         allowlist.check_corpus(["s3://b/c/x.txt", "s3://b/d.txt"], None)
 
 
+@pytest.mark.parametrize("spec", ["link", "link/*.txt", "link/s.txt", "real/link/s.txt"])
+def test_a_corpus_reached_through_a_link_below_an_allowed_prefix_is_refused(tmp_path, spec):
+    """A link inside an allowed folder would make the prefix allow whatever it points to."""
+    write_text(tmp_path / "outside" / "s.txt", "secret\n")
+    (tmp_path / "allowed" / "real").mkdir(parents=True)
+    for at in ("link", "real/link"):
+        (tmp_path / "allowed" / at).symlink_to(tmp_path / "outside", target_is_directory=True)
+    link = tmp_path / "allowed" / ("real/link" if spec.startswith("real/") else "link")
+    with pytest.raises(allowlist.NotAllowed) as refused:
+        allowlist.check_corpus([f"{tmp_path}/allowed/{spec}"], f"file://{tmp_path}/allowed")
+    assert str(refused.value) == (
+        f"corpus '{tmp_path}/allowed/{spec}' goes through the symbolic link {link} (to "
+        f"{tmp_path}/outside) below the allowed location file://{tmp_path}/allowed: a link there "
+        "could lead reads anywhere. Name the folder it points to instead, if that is allowed, or "
+        "replace the link with a real folder"
+    )
+
+
+def test_links_at_or_above_an_allowed_prefix_and_real_folders_below_it_are_accepted(tmp_path):
+    write_text(tmp_path / "data" / "corpus" / "a.txt", "text\n")
+    (tmp_path / "linked").symlink_to(tmp_path / "data", target_is_directory=True)
+    specs = [f"{tmp_path}/linked/corpus", f"{tmp_path}/linked/corpus/*.txt",
+             f"{tmp_path}/linked/corpus/a.txt"]  # fmt: skip
+    allowlist.check_corpus(specs, f"file://{tmp_path}/linked")  # the deployment's own link
+    allowlist.check_corpus(specs, f"file://{tmp_path}/linked/corpus")
+    allowlist.check_corpus(specs, f"file://{tmp_path}/elsewhere,file://{tmp_path}/linked")
+    allowlist.check_corpus([f"{tmp_path}/data/corpus/a.txt"], f"file://{tmp_path}/data")
+
+
+def test_a_link_is_fine_when_another_allowed_prefix_reaches_the_corpus_without_one(tmp_path):
+    write_text(tmp_path / "outside" / "s.txt", "text\n")
+    (tmp_path / "allowed").mkdir()
+    (tmp_path / "allowed" / "link").symlink_to(tmp_path / "outside", target_is_directory=True)
+    allowlist.check_corpus([f"{tmp_path}/allowed/link/s.txt"],
+                           f"file://{tmp_path}/allowed,file://{tmp_path}/allowed/link")  # fmt: skip
+
+
 def test_an_s3_registry_lists_its_model_folders_and_no_phantom_of_itself(
     aws_api_server, monkeypatch
 ):
@@ -303,3 +353,24 @@ def test_an_s3_registry_lists_its_model_folders_and_no_phantom_of_itself(
     fs.pipe({"registry-bucket/registry/wiki-gpt/v1/config.json": b"{}",
              "registry-bucket/registry//stray": b""})  # fmt: skip
     assert list_models("s3://registry-bucket/registry") == ["wiki-gpt"]
+
+
+@pytest.mark.parametrize("content", [b'{"version": "v1", "uri', b"not json", b"[]", b'"v1"',
+                                     b"\xff\xfe", b" " * (2**20 + 1)])  # fmt: skip
+def test_a_damaged_latest_pointer_is_a_registry_error_naming_the_file_and_the_fix(
+    tmp_path, content
+):
+    (tmp_path / "registry" / "m").mkdir(parents=True)
+    (tmp_path / "registry" / "m" / "latest.json").write_bytes(content)
+    with pytest.raises(RegistryError, match=r"m/latest\.json is damaged.*restore it from"):
+        read_latest(f"file://{tmp_path / 'registry'}", "m")
+
+
+def test_a_latest_pointer_that_is_not_a_regular_file_is_never_read(tmp_path):
+    """A FIFO named latest.json would block the reader (the Models view's request) for ever."""
+    import os
+
+    (tmp_path / "registry" / "m").mkdir(parents=True)
+    os.mkfifo(tmp_path / "registry" / "m" / "latest.json")
+    with pytest.raises(RegistryError, match=r"m/latest\.json is damaged"):
+        read_latest(f"file://{tmp_path / 'registry'}", "m")

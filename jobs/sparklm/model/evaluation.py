@@ -114,5 +114,8 @@ def score_artifacts(
     from sparklm.data.tokenizer import special_ids
     from sparklm.model.weights import load_model
 
-    tokenizer = Tokenizer.from_str(tokenizer_json)
+    try:
+        tokenizer = Tokenizer.from_str(tokenizer_json)
+    except Exception as exc:  # tokenizers raises a bare Exception for a file it cannot read
+        raise ValueError(f"tokenizer.json cannot be read as a tokenizer: {exc}") from None
     return score(load_model(weights, config), tokenizer, documents, special_ids(tokenizer)["eod"])

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from sparklm import settings
-from sparklm.runtime import storage
+from sparklm.runtime import json_objects, storage
 from sparklm.runtime.errors import PipelineError
 
 POINTER = "evaluation.json"
@@ -33,6 +33,11 @@ FOLDER = "evaluation"
 # publish scores two models on it in seconds on a laptop CPU.
 DEFAULT_MAX_BYTES: int = settings.default("eval_max_bytes")
 JSONL_SUFFIXES = (".jsonl", ".jsonl.gz", ".jsonl.bz2", ".json.gz")
+# The latest version's promotion.json records the set it was promoted on: the pointer's content.
+DAMAGED_POINTER_FIX = (
+    "restore it from 'evaluation.set' in the latest version's promotion.json, or publish with "
+    "--eval-input (Param eval_input): a version promoted on that set puts it in force"
+)
 
 
 class EvalSetError(PipelineError):
@@ -154,11 +159,12 @@ def current(registry: str, model: str) -> dict[str, Any] | None:
     """The set in force for ``model`` (its ``evaluation.json``), or None before the first.
 
     Called before publish writes anything, so a link at the pointer or at ``evaluation/``
-    stops the job there."""
+    stops the job there. A pointer that is not a JSON object naming a ``sha256`` is an
+    ``EvalSetError``, like a set file that is missing or changed."""
     uri = pointer_uri(registry, model)
     storage.refuse_symlinks(registry, uri)
     storage.refuse_symlinks(registry, storage.join(registry, model, FOLDER))
-    return json.loads(storage.read_bytes(uri)) if storage.exists(uri) else None
+    return json_objects.read(uri, required=("sha256",), error=EvalSetError, fix=DAMAGED_POINTER_FIX)
 
 
 def load(registry: str, model: str, pointer: dict[str, Any]) -> EvalSet:

@@ -99,7 +99,7 @@ class Parent:
             )
         run = _json(uri, "run.json", _read(uri, "run.json"))
         missing = [n for n in ("model.safetensors", "config.json", "tokenizer.json")
-                   if n not in _checksums(run)]  # fmt: skip
+                   if n not in checksums(run)]  # fmt: skip
         if missing:
             raise LineageError(
                 f"init_from: version {version} has no {' or '.join(missing)} in its run.json: "
@@ -109,12 +109,14 @@ class Parent:
         config = _json(uri, "config.json", _verified(uri, run, "config.json", MAX_RECORD_BYTES))
         return cls(uri, version, run, promotion, config)
 
-    def read(self, name: str) -> bytes:
-        """A file of the version, checked against the checksum its ``run.json`` recorded."""
-        return _verified(self.uri, self.run, name, None)
+    def read(self, name: str, max_bytes: int | None = MAX_RECORD_BYTES) -> bytes:
+        """A file of the version, checked against the checksum its ``run.json`` recorded, read
+        only up to ``max_bytes`` (None: the weights, whose header the caller checks against
+        the memory budget first)."""
+        return _verified(self.uri, self.run, name, max_bytes)
 
     def sha256(self, name: str) -> str:
-        return _checksums(self.run)[name]
+        return checksums(self.run)[name]
 
     @property
     def eval_bits_per_byte(self) -> float | None:
@@ -178,7 +180,7 @@ def _read(folder: str, name: str, max_bytes: int | None = MAX_RECORD_BYTES) -> b
 
 def _verified(folder: str, run: Mapping[str, Any], name: str, max_bytes: int | None) -> bytes:
     data = _read(folder, name, max_bytes)
-    if hashlib.sha256(data).hexdigest() != _checksums(run).get(name):
+    if hashlib.sha256(data).hexdigest() != checksums(run).get(name):
         raise LineageError(
             f"init_from: {storage.join(folder, name)} no longer matches the checksum in the "
             "version's run.json: it was changed after publishing. Continue from another "
@@ -197,6 +199,13 @@ def _json(folder: str, name: str, data: bytes) -> dict[str, Any]:
     return value
 
 
-def _checksums(run: Mapping[str, Any]) -> dict[str, str]:
-    return {a["path"]: a["sha256"] for a in run.get("artifacts", [])
-            if isinstance(a, dict) and "path" in a and "sha256" in a}  # fmt: skip
+def checksums(run: Mapping[str, Any]) -> dict[str, str]:
+    """``{path: sha256}`` of a version's files, from its ``run.json`` (entries of another shape
+    are skipped: a file without its checksum cannot be verified, so it counts as absent)."""
+    artifacts = run.get("artifacts")
+    entries = artifacts if isinstance(artifacts, list) else []
+    return {
+        a["path"]: a["sha256"]
+        for a in entries
+        if isinstance(a, dict) and isinstance(a.get("path"), str) and "sha256" in a
+    }

@@ -19,7 +19,7 @@ from urllib.parse import urlparse
 
 from sparklm import settings
 from sparklm.registry import eval_set as eval_sets
-from sparklm.runtime import allowlist, storage
+from sparklm.runtime import allowlist, json_objects, storage
 from sparklm.runtime.errors import PipelineError
 
 if TYPE_CHECKING:  # the Models view reads versions without loading torch
@@ -29,6 +29,10 @@ ALLOWED_PREFIXES_ENV = "LLM_REGISTRY_ALLOWED_PREFIXES"
 
 LATEST = "latest.json"
 PROMOTION = "promotion.json"
+DAMAGED_LATEST_FIX = (
+    "restore it from 'pointer' in the promoted version's promotion.json, or delete it and "
+    "republish that version"
+)
 NAME_PATTERN = re.compile(settings.NAME_PATTERN)
 # Names a version folder cannot take: they are the model folder's own entries.
 RESERVED_VERSIONS = (LATEST, eval_sets.FOLDER)
@@ -53,14 +57,19 @@ def check_name(kind: str, value: str) -> str:
     return value
 
 
-def check_registry(uri: str, allowed_prefixes: list[str] | None) -> str:
-    """A registry URI must be file:// or s3://, free of ``..``, and under an allowed prefix
-    (``None``: anywhere)."""
+def registry_uri(uri: str) -> str:
+    """A registry URI, normalized: file:// or s3://, free of ``..`` and of glob characters."""
     if any(part in ("..", ".") for part in urlparse(uri.strip()).path.split("/")):
         raise RegistryError(f"registry {uri!r} contains '..' or '.' segments")
     if urlparse(uri.strip()).scheme == storage.PACKAGE_SCHEME:
         raise RegistryError(f"registry {uri!r} must be an s3:// or file:// URI")
-    uri = storage.normalize_uri(uri).rstrip("/")
+    storage.refuse_glob_characters(uri.strip(), "registry")
+    return storage.normalize_uri(uri).rstrip("/")
+
+
+def check_registry(uri: str, allowed_prefixes: list[str] | None) -> str:
+    """A registry URI (``registry_uri``) under an allowed prefix (``None``: anywhere)."""
+    uri = registry_uri(uri)
     if not allowlist.is_allowed(uri, allowed_prefixes):
         raise RegistryError(
             f"registry {uri!r} is outside the allowed locations {allowed_prefixes}: choose a "
@@ -91,16 +100,17 @@ def read_latest(registry: str, model: str) -> dict[str, Any]:
 
 
 def current_latest(registry: str, model: str) -> dict[str, Any] | None:
-    """The pointer, if any; refused when it is a link or points outside its own registry.
+    """The pointer, if any; refused (a ``RegistryError``) when it is a link, is not a JSON
+    object, or points outside its own registry.
 
     A pointer is followed to ``{registry}/{model}/{version}`` and nowhere else, so a
     hand-edited ``latest.json`` cannot make a reader load weights from elsewhere.
     """
     uri = latest_uri(registry, model)
     storage.refuse_symlinks(registry, uri)
-    if not storage.exists(uri):
+    pointer = json_objects.read(uri, required=(), error=RegistryError, fix=DAMAGED_LATEST_FIX)
+    if pointer is None:
         return None
-    pointer = json.loads(storage.read_bytes(uri))
     if not _points_into(pointer, registry, model):
         raise RegistryError(
             f"{uri} points at {pointer.get('uri')!r}, which is not a version folder of its own "
