@@ -2,7 +2,10 @@
 
 import bz2
 import gzip
+import io
 import lzma
+import random
+import re
 
 import pyarrow as pa
 import pytest
@@ -14,6 +17,7 @@ from sparklm.data.decompression import (
     open_decompressed,
     strip_codec_suffix,
 )
+from sparklm.runtime import exit_codes, storage
 from sparklm.runtime.errors import PipelineError
 
 COMPRESS = {"gzip": gzip.compress, "bz2": bz2.compress, "xz": lzma.compress,
@@ -123,3 +127,54 @@ def test_an_unknown_codec_is_refused_by_name(tmp_path):
     path.write_bytes(b"\x04\x22\x4d\x18")
     with pytest.raises(ValueError, match=r"unknown codec 'lz4'"):
         read_all(path, "lz4", ReadLimits())
+
+
+def corrupt(codec: str, kind: str) -> bytes:
+    """A file of ``codec`` cut in half (``truncated``), or bytes that are not ``codec``."""
+    if kind == "garbage":
+        return COMPRESS[codec](b"")[:4] + b"not a compressed stream at all " * 100
+    whole = COMPRESS[codec](b"".join(b"line %d of ordinary text\n" % i for i in range(20_000)))
+    return whole[: len(whole) // 2]
+
+
+@pytest.mark.parametrize("kind", ["truncated", "garbage"])
+@pytest.mark.parametrize("codec", COMPRESS)
+def test_a_truncated_or_corrupt_file_is_bad_input_naming_the_file(tmp_path, codec, kind):
+    """Exit 2 with the file and the fix, not a retried traceback."""
+    path = tmp_path / f"broken.txt{SUFFIX[codec]}"
+    path.write_bytes(corrupt(codec, kind))
+    with pytest.raises(PipelineError) as exc:
+        read_all(path, codec, ReadLimits())
+    verdict = exit_codes.classify(exc.value, "lower --batch-size")
+    assert verdict is not None and verdict.exit_code == exit_codes.DETERMINISTIC
+    assert re.fullmatch(
+        rf"file://{re.escape(str(path))} is truncated or corrupt \(.+\): download it again, "
+        r"or remove it from --input",
+        verdict.message,
+    )
+
+
+class FailingStorage(io.BytesIO):
+    """A storage stream whose reads fail after the first: the network dropped mid-file."""
+
+    def __init__(self, data: bytes) -> None:
+        super().__init__(data)
+        self.reads = 0
+
+    def read(self, size: int | None = -1) -> bytes:
+        self.reads += 1
+        if self.reads > 1:
+            raise ConnectionError("Connection reset by peer")
+        return super().read(1024 if size is None or size < 0 else min(size, 1024))
+
+
+@pytest.mark.parametrize("codec", COMPRESS)
+def test_a_storage_failure_while_decompressing_is_not_taken_for_corrupt_input(
+    tmp_path, monkeypatch, codec
+):
+    """ConnectionError is an OSError, as some decoders' verdicts are: it must stay retryable."""
+    path = tmp_path / f"fine.txt{SUFFIX[codec]}"
+    path.write_bytes(COMPRESS[codec](bytes(random.Random(0).randbytes(200_000))))
+    monkeypatch.setattr(storage, "open_binary", lambda uri: FailingStorage(path.read_bytes()))
+    with pytest.raises(ConnectionError, match="reset by peer"):
+        read_all(path, codec, ReadLimits())

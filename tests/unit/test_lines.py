@@ -7,7 +7,7 @@ import random
 
 import pytest
 
-from sparklm.data.lines import LineCutter, cut_text, iter_records
+from sparklm.data.lines import LineCutter, cut_text, iter_lines, iter_records
 
 
 def records_by_ranges(data: bytes, limit: int, range_bytes: int) -> list[tuple[int, bytes, bool]]:
@@ -46,6 +46,26 @@ def test_records_partition_the_bytes_identically_for_any_ranges(seed):
         assert [(r, w) for _, r, w in whole] == [(line, True) for line in lines]
     for range_bytes in (1, 2, 3, 7, limit, limit + 1, 2 * limit + 3, len(data) + 1):
         assert records_by_ranges(data, limit, range_bytes) == whole, range_bytes
+
+
+@pytest.mark.parametrize("seed", range(300))
+def test_lines_are_each_yielded_once_whole_or_measured_for_any_ranges(seed):
+    """A line over the limit is one ``(offset, None, size)``, yielded by the range holding its
+    first byte, however many ranges its pieces cross."""
+    rng = random.Random(seed)
+    limit = rng.choice([2, 3, 8, 16, 17, 64])
+    data = random_corpus(rng, limit)
+    lines = data.split(b"\n")[: -1 if data.endswith(b"\n") or not data else None]
+    offsets = itertools.accumulate((len(line) + 1 for line in lines), initial=0)
+    expected = [(offset, line if len(line) <= limit else None, len(line))
+                for offset, line in zip(offsets, lines, strict=False)]  # fmt: skip
+    assert list(iter_lines(io.BytesIO(data), limit)) == expected
+    for range_bytes in (1, 2, 3, 7, limit, limit + 1, 2 * limit + 3, len(data) + 1):
+        by_ranges = []
+        for start in range(0, max(len(data), 1), range_bytes):
+            end = min(start + range_bytes, len(data))
+            by_ranges += list(iter_lines(io.BytesIO(data), limit, start, end))
+        assert by_ranges == expected, range_bytes
 
 
 def test_a_giant_line_is_cut_after_whitespace_near_the_limit():

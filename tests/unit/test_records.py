@@ -14,6 +14,7 @@ import pytest
 from sparklm.data import records
 from sparklm.data.decompression import ReadLimits
 from sparklm.data.records import RecordText
+from sparklm.runtime import exit_codes
 from sparklm.runtime.errors import PipelineError
 
 TEXT = ("text",)
@@ -75,6 +76,23 @@ def test_a_large_string_column_is_read_like_a_string_column(tmp_path):
     assert read_all(uri) == [(0, RecordText("one", None, 3)), (1, RecordText("two", None, 3))]
 
 
+def test_a_dictionary_encoded_string_column_is_read_like_a_string_column(tmp_path):
+    """What pandas writes for a categorical column: each row's value, an oversized one
+    dropped, and the column named among the string columns when --text-field is wrong."""
+    big = "x" * 2000
+    texts = pa.array(["one", None, big, "été", big, "one"]).dictionary_encode()
+    uri = write_parquet(tmp_path / "t.parquet", pa.table({"text": texts}))
+    assert pa.types.is_dictionary(pq.read_schema(tmp_path / "t.parquet").field("text").type)
+    assert read_all(uri, limits=ReadLimits(max_record_bytes=1024)) == [
+        (0, RecordText("one", None, 3)), (1, RecordText(None, records.MISSING_FIELD, 0)),
+        (2, RecordText(None, records.TOO_LARGE, 2000)), (3, RecordText("été", None, 5)),
+        (4, RecordText(None, records.TOO_LARGE, 2000)), (5, RecordText("one", None, 3)),
+    ]  # fmt: skip
+    named = r"no string column 'body' \(its string columns: text\)"
+    with pytest.raises(PipelineError, match=named):
+        records.parquet_row_groups(uri, ("body",), DEFAULTS)
+
+
 @pytest.mark.parametrize(
     ("table", "text_field", "columns"),
     [(pa.table({"title": ["a"], "text": ["b"], "n": [1]}), ("title", "body"), "title, text"),
@@ -90,6 +108,26 @@ def test_a_text_field_that_is_not_a_string_column_is_refused_naming_file_and_str
               f"{columns}): set --text-field to the column holding the text")  # fmt: skip
     with pytest.raises(PipelineError, match=f"^{re.escape(wanted)}$"):
         records.parquet_row_groups(uri, text_field, ReadLimits())
+
+
+@pytest.mark.parametrize("kind", ["truncated", "garbage"])
+def test_a_truncated_or_corrupt_parquet_file_is_bad_input_naming_the_file(tmp_path, kind):
+    """Refused on the driver while planning (and by a task reading it) with exit 2, the file
+    and the fix, not a retried traceback."""
+    path = tmp_path / "broken.parquet"
+    write_parquet(path, pa.table({"text": [f"row {i}" for i in range(1000)]}))
+    whole = path.read_bytes()
+    path.write_bytes(whole[: len(whole) // 2] if kind == "truncated" else b"PAR1 not parquet")
+    uri = f"file://{path}"
+    wanted = (rf"{re.escape(uri)} is truncated or corrupt \(.+\): download it again, or remove "
+              r"it from --input")  # fmt: skip
+    for read in (lambda: records.parquet_row_groups(uri, TEXT, DEFAULTS),
+                 lambda: list(records.parquet_texts(uri, 0, 1, TEXT, DEFAULTS))):  # fmt: skip
+        with pytest.raises(PipelineError) as exc:
+            read()
+        verdict = exit_codes.classify(exc.value, "lower --batch-size")
+        assert verdict is not None and verdict.exit_code == exit_codes.DETERMINISTIC
+        assert re.fullmatch(wanted, verdict.message)
 
 
 def test_a_parquet_file_without_row_groups_yields_no_rows(tmp_path):

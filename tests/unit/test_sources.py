@@ -171,9 +171,24 @@ def test_a_json_lines_record_over_the_cap_is_dropped_not_parsed(tmp_path):
                       gzip.compress(f'{{"text": "small one"}}\n{big}\n'.encode()))  # fmt: skip
     options = ReadOptions(4, ReadLimits(max_record_bytes=4096))
     _, records = read([path], options=options)
-    assert records[0].text == "small one"
-    assert {r.drop_reason for r in records[1:]} == {"record_too_large"}
-    assert sum(r.raw_bytes for r in records[1:]) == len(big)
+    assert [(r.text, r.drop_reason, r.raw_bytes) for r in records] == [
+        ("small one", None, 9), ("", "record_too_large", len(big))]  # fmt: skip
+
+
+@pytest.mark.parametrize("split_bytes", [1000, 10**9])
+def test_a_json_lines_record_over_the_cap_is_one_dropped_record_across_ranges(
+    tmp_path, split_bytes
+):
+    """Counted once, with all its bytes, by the range holding its first byte."""
+    big = json.dumps({"text": "word " * 2000})
+    lines = ['{"text": "first record"}', big, '{"text": "last record"}']
+    path = write_text(tmp_path / "data.jsonl", "\n".join(lines) + "\n")
+    options = ReadOptions(4, ReadLimits(max_record_bytes=4096))
+    splits, records = read([path], split_bytes=split_bytes, options=options)
+    assert len(splits) == (11 if split_bytes == 1000 else 1)
+    assert [(r.text, r.drop_reason, r.raw_bytes) for r in records] == [
+        ("first record", None, 12), ("", "record_too_large", len(big)),
+        ("last record", None, 11)]  # fmt: skip
 
 
 def test_parquet_row_groups_are_splits_and_every_row_is_read_once(tmp_path):
@@ -464,3 +479,19 @@ def test_a_dump_page_without_a_numeric_id_is_still_read(tmp_path):
     dump = write_text(tmp_path / "dump.xml", f"<mediawiki>{page}</mediawiki>")
     _, records = read([dump])
     assert [r.text for r in records] == ["Text of a page without an id."]
+
+
+@pytest.mark.parametrize("page_id", [str(2**31), str(2**63), "²", "1" * 5000])
+def test_a_dump_page_whose_id_cannot_position_its_lines_is_read_like_one_without_an_id(
+    tmp_path, page_id
+):
+    """Positions are Spark longs (``id << 32``): an id of 2**31 or more, or one that is not
+    ASCII digits ("²".isdigit() is true), must neither overflow one nor fail the task."""
+    pages = [mediawiki_page(2**31 - 1, "Last", "The largest id still positions its page."),
+             mediawiki_page(0, "Odd", "Text of a page with an odd id.").replace(
+                 "<id>0</id>", f"<id>{page_id}</id>")]  # fmt: skip
+    dump = write_text(tmp_path / "dump.xml", f"<mediawiki>{''.join(pages)}</mediawiki>")
+    _, records = read([dump])
+    assert [(r.text, r.position) for r in records] == [
+        ("The largest id still positions its page.", (2**31 - 1) << 32),
+        ("Text of a page with an odd id.", 0)]  # fmt: skip

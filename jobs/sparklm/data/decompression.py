@@ -15,6 +15,7 @@ import io
 import lzma
 import posixpath
 import re
+import zlib
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -39,6 +40,11 @@ MIN_CAP_BYTES = 16 * MIB
 DECODER_MEMORY_BYTES = 256 * MIB
 # How lzma and Arrow's zstd say a stream needs more than that.
 DECODER_OUT_OF_MEMORY = re.compile(r"Memory usage limit|requires too much memory", re.IGNORECASE)
+# What the decoders raise on bytes that are not a whole stream of their codec: EOFError when
+# it is truncated, gzip.BadGzipFile or zlib.error, bz2's and Arrow's zstd OSError,
+# lzma.LZMAError. A failed read of the storage stream can be an OSError too (ConnectionError
+# is one): StorageReads tells the two apart.
+DECODER_ERRORS = (EOFError, OSError, lzma.LZMAError, zlib.error)
 
 
 @dataclass(frozen=True)
@@ -79,24 +85,56 @@ def strip_codec_suffix(name: str) -> str:
     return stem if suffix.lower() in SUFFIXES else name
 
 
+class StorageReads(io.RawIOBase):
+    """The compressed stream as its decoder reads it, noting whether a read failed.
+
+    The decoder calls ``read`` from inside its own, so an error surfacing from the decoder
+    may be the storage layer's (S3 unreachable: retried) rather than the decoder's verdict
+    on the bytes (bad input): ``failed`` says which.
+    """
+
+    def __init__(self, raw: BinaryIO) -> None:
+        super().__init__()
+        self._raw, self.failed = raw, False
+
+    def read(self, size: int = -1) -> bytes:
+        try:
+            return self._raw.read(size)
+        except BaseException:
+            self.failed = True
+            raise
+
+    def readable(self) -> bool:
+        return True
+
+
 class CappedReader:
-    """A read-only stream that fails once more than ``cap`` bytes came out of it."""
+    """A read-only stream that fails once more than ``cap`` bytes came out of it.
+
+    With ``storage`` (the decoder's input), a stream its decoder refuses is bad input.
+    """
 
     def __init__(self, stream: BinaryIO | ByteReader, cap: int, describe: str,
-                 source: str = "") -> None:  # fmt: skip
+                 source: str = "", storage: StorageReads | None = None) -> None:  # fmt: skip
         self._stream, self._cap, self._describe, self._source = stream, cap, describe, source
+        self._storage = storage
         self.bytes_read = 0
 
     def read(self, size: int = -1) -> bytes:
         try:
             data = self._stream.read(size)
-        except (lzma.LZMAError, OSError) as exc:
-            if not DECODER_OUT_OF_MEMORY.search(str(exc)):
+        except DECODER_ERRORS as exc:
+            if DECODER_OUT_OF_MEMORY.search(str(exc)):
+                raise PipelineError(
+                    f"{self._source or 'a compressed input'} asks for more memory to decompress "
+                    f"than the readers allow ({DECODER_MEMORY_BYTES // MIB} MiB; {exc}): "
+                    "recompress it with a smaller window or dictionary (xz -6, zstd without --long)"
+                ) from None
+            if self._storage is None or self._storage.failed:
                 raise
             raise PipelineError(
-                f"{self._source or 'a compressed input'} asks for more memory to decompress than "
-                f"the readers allow ({DECODER_MEMORY_BYTES // MIB} MiB; {exc}): recompress it "
-                "with a smaller window or dictionary (xz -6, zstd without --long)"
+                f"{self._source} is truncated or corrupt ({exc}): download it again, or remove "
+                "it from --input"
             ) from None
         self.bytes_read += len(data)
         if self.bytes_read > self._cap:
@@ -117,11 +155,13 @@ def open_decompressed(uri: str, codec: str, limits: ReadLimits) -> Iterator[Capp
     """The decompressed content of ``uri``, capped by ``limits`` relative to its size."""
     compressed_bytes = storage.size(uri)
     cap, _ = limits.decompressed_cap(compressed_bytes)
-    with storage.open_binary(uri) as raw, _decompressor(raw, codec) as stream:
-        yield CappedReader(stream, cap, bomb_message(uri, compressed_bytes, limits), uri)
+    with storage.open_binary(uri) as raw:
+        reads = StorageReads(raw)
+        with _decompressor(reads, codec) as stream:
+            yield CappedReader(stream, cap, bomb_message(uri, compressed_bytes, limits), uri, reads)
 
 
-def _decompressor(raw: BinaryIO, codec: str):
+def _decompressor(raw: BinaryIO | StorageReads, codec: str):
     if codec == "gzip":
         return gzip.GzipFile(fileobj=raw, mode="rb")
     if codec == "bz2":

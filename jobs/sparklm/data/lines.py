@@ -89,17 +89,51 @@ def iter_records(
     ``f`` must be seekable when ``start > 0``; a stream (e.g. a decompressor) is read
     from its current position, which counts as offset 0. Records exclude the newline.
     """
-    cutter = LineCutter(max_line_bytes)
+    for offset, record, whole in _scan_from(f, start, LineCutter(max_line_bytes)):
+        if end is not None and offset >= end:
+            return
+        if offset >= start:
+            yield offset, record, whole
+
+
+def iter_lines(
+    f: BinaryIO | ByteReader, max_line_bytes: int, start: int = 0, end: int | None = None
+) -> Iterator[tuple[int, bytes | None, int]]:
+    """Yield ``(offset, line, size)`` for every line whose first byte lies in ``[start, end)``;
+    ``line`` is None for a line longer than ``max_line_bytes``, which is only measured, piece
+    by piece: a JSON Lines record too large to parse is one record, counted once.
+
+    A long line is measured to its end, past ``end`` if it goes on there; one that began
+    before ``start`` belongs to an earlier range. ``f`` as for ``iter_records``.
+    """
+    long_start, long_end = -1, -1  # the long line being measured: [long_start, long_end)
+    for offset, record, whole in _scan_from(f, start, LineCutter(max_line_bytes)):
+        if offset == long_end:  # the next piece of the long line
+            long_end += len(record)
+            continue
+        if long_start >= start:
+            yield long_start, None, long_end - long_start
+        long_start, long_end = -1, -1
+        if end is not None and offset >= end:
+            return
+        if not whole:
+            long_start, long_end = offset, offset + len(record)
+        elif offset >= start:
+            yield offset, record, len(record)
+    if long_start >= start:
+        yield long_start, None, long_end - long_start
+
+
+def _scan_from(
+    f: BinaryIO | ByteReader, start: int, cutter: LineCutter
+) -> Iterator[tuple[int, bytes, bool]]:
+    """Records from where the record at or after ``start`` can be found (``_scan_origin``)."""
     origin = 0
     if start > 0:
         seekable = cast(BinaryIO, f)  # documented: seekable when start > 0
         origin = _scan_origin(seekable, start, cutter)
         seekable.seek(origin)
-    for offset, record, whole in _scan(f, origin, cutter):
-        if end is not None and offset >= end:
-            return
-        if offset >= start:
-            yield offset, record, whole
+    return _scan(f, origin, cutter)
 
 
 def _scan_origin(f: BinaryIO, start: int, cutter: LineCutter) -> int:

@@ -81,12 +81,27 @@ def parquet_row_groups(uri: str, path: tuple[str, ...], limits: ReadLimits) -> l
     Raises PipelineError naming the string columns when ``path`` is not one of them, or
     naming the flag to raise when a row group's text expands past ``limits``.
     """
-    import pyarrow.parquet as pq
-
     with storage.open_binary(uri) as f:
-        parquet = pq.ParquetFile(f)
+        parquet = open_parquet(uri, f)
         check_text_column(uri, parquet.schema_arrow, path)
         return _row_groups(uri, parquet.metadata, ".".join(path), limits)
+
+
+def open_parquet(uri: str, f, **options):
+    """``f`` (the file at ``uri``) read as Parquet; a file that is not one is bad input.
+
+    ArrowInvalid is Arrow's verdict on the bytes (no magic, no footer): a failed read of
+    ``f`` reaches here as its own exception (a ConnectionError stays one) and is retried.
+    """
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    try:
+        return pq.ParquetFile(f, **options)
+    except pa.ArrowInvalid as exc:
+        raise PipelineError(
+            f"{uri} is truncated or corrupt ({exc}): download it again, or remove it from --input"
+        ) from None
 
 
 def _row_groups(uri: str, meta, column: str, limits: ReadLimits) -> list[RowGroup]:
@@ -122,6 +137,16 @@ def batch_rows(max_record_bytes: int) -> int:
     return max(1, min(PARQUET_BATCH_ROWS, PARQUET_BATCH_BYTES // max_record_bytes))
 
 
+def is_text_type(field_type) -> bool:
+    """A string column, or a dictionary of strings (what pandas writes for a categorical):
+    both read as strings."""
+    import pyarrow as pa
+
+    if pa.types.is_dictionary(field_type):
+        field_type = field_type.value_type
+    return pa.types.is_string(field_type) or pa.types.is_large_string(field_type)
+
+
 def check_text_column(uri: str, schema, path: tuple[str, ...]) -> None:
     import pyarrow as pa
 
@@ -135,10 +160,8 @@ def check_text_column(uri: str, schema, path: tuple[str, ...]) -> None:
             field_type = None
             break
         field_type = struct.field(index).type
-    if field_type is None or not (pa.types.is_string(field_type)
-                                  or pa.types.is_large_string(field_type)):  # fmt: skip
-        strings = [f.name for f in schema if pa.types.is_string(f.type)
-                   or pa.types.is_large_string(f.type)]  # fmt: skip
+    if field_type is None or not is_text_type(field_type):
+        strings = [f.name for f in schema if is_text_type(f.type)]
         raise PipelineError(
             f"{uri} has no string column {'.'.join(path)!r} (its string columns: "
             f"{', '.join(strings) or 'none'}): set --text-field to the column holding the text"
@@ -156,14 +179,13 @@ def parquet_texts(
     a few times its size, within the expansion its group was allowed.
     """
     import pyarrow.compute as pc
-    import pyarrow.parquet as pq
 
     max_record_bytes = limits.max_record_bytes
     with storage.open_binary(uri) as f:
         # Buffered reads: a column chunk is read page by page, not whole, so one huge value
         # costs its page, not its row group's column. Pre-buffering (pyarrow's default) would
         # read each column chunk whole and ignore buffer_size.
-        parquet = pq.ParquetFile(f, buffer_size=PARQUET_READ_BUFFER, pre_buffer=False)
+        parquet = open_parquet(uri, f, buffer_size=PARQUET_READ_BUFFER, pre_buffer=False)
         groups = _row_groups(uri, parquet.metadata, ".".join(path), limits)
         row = groups[first_group].first_row if first_group < len(groups) else 0
         batches = parquet.iter_batches(batch_size=batch_rows(max_record_bytes),
@@ -173,7 +195,7 @@ def parquet_texts(
             column = batch.column(0)
             for key in path[1:]:
                 column = pc.struct_field(column, key)
-            sizes = pc.binary_length(column).to_pylist()
+            sizes = value_sizes(column)
             # Past an oversized value, values become Python strings one by one, the oversized
             # one never; otherwise the whole batch at once.
             if any(size is not None and size > max_record_bytes for size in sizes):
@@ -189,3 +211,17 @@ def parquet_texts(
                 else:
                     yield row, RecordText(text, None, size)
                 row += 1
+
+
+def value_sizes(column) -> list[int | None]:
+    """The UTF-8 bytes of each value of a string column (None for a null).
+
+    A dictionary column's are measured in its dictionary, never decoded: a value many rows
+    repeat is not copied once per row, and an oversized one not at all.
+    """
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    if pa.types.is_dictionary(column.type):
+        return pc.binary_length(column.dictionary).take(column.indices).to_pylist()
+    return pc.binary_length(column).to_pylist()

@@ -30,7 +30,7 @@ from sparklm.data.decompression import (
     open_decompressed,
     strip_codec_suffix,
 )
-from sparklm.data.lines import iter_records
+from sparklm.data.lines import iter_lines, iter_records
 from sparklm.runtime import storage
 
 TEXT, JSONL, PARQUET, MEDIAWIKI, AUTO = "text", "jsonl", "parquet", "mediawiki", "auto"
@@ -46,6 +46,9 @@ OPEN_COST_BYTES = 64 * 1024
 # are never tested, which also keeps the regex linear.
 DOC_HEADING = re.compile(r"^\s*=\s+[^=\s].*?\s+=\s*$")
 MAX_HEADING_CHARS = 256
+# Positions are Spark longs: ``page id << 32`` plus a byte offset within the page (at most
+# --max-record-bytes, below 2**32) stays below 2**63 for ids up to this one.
+MAX_PAGE_ID = 2**31 - 1
 
 
 @dataclass(frozen=True)
@@ -289,8 +292,9 @@ def _line_records(split: InputSplit, fmt: str, f, options: ReadOptions,
                   start: int = 0, end: int | None = None) -> Iterator[LineRecord]:  # fmt: skip
     """Plain text or JSON Lines from ``f`` (raw and seekable for a range, else a stream)."""
     if fmt == JSONL:
-        lines = iter_records(f, options.limits.max_record_bytes, start, end)
-        yield from _jsonl_records(split, lines, options)
+        yield from _jsonl_records(
+            split, iter_lines(f, options.limits.max_record_bytes, start, end), options
+        )
     else:
         lines = iter_records(f, options.limits.max_line_bytes, start, end)
         yield from _text_records(split, lines, options)
@@ -322,10 +326,11 @@ def is_heading(text: str) -> bool:
 
 
 def _jsonl_records(split: InputSplit, lines, options: ReadOptions) -> Iterator[LineRecord]:
-    """One document per record, at the record's byte offset."""
-    for offset, line, whole in lines:
-        if not whole:
-            record = records.RecordText(None, records.TOO_LARGE, len(line))
+    """One document per record, at the record's byte offset; one too large to parse is one
+    dropped row of all its bytes."""
+    for offset, line, size in lines:
+        if line is None:
+            record = records.RecordText(None, records.TOO_LARGE, size)
         elif not line.strip():
             record = records.RecordText(None, "empty", len(line))
         else:
@@ -350,7 +355,7 @@ def _page_records(split: InputSplit, pages, options: ReadOptions) -> Iterator[Li
     dropped and counted. Pages are positioned after ``page id << 32`` (dump order)."""
     for page in pages:
         doc_id = document_id(split.source, f"page-{page.page_id}")
-        base = (int(page.page_id) if page.page_id.isdigit() else 0) << 32
+        base = page_position(page.page_id)
         if page.namespace != mediawiki.ARTICLE_NAMESPACE or page.redirect or page.oversized:
             reason = ("non_article_page" if page.namespace != mediawiki.ARTICLE_NAMESPACE
                       else "redirect_page" if page.redirect else records.TOO_LARGE)  # fmt: skip
@@ -358,6 +363,18 @@ def _page_records(split: InputSplit, pages, options: ReadOptions) -> Iterator[Li
         else:
             record = records.RecordText(mediawiki.wiki_to_text(page.text), None, page.text_bytes)
         yield from _document_lines(split, doc_id, base, record, options)
+
+
+def page_position(page_id: str) -> int:
+    """``page id << 32``, where a page's lines are positioned: 0 (as for a page without an id,
+    which is still read) unless the id is ASCII digits of at most ``MAX_PAGE_ID``.
+
+    ``"²".isdigit()`` is true and ``int`` refuses it; a larger id would overflow Spark's long.
+    """
+    if not (page_id.isascii() and page_id.isdigit()) or len(page_id) > len(str(MAX_PAGE_ID)):
+        return 0
+    number = int(page_id)
+    return number << 32 if number <= MAX_PAGE_ID else 0
 
 
 def _document_lines(
