@@ -30,9 +30,10 @@ import io
 import json
 import math
 import os
+import sys
 import time
 from collections.abc import Sequence
-from functools import partial
+from functools import partial, reduce
 
 import numpy as np
 import torch
@@ -87,6 +88,12 @@ STAGE = "train"
 UPSTREAM = "tokenize"
 # The settings that shrink a replica or the driver, named when memory runs short.
 MODEL_SIZE_FLAGS = "--batch-size, --context-len, --n-embd or --n-layer"
+# The largest validation loss (nats) whose perplexity, exp(loss), a float holds: a model past it
+# has diverged as surely as one whose loss is infinite.
+MAX_VAL_LOSS = math.log(sys.float_info.max)
+# Replicas whose updates the driver sums itself; beyond, executors sum groups first (one model
+# per replica would otherwise meet on the driver at once).
+MAX_DRIVER_FAN_IN = 4
 METRIC_COLUMNS = (
     "round", "inner_steps", "tokens", "train_loss", "val_loss", "val_ppl", "val_bpb",
     "val_acc", "tokens_per_s", "seconds", "lr", "driver_rss_mb", "executor_rss_mb",
@@ -206,6 +213,7 @@ def parent_version(args, upstream: dict) -> lineage.Parent | None:
             "with that version's tokenizer, so its weights would read the wrong ids. Run "
             "tokenize with the same --init-from first"
         )
+    parent.describe()  # what the manifest will record, checked now (metrics.csv's checksum)
     return parent
 
 
@@ -217,7 +225,7 @@ def initial_model(model_cfg: GPTConfig, parent: lineage.Parent | None,
     if parent is not None:
         weights = storage.join(parent.uri, "model.safetensors")
         check_weights(weights, parent.config, budget_gb=budget_gb, what=weights)
-        model.load_state_dict(parse_safetensors(parent.read("model.safetensors"), weights))
+        model.load_state_dict(parse_safetensors(parent.read("model.safetensors", None), weights))
         entrypoint.log.info("train: continuing from version %s (%s)", parent.version, parent.uri)
     return model
 
@@ -298,18 +306,15 @@ def spark_context(train_cfg: TrainConfig):
 def run_round(sc, run: Training, progress: Progress, round_index: int) -> dict:
     """Run a round: every replica trains from the broadcast state, the outer optimizer applies
     their mean update, the validation split is scored. Updates ``progress.state``; returns the
-    round's metrics row. Stops the job if anything turns NaN or infinite."""
+    round's metrics row. Stops the job if anything turns NaN or infinite, or the validation
+    loss grows past what its perplexity can hold (``MAX_VAL_LOSS``)."""
     train_cfg = run.train_cfg
     t0 = time.time()
     broadcast = sc.broadcast(progress.state)
-    update = (
-        sc.parallelize(range(train_cfg.partitions), train_cfg.partitions)
-        .mapPartitions(partial(
-            train_partition, state=broadcast, model_cfg=run.model_cfg, train_cfg=train_cfg,
-            slices=run.data.slices,
-            round_index=round_index))
-        .treeAggregate(None, combine, combine, depth=2)
-    )  # fmt: skip
+    updates = sc.parallelize(range(train_cfg.partitions), train_cfg.partitions).mapPartitions(
+        partial(train_partition, state=broadcast, model_cfg=run.model_cfg, train_cfg=train_cfg,
+                slices=run.data.slices, round_index=round_index))  # fmt: skip
+    update = sum_in_partition_order(updates)
     broadcast.destroy()
     mean_loss = fault_injection.diverge(f"train:loss:round-{round_index + 1}", update.mean_loss)
     if not update.finite or not math.isfinite(mean_loss):
@@ -320,8 +325,7 @@ def run_round(sc, run: Training, progress: Progress, round_index: int) -> dict:
         raise diverged(round_index, train_cfg, "the averaged weights")
     train_seconds = time.time() - t0
     val_loss, val_acc = evaluate(run.model, run.data.val_tokens)
-    if not math.isfinite(val_loss):
-        raise diverged(round_index, train_cfg, "the validation loss")
+    check_validation_loss(round_index, train_cfg, val_loss)
     window_tokens = train_cfg.partitions * train_cfg.batch_size * run.model_cfg.context_len
     return {
         "round": round_index + 1,
@@ -402,9 +406,49 @@ def lr_flags(cfg: TrainConfig) -> str:
     return f"--lr (now {cfg.lr})"
 
 
-def diverged(round_index: int, cfg: TrainConfig, what: str) -> PipelineError:
+def sum_in_partition_order(updates):
+    """The sum of the replicas' updates (an RDD), added in an order fixed by partition index.
+
+    Float addition is not associative, and ``treeAggregate`` adds each level's partial sums in
+    the order its shuffle delivers them (on a cluster, any order): from 5 partitions on, a
+    retried or resumed round could end in other weights. Up to ``MAX_DRIVER_FAN_IN``
+    partitions the driver folds the updates in partition order (as ``RDD.reduce`` does);
+    beyond, each group of consecutive partitions is summed in index order on an executor (the
+    shuffle sorts them), then the driver folds the groups in
+    order. A tree of two levels, like ``treeAggregate(depth=2)``, in a fixed order.
+    """
+    partitions = updates.getNumPartitions()
+    if partitions <= MAX_DRIVER_FAN_IN:
+        return reduce(combine, updates.collect(), None)
+    fan_in = math.ceil(math.sqrt(partitions))
+
+    def keyed(index, part):  # ((group, partition), the partition's update)
+        return [((index // fan_in, index), reduce(combine, part, None))]
+
+    def group_sum(sorted_group):  # one group per partition, sorted by partition index
+        return [reduce(combine, (update for _, update in sorted_group), None)]
+
+    group_sums = (
+        updates.mapPartitionsWithIndex(keyed)
+        .repartitionAndSortWithinPartitions(math.ceil(partitions / fan_in), lambda key: key[0])
+        .mapPartitions(group_sum)
+        .collect()
+    )
+    return reduce(combine, group_sums, None)
+
+
+def check_validation_loss(round_index: int, cfg: TrainConfig, val_loss: float) -> None:
+    """A loss that is not finite, or too large for its perplexity (``exp``) to be one, means
+    the model diverged: the bad-input error, not an ``OverflowError`` retried for ever."""
+    if not math.isfinite(val_loss) or val_loss > MAX_VAL_LOSS:
+        raise diverged(round_index, cfg, "the validation loss", val_loss)
+
+
+def diverged(round_index: int, cfg: TrainConfig, what: str,
+             value: float | None = None) -> PipelineError:  # fmt: skip
+    state = "NaN or infinite" if value is None or not math.isfinite(value) else f"{value:.4g}"
     return PipelineError(
-        f"training diverged in round {round_index + 1}: {what} is NaN or infinite. Nothing was "
+        f"training diverged in round {round_index + 1}: {what} is {state}. Nothing was "
         f"checkpointed for this round. Lower {lr_flags(cfg)} or --grad-clip "
         f"(now {cfg.grad_clip}), or raise --warmup-steps (now {cfg.warmup_steps}), and run "
         "again: changed settings start a fresh run"

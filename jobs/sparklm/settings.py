@@ -423,10 +423,15 @@ TRAINING_SETTINGS = (
 
 # Sampling after training: prompts and decoding settings.
 _GENERATION: dict[str, Any] = {"section": "Generation", "stages": ("generate",)}
+# The seed prompts shipped with the code, relative to the jobs folder (jobs/ here, the
+# bundle's jobs/ on EMR): the generate job's own default, and the file the DAG names.
+SHIPPED_PROMPTS = "conf/prompts.txt"
 GENERATION_SETTINGS = (
     Setting("prompts_uri", None, "Prompts file URI",
             "A text file with one prompt per line (s3://, file://, pkg:// or an absolute "
-            "path). Empty: the seed prompts shipped with the jobs (jobs/conf/prompts.txt).",
+            f"path). Empty: the seed prompts shipped with the jobs (jobs/{SHIPPED_PROMPTS}); "
+            "the DAG samples them beside the inline prompts, generate run by hand only when "
+            "given no inline prompt. Must lie under the corpus allow-list.",
             kind="string", optional=True, pattern=READ_URI_PATTERN, max_length=1024,
             flag="--prompts", **_GENERATION),
     Setting("prompts", [], "Extra inline prompts", "Prompts sampled in addition to the "
@@ -590,11 +595,38 @@ def ignored_settings(
     return lines
 
 
+def check_combinations(values: Mapping[str, Any]) -> None:
+    """Refuse settings that each pass their own check but not together (those present in
+    ``values``): a width the heads do not divide, an odd head size under RoPE, more early
+    rounds than rounds, a run that would never end. The DAG's ``plan_run`` (``check_values``)
+    and the objects the jobs build (``GPTConfig``, ``TrainConfig``) share these rules, so a run
+    the train job would refuse is refused before any stage runs."""
+    if {"n_embd", "n_head"} <= values.keys():
+        n_embd, n_head = values["n_embd"], values["n_head"]
+        if n_embd % n_head:
+            raise SettingError(
+                f"n_embd ({n_embd}) must be divisible by n_head ({n_head}); choose n_embd as a "
+                f"multiple of n_head, e.g. {n_head * 32}"
+            )
+        if values.get("position") == "rope" and (n_embd // n_head) % 2:
+            raise SettingError(
+                f"position 'rope' rotates pairs of dimensions: the head size n_embd/n_head = "
+                f"{n_embd // n_head} must be even; change n_embd or n_head"
+            )
+    if {"rounds", "early_rounds"} <= values.keys() and values["early_rounds"] > values["rounds"]:
+        raise SettingError(
+            f"early_rounds ({values['early_rounds']}) must be at most rounds "
+            f"({values['rounds']}): lower early_rounds or raise rounds"
+        )
+    if {"rounds", "local_steps", "early_rounds", "early_local_steps"} <= values.keys():
+        check_training_length(values)
+
+
 def check_values(values: dict[str, Any]) -> None:
     """Check every known setting in ``values`` (a run's Params): what JSON schema lets through
-    (NaN and infinities, a trailing newline after a pattern) is refused here."""
+    (NaN and infinities, a trailing newline after a pattern) and what no single setting's
+    check sees (``check_combinations``) is refused here."""
     for name, value in values.items():
         if name in SETTINGS:
             SETTINGS[name].check(value, label=f"the {name} Param")
-    if {"rounds", "local_steps", "early_rounds", "early_local_steps"} <= set(values):
-        check_training_length(values)
+    check_combinations(values)

@@ -267,3 +267,30 @@ def test_resuming_after_a_crash_is_bit_identical_for_every_optimizer(
     a, b = final_weights(crashed), final_weights(straight)
     for name in a:
         assert torch.equal(a[name], b[name]), name
+
+
+@pytest.mark.parametrize("partitions", [3, 9])
+def test_replica_updates_are_summed_in_an_order_fixed_by_partition_index(spark, partitions):
+    """Float sums depend on their order; treeAggregate's shuffle adds in arrival order, so a
+    retried round on a cluster could end in other weights. The sum must be the fold of each
+    group of consecutive partitions (fan-in ⌈√P⌉ beyond 4 partitions), then of the groups."""
+    train = load_job("train")
+    generator = torch.Generator().manual_seed(0)
+    scales = torch.logspace(-4, 4, partitions)
+    updates = [torch.randn(4096, generator=generator) * s for s in scales]
+    rdd = spark.sparkContext.parallelize(range(partitions), partitions).map(lambda i: updates[i])
+    if partitions <= train.MAX_DRIVER_FAN_IN:
+        groups = [updates]
+    else:
+        fan_in = math.ceil(math.sqrt(partitions))
+        groups = [updates[g : g + fan_in] for g in range(0, partitions, fan_in)]
+
+    def fold(tensors):
+        total = tensors[0]
+        for t in tensors[1:]:
+            total = total + t
+        return total
+
+    expected = fold([fold(group) for group in groups])
+    assert torch.equal(train.sum_in_partition_order(rdd), expected)
+    assert not torch.equal(fold(updates[::-1]), expected)  # the order does change the floats

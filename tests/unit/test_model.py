@@ -66,11 +66,11 @@ def test_config_rejects_invalid_values(overrides, field):
     [
         ({"n_layer": True}, "GPTConfig.n_layer must be a positive integer, got True"),
         ({"n_embd": 130, "n_head": 4},
-         "GPTConfig.n_embd (130) must be divisible by n_head (4); choose n_embd as a multiple of "
-         "n_head, e.g. 128"),
+         "n_embd (130) must be divisible by n_head (4); choose n_embd as a multiple of n_head, "
+         "e.g. 128"),
         ({"position": "rope", "n_embd": 6, "n_head": 2},
-         "GPTConfig.position='rope' rotates pairs of dimensions: the head size n_embd/n_head = 3 "
-         "must be even"),
+         "position 'rope' rotates pairs of dimensions: the head size n_embd/n_head = 3 must be "
+         "even; change n_embd or n_head"),
         ({"rope_theta": 0.0}, "GPTConfig.rope_theta and GPTConfig.norm_eps must be positive"),
     ],
 )  # fmt: skip

@@ -23,6 +23,7 @@ from sparklm.model.training import (
     sample_batch,
     train_replica,
 )
+from sparklm.runtime.errors import PipelineError
 
 MODEL = GPTConfig(vocab_size=64, context_len=16, n_layer=1, n_head=2, n_embd=32)
 
@@ -275,3 +276,18 @@ def test_evaluate_scores_every_window():
 def test_bad_settings_are_refused(bad):
     with pytest.raises(ValueError):
         TrainConfig(**bad)
+
+
+@pytest.mark.parametrize("val_loss", [800.0, math.inf, math.nan])
+def test_a_validation_loss_past_what_its_perplexity_can_hold_is_divergence(val_loss):
+    """exp(800) overflows a float: the round must end as a divergence (one ERROR line, no
+    retry), not as an OverflowError that every retry would meet again."""
+    from helpers.jobs import load_job
+    from sparklm.runtime import exit_codes
+
+    train = load_job("train")
+    with pytest.raises(PipelineError, match="round 3: the validation loss is") as raised:
+        train.check_validation_loss(2, TrainConfig(), val_loss)
+    assert exit_codes.classify(raised.value, "").exit_code == 2
+    train.check_validation_loss(2, TrainConfig(), train.MAX_VAL_LOSS)
+    assert math.isfinite(math.exp(train.MAX_VAL_LOSS))

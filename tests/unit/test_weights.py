@@ -1,5 +1,6 @@
 """Artifacts load from safetensors and JSON only: pickles are refused, whatever their name."""
 
+import hashlib
 import io
 import json
 import pickle
@@ -160,3 +161,102 @@ def test_checkpoint_keeps_every_optimizer_state_vector_and_the_outer_momentum(tm
     assert torch.equal(loaded.outer_momentum, ckpt.outer_momentum)
     assert (loaded.round, loaded.step, loaded.metrics) == (2, 50, ckpt.metrics)
     assert load_latest_checkpoint(stage, "another run") is None
+
+
+def saved_state(tmp_path, ckpt=None):
+    """A stage holding one checkpoint (round 1 unless ``ckpt``), and its round folder."""
+    stage = f"file://{tmp_path}/train"
+    save_checkpoint(stage, ckpt or checkpoint(1))
+    return stage, tmp_path / "train" / "checkpoints" / "round-00001"
+
+
+def test_a_resumed_checkpoint_is_bit_identical_and_its_files_are_recorded(tmp_path):
+    torch.manual_seed(0)
+    ckpt = Checkpoint(round=1, step=7, params=torch.randn(6), optimizer_state={"exp_avg":
+                      torch.randn(6)}, outer_momentum=torch.randn(6), metrics=[{"round": 1}],
+                      fingerprint="f", started_at="t")  # fmt: skip
+    stage, folder = saved_state(tmp_path, ckpt)
+    loaded = load_latest_checkpoint(stage, "f")
+    for a, b in [(loaded.params, ckpt.params), (loaded.outer_momentum, ckpt.outer_momentum),
+                 (loaded.optimizer_state["exp_avg"], ckpt.optimizer_state["exp_avg"])]:  # fmt: skip
+        assert a.dtype == b.dtype and a.numpy().tobytes() == b.numpy().tobytes()
+    files = json.loads((folder.parent / "latest.json").read_text())["files"]
+    for name in ("state.json", "state.safetensors"):
+        data = (folder / name).read_bytes()
+        assert files[name] == {"bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()}
+
+
+def test_a_checkpoint_whose_tensors_were_replaced_is_refused(tmp_path):
+    stage, folder = saved_state(tmp_path)
+    other = Checkpoint(**{**vars(checkpoint(1)), "params": torch.ones(3)})
+    save_checkpoint(f"file://{tmp_path}/other", other)
+    same_size = tmp_path / "other" / "checkpoints" / "round-00001" / "state.safetensors"
+    (folder / "state.safetensors").write_bytes(same_size.read_bytes())
+    with pytest.raises(PipelineError, match=r"state.safetensors is damaged: its sha256 is "
+                       r"[0-9a-f]{64} .* records [0-9a-f]{64} .*Delete the run's "
+                       r"train/checkpoints folder"):  # fmt: skip
+        load_latest_checkpoint(stage, "f")
+    (folder / "state.safetensors").write_bytes(same_size.read_bytes() + b"x" * 10**6)
+    with pytest.raises(PipelineError, match=r"state.safetensors is damaged: it holds "
+                       r"1,000,\d+ bytes, the checkpoint pointer records \d+"):  # fmt: skip
+        load_latest_checkpoint(stage, "f")  # nothing past the recorded size is read
+
+
+def test_an_edited_state_json_is_refused(tmp_path):
+    stage, folder = saved_state(tmp_path)
+    meta = json.loads((folder / "state.json").read_text())
+    (folder / "state.json").write_text(json.dumps({**meta, "started_at": "u"}))  # same size
+    with pytest.raises(PipelineError, match="state.json is damaged: its sha256"):
+        load_latest_checkpoint(stage, "f")
+    (folder / "state.json").write_text(json.dumps({**meta, "step": 999}))
+    with pytest.raises(PipelineError, match="state.json is damaged: it holds 79 bytes"):
+        load_latest_checkpoint(stage, "f")
+
+
+@pytest.mark.parametrize(("content", "problem"), [
+    ("[]", "holds a list, not an object"),
+    ('{"round": 1, "folder": "round-00', "not JSON"),
+    ('{"round": 1, "folder": "round-00001"}', "lacks 'fingerprint'"),
+    ('{"folder": "round-00001", "fingerprint": "f"}', "lacks 'round'"),
+    ('{"round": 1, "folder": "round-00001", "fingerprint": "f", "files": []}',
+     "records no size and sha256 for state.json"),
+    ("x" * (2 * 1024 * 1024), "larger than"),
+])  # fmt: skip
+def test_a_malformed_pointer_is_a_pipeline_error_with_the_fix(tmp_path, content, problem):
+    stage, folder = saved_state(tmp_path)
+    (folder.parent / "latest.json").write_text(content)
+    with pytest.raises(PipelineError, match=f"latest.json is damaged.*{problem}.*Delete the "
+                       "run's train/checkpoints folder to train from scratch"):  # fmt: skip
+        load_latest_checkpoint(stage, "f")
+
+
+@pytest.mark.parametrize("key", ["fingerprint", "round"])
+def test_a_state_json_for_another_run_or_round_is_refused(tmp_path, key):
+    stage, folder = saved_state(tmp_path)
+    pointer_file = folder.parent / "latest.json"
+    pointer = json.loads(pointer_file.read_text())
+    meta = json.loads((folder / "state.json").read_text())
+    data = json.dumps({**meta, key: {"fingerprint": "another run", "round": 2}[key]}).encode()
+    (folder / "state.json").write_bytes(data)  # its checksum recorded: only the pairing is off
+    pointer["files"]["state.json"] = {"bytes": len(data),
+                                      "sha256": hashlib.sha256(data).hexdigest()}  # fmt: skip
+    pointer_file.write_text(json.dumps(pointer))
+    with pytest.raises(PipelineError, match=f"state.json is for {key} .* the checkpoint "
+                       "pointer .*Delete the run's train/checkpoints"):  # fmt: skip
+        load_latest_checkpoint(stage, "f")
+
+
+def test_a_pointer_without_checksums_resumes_but_not_a_mismatched_one(tmp_path, caplog):
+    stage, folder = saved_state(tmp_path)  # rewritten as the older code wrote it
+    pointer_file = folder.parent / "latest.json"
+    pointer = json.loads(pointer_file.read_text())
+    del pointer["files"]
+    pointer_file.write_text(json.dumps(pointer))
+    assert torch.equal(load_latest_checkpoint(stage, "f").params, torch.zeros(3))
+    assert "records no checksums" in caplog.text
+    pointer_file.write_text(json.dumps({**pointer, "round": 2, "folder": "round-00001"}))
+    with pytest.raises(PipelineError, match="state.json is for round 1"):
+        load_latest_checkpoint(stage, "f")
+    (folder / "state.json").unlink()
+    with pytest.raises(PipelineError, match="state.json is missing.*train from scratch"):
+        load_latest_checkpoint(stage, "f")

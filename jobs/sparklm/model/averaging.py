@@ -78,7 +78,7 @@ class ReplicaUpdate:
 
 
 def combine(a: ReplicaUpdate | None, b: ReplicaUpdate | None) -> ReplicaUpdate | None:
-    """Sum two partial aggregates; ``None`` is the identity (the zero of treeAggregate)."""
+    """Sum two partial aggregates; ``None`` is the identity (the zero of the sum)."""
     if a is None:
         return b
     if b is None:

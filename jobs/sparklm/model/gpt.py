@@ -59,11 +59,6 @@ class GPTConfig:
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
                 raise ValueError(f"GPTConfig.{name} must be a positive integer, got {value!r}")
-        if self.n_embd % self.n_head:
-            raise ValueError(
-                f"GPTConfig.n_embd ({self.n_embd}) must be divisible by n_head ({self.n_head}); "
-                f"choose n_embd as a multiple of n_head, e.g. {self.n_head * 32}"
-            )
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(
                 f"GPTConfig.dropout must be in [0, 1), got {self.dropout!r}; use 0.0 to disable it"
@@ -72,11 +67,9 @@ class GPTConfig:
             if getattr(self, name) not in allowed:
                 raise ValueError(f"GPTConfig.{name} must be one of {allowed}, "
                                  f"got {getattr(self, name)!r}")  # fmt: skip
-        if self.position == "rope" and (self.n_embd // self.n_head) % 2:
-            raise ValueError(
-                f"GPTConfig.position='rope' rotates pairs of dimensions: the head size "
-                f"n_embd/n_head = {self.n_embd // self.n_head} must be even"
-            )
+        settings.check_combinations(
+            {"n_embd": self.n_embd, "n_head": self.n_head, "position": self.position}
+        )
         if not self.rope_theta > 0 or not self.norm_eps > 0:
             raise ValueError("GPTConfig.rope_theta and GPTConfig.norm_eps must be positive")
 

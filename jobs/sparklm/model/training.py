@@ -66,12 +66,7 @@ class TrainConfig:
         for name in self.field_names():
             if name in settings.SETTINGS:
                 settings.SETTINGS[name].check(getattr(self, name))
-        settings.check_training_length(self.to_dict())
-        if self.early_rounds > self.rounds:
-            raise settings.SettingError(
-                f"early_rounds (--early-rounds) must be at most rounds ({self.rounds}), "
-                f"got {self.early_rounds}"
-            )
+        settings.check_combinations(self.to_dict())
 
     @property
     def adamw_lr(self) -> float:

@@ -1,16 +1,19 @@
 """Model weights and training checkpoints as safetensors + JSON: nothing is ever unpickled.
 
 A checkpoint is written per round as ``checkpoints/round-NNNNN/{state.safetensors,
-state.json}``, then ``checkpoints/latest.json`` is pointed at it. The pointer
-is written last, so a job killed mid-checkpoint resumes from the previous
-round. A fingerprint of the configuration and the input data guards against
-resuming a run whose settings changed. Nothing is read, written or pruned
-through a symbolic link, and the pointer can only name a round folder.
+state.json}``, then ``checkpoints/latest.json`` is pointed at it, recording both
+files' sizes and sha256, which a resume verifies. The pointer is written last, so
+a job killed mid-checkpoint resumes from the previous round. A fingerprint of the
+configuration and the input data guards against resuming a run whose settings changed.
+Nothing is read, written or pruned through a symbolic link, and the pointer can only
+name a round folder.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
+import logging
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -23,7 +26,7 @@ from torch import Tensor
 
 from sparklm.model.gpt import GPT, GPTConfig
 from sparklm.model.memory_estimate import Shape, check_budget, sampling_memory
-from sparklm.runtime import storage
+from sparklm.runtime import json_objects, storage
 from sparklm.runtime.errors import PipelineError
 from sparklm.runtime.stages import ArtifactFile
 
@@ -34,6 +37,8 @@ ROUND_FOLDER = re.compile(r"^round-\d{5}$")
 # The safetensors format's own cap on its JSON header.
 HEADER_LIMIT = 100 * 2**20
 ZIP_MAGIC = b"PK\x03\x04"  # torch.save's default container
+
+log = logging.getLogger(__name__)
 
 
 class UnsafeArtifactError(PipelineError):
@@ -167,13 +172,22 @@ class Checkpoint:
 OPTIMIZER_PREFIX = "optimizer."
 
 
+# The pointer is about 300 bytes; anything past this is damage, not a pointer.
+MAX_POINTER_BYTES = 64 * 1024
+START_OVER = "Delete the run's train/checkpoints folder to train from scratch"
+STATE_FILES = ("state.json", "state.safetensors")
+META_KEYS = ("round", "step", "metrics", "fingerprint", "started_at")
+
+
 def save_checkpoint(stage: str, ckpt: Checkpoint) -> None:
+    """Write round ``ckpt.round``'s state files, then point ``latest.json`` at them, recording
+    each file's size and sha256 so that a resume reads back exactly what was written."""
     folder = f"{CHECKPOINTS}/round-{ckpt.round:05d}"
     tensors = {"params": ckpt.params}
     tensors.update({OPTIMIZER_PREFIX + k: v for k, v in ckpt.optimizer_state.items()})
     if ckpt.outer_momentum is not None:
         tensors["outer_momentum"] = ckpt.outer_momentum
-    ArtifactFile.write(stage, f"{folder}/state.safetensors", save_tensors(tensors))
+    written = [ArtifactFile.write(stage, f"{folder}/state.safetensors", save_tensors(tensors))]
     meta = {
         "round": ckpt.round,
         "step": ckpt.step,
@@ -181,11 +195,14 @@ def save_checkpoint(stage: str, ckpt: Checkpoint) -> None:
         "fingerprint": ckpt.fingerprint,
         "started_at": ckpt.started_at,
     }
-    ArtifactFile.write(stage, f"{folder}/state.json", json.dumps(meta).encode())
+    written.append(ArtifactFile.write(stage, f"{folder}/state.json", json.dumps(meta).encode()))
     pointer = {
         "round": ckpt.round,
         "folder": f"round-{ckpt.round:05d}",
         "fingerprint": ckpt.fingerprint,
+        "files": {
+            f.path.rsplit("/", 1)[-1]: {"bytes": f.bytes, "sha256": f.sha256} for f in written
+        },
     }
     ArtifactFile.write(stage, f"{CHECKPOINTS}/{LATEST}", json.dumps(pointer).encode())
     for old in range(ckpt.round - KEEP_ROUNDS, 0, -1):
@@ -197,27 +214,69 @@ def save_checkpoint(stage: str, ckpt: Checkpoint) -> None:
 
 
 def load_latest_checkpoint(stage: str, fingerprint: str) -> Checkpoint | None:
-    """The last complete checkpoint of a run with the same fingerprint, else None."""
+    """The last complete checkpoint of a run with the same fingerprint, else None.
+
+    Every file is checked before it is used: the pointer must be a JSON object with the
+    round, folder and fingerprint; each state file must have the size and sha256 the
+    pointer records (read no further than that size); ``state.json`` must name the
+    pointer's round and fingerprint. Anything else is a damaged checkpoint: a
+    PipelineError naming the file and the fix (delete the checkpoints folder), since a
+    retry would only meet the same damage.
+
+    A pointer without ``files`` was written by an older version of the project, which
+    recorded no checksums. It is still resumed from, unverified, with a warning: that
+    code wrote both state files before the pointer, each atomically, so such a
+    checkpoint is as sound as it was when it was written, and starting over would throw
+    away every finished round of a run on upgrade. Its ``state.json`` is still checked
+    against the pointer, its tensors are still parsed as safetensors only, and the next
+    round's checkpoint records checksums.
+    """
     pointer_uri = storage.join(stage, CHECKPOINTS, LATEST)
     storage.refuse_symlinks(stage, pointer_uri)
-    if not storage.exists(pointer_uri):
+    pointer = json_objects.read(
+        pointer_uri,
+        required=("round", "folder", "fingerprint"),
+        error=PipelineError,
+        fix=START_OVER,
+        max_bytes=MAX_POINTER_BYTES,
+    )
+    if pointer is None or pointer["fingerprint"] != fingerprint:
         return None
-    pointer = json.loads(storage.read_bytes(pointer_uri))
-    if pointer.get("fingerprint") != fingerprint:
-        return None
-    if not ROUND_FOLDER.match(str(pointer.get("folder"))):
+    if not ROUND_FOLDER.match(str(pointer["folder"])):
         raise PipelineError(
-            f"{pointer_uri} names {pointer.get('folder')!r}, not a round-NNNNN folder: the "
-            "checkpoint pointer was edited or corrupted. Delete the run's train/checkpoints "
-            "folder to train from scratch"
+            f"{pointer_uri} names {pointer['folder']!r}, not a round-NNNNN folder: the "
+            f"checkpoint pointer was edited or corrupted. {START_OVER}"
         )
     folder = storage.join(stage, CHECKPOINTS, pointer["folder"])
-    state_json, state_tensors = (storage.join(folder, name)
-                                 for name in ("state.json", "state.safetensors"))  # fmt: skip
+    state_json, state_tensors = (storage.join(folder, name) for name in STATE_FILES)
     for uri in (state_json, state_tensors):
         storage.refuse_symlinks(stage, uri)
-    meta = json.loads(storage.read_bytes(state_json))
-    tensors = parse_safetensors(storage.read_bytes(state_tensors), "checkpoint")
+    files = pointer.get("files")
+    if files is None:
+        log.warning(
+            "train: %s records no checksums (written by an older version); resuming from "
+            "round %s unverified",
+            pointer_uri,
+            pointer["round"],
+        )
+        meta_bytes, tensor_bytes = (_read_state(uri, None) for uri in (state_json, state_tensors))
+    else:
+        meta_bytes, tensor_bytes = (
+            _read_state(uri, _recorded(pointer_uri, files, name))
+            for uri, name in zip((state_json, state_tensors), STATE_FILES, strict=True)
+        )
+    meta = json_objects.parse(
+        meta_bytes, state_json, required=META_KEYS, error=PipelineError, fix=START_OVER
+    )
+    for key in ("round", "fingerprint"):
+        if meta[key] != pointer[key]:
+            raise PipelineError(
+                f"{state_json} is for {key} {meta[key]!r}, the checkpoint pointer {pointer_uri} "
+                f"for {pointer[key]!r}: the checkpoint is damaged. {START_OVER}"
+            )
+    tensors = parse_safetensors(tensor_bytes, f"checkpoint {state_tensors}")
+    if "params" not in tensors:
+        raise PipelineError(f"{state_tensors} holds no 'params' tensor: {START_OVER}")
     return Checkpoint(
         round=meta["round"],
         step=meta["step"],
@@ -232,3 +291,41 @@ def load_latest_checkpoint(stage: str, fingerprint: str) -> Checkpoint | None:
         fingerprint=meta["fingerprint"],
         started_at=meta["started_at"],
     )
+
+
+def _recorded(pointer_uri: str, files: Any, name: str) -> tuple[int, str]:
+    """The size and sha256 the pointer records for the state file ``name``."""
+    entry = files.get(name) if isinstance(files, dict) else None
+    size = entry.get("bytes") if isinstance(entry, dict) else None
+    sha256 = entry.get("sha256") if isinstance(entry, dict) else None
+    if type(size) is not int or size < 0 or not isinstance(sha256, str):
+        raise PipelineError(
+            f"{pointer_uri} is damaged: it records no size and sha256 for {name}. {START_OVER}"
+        )
+    return size, sha256
+
+
+def _read_state(uri: str, recorded: tuple[int, str] | None) -> bytes:
+    """A state file's bytes; with ``recorded`` (size, sha256), read no further than that size
+    and refused unless the bytes are exactly the ones the pointer records."""
+    if not storage.exists(uri):
+        raise PipelineError(f"{uri} is missing: the checkpoint is incomplete. {START_OVER}")
+    if recorded is None:
+        return storage.read_bytes(uri)
+    size, expected = recorded
+    if storage.size(uri) != size:
+        raise PipelineError(
+            f"{uri} is damaged: it holds {storage.size(uri):,} bytes, the checkpoint pointer "
+            f"records {size:,}. {START_OVER}"
+        )
+    try:
+        data = storage.read_bounded(uri, size, "checkpoint file")
+    except storage.StorageError as exc:  # grew since, or not a regular file
+        raise PipelineError(f"{uri} is damaged ({exc}). {START_OVER}") from None
+    found = hashlib.sha256(data).hexdigest()
+    if found != expected:
+        raise PipelineError(
+            f"{uri} is damaged: its sha256 is {found} ({len(data)} bytes), the checkpoint "
+            f"pointer records {expected} ({size} bytes). {START_OVER}"
+        )
+    return data
