@@ -16,7 +16,8 @@ Then, in either mode, `review_request` → `approve_promotion` → `promote`: wi
 (Approve moves `latest.json`; Reject leaves it, recording who rejected); without it
 they are skipped.
 
-Tasks hand each other only URIs (run root, registry, code bundle) through XCom;
+Tasks hand each other small values through XCom (locations, the cluster definition, step ids,
+the approval text), never artifacts;
 a stage is complete when its `manifest.json` is written, and a retried `train`
 resumes from its last checkpointed round.
 
@@ -184,7 +185,9 @@ with DAG(
                 poke_interval=EMR_POLL_SECONDS,
                 timeout=job.timeout(os.environ).total_seconds(),
                 deferrable=EMR_DEFERRABLE,
-                retries=0,  # a step's outcome is final; re-watching it cannot change it
+                # A failed step or a timeout fails for good (EmrStepWatcher); a retry is for
+                # the watcher's own faults (a throttled call, a restarted worker).
+                retries=2,
                 outlets=outlets(job),
             )
             for i, job in enumerate(PIPELINE)
@@ -222,13 +225,14 @@ with DAG(
     @task
     def promote(request: dict, answer: dict) -> None:
         """Approved: move latest.json to the version, recording who approved it. A stale
-        approval fails at once; a storage fault is retried."""
-        from llm_pipeline.approval import final, responder
+        approval, or an answer that was not Approve (the task cleared by hand after a
+        Reject), fails at once; a storage fault is retried."""
+        from llm_pipeline.approval import approver, final
         from llm_pipeline.review import approve
 
         with final():
             approve(request["registry"], request["model_name"], request["version"],
-                    responder(answer))  # fmt: skip
+                    approver(answer))  # fmt: skip
 
     request = review_request(planned)
     # One retry: Airflow 3.3 can fail a try answered within a second or two of parking (see

@@ -3,6 +3,13 @@
     spark-submit jobs/generate.py --run-root URI [--prompts URI] [--prompt TEXT …]
         [--max-new-tokens 64] [--temperature 0.8] [--top-k 50] [--top-p 0.95] [--seed 0]
 
+With neither ``--prompts`` nor ``--prompt``, it samples the seed prompts shipped beside it
+(``jobs/conf/prompts.txt``). A ``--prompts`` file outside ``--allowed-corpus-prefixes``
+(comma-separated; the DAG always passes its list, a job run by hand falls back to the
+environment variable ``LLM_CORPUS_ALLOWED_PREFIXES``, and to anywhere when that is unset
+too) is refused: its lines end up in ``generated.jsonl``, which publish copies into the
+registry. The shipped file is the code's own, not a corpus, and is not checked.
+
 Output under ``{run_root}/generate/``: ``generated.jsonl`` (one record per
 prompt: prompt, completion, sampling settings, token counts, tokens/s),
 ``generated.txt`` for people, and ``manifest.json``.
@@ -20,11 +27,12 @@ import time
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict
 from functools import partial
+from pathlib import Path
 
 from sparklm import settings
 from sparklm.model.completion import Sampler, Sampling
-from sparklm.registry.versions import read_latest
-from sparklm.runtime import entrypoint, storage
+from sparklm.registry.versions import read_latest, registry_uri
+from sparklm.runtime import allowlist, entrypoint, storage
 from sparklm.runtime.errors import PipelineError
 from sparklm.runtime.ownership import check_run_root
 from sparklm.runtime.stages import (
@@ -42,6 +50,8 @@ MEMORY_KNOBS = "lower --max-new-tokens, or sample from a smaller model"
 MAX_PROMPTS_BYTES = 2**20
 # Prompts one run samples (each up to --max-new-tokens): a bound on the stage's work.
 MAX_PROMPTS = 10_000
+# The default prompts, beside this script (the DAG names them itself: see --prompts' help).
+SHIPPED_PROMPTS = Path(__file__).parent / settings.SHIPPED_PROMPTS
 
 
 def parse_args(argv: Sequence[str]):
@@ -54,11 +64,16 @@ def parse_args(argv: Sequence[str]):
     )
     where.add_argument(
         "--registry",
-        type=storage.normalize_uri,
+        type=registry_uri,
         help="no Spark: sample the registry's latest version of --model-name",
     )
     p.add_argument("--model-name", help="with --registry: the registered model")
     p.add_argument("--prompt", action="append", default=[], help="a prompt (repeatable)")
+    p.add_argument(
+        "--allowed-corpus-prefixes",
+        help="comma-separated URI prefixes --prompts must lie under (it is read as a corpus "
+        f"is), or '*' for anywhere (default: ${allowlist.CORPUS_ENV}, else anywhere)",
+    )
     settings.add_arguments(p, STAGE)
     args = p.parse_args(argv)
     if args.registry and not args.model_name:
@@ -69,18 +84,17 @@ def parse_args(argv: Sequence[str]):
     return args
 
 
-def load_prompts(prompts_uri: str | None, inline: Iterable[str]) -> list[str]:
-    """Prompts from the file (one per line, blank lines skipped) and the inline ones."""
-    prompts = []
+def load_prompts(prompts_uri: str | None, inline: Iterable[str],
+                 allowed_prefixes: str | None) -> list[str]:  # fmt: skip
+    """Prompts from the file (one per line, blank lines skipped) and the inline ones; with
+    neither, the seed prompts shipped beside this job. A file the user names must lie under
+    the corpus allow-list (``allowed_prefixes``, else ``$LLM_CORPUS_ALLOWED_PREFIXES``)."""
+    prompts = [p.strip() for p in inline if p.strip()]
     if prompts_uri:
-        if not storage.exists(prompts_uri):
-            raise PipelineError(f"prompts file {prompts_uri} does not exist: fix --prompts "
-                                "or pass prompts inline with --prompt")  # fmt: skip
-        text = storage.read_user_file(prompts_uri, MAX_PROMPTS_BYTES, "prompts file").decode(
-            "utf-8", errors="replace"
-        )
-        prompts = [line.strip() for line in text.splitlines() if line.strip()]
-    prompts += [p.strip() for p in inline if p.strip()]
+        allowlist.check_corpus([prompts_uri], allowed_prefixes)
+        prompts = non_blank_lines(read_prompts_file(prompts_uri)) + prompts
+    elif not prompts:
+        prompts = non_blank_lines(read_shipped_prompts())
     if len(prompts) > MAX_PROMPTS:
         raise PipelineError(
             f"{len(prompts):,} prompts, more than the {MAX_PROMPTS:,} one generate stage samples: "
@@ -88,10 +102,33 @@ def load_prompts(prompts_uri: str | None, inline: Iterable[str]) -> list[str]:
         )
     if not prompts:
         raise PipelineError(
-            f"no prompts: {prompts_uri or 'no --prompts file'} holds none and no --prompt was "
+            f"no prompts: {prompts_uri or SHIPPED_PROMPTS} holds none and no --prompt was "
             "given. Put one prompt per line in the file or pass --prompt TEXT"
         )
     return prompts
+
+
+def read_prompts_file(prompts_uri: str) -> str:
+    """The text of the prompts file a user named, read as a corpus file is, up to its limit."""
+    if not storage.exists(prompts_uri):
+        raise PipelineError(f"prompts file {prompts_uri} does not exist: fix --prompts "
+                            "or pass prompts inline with --prompt")  # fmt: skip
+    data = storage.read_user_file(prompts_uri, MAX_PROMPTS_BYTES, "prompts file")
+    return data.decode("utf-8", errors="replace")
+
+
+def read_shipped_prompts() -> str:
+    """The seed prompts beside this script. On EMR spark-submit runs a downloaded copy of it,
+    with no conf/ beside it: the DAG passes the bundle's file as --prompts there."""
+    if not SHIPPED_PROMPTS.is_file():
+        raise PipelineError(f"no --prompts or --prompt given, and the seed prompts shipped with "
+                            f"the jobs ({SHIPPED_PROMPTS}) are not beside this script: pass "
+                            "--prompts URI or --prompt TEXT")  # fmt: skip
+    return SHIPPED_PROMPTS.read_text(encoding="utf-8")
+
+
+def non_blank_lines(text: str) -> list[str]:
+    return [line.strip() for line in text.splitlines() if line.strip()]
 
 
 def generate_partition(items, *, artifacts, sampling: Sampling):
@@ -122,7 +159,7 @@ def main(argv: Sequence[str]) -> dict | None:
         sample_from_registry(args)
         return None
     started = time.time()
-    prompts = load_prompts(args.prompts_uri, args.prompt)
+    prompts = load_prompts(args.prompts_uri, args.prompt, args.allowed_corpus_prefixes)
     train = read_manifest(args.run_root, "train")
     tokenize = read_manifest(args.run_root, "tokenize")
     weights, config = checked_model(listed_files(train, "model.safetensors")[0]["uri"],
@@ -173,6 +210,7 @@ def checked_model(weights_uri: str, config_uri: str, budget_gb: float) -> tuple[
 
 def sample_from_registry(args) -> None:
     """The no-Spark path: print completions from the registry's latest promoted version."""
+    prompts = load_prompts(args.prompts_uri, args.prompt, args.allowed_corpus_prefixes)
     latest = read_latest(args.registry, args.model_name)
     version = latest["uri"]
     for name in ("model.safetensors", "config.json", "tokenizer.json"):
@@ -183,7 +221,7 @@ def sample_from_registry(args) -> None:
     sampler = Sampler(
         weights, config, storage.read_bytes(storage.join(version, "tokenizer.json")).decode()
     )
-    for index, prompt in enumerate(load_prompts(args.prompts_uri, args.prompt)):
+    for index, prompt in enumerate(prompts):
         record = sampler.complete(prompt, args.sampling, index)
         print(f"{prompt}{record['completion']}\n", flush=True)
 

@@ -88,7 +88,13 @@ class SparkJobOperator(SparkSubmitOperator):
 
 class EmrStepWatcher(EmrStepSensor):
     """EmrStepSensor that waits ``timeout`` seconds in either mode and, when the step fails,
-    puts the job's own error line in the task log.
+    puts the job's own error line in the task log and fails for good.
+
+    A failed step is final (``AirflowFailException``: a retry would only see it fail again),
+    and so is the timeout (Airflow never retries ``AirflowSensorTimeout``); anything else —
+    a throttled DescribeStep past botocore's own retries, a worker that died mid-poke — is
+    the watcher's own fault, not the step's, so the task's retries re-attach to the still
+    running step instead of failing the run and terminating a healthy cluster.
 
     Deferred, EmrStepSensor ignores ``timeout``: its trigger polls ``max_attempts`` times and
     the deferral times out after ``max_attempts × poke_interval`` (60 × 60 s by default).
@@ -112,14 +118,14 @@ class EmrStepWatcher(EmrStepSensor):
     def poke(self, context: Any) -> bool:
         try:
             return super().poke(context)
-        except AirflowException as exc:
-            raise AirflowException(f"{exc}{self._job_error()}") from None
+        except AirflowException as exc:  # the step reached a failed state
+            raise AirflowFailException(f"{exc}{self._job_error()}") from None
 
     def execute_complete(self, context: Any, event: dict[str, Any] | None = None) -> None:
         try:
             super().execute_complete(context, event)
-        except AirflowException as exc:
-            raise AirflowException(f"{exc}{self._job_error()}") from None
+        except AirflowException as exc:  # the trigger reported the step failed
+            raise AirflowFailException(f"{exc}{self._job_error()}") from None
 
     def _job_error(self) -> str:
         from airflow.providers.amazon.aws.hooks.s3 import S3Hook

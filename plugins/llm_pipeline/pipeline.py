@@ -29,6 +29,14 @@ REGISTRY_PREFIXES = f"{{{{ {PLAN}['registry_prefixes'] }}}}"
 # Stands for a Jinja expression naming where the job scripts live: the local jobs/ folder,
 # or the jobs/ folder of the code bundle uploaded for EMR (known only at run time).
 CODE_ROOT = "CODE_ROOT"
+# The seed prompts shipped with the code. The DAG names them when the prompts_uri Param is
+# empty: on EMR spark-submit runs a downloaded copy of the script, with no conf/ beside it.
+SHIPPED_PROMPTS = f"{CODE_ROOT} ~ '/{settings.SHIPPED_PROMPTS}'"
+# generate's corpus allow-list: the deployment's, plus the shipped prompts (the code's own file).
+GENERATE_CORPUS_PREFIXES = (
+    f"{{{{ {PLAN}['corpus_prefixes'] if {PLAN}['corpus_prefixes'].strip() == '*' "
+    f"else {SHIPPED_PROMPTS} ~ ',' ~ {PLAN}['corpus_prefixes'] }}}}"
+)
 # Where an EMR node keeps the jobs' virtualenv and, in it, their conf/ folder (the bootstrap
 # action puts both there).
 EMR_NODE_VENV = "/usr/local/llm-venv"
@@ -120,13 +128,16 @@ PIPELINE: tuple[SparkJob, ...] = (
         *setting_flags("preprocess"),
     )),
     SparkJob("tokenize", "tokenize_corpus.py", setting_flags("tokenize", INIT_FROM)),
-    # A killed train task resumes from its last checkpointed round when retried; on EMR
-    # training is the long stage.
+    # A killed train task resumes from its last checkpointed round when retried (local mode;
+    # on EMR a failed step is final, see EmrStepWatcher).
     SparkJob("train", "train.py", setting_flags("train", INIT_FROM), retries=3,
              timeout_hours=48),
-    SparkJob("generate", "generate.py", setting_flags("generate", {
-        "prompts_uri": f"{{{{ params.prompts_uri or {CODE_ROOT} ~ '/conf/prompts.txt' }}}}",
-    }), timeout_hours=2),
+    SparkJob("generate", "generate.py", (
+        ("--allowed-corpus-prefixes", GENERATE_CORPUS_PREFIXES),
+        *setting_flags("generate", {
+            "prompts_uri": f"{{{{ params.prompts_uri or {SHIPPED_PROMPTS} }}}}",
+        }),
+    ), timeout_hours=2),
     SparkJob("publish", "publish.py", (
         ("--registry", REGISTRY),
         ("--allowed-registry-prefixes", REGISTRY_PREFIXES),

@@ -272,6 +272,15 @@ def test_every_xcom_a_template_pulls_comes_from_an_upstream_task(dagbag):
     assert {"plan_run", "emr.bundle_code", "emr.create_cluster", "emr.add_steps"} <= seen
 
 
+def test_every_emr_task_that_calls_aws_has_retries(dagbag):
+    """A throttled call or a restarted worker must not fail a run (and terminate its cluster):
+    creating and submitting re-attach (durable), watching re-watches; a failed step or a
+    timeout still fails at once (tests/airflow/test_operators.py)."""
+    dag = dagbag.dags["llm_decoder"]
+    for task_id in ["emr.create_cluster", "emr.add_steps", *(f"emr.watch_{s}" for s in STAGES)]:
+        assert dag.get_task(task_id).retries >= 1, task_id
+
+
 def test_every_stage_has_a_time_limit_in_both_modes(dagbag, monkeypatch):
     """A hung stage fails at its limit instead of holding the DAG (one run at a time) for ever;
     the deployment can lengthen one stage's limit without editing the DAG."""

@@ -211,6 +211,8 @@ def test_a_failing_step_cancels_the_rest_terminates_and_fails_the_run(
     assert [r.name for r in runner.runs] == ["llm_decoder preprocess"]
     assert "ERROR: no input file matches" in runner.runs[0].output
     assert states["emr.watch_preprocess"] == "failed"
+    [watcher] = [ti for ti in run.get_task_instances() if ti.task_id == "emr.watch_preprocess"]
+    assert watcher.try_number == 1  # a failed step is final: its watcher is not retried
     assert {states[f"emr.watch_{s}"] for s in STAGES[1:]} == {"upstream_failed"}
     assert states["emr.terminate_cluster"] == "success"
     [cluster_id] = {r.cluster_id for r in runner.runs}
