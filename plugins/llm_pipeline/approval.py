@@ -20,6 +20,21 @@ def responder(result: dict[str, Any]) -> str:
     return str(user.get("name") or user.get("id") or "unknown")
 
 
+def approver(result: dict[str, Any]) -> str:
+    """Who approved, from the HITL result of ``PromotionApproval``.
+
+    ``promote`` runs only after Approve (Reject skips it), unless someone clears it by hand
+    in the UI: any answer but Approve then fails it for good instead of promoting.
+    """
+    chosen = result.get("chosen_options")
+    if chosen != [ApprovalOperator.APPROVE]:
+        raise AirflowFailException(
+            f"ERROR: the approval's answer was {chosen}, not {[ApprovalOperator.APPROVE]}: "
+            "nothing is promoted. To ask again, rerun the publish task with require_approval"
+        )
+    return responder(result)
+
+
 @contextmanager
 def final() -> Iterator[None]:
     """Fail the task without a retry on a registry error (a stale approval, a missing

@@ -103,18 +103,20 @@ def model(name: str) -> dict[str, Any]:
     if not versions:
         raise HTTPException(404, f"no published version of {name!r} in {registry}")
     latest, problem = pointer_of(registry, name)
+    evaluation, evaluation_problem = evaluation_of(registry, name)
     summaries = [isolated_summary(registry, name, v, latest) for v in versions]
     summaries.sort(key=lambda v: (v["published_at"] or "", v["version"]), reverse=True)
     return {"registry": registry, "name": name, "dag_id": DAG_ID,
             "latest": latest, "latest_problem": problem,
-            "evaluation": eval_sets.current(registry, name), "versions": summaries}  # fmt: skip
+            "evaluation": evaluation, "evaluation_problem": evaluation_problem,
+            "versions": summaries}  # fmt: skip
 
 
 def loss_png(name: str, version: str) -> Response:
-    folder = version_uri(configured_registry(), checked("model name", name),
-                         checked("version", version))  # fmt: skip
+    registry = configured_registry()
+    folder = version_uri(registry, checked("model name", name), checked("version", version))
     try:
-        data = version_file(folder, "loss.png")
+        data = version_file(registry, folder, "loss.png")
     except PipelineError as exc:
         raise HTTPException(404, str(exc)) from None
     if data is None:
@@ -131,20 +133,35 @@ def checked(kind: str, value: str) -> str:
 
 
 def pointer_of(registry: str, name: str) -> tuple[dict | None, str | None]:
-    """``latest.json``, or why it cannot be followed (shown, not raised)."""
+    """``latest.json``, or why it cannot be followed (shown, not raised): damaged, a link,
+    or unreadable (no permission, S3 AccessDenied, a folder by that name)."""
     try:
         return current_latest(registry, name), None
-    except (PipelineError, ValueError) as exc:
+    except (PipelineError, ValueError, OSError) as exc:
+        return None, str(exc)
+
+
+def evaluation_of(registry: str, name: str) -> tuple[dict | None, str | None]:
+    """``evaluation.json``, or why it cannot be read (shown, not raised): a damaged pointer
+    is an ``EvalSetError``, a link at it or at its folders ``SymlinkRefused``."""
+    try:
+        return eval_sets.current(registry, name), None
+    except (PipelineError, ValueError, OSError) as exc:
         return None, str(exc)
 
 
 def isolated_summary(registry: str, name: str, version: str, latest: dict | None) -> dict:
     """``version_summary``, or, for a version whose files cannot be read (malformed, linked
     out of its folder, too large), the same fields empty and the problem: one broken version
-    never hides the others."""
+    never hides the others.
+
+    Any ``Exception``, not a list of the expected ones: a hand-edited file of any JSON shape
+    fails in ways no list keeps up with (``AttributeError`` for ``"evaluation": "x"``,
+    ``OverflowError`` for ``tokens`` = inf), and whatever one version's files raise must not
+    turn the whole model into a 500. The reason carries the exception's type and message."""
     try:
         return version_summary(registry, name, version, latest)
-    except (PipelineError, ValueError, KeyError, TypeError, UnicodeDecodeError) as exc:
+    except Exception as exc:
         return {**dict.fromkeys(SUMMARY_FIELDS), "version": version, "metrics": [],
                 "samples": [], "is_latest": bool(latest and latest.get("version") == version),
                 "reason": f"cannot be shown: {type(exc).__name__}: {exc}"[:500]}  # fmt: skip
@@ -153,9 +170,9 @@ def isolated_summary(registry: str, name: str, version: str, latest: dict | None
 def version_summary(registry: str, name: str, version: str, latest: dict | None) -> dict:
     """Everything the page shows about one version, from its files in the registry."""
     folder = version_uri(registry, name, version)
-    promotion = read_json(folder, PROMOTION) or {}
-    run = read_json(folder, "run.json") or {}
-    metrics = metric_rows(folder)
+    promotion = read_json(registry, folder, PROMOTION) or {}
+    run = read_json(registry, folder, "run.json") or {}
+    metrics = metric_rows(registry, folder)
     evaluation = promotion.get("evaluation") or {}
     return {
         "version": version,
@@ -176,35 +193,36 @@ def version_summary(registry: str, name: str, version: str, latest: dict | None)
         "run_root": run.get("run_root"),
         "hf_export": run.get("hf_export"),
         "metrics": metrics,
-        "samples": samples(folder),
+        "samples": samples(registry, folder),
     }
 
 
-def version_file(folder: str, name: str) -> bytes | None:
+def version_file(registry: str, folder: str, name: str) -> bytes | None:
     """A file of a version folder, read the way the jobs read what users name: never through a
-    link, only a regular file, at most ``MAX_FILE_BYTES``; None when it does not exist."""
+    link (checked from the registry down, so a linked model or version folder is refused too),
+    only a regular file, at most ``MAX_FILE_BYTES``; None when it does not exist."""
     uri = storage.join(folder, name)
-    storage.refuse_symlinks(folder, uri)
+    storage.refuse_symlinks(registry, uri)
     if not storage.exists(uri):
         return None
     return storage.read_bounded(uri, MAX_FILE_BYTES, f"registry file {name}")
 
 
-def read_json(folder: str, name: str) -> dict | None:
-    data = version_file(folder, name)
+def read_json(registry: str, folder: str, name: str) -> dict | None:
+    data = version_file(registry, folder, name)
     return json.loads(data) if data is not None else None
 
 
-def metric_rows(folder: str) -> list[dict[str, float]]:
-    data = version_file(folder, "metrics.csv")
+def metric_rows(registry: str, folder: str) -> list[dict[str, float]]:
+    data = version_file(registry, folder, "metrics.csv")
     if data is None:
         return []
     rows = csv.DictReader(io.StringIO(data.decode()))
     return [{k: float(row[k]) for k in METRIC_COLUMNS} for row in rows]
 
 
-def samples(folder: str) -> list[dict[str, str]]:
-    data = version_file(folder, "generated.jsonl")
+def samples(registry: str, folder: str) -> list[dict[str, str]]:
+    data = version_file(registry, folder, "generated.jsonl")
     if data is None:
         return []
     records = [json.loads(line) for line in data.decode().split("\n")[:SAMPLES] if line.strip()]

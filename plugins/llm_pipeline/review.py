@@ -20,6 +20,7 @@ where the cluster is gone long before anyone answers.
 from __future__ import annotations
 
 import json
+import re
 import time
 from typing import Any
 
@@ -28,6 +29,10 @@ from sparklm.runtime import storage
 from sparklm.runtime.stages import read_manifest
 
 SAMPLES = 3
+# How much of a version's generated.jsonl the request reads for its samples.
+SAMPLES_READ_BYTES = 256 * 1024
+# What CommonMark (and Unicode) take for the end of a line.
+LINE_BREAKS = re.compile("[\r\n\v\f\x85\u2028\u2029]")
 
 
 def review_request(run_root: str) -> dict[str, Any] | None:
@@ -77,12 +82,29 @@ def approval_body(registry: str, model: str, version: str, promotion: dict[str, 
 
 
 def sample_lines(registry: str, model: str, version: str) -> list[str]:
+    """The first ``SAMPLES`` generations, each prompt and completion shown literally."""
     uri = storage.join(version_uri(registry, model, version), "generated.jsonl")
     if not storage.exists(uri):
         return ["(no samples)"]
-    records = [json.loads(line) for line in storage.read_bytes(uri).decode().split("\n")
-               if line.strip()][:SAMPLES]  # fmt: skip
-    return [f"> **{r['prompt']}**{r['completion']}".replace("\n", " ") + "\n" for r in records]
+    head = storage.read_bytes(uri, 0, SAMPLES_READ_BYTES)
+    lines = head.decode("utf-8", errors="replace").split("\n")
+    if len(head) == SAMPLES_READ_BYTES:
+        lines.pop()  # the read may have ended inside a record
+    records = [json.loads(line) for line in lines if line.strip()][:SAMPLES]
+    return [f"> {literal(r['prompt'])} {literal(r['completion'])}\n" for r in records]
+
+
+def literal(text: str) -> str:
+    """``text`` as one Markdown code span, shown as written.
+
+    A model's output is not Markdown: unescaped, a completion holding a line break (a bare
+    ``\\r`` ends a line too) could add headings, links or images that load from anywhere to
+    the page where a person decides. Line breaks become spaces, and the span's fence is longer
+    than any run of backticks inside it.
+    """
+    flat = LINE_BREAKS.sub(" ", text)
+    fence = "`" * (max((len(run) for run in re.findall(r"`+", flat)), default=0) + 1)
+    return f"{fence} {flat} {fence}"
 
 
 def read_promotion(registry: str, model: str, version: str) -> dict[str, Any]:
@@ -101,9 +123,20 @@ def approve(registry: str, model: str, version: str, user: str) -> dict[str, Any
     The gate compared the candidate with the latest of that moment; should ``latest.json``
     have moved since (another DAG, a hand-run publish), the comparison is stale and the
     promotion is refused with the fix. A retry after a crash between the two writes finds
-    the pointer already moved and only completes the record.
+    the pointer already moved and only completes the record. Only a version waiting for its
+    answer (or already approved, for that retry) may be promoted: never one a person rejected
+    or the gate refused, whatever task calls this.
     """
     promotion = read_promotion(registry, model, version)
+    review = promotion.get("review") or {}
+    if not promotion.get("awaiting_approval") and review.get("decision") != "approved":
+        refused = (f"was rejected by {review.get('by')} at {review.get('at')}"
+                   if review.get("decision") == "rejected"
+                   else f"is not awaiting approval ({promotion.get('reason')})")  # fmt: skip
+        raise RegistryError(
+            f"{model} {version} {refused}: it is not promoted. To ask again, publish it again "
+            "(rerun the publish task) with require_approval"
+        )
     now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     latest = current_latest(registry, model)
     current = latest["version"] if latest else None

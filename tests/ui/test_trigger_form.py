@@ -32,6 +32,7 @@ from helpers.jobs import SMALL_CONF
 from helpers.paths import REPO
 from llm_pipeline import deadline
 from llm_pipeline.params import pipeline_params
+from llm_pipeline.review import literal
 from sparklm.runtime import storage
 from sparklm.runtime.stages import read_manifest
 from sparklm.settings import SECTIONS
@@ -181,7 +182,7 @@ def test_a_run_triggered_from_the_form_waits_for_a_person_who_approves_it(
     version = version_of(stack, run)
     sample = json.loads(storage.read_bytes(f"{version}/generated.jsonl").splitlines()[0])
     assert "Sample generations" in request["body"]
-    assert f"**{sample['prompt']}**{sample['completion']}".replace("\n", " ") in request["body"]
+    assert f"> {literal(sample['prompt'])} {literal(sample['completion'])}" in request["body"]
     assert answer(stack, run_id, "Approve")["responded_by"]["name"] == USER
     assert wait_for(stack, run_id, "promote", {"success", "failed"}) == "success"
     stack.wait_until(lambda: run_state(stack, run_id) == "success", 300, "the run succeeded")

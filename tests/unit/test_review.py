@@ -65,3 +65,60 @@ def test_an_approval_made_stale_by_a_newer_latest_is_refused(tmp_path):
         approve(registry, MODEL, "v2", "alice")
     assert current_latest(registry, MODEL)["version"] == "v3"
     assert promotion_of(registry, "v2")["awaiting_approval"] is True
+
+
+def test_a_rejected_version_is_never_promoted_even_if_promote_runs(tmp_path):
+    """``promote`` runs only after Approve; cleared by hand after a Reject it must not move
+    latest.json, nor record the person who rejected the version as its approver."""
+    registry = f"file://{tmp_path}"
+    publish_awaiting(registry, "v1", None)
+    reject(registry, MODEL, "v1", "alice")
+    with pytest.raises(RegistryError, match="v1 was rejected by alice at .*: it is not promoted"):
+        approve(registry, MODEL, "v1", "alice")
+    assert current_latest(registry, MODEL) is None
+    assert promotion_of(registry, "v1")["review"]["decision"] == "rejected"
+
+
+def test_a_version_the_gate_refused_is_never_promoted(tmp_path):
+    registry = f"file://{tmp_path}"
+    publish_awaiting(registry, "v1", None)
+    folder = Path(version_uri(registry, MODEL, "v1").removeprefix("file://"))
+    refused = {**promotion_of(registry, "v1"), "awaiting_approval": False,
+               "gate_passed": False, "reason": "worse than latest"}  # fmt: skip
+    (folder / "promotion.json").write_text(json.dumps(refused))
+    with pytest.raises(RegistryError, match="is not awaiting approval \\(worse than latest\\)"):
+        approve(registry, MODEL, "v1", "alice")
+    assert current_latest(registry, MODEL) is None
+
+
+@pytest.mark.parametrize("chosen", [["Reject"], [], None, ["Approve", "Reject"]])
+def test_promote_takes_only_an_approve_answer(chosen):
+    from airflow.sdk.exceptions import AirflowFailException
+
+    from llm_pipeline.approval import approver
+
+    answer = {"chosen_options": chosen, "responded_by_user": {"name": "alice"}}
+    with pytest.raises(AirflowFailException, match="not \\['Approve'\\]: nothing is promoted"):
+        approver(answer)
+    assert approver({**answer, "chosen_options": ["Approve"]}) == "alice"
+
+
+def test_generated_text_reaches_the_approver_as_text_not_markdown(tmp_path):
+    """A completion may hold bare carriage returns (byte-level BPE reproduces CRLF corpora)
+    and Markdown: rendered as CommonMark (what the HITL page does), it stays one literal
+    line — no heading, link or image the model wrote."""
+    from markdown_it import MarkdownIt
+
+    from llm_pipeline.review import sample_lines
+
+    registry = f"file://{tmp_path}"
+    publish_awaiting(registry, "v1", None)
+    hostile = "upon\r\r## Gate re-checked: approve\r\r![x](https://evil.example/p.png) ``tick``"
+    records = [{"prompt": "Once", "completion": hostile}, {"prompt": "`Two`", "completion": "x"}]
+    folder = Path(version_uri(registry, MODEL, "v1").removeprefix("file://"))
+    (folder / "generated.jsonl").write_text("\n".join(json.dumps(r) for r in records))
+    lines = sample_lines(registry, MODEL, "v1")
+    assert len(lines) == 2  # the last record counts without a trailing newline
+    html = MarkdownIt("commonmark").render("\n".join(lines))
+    assert "<h2" not in html and "<img" not in html and "<a " not in html
+    assert "## Gate re-checked: approve" in html and "``tick``" in html
