@@ -3,6 +3,7 @@ errors a user gets for a wrong --text-field, record caps and what reading holds 
 
 from __future__ import annotations
 
+import io
 import random
 import re
 import tracemalloc
@@ -14,7 +15,7 @@ import pytest
 from sparklm.data import records
 from sparklm.data.decompression import ReadLimits
 from sparklm.data.records import RecordText
-from sparklm.runtime import exit_codes
+from sparklm.runtime import exit_codes, storage
 from sparklm.runtime.errors import PipelineError
 
 TEXT = ("text",)
@@ -128,6 +129,62 @@ def test_a_truncated_or_corrupt_parquet_file_is_bad_input_naming_the_file(tmp_pa
         verdict = exit_codes.classify(exc.value, "lower --batch-size")
         assert verdict is not None and verdict.exit_code == exit_codes.DETERMINISTIC
         assert re.fullmatch(wanted, verdict.message)
+
+
+def corrupt_pages(path) -> None:
+    """Overwrite the middle of the one column chunk of ``path``, its footer intact."""
+    whole = bytearray(path.read_bytes())
+    meta = pq.ParquetFile(path).metadata.row_group(0).column(0)
+    start = meta.data_page_offset
+    whole[start : start + 64] = bytes(range(64))
+    path.write_bytes(bytes(whole))
+
+
+def test_a_parquet_file_whose_pages_do_not_decode_is_bad_input_not_retried(tmp_path):
+    """Its footer reads, so planning passes; Arrow then raises a plain OSError for the page
+    header (as it would for a failed read), which must still be the file's fault, exit 2."""
+    path = tmp_path / "pages.parquet"
+    write_parquet(path, pa.table({"text": [f"row {i}" for i in range(1000)]}))
+    corrupt_pages(path)
+    uri = f"file://{path}"
+    assert len(records.parquet_row_groups(uri, TEXT, DEFAULTS)) == 1
+    with pytest.raises(PipelineError) as exc:
+        list(records.parquet_texts(uri, 0, 1, TEXT, DEFAULTS))
+    verdict = exit_codes.classify(exc.value, "lower --batch-size")
+    assert verdict is not None and verdict.exit_code == exit_codes.DETERMINISTIC
+    assert verdict.message.startswith(f"{uri} is truncated or corrupt (")
+
+
+class FailingStorage(io.BytesIO):
+    """A stored file whose connection drops at any read starting before ``ok_from``."""
+
+    def __init__(self, data: bytes, ok_from: int) -> None:
+        super().__init__(data)
+        self.ok_from = ok_from
+
+    def read(self, size=-1):
+        if self.tell() < self.ok_from:
+            raise ConnectionError("Connection reset by peer")
+        return super().read(size)
+
+
+@pytest.mark.parametrize("where", ["footer", "pages"])
+def test_a_storage_failure_while_reading_parquet_stays_retryable(tmp_path, monkeypatch, where):
+    """ConnectionError is an OSError, as Arrow's verdict on a bad page is: reading the file
+    failed, not the file, so it is raised as it is (and retried)."""
+    path = tmp_path / "fine.parquet"
+    write_parquet(path, pa.table({"text": [f"row {i}" for i in range(1000)]}))
+    data = path.read_bytes()
+    uri = f"file://{path}"
+    footer = len(data) - 8 - int.from_bytes(data[-8:-4], "little")
+    ok_from = len(data) if where == "footer" else footer  # "pages": the footer still reads
+    monkeypatch.setattr(storage, "open_binary", lambda uri: FailingStorage(data, ok_from))
+    with pytest.raises(ConnectionError, match="reset by peer"):
+        if where == "footer":
+            records.parquet_row_groups(uri, TEXT, DEFAULTS)
+        else:
+            groups = records.parquet_row_groups(uri, TEXT, DEFAULTS)
+            list(records.parquet_texts(uri, 0, len(groups), TEXT, DEFAULTS))
 
 
 def test_a_parquet_file_without_row_groups_yields_no_rows(tmp_path):

@@ -86,7 +86,8 @@ def strip_codec_suffix(name: str) -> str:
 
 
 class StorageReads(io.RawIOBase):
-    """The compressed stream as its decoder reads it, noting whether a read failed.
+    """A stored file as its decoder reads it (a decompressor, or Arrow reading Parquet),
+    noting whether a read or seek failed.
 
     The decoder calls ``read`` from inside its own, so an error surfacing from the decoder
     may be the storage layer's (S3 unreachable: retried) rather than the decoder's verdict
@@ -104,8 +105,21 @@ class StorageReads(io.RawIOBase):
             self.failed = True
             raise
 
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        try:
+            return self._raw.seek(offset, whence)
+        except BaseException:
+            self.failed = True
+            raise
+
+    def tell(self) -> int:
+        return self._raw.tell()
+
     def readable(self) -> bool:
         return True
+
+    def seekable(self) -> bool:
+        return self._raw.seekable()
 
 
 class CappedReader:

@@ -12,7 +12,7 @@ import json
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from sparklm.data.decompression import ReadLimits
+from sparklm.data.decompression import ReadLimits, StorageReads
 from sparklm.runtime import storage
 from sparklm.runtime.errors import PipelineError
 
@@ -81,27 +81,49 @@ def parquet_row_groups(uri: str, path: tuple[str, ...], limits: ReadLimits) -> l
     Raises PipelineError naming the string columns when ``path`` is not one of them, or
     naming the flag to raise when a row group's text expands past ``limits``.
     """
-    with storage.open_binary(uri) as f:
-        parquet = open_parquet(uri, f)
+    with storage.open_binary(uri) as raw:
+        parquet = open_parquet(uri, StorageReads(raw))
         check_text_column(uri, parquet.schema_arrow, path)
         return _row_groups(uri, parquet.metadata, ".".join(path), limits)
 
 
-def open_parquet(uri: str, f, **options):
-    """``f`` (the file at ``uri``) read as Parquet; a file that is not one is bad input.
-
-    ArrowInvalid is Arrow's verdict on the bytes (no magic, no footer): a failed read of
-    ``f`` reaches here as its own exception (a ConnectionError stays one) and is retried.
-    """
-    import pyarrow as pa
+def open_parquet(uri: str, f: StorageReads, **options):
+    """``f`` (the file at ``uri``) read as Parquet; a file that is not one is bad input."""
     import pyarrow.parquet as pq
 
     try:
         return pq.ParquetFile(f, **options)
-    except pa.ArrowInvalid as exc:
-        raise PipelineError(
-            f"{uri} is truncated or corrupt ({exc}): download it again, or remove it from --input"
-        ) from None
+    except Exception as exc:
+        raise parquet_error(uri, f, exc) from None
+
+
+def parquet_error(uri: str, f: StorageReads, exc: Exception) -> Exception:
+    """What to raise for ``exc``, met reading ``f`` (the file at ``uri``) as Parquet.
+
+    Arrow's errors (ArrowInvalid: no magic, no footer; OSError: a page header or page that does
+    not decode) are its verdict on the bytes, bad input, unless reading ``f`` failed underneath
+    (S3 unreachable): that error is raised as it is, and retried.
+    """
+    import pyarrow as pa
+
+    if f.failed or not isinstance(exc, (pa.ArrowException, OSError)):
+        return exc
+    return PipelineError(
+        f"{uri} is truncated or corrupt ({str(exc).strip()}): download it again, or remove it "
+        "from --input"
+    )
+
+
+def _checked_batches(uri: str, f: StorageReads, batches: Iterator) -> Iterator:
+    """``batches`` (Arrow reading ``f``), with a corrupt page raised as bad input."""
+    while True:
+        try:
+            batch = next(batches)
+        except StopIteration:
+            return
+        except Exception as exc:
+            raise parquet_error(uri, f, exc) from None
+        yield batch
 
 
 def _row_groups(uri: str, meta, column: str, limits: ReadLimits) -> list[RowGroup]:
@@ -181,16 +203,18 @@ def parquet_texts(
     import pyarrow.compute as pc
 
     max_record_bytes = limits.max_record_bytes
-    with storage.open_binary(uri) as f:
+    with storage.open_binary(uri) as raw:
+        f = StorageReads(raw)
         # Buffered reads: a column chunk is read page by page, not whole, so one huge value
         # costs its page, not its row group's column. Pre-buffering (pyarrow's default) would
         # read each column chunk whole and ignore buffer_size.
         parquet = open_parquet(uri, f, buffer_size=PARQUET_READ_BUFFER, pre_buffer=False)
         groups = _row_groups(uri, parquet.metadata, ".".join(path), limits)
         row = groups[first_group].first_row if first_group < len(groups) else 0
-        batches = parquet.iter_batches(batch_size=batch_rows(max_record_bytes),
-                                       row_groups=range(first_group, end_group),
-                                       columns=[path[0]])  # fmt: skip
+        batches = _checked_batches(uri, f, parquet.iter_batches(
+            batch_size=batch_rows(max_record_bytes), row_groups=range(first_group, end_group),
+            columns=[path[0]],
+        ))  # fmt: skip
         for batch in batches:
             column = batch.column(0)
             for key in path[1:]:
