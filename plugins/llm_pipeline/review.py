@@ -25,10 +25,12 @@ import time
 from typing import Any
 
 from sparklm.registry.versions import PROMOTION, RegistryError, current_latest, promote, version_uri
-from sparklm.runtime import storage
+from sparklm.runtime import json_objects, storage
 from sparklm.runtime.stages import read_manifest
 
 SAMPLES = 3
+# What approving a version reads from its promotion.json (publish writes them all).
+PROMOTION_KEYS = ("reason", "compared_to", "evaluation", "pointer")
 # How much of a version's generated.jsonl the request reads for its samples.
 SAMPLES_READ_BYTES = 256 * 1024
 # What CommonMark (and Unicode) take for the end of a line.
@@ -108,8 +110,14 @@ def literal(text: str) -> str:
 
 
 def read_promotion(registry: str, model: str, version: str) -> dict[str, Any]:
-    return json.loads(storage.read_bytes(storage.join(version_uri(registry, model, version),
-                                                      PROMOTION)))  # fmt: skip
+    """The version's promotion record, read bounded and never through a link."""
+    uri = storage.join(version_uri(registry, model, version), PROMOTION)
+    storage.refuse_symlinks(registry, uri)
+    fix = f"publish {version} again (rerun its publish task)"
+    promotion = json_objects.read(uri, required=PROMOTION_KEYS, error=RegistryError, fix=fix)
+    if promotion is None:
+        raise RegistryError(f"{uri} is missing: {model} {version} was not published; {fix}")
+    return promotion
 
 
 def write_promotion(registry: str, model: str, version: str, promotion: dict[str, Any]) -> None:

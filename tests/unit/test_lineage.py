@@ -136,3 +136,15 @@ def test_a_version_file_is_read_only_up_to_its_bound(tmp_path):
         f.truncate(20 * 2**20)  # 20 MiB: past any tokenizer the vocabulary bound allows
     with pytest.raises(PipelineError, match="tokenizer.json is larger than"):
         Parent.open(uri).read("tokenizer.json")
+
+
+@pytest.mark.parametrize(("content", "problem"),
+                         [(b'{"pointer": ', "is damaged, not JSON"),
+                          (b'["v1"]', "is damaged: it holds a list, not an object")])  # fmt: skip
+def test_a_damaged_promotion_record_is_refused_naming_it_and_the_fix(tmp_path, content, problem):
+    uri = publish_by_hand(tmp_path)
+    (tmp_path / "m" / "v1" / "promotion.json").write_bytes(content)
+    with pytest.raises(LineageError) as exc:
+        Parent.open(uri)
+    assert str(exc.value).startswith(f"init_from: {uri}/promotion.json {problem}")
+    assert str(exc.value).endswith(": continue from another version, or republish this one")

@@ -91,6 +91,31 @@ def test_a_version_the_gate_refused_is_never_promoted(tmp_path):
     assert current_latest(registry, MODEL) is None
 
 
+@pytest.mark.parametrize(("content", "problem"),
+                         [(b'{"reason": "ok", ', "is damaged, not JSON"),
+                          (b'{"reason": "ok"}', "is damaged: it lacks 'compared_to'"),
+                          (None, "is larger than")])  # fmt: skip
+def test_a_damaged_promotion_record_is_refused_naming_it_and_never_promoted(
+    tmp_path, content, problem
+):
+    """Read bounded (the Airflow worker reads it) and checked before anything moves."""
+    registry = f"file://{tmp_path}"
+    publish_awaiting(registry, "v1", None)
+    record = Path(version_uri(registry, MODEL, "v1").removeprefix("file://")) / "promotion.json"
+    if content is None:
+        with record.open("ab") as f:
+            f.truncate(2 * 2**20)  # past any promotion record (json_objects.MAX_POINTER_BYTES)
+    else:
+        record.write_bytes(content)
+    for answer in (approve, reject):
+        with pytest.raises(RegistryError) as exc:
+            answer(registry, MODEL, "v1", "alice")
+        assert str(exc.value).startswith(f"file://{record} is damaged")
+        assert problem in str(exc.value)
+        assert str(exc.value).endswith(": publish v1 again (rerun its publish task)")
+    assert current_latest(registry, MODEL) is None
+
+
 @pytest.mark.parametrize("chosen", [["Reject"], [], None, ["Approve", "Reject"]])
 def test_promote_takes_only_an_approve_answer(chosen):
     from airflow.sdk.exceptions import AirflowFailException

@@ -102,6 +102,32 @@ def test_rerun_invalidates_first_then_replaces(tmp_path):
     assert storage.read_bytes(entry["uri"]) == b"new"
 
 
+@pytest.mark.parametrize(
+    ("content", "problem"),
+    [(b'{"stage": "preprocess", "fi', "not JSON"), (b"[]", "holds a list, not an object"),
+     (b'{"stage": "preprocess"}', "lacks 'params', 'stats', 'files'"),
+     (None, "larger than 1,024 bytes")],
+)  # fmt: skip
+def test_a_damaged_or_oversized_manifest_is_named_with_the_job_to_rerun(
+    tmp_path, monkeypatch, content, problem
+):
+    """Never a JSONDecodeError or KeyError from a downstream job, and never read whole past
+    its bound: memory stays bounded whatever the file holds."""
+    root = f"file://{tmp_path}"
+    commit(root)
+    path = tmp_path / "preprocess" / "manifest.json"
+    monkeypatch.setattr(stages, "MAX_MANIFEST_BYTES", 1024)
+    path.write_bytes(b" " * 2048 if content is None else content)
+    # input_ref only hashes the bytes: it is bounded, and the reader of the content refuses it.
+    for read in (read_manifest, input_ref) if content is None else (read_manifest,):
+        with pytest.raises(StageNotCommitted) as exc:
+            read(root, "preprocess")
+        assert str(exc.value).startswith(f"file://{path} is damaged")
+        assert problem in str(exc.value)
+        assert str(exc.value).endswith("run the preprocess job for this run root again (it "
+                                       "rewrites the stage)")  # fmt: skip
+
+
 def test_input_ref_pins_the_upstream_manifest(tmp_path):
     root = f"file://{tmp_path}"
     commit(root)

@@ -15,14 +15,13 @@ from __future__ import annotations
 import csv
 import hashlib
 import io
-import json
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from sparklm import settings
 from sparklm.registry.versions import PROMOTION, check_name, read_latest, version_uri
-from sparklm.runtime import storage
+from sparklm.runtime import json_objects, storage
 from sparklm.runtime.errors import PipelineError
 
 LATEST = "latest"
@@ -33,6 +32,7 @@ SHAPE_SETTINGS = (
 )  # fmt: skip
 # Small JSON files of a version (run.json, promotion.json, config.json) are read up to this.
 MAX_RECORD_BYTES = 16 * 2**20
+DAMAGED_FIX = "continue from another version, or republish this one"
 
 
 class LineageError(PipelineError):
@@ -190,13 +190,8 @@ def _verified(folder: str, run: Mapping[str, Any], name: str, max_bytes: int | N
 
 
 def _json(folder: str, name: str, data: bytes) -> dict[str, Any]:
-    try:
-        value = json.loads(data)
-    except ValueError as exc:
-        raise LineageError(f"init_from: {storage.join(folder, name)} is not JSON: {exc}") from None
-    if not isinstance(value, dict):
-        raise LineageError(f"init_from: {storage.join(folder, name)} is not a JSON object")
-    return value
+    return json_objects.parse(data, f"init_from: {storage.join(folder, name)}", required=(),
+                              error=LineageError, fix=DAMAGED_FIX)  # fmt: skip
 
 
 def checksums(run: Mapping[str, Any]) -> dict[str, str]:

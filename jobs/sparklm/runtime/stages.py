@@ -25,11 +25,14 @@ from importlib.resources.abc import Traversable
 from pathlib import Path
 from typing import Any
 
-from sparklm.runtime import storage
+from sparklm.runtime import json_objects, storage
 from sparklm.runtime.errors import PipelineError
 from sparklm.runtime.ownership import MARKER, claim_stage
 
 MANIFEST = "manifest.json"
+# A manifest lists a stage's files at a few hundred bytes each; one past this bound was not
+# written by a stage, and reading it whole could exhaust the reader's memory.
+MAX_MANIFEST_BYTES = 64 * 2**20
 
 
 class StageNotCommitted(PipelineError):
@@ -130,12 +133,29 @@ def read_manifest(run_root: str, stage: str) -> dict[str, Any]:
     (e.g. from a laptop to S3).
     """
     uri = manifest_uri(run_root, stage)
+    manifest = json_objects.parse(manifest_bytes(run_root, stage), uri,
+                                  required=("params", "stats", "files"),
+                                  error=StageNotCommitted, fix=_rerun(stage))  # fmt: skip
+    return {**manifest, "run_root": run_root}
+
+
+def manifest_bytes(run_root: str, stage: str) -> bytes:
+    """The committed manifest's bytes, read up to ``MAX_MANIFEST_BYTES``; StageNotCommitted
+    (naming the job to run) when there is none, or none that can be one."""
+    uri = manifest_uri(run_root, stage)
     if not storage.exists(uri):
         raise StageNotCommitted(
             f"stage {stage!r} is not complete under {run_root}: {uri} is missing; run the "
             f"{stage} job for this run root first (or check --run-root)"
         )
-    return {**json.loads(storage.read_bytes(uri)), "run_root": run_root}
+    try:
+        return storage.read_bounded(uri, MAX_MANIFEST_BYTES, "manifest")
+    except storage.StorageError as exc:  # past the bound, or not a regular file
+        raise StageNotCommitted(f"{uri} is damaged ({exc}): {_rerun(stage)}") from None
+
+
+def _rerun(stage: str) -> str:
+    return f"run the {stage} job for this run root again (it rewrites the stage)"
 
 
 def manifest_uri(run_root: str, stage: str) -> str:
@@ -147,8 +167,8 @@ def manifest_uri(run_root: str, stage: str) -> str:
 
 def input_ref(run_root: str, stage: str) -> dict[str, str]:
     """Identify an upstream manifest by URI and checksum, for lineage in our own manifest."""
-    uri = manifest_uri(run_root, stage)
-    return {"manifest": uri, "sha256": hashlib.sha256(storage.read_bytes(uri)).hexdigest()}
+    data = manifest_bytes(run_root, stage)
+    return {"manifest": manifest_uri(run_root, stage), "sha256": hashlib.sha256(data).hexdigest()}
 
 
 def listed_files(manifest: Mapping[str, Any], prefix: str = "") -> list[dict[str, Any]]:

@@ -2,25 +2,28 @@
 
 from __future__ import annotations
 
-import json
 import sys
 
 from sparklm.runtime import storage
-from sparklm.runtime.stages import MANIFEST, stage_uri
+from sparklm.runtime.errors import PipelineError
+from sparklm.runtime.stages import manifest_uri, read_manifest
 from sparklm.settings import STAGES
 
 
 def summarize(run_root: str) -> list[str]:
     lines = [f"run root: {run_root}"]
     for stage in STAGES:
-        manifest_uri = storage.join(stage_uri(run_root, stage), MANIFEST)
-        if not storage.exists(manifest_uri):
+        uri = manifest_uri(run_root, stage)
+        if not storage.exists(uri):
             lines.append(f"  {stage:<10} not committed")
             continue
-        manifest = json.loads(storage.read_bytes(manifest_uri))
+        try:
+            manifest = read_manifest(run_root, stage)
+        except PipelineError as exc:
+            lines.append(f"  {stage:<10} {exc}")
+            continue
         lines.append(
-            f"  {stage:<10} {len(manifest['files'])} files, {manifest['seconds']} s  "
-            f"→ {manifest_uri}"
+            f"  {stage:<10} {len(manifest['files'])} files, {manifest.get('seconds')} s  → {uri}"
         )
     return lines
 
