@@ -31,8 +31,9 @@ from pathlib import Path
 
 from sparklm import settings
 from sparklm.model.completion import Sampler, Sampling
+from sparklm.registry.lineage import MAX_RECORD_BYTES
 from sparklm.registry.versions import read_latest, registry_uri
-from sparklm.runtime import allowlist, entrypoint, storage
+from sparklm.runtime import allowlist, entrypoint, json_objects, storage
 from sparklm.runtime.errors import PipelineError
 from sparklm.runtime.ownership import check_run_root
 from sparklm.runtime.stages import (
@@ -50,6 +51,8 @@ MEMORY_KNOBS = "lower --max-new-tokens, or sample from a smaller model"
 MAX_PROMPTS_BYTES = 2**20
 # Prompts one run samples (each up to --max-new-tokens): a bound on the stage's work.
 MAX_PROMPTS = 10_000
+# What to do about a config or tokenizer that is not what train or tokenize wrote.
+REWRITE_FIX = "rerun the stage that wrote it, or sample another version"
 # The default prompts, beside this script (the DAG names them itself: see --prompts' help).
 SHIPPED_PROMPTS = Path(__file__).parent / settings.SHIPPED_PROMPTS
 
@@ -85,16 +88,20 @@ def parse_args(argv: Sequence[str]):
 
 
 def load_prompts(prompts_uri: str | None, inline: Iterable[str],
-                 allowed_prefixes: str | None) -> list[str]:  # fmt: skip
+                 allowed_prefixes: str | None) -> tuple[list[str], str | None]:  # fmt: skip
     """Prompts from the file (one per line, blank lines skipped) and the inline ones; with
     neither, the seed prompts shipped beside this job. A file the user names must lie under
-    the corpus allow-list (``allowed_prefixes``, else ``$LLM_CORPUS_ALLOWED_PREFIXES``)."""
+    the corpus allow-list (``allowed_prefixes``, else ``$LLM_CORPUS_ALLOWED_PREFIXES``).
+
+    Also returns the file they came from (None: inline only), for the manifest.
+    """
     prompts = [p.strip() for p in inline if p.strip()]
+    source = prompts_uri
     if prompts_uri:
-        allowlist.check_corpus([prompts_uri], allowed_prefixes)
+        allowlist.check_corpus([prompts_uri], allowed_prefixes, what="prompts file")
         prompts = non_blank_lines(read_prompts_file(prompts_uri)) + prompts
     elif not prompts:
-        prompts = non_blank_lines(read_shipped_prompts())
+        prompts, source = non_blank_lines(read_shipped_prompts()), SHIPPED_PROMPTS.as_uri()
     if len(prompts) > MAX_PROMPTS:
         raise PipelineError(
             f"{len(prompts):,} prompts, more than the {MAX_PROMPTS:,} one generate stage samples: "
@@ -105,7 +112,7 @@ def load_prompts(prompts_uri: str | None, inline: Iterable[str],
             f"no prompts: {prompts_uri or SHIPPED_PROMPTS} holds none and no --prompt was "
             "given. Put one prompt per line in the file or pass --prompt TEXT"
         )
-    return prompts
+    return prompts, source
 
 
 def read_prompts_file(prompts_uri: str) -> str:
@@ -159,13 +166,14 @@ def main(argv: Sequence[str]) -> dict | None:
         sample_from_registry(args)
         return None
     started = time.time()
-    prompts = load_prompts(args.prompts_uri, args.prompt, args.allowed_corpus_prefixes)
+    prompts, prompts_source = load_prompts(args.prompts_uri, args.prompt,
+                                           args.allowed_corpus_prefixes)  # fmt: skip
     train = read_manifest(args.run_root, "train")
     tokenize = read_manifest(args.run_root, "tokenize")
     weights, config = checked_model(listed_files(train, "model.safetensors")[0]["uri"],
                                     listed_files(train, "config.json")[0]["uri"],
                                     args.memory_budget_gb)  # fmt: skip
-    tokenizer_json = storage.read_bytes(listed_files(tokenize, "tokenizer.json")[0]["uri"])
+    tokenizer_json = read_small(listed_files(tokenize, "tokenizer.json")[0]["uri"], "tokenizer")
 
     spark = entrypoint.spark_session("llm-generate")
     sc = spark.sparkContext
@@ -186,7 +194,7 @@ def main(argv: Sequence[str]) -> dict | None:
     new_tokens = sum(r["new_tokens"] for r in records)
     manifest = commit_stage(
         args.run_root, STAGE, files=files, started_at=started,
-        params={"prompts": args.prompts_uri, "inline_prompts": len(args.prompt),
+        params={"prompts": prompts_source, "inline_prompts": len(args.prompt),
                 **asdict(args.sampling)},
         inputs={"train": input_ref(args.run_root, "train"),
                 "tokenize": input_ref(args.run_root, "tokenize")},
@@ -203,14 +211,23 @@ def checked_model(weights_uri: str, config_uri: str, budget_gb: float) -> tuple[
     config and the model fits ``budget_gb``: nothing is allocated for a model that would not."""
     from sparklm.model.weights import check_weights
 
-    config = json.loads(storage.read_bytes(config_uri))
+    config = json_objects.parse(read_small(config_uri, "model config"), config_uri, required=(),
+                                error=PipelineError, fix=REWRITE_FIX)  # fmt: skip
     check_weights(weights_uri, config, budget_gb=budget_gb, what=weights_uri)
     return storage.read_bytes(weights_uri), config
 
 
+def read_small(uri: str, what: str) -> bytes:
+    """A model's config or tokenizer, read up to the bound any the pipeline writes fits."""
+    try:
+        return storage.read_bounded(uri, MAX_RECORD_BYTES, what)
+    except storage.StorageError as exc:
+        raise PipelineError(f"{uri} is damaged ({exc}): {REWRITE_FIX}") from None
+
+
 def sample_from_registry(args) -> None:
     """The no-Spark path: print completions from the registry's latest promoted version."""
-    prompts = load_prompts(args.prompts_uri, args.prompt, args.allowed_corpus_prefixes)
+    prompts, _ = load_prompts(args.prompts_uri, args.prompt, args.allowed_corpus_prefixes)
     latest = read_latest(args.registry, args.model_name)
     version = latest["uri"]
     for name in ("model.safetensors", "config.json", "tokenizer.json"):
@@ -219,7 +236,7 @@ def sample_from_registry(args) -> None:
                                     storage.join(version, "config.json"),
                                     args.memory_budget_gb)  # fmt: skip
     sampler = Sampler(
-        weights, config, storage.read_bytes(storage.join(version, "tokenizer.json")).decode()
+        weights, config, read_small(storage.join(version, "tokenizer.json"), "tokenizer").decode()
     )
     for index, prompt in enumerate(prompts):
         record = sampler.complete(prompt, args.sampling, index)

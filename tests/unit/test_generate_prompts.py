@@ -15,7 +15,8 @@ SHIPPED = [line.strip() for line in (JOBS / "conf" / "prompts.txt").read_text().
 
 def prompts_of(generate, argv):
     args = generate.parse_args(argv)
-    return generate.load_prompts(args.prompts_uri, args.prompt, args.allowed_corpus_prefixes)
+    prompts, _ = generate.load_prompts(args.prompts_uri, args.prompt, args.allowed_corpus_prefixes)
+    return prompts
 
 
 def test_the_job_alone_samples_the_prompts_shipped_beside_it(tmp_path, monkeypatch):
@@ -24,6 +25,9 @@ def test_the_job_alone_samples_the_prompts_shipped_beside_it(tmp_path, monkeypat
     run = ["--run-root", f"file://{tmp_path / 'run'}"]
     assert SHIPPED and prompts_of(generate, run) == SHIPPED
     assert prompts_of(generate, [*run, "--prompt", "Just this"]) == ["Just this"]
+    shipped = (JOBS / "conf" / "prompts.txt").as_uri()  # what the manifest records they are
+    assert generate.load_prompts(None, [], None)[1] == shipped
+    assert generate.load_prompts(None, ["Just this"], None)[1] is None
 
 
 def test_a_prompts_file_outside_the_corpus_allow_list_is_refused_before_it_is_read(
@@ -45,7 +49,7 @@ def test_a_prompts_file_outside_the_corpus_allow_list_is_refused_before_it_is_re
                            [*run, *flags, "--prompts", str(tmp_path / "secret.txt")])  # fmt: skip
         assert ended.value.code == 2
         [line] = [x for x in capsys.readouterr().err.splitlines() if x.startswith("ERROR:")]
-        assert "secret.txt' is outside the allowed locations" in line
+        assert "prompts file " in line and "secret.txt' is outside the allowed locations" in line
         assert "llm_corpus_allowed_prefixes" in line
 
 

@@ -72,7 +72,7 @@ def check(uri: str, prefixes: list[str] | None, *, what: str, knob: str) -> None
         )
 
 
-def check_corpus(specs: list[str], raw_prefixes: str | None) -> None:
+def check_corpus(specs: list[str], raw_prefixes: str | None, what: str = "corpus") -> None:
     """Every corpus spec (file, directory or glob) must lie under an allowed prefix, with no
     symbolic link on local disk between that prefix and the spec (for a glob, its fixed part).
 
@@ -80,15 +80,16 @@ def check_corpus(specs: list[str], raw_prefixes: str | None) -> None:
     location leaves the spec's folder (a named file's parent, for a glob its fixed part); with
     no link between that folder and the prefix either, every file ``expand`` returns really
     lies under an allowed prefix. (A link at or above a prefix is the deployment's own choice.)
+    ``what`` names the specs in the message (generate checks a prompts file the same way).
     """
     prefixes = parse(raw_prefixes, CORPUS_ENV)
     for spec in specs:
-        check(spec, prefixes, what="corpus", knob=CORPUS_KNOB)
+        check(spec, prefixes, what=what, knob=CORPUS_KNOB)
         if prefixes is not None:
-            _refuse_links_below_prefix(spec, prefixes)
+            _refuse_links_below_prefix(spec, prefixes, what)
 
 
-def _refuse_links_below_prefix(spec: str, prefixes: list[str]) -> None:
+def _refuse_links_below_prefix(spec: str, prefixes: list[str], what: str) -> None:
     """Refuse ``spec`` (allowed, so below one prefix at least) when a symbolic link stands
     between it and every allowed prefix it lies under: the link, not the prefix, would decide
     which files are read."""
@@ -98,7 +99,7 @@ def _refuse_links_below_prefix(spec: str, prefixes: list[str]) -> None:
         return
     prefix, link = links[-1]  # the closest prefix's: the link nearest the spec
     raise NotAllowed(
-        f"corpus {spec!r} goes through the symbolic link {link} (to {os.readlink(link)}) below "
+        f"{what} {spec!r} goes through the symbolic link {link} (to {os.readlink(link)}) below "
         f"the allowed location {prefix}: a link there could lead reads anywhere. Name the "
         "folder it points to instead, if that is allowed, or replace the link with a real folder"
     )
