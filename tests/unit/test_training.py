@@ -84,6 +84,18 @@ def test_batches_are_windows_with_shifted_targets():
     torch.testing.assert_close(y, x + 1)
 
 
+def test_int32_tokens_give_the_same_int64_batches_and_losses_as_int64_tokens():
+    """Replicas keep their tokens as int32 (``read_range``): only the sampled windows widen,
+    to exactly what int64 tokens gave."""
+    tokens = torch.randint(0, 64, (4000,), generator=torch.Generator().manual_seed(1))
+    narrow = [sample_batch(tokens.int(), 8, 16, torch.Generator().manual_seed(0))]
+    wide = [sample_batch(tokens, 8, 16, torch.Generator().manual_seed(0))]
+    for got, want in zip(narrow[0], wide[0], strict=True):
+        assert got.dtype == torch.int64 and torch.equal(got, want)
+    model = GPT(GPTConfig(vocab_size=64, context_len=16, n_layer=1, n_head=2, n_embd=16))
+    assert evaluate(model, tokens.int()) == evaluate(model, tokens)
+
+
 def test_every_window_of_the_tokens_can_be_drawn_the_first_and_the_last_too():
     x, _ = sample_batch(torch.arange(12), 2000, 4, torch.Generator().manual_seed(0))
     assert set(x[:, 0].tolist()) == set(range(8))  # windows of 5 tokens start at 0..7

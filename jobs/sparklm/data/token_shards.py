@@ -20,8 +20,14 @@ def read_range(
     shards: Sequence[Mapping[str, Any]], dtype: np.dtype, start: int, stop: int
 ) -> np.ndarray:
     """Tokens ``[start, stop)`` of the concatenation of ``shards`` (manifest entries with ``uri``
-    and ``tokens``), fetched with byte-range reads so a partition downloads only its part."""
-    pieces, offset = [], 0
+    and ``tokens``), fetched with byte-range reads so a partition downloads only its part.
+
+    Returned as int32 (every vocabulary id fits), filled in place piece by piece: a replica
+    holds its range at 4 bytes a token, with one stored piece beside it while reading, never
+    the int64 copy the model's targets need (``sample_batch`` widens only its windows).
+    """
+    out: np.ndarray = np.empty(max(0, stop - start), dtype=np.int32)
+    offset, filled = 0, 0
     for shard in shards:
         lo, hi = max(start, offset), min(stop, offset + shard["tokens"])
         if lo < hi:
@@ -29,11 +35,11 @@ def read_range(
             data = fs.cat_file(
                 path, start=(lo - offset) * dtype.itemsize, end=(hi - offset) * dtype.itemsize
             )
-            pieces.append(np.frombuffer(data, dtype=dtype))
+            piece = np.frombuffer(data, dtype=dtype)
+            out[filled : filled + len(piece)] = piece
+            filled += len(piece)
         offset += shard["tokens"]
-    if not pieces:
-        return np.zeros(0, dtype=np.int64)
-    return np.concatenate(pieces).astype(np.int64)
+    return out[:filled]
 
 
 @dataclass(frozen=True)

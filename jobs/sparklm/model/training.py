@@ -128,9 +128,10 @@ def derive_seed(seed: int, round_index: int, partition: int) -> int:
 
 
 def sample_batch(tokens: Tensor, batch: int, context: int, generator: torch.Generator):
-    """``batch`` random windows of ``context + 1`` tokens: inputs and next-token targets."""
+    """``batch`` random windows of ``context + 1`` tokens: inputs and next-token targets, as
+    int64 (``tokens`` may be int32, as ``read_range`` keeps them)."""
     starts = torch.randint(0, len(tokens) - context, (batch,), generator=generator)
-    windows = tokens[starts[:, None] + torch.arange(context + 1)[None, :]]
+    windows = tokens[starts[:, None] + torch.arange(context + 1)[None, :]].long()
     return windows[:, :-1], windows[:, 1:]
 
 
@@ -225,8 +226,8 @@ def evaluate(model: GPT, tokens: Tensor, batch_size: int = EVAL_BATCH) -> tuple[
     model.eval()
     loss_sum, correct = 0.0, 0
     for i in range(0, n, batch_size):
-        logits, _ = model(x[i : i + batch_size])
-        target = y[i : i + batch_size]
+        logits, _ = model(x[i : i + batch_size].long())
+        target = y[i : i + batch_size].long()
         loss_sum += F.cross_entropy(logits.flatten(0, 1), target.flatten(), reduction="sum").item()
         correct += (logits.argmax(-1) == target).sum().item()
     model.train(was_training)
