@@ -177,8 +177,12 @@ def main(argv: Sequence[str]) -> dict:
     upstream = read_manifest(args.run_root, UPSTREAM)
     parent = parent_version(args, upstream)
     model_cfg, train_cfg = configs(args, upstream["stats"]["vocab_size"], parent)
-    check_budget(training_memory(Shape.from_config(model_cfg.to_dict()), train_cfg.batch_size),
-                 args.memory_budget_gb, "the model", MODEL_SIZE_FLAGS)  # fmt: skip
+    replica_tokens = max(stop - start for start, stop in partition_ranges(
+        upstream["stats"]["train"]["tokens"], train_cfg.partitions))  # fmt: skip
+    check_budget(training_memory(Shape.from_config(model_cfg.to_dict()), train_cfg.batch_size,
+                                 replica_tokens),
+                 args.memory_budget_gb, f"the model, beside {replica_tokens:,} training tokens "
+                 "per replica,", f"{MODEL_SIZE_FLAGS}, raise --partitions")  # fmt: skip
     data = read_training_data(upstream, model_cfg, train_cfg)
     sc = spark_context(train_cfg)
     shared_paths.check_executors_see(sc, [args.run_root])

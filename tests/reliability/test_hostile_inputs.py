@@ -206,6 +206,22 @@ def test_a_model_over_the_memory_budget_is_refused_before_allocating(capsys, tok
     assert not (tmp_path / "run" / "train").exists()
 
 
+def test_more_training_tokens_than_a_replica_can_hold_are_refused_naming_partitions(
+    capsys, tokenized, tmp_path
+):
+    """A replica holds its token range in memory (4 bytes a token): a corpus that would not fit
+    the budget beside the model is refused before any shard is read, naming --partitions."""
+    root = copy_stages(tokenized, tmp_path / "run", ("preprocess", "tokenize"))
+    manifest = tmp_path / "run" / "tokenize" / "manifest.json"
+    committed = json.loads(manifest.read_text())
+    committed["stats"]["train"]["tokens"] = 3 * 10**9  # as a 3-billion-token corpus says
+    manifest.write_text(json.dumps(committed))
+    code, errors = run_in_process(capsys, "train", "--run-root", root, *TINY, "--partitions", "1")
+    assert code == 2 and "beside 3,000,000,000 training tokens per replica" in errors[0]
+    assert "over the memory budget of 8 GB" in errors[0] and "raise --partitions" in errors[0]
+    assert not (tmp_path / "run" / "train").exists()
+
+
 def registry_version(registry: Path, version: str, config: GPTConfig, weights_config: GPTConfig):
     """A version folder of model ``m`` with a real tokenizer, weights and a config.json."""
     folder = registry / "m" / version

@@ -20,6 +20,8 @@ from sparklm import settings
 from sparklm.runtime.errors import PipelineError
 
 BYTES_PER_FLOAT = 4
+# A replica holds its training tokens as int32 (token_shards.read_range).
+BYTES_PER_TOKEN = 4
 GIB = 2**30
 # What a process holds before any model: Python, torch's libraries and thread pools, the
 # Spark worker (measured: importing torch alone is about 220 MB resident).
@@ -135,17 +137,20 @@ class MemoryEstimate:
         return self.peak_bytes / GIB
 
 
-def training_memory(shape: Shape, batch_size: int) -> MemoryEstimate:
-    """Peak of the train job's processes: a replica's step, or the driver's round + evaluation."""
+def training_memory(shape: Shape, batch_size: int, replica_tokens: int = 0) -> MemoryEstimate:
+    """Peak of the train job's processes: a replica's step beside its ``replica_tokens``
+    training tokens, or the driver's round + evaluation."""
     p = parameter_count(shape)
-    replica = REPLICA_VECTORS * p + ACTIVATION_HEADROOM * activation_floats(
+    replica_floats = REPLICA_VECTORS * p + ACTIVATION_HEADROOM * activation_floats(
         shape, batch_size, training=True
     )
-    driver = DRIVER_VECTORS * p + ACTIVATION_HEADROOM * activation_floats(
+    driver_floats = DRIVER_VECTORS * p + ACTIVATION_HEADROOM * activation_floats(
         shape, EVAL_BATCH, training=False
     )
+    replica = BYTES_PER_FLOAT * replica_floats + BYTES_PER_TOKEN * replica_tokens
+    driver = BYTES_PER_FLOAT * driver_floats
     process = "a training replica" if replica >= driver else "the driver"
-    return MemoryEstimate(p, RUNTIME_BYTES + BYTES_PER_FLOAT * max(replica, driver), process)
+    return MemoryEstimate(p, RUNTIME_BYTES + max(replica, driver), process)
 
 
 def sampling_memory(shape: Shape, prompts_at_once: int = 1) -> MemoryEstimate:
