@@ -77,6 +77,9 @@ class Sizes:
     # (2.130).
     continue_args: str = "--warmup-steps 10"
     heldout_every: int = 10  # every n-th base article is held out
+    # The share of the first half of test.txt's articles that arrives as new text: 1.0 is an
+    # increment of 60 % of the base text; a nightly retraining sees far smaller ones.
+    new_fraction: float = 1.0
 
 
 QUICK = Sizes(
@@ -100,8 +103,10 @@ def wikitext_articles(path: Path) -> list[list[str]]:
     return articles
 
 
-def write_corpora(wikitext: Path, target: Path, heldout_every: int) -> dict[str, Path]:
-    """Base text, base held-out, new text and new held-out as four WikiText files."""
+def write_corpora(wikitext: Path, target: Path, heldout_every: int,
+                  new_fraction: float) -> dict[str, Path]:  # fmt: skip
+    """Base text, base held-out, new text (``new_fraction`` of the first half of test.txt's
+    articles) and new held-out (always the second half) as four WikiText files."""
     target.mkdir(parents=True, exist_ok=True)
     base = wikitext_articles(wikitext / "valid.txt")
     new = wikitext_articles(wikitext / "test.txt")
@@ -109,7 +114,7 @@ def write_corpora(wikitext: Path, target: Path, heldout_every: int) -> dict[str,
     parts = {
         "base": [a for i, a in enumerate(base) if i % heldout_every],
         "base-heldout": [a for i, a in enumerate(base) if not i % heldout_every],
-        "new": new[:half],
+        "new": new[: max(1, round(half * new_fraction))],
         "new-heldout": new[half:],
     }
     paths = {}
@@ -271,7 +276,9 @@ def report(models: list[Model], goals: list[dict[str, Any]], raw: dict[str, Any]
                         "base held-out bits/byte"], rows, align="llrrrrrrr"),
         goals_table(goals),
         f"Train arguments `{raw['sizes']['train_args']}`; continued runs add "
-        f"`{raw['sizes']['continue_args']}` and `--init-from` the base version. Held-out sets: "
+        f"`{raw['sizes']['continue_args']}` and `--init-from` the base version. New text: "
+        f"{raw['sizes']['new_fraction']:g} of the first half of test.txt's articles "
+        f"({raw['new_bytes']:,} bytes). Held-out sets: "
         f"new {raw['heldout_bytes']['new held-out']:,} bytes, base "
         f"{raw['heldout_bytes']['base held-out']:,} bytes. " + load_note(raw),
     ])  # fmt: skip
@@ -303,7 +310,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     work = fresh_dir(args.work_dir)
     raw: dict[str, Any] = {"sizes": asdict(s), "load_average_start": load_average()}
     started = time.perf_counter()
-    corpora = write_corpora(wikitext, work / "corpora", s.heldout_every)
+    corpora = write_corpora(wikitext, work / "corpora", s.heldout_every, s.new_fraction)
     registry = work / "registry"
     train_args = shlex.split(s.train_args)
     vocab = ["--vocab-size", str(s.vocab_size)]
@@ -343,6 +350,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         "models": {m.name: m.to_dict() for m in models},
         "base_version": version,
         "heldout_bytes": {k: sum(len(d.encode()) for d in v) for k, v in heldout.items()},
+        "new_bytes": corpora["new"].stat().st_size,
         "goals": goals,
         "seconds": time.perf_counter() - started,
         "load_average_end": load_average(),
