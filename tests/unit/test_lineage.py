@@ -148,3 +148,30 @@ def test_a_damaged_promotion_record_is_refused_naming_it_and_the_fix(tmp_path, c
         Parent.open(uri)
     assert str(exc.value).startswith(f"init_from: {uri}/promotion.json {problem}")
     assert str(exc.value).endswith(": continue from another version, or republish this one")
+
+
+def test_a_continued_run_reading_its_tokens_many_times_over_is_warned(tmp_path, caplog):
+    """Continued on the new text alone, a version overfits it (make bench-continue): the log
+    says so, and how to replay the old corpus; a run from scratch, or one reading its tokens
+    a few times, is not warned."""
+    import logging
+
+    from helpers.jobs import load_job
+    from sparklm.model.gpt import GPTConfig
+    from sparklm.model.training import TrainConfig
+
+    train = load_job("train")
+    parent = Parent.open(publish_by_hand(tmp_path))
+    model = GPTConfig(vocab_size=300, context_len=32, n_layer=1, n_head=2, n_embd=32)
+    cfg = TrainConfig(partitions=2, rounds=4, local_steps=10, batch_size=4)  # 10,240 tokens read
+    with caplog.at_level(logging.WARNING, logger="sparklm"):
+        train.warn_of_many_passes(None, model, cfg, 100)
+        train.warn_of_many_passes(parent, model, cfg, 2048)  # 5 passes: the limit
+        assert not caplog.records
+        train.warn_of_many_passes(parent, model, cfg, 2000)
+    [record] = caplog.records
+    assert record.getMessage() == (
+        f"train: continuing from version {parent.version}, this run reads its 2,000 training "
+        "tokens 5 times over, and a continued model overfits a small text. Give the old "
+        "corpus together with the new (corpus=OLD,NEW) so that it is replayed, or lower --rounds"
+    )
