@@ -219,10 +219,8 @@ def checked_model(weights_uri: str, config_uri: str, budget_gb: float) -> tuple[
 
 def read_small(uri: str, what: str) -> bytes:
     """A model's config or tokenizer, read up to the bound any the pipeline writes fits."""
-    try:
-        return storage.read_bounded(uri, MAX_RECORD_BYTES, what)
-    except storage.StorageError as exc:
-        raise PipelineError(f"{uri} is damaged ({exc}): {REWRITE_FIX}") from None
+    return json_objects.read_bounded(uri, MAX_RECORD_BYTES, what, error=PipelineError,
+                                     fix=REWRITE_FIX)  # fmt: skip
 
 
 def sample_from_registry(args) -> None:

@@ -79,8 +79,6 @@ ARTIFACTS = (
 )
 # What it takes to load (and so to score) a published version.
 MODEL_FILES = ("model.safetensors", "config.json", "tokenizer.json")
-# run.json records a version's Params, manifests and checksums: kilobytes; past this, damage.
-MAX_RUN_JSON_BYTES = 16 * 2**20
 GATED_METRICS = ("val_loss", "val_bpb", "val_ppl", "val_acc", "train_loss")
 UNSCORABLE = "the candidate cannot be scored on the registry's evaluation set"
 
@@ -335,7 +333,7 @@ def recorded_checksums(folder: str) -> dict[str, str]:
     files must match. Damaged → RegistryError naming the file."""
     uri = storage.join(folder, "run.json")
     storage.refuse_symlinks(folder, uri)
-    run = json_objects.parse(storage.read_bounded(uri, MAX_RUN_JSON_BYTES, "run.json"), uri,
+    run = json_objects.parse(storage.read_bounded(uri, lineage.MAX_RECORD_BYTES, "run.json"), uri,
                          required=("artifacts",), error=RegistryError,
                          fix="not a complete version; publish under another --version")  # fmt: skip
     return lineage.checksums(run)

@@ -30,11 +30,18 @@ def read(uri: str, *, required: Sequence[str], error: type[PipelineError], fix: 
     holding the ``required`` keys, with ``fix``."""
     if not storage.exists(uri):
         return None
-    try:
-        data = storage.read_bounded(uri, max_bytes, "JSON file")
-    except storage.StorageError as exc:  # larger than any such object, or not a regular file
-        raise error(f"{uri} is damaged ({exc}): {fix}") from None
+    data = read_bounded(uri, max_bytes, "JSON file", error=error, fix=fix)
     return parse(data, uri, required=required, error=error, fix=fix)
+
+
+def read_bounded(uri: str, max_bytes: int, what: str, *, error: type[PipelineError],
+                 fix: str) -> bytes:  # fmt: skip
+    """The bytes of a small file the pipeline wrote (``what``, named in the message): one over
+    ``max_bytes``, or not a regular file, is damage, raised as ``error`` with ``fix``."""
+    try:
+        return storage.read_bounded(uri, max_bytes, what)
+    except storage.StorageError as exc:  # larger than any such file, or not a regular file
+        raise error(f"{uri} is damaged ({exc}): {fix}") from None
 
 
 def parse(data: bytes, uri: str, *, required: Sequence[str], error: type[PipelineError],

@@ -132,26 +132,23 @@ def read_manifest(run_root: str, stage: str) -> dict[str, Any]:
     the manifest was read from, so a run root stays valid when it is copied
     (e.g. from a laptop to S3).
     """
-    uri = manifest_uri(run_root, stage)
-    manifest = json_objects.parse(manifest_bytes(run_root, stage), uri,
-                                  required=("params", "stats", "files"),
+    uri, data = _committed_manifest(run_root, stage)
+    manifest = json_objects.parse(data, uri, required=("params", "stats", "files"),
                                   error=StageNotCommitted, fix=_rerun(stage))  # fmt: skip
     return {**manifest, "run_root": run_root}
 
 
-def manifest_bytes(run_root: str, stage: str) -> bytes:
-    """The committed manifest's bytes, read up to ``MAX_MANIFEST_BYTES``; StageNotCommitted
-    (naming the job to run) when there is none, or none that can be one."""
+def _committed_manifest(run_root: str, stage: str) -> tuple[str, bytes]:
+    """Where the committed manifest is and its bytes, read up to ``MAX_MANIFEST_BYTES``;
+    StageNotCommitted (naming the job to run) when there is none, or none that can be one."""
     uri = manifest_uri(run_root, stage)
     if not storage.exists(uri):
         raise StageNotCommitted(
             f"stage {stage!r} is not complete under {run_root}: {uri} is missing; run the "
             f"{stage} job for this run root first (or check --run-root)"
         )
-    try:
-        return storage.read_bounded(uri, MAX_MANIFEST_BYTES, "manifest")
-    except storage.StorageError as exc:  # past the bound, or not a regular file
-        raise StageNotCommitted(f"{uri} is damaged ({exc}): {_rerun(stage)}") from None
+    return uri, json_objects.read_bounded(uri, MAX_MANIFEST_BYTES, "manifest",
+                                          error=StageNotCommitted, fix=_rerun(stage))  # fmt: skip
 
 
 def _rerun(stage: str) -> str:
@@ -167,8 +164,8 @@ def manifest_uri(run_root: str, stage: str) -> str:
 
 def input_ref(run_root: str, stage: str) -> dict[str, str]:
     """Identify an upstream manifest by URI and checksum, for lineage in our own manifest."""
-    data = manifest_bytes(run_root, stage)
-    return {"manifest": manifest_uri(run_root, stage), "sha256": hashlib.sha256(data).hexdigest()}
+    uri, data = _committed_manifest(run_root, stage)
+    return {"manifest": uri, "sha256": hashlib.sha256(data).hexdigest()}
 
 
 def listed_files(manifest: Mapping[str, Any], prefix: str = "") -> list[dict[str, Any]]:
